@@ -1,0 +1,56 @@
+# shrinkflow: `make run` runs the pipeline, `make test` runs the tests.
+# Both create .venv and install the pinned dependencies first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RAW_DIR = $(shell $(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['data']['raw_dir'])")
+RAW_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
+
+.PHONY: run test install data repro lock dvc-yaml clean
+
+run: install data
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/shrinkflow run
+
+test: install data
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+# Fashion-MNIST's IDX files: Debian's dataset-fashion-mnist package when apt-get is here,
+# otherwise say where to put them.
+data: install
+	@missing=""; for f in $(RAW_FILES); do test -f "$(RAW_DIR)/$$f" || missing="$$missing $$f"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$(RAW_DIR)" = "/usr/share/datasets/fashion-mnist" ] && command -v apt-get >/dev/null; then \
+		echo "Fashion-MNIST not found: installing Debian's dataset-fashion-mnist"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+		echo "Fashion-MNIST files missing in $(RAW_DIR):$$missing"; \
+		echo "Download them from github.com/zalandoresearch/fashion-mnist (data/fashion) into that folder,"; \
+		echo "or point data.raw_dir in params.yaml at where they are."; \
+		exit 1; \
+	fi
+
+# The second runner: the same stages through DVC.
+repro: install data
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+dvc-yaml: install
+	$(BIN)/shrinkflow dvc-yaml
+
+lock: install
+	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock.new
+	(head -2 requirements.lock; cat requirements.lock.new) > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock && rm requirements.lock.new
+
+clean:
+	rm -rf data/processed models metrics plots mlflow.db mlartifacts .shrinkflow .dvc/cache .dvcstore

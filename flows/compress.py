@@ -1,0 +1,112 @@
+"""The main Prefect flow: the stages of steps/pipeline.py as cached tasks.
+
+Each stage is a task whose cache key is the content of its dependency files
+(code included), its params sections and the project root: the same identity
+DVC uses, so a rerun with nothing changed is all `Cached`, and a changed
+param reruns from the first stage that reads it. After each stage the flow
+records it in dvc.lock (`dvc commit`), and at the end pushes the outputs to
+the DVC remote, so `dvc repro` and the flow agree on what is up to date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.context import TaskRunContext, get_run_context
+
+from steps import config, storage, tracking
+from steps.pipeline import STAGES, Stage, stage
+
+RETRIES = {"data": 2, "promote": 2}
+"""Stages that touch storage or the registry retry transient faults."""
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file, or of every file under a directory (names included); 'absent' if missing."""
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(str(child.relative_to(path)).encode())
+            digest.update(_file_hash(child).encode())
+    elif path.is_file():
+        digest.update(_file_hash(path).encode())
+    else:
+        return "absent"
+    return digest.hexdigest()
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stage_key(root: Path, st: Stage, params: config.Params) -> str:
+    digest = hashlib.sha256(f"{st.name}|{root.resolve()}|{params.section_hash(*st.params)}".encode())
+    for dep in st.resolved_deps(params.model_dump(mode="json")):
+        digest.update(f"|{dep}={content_hash(root / dep)}".encode())
+    return digest.hexdigest()
+
+
+def _cache_key(context: TaskRunContext, parameters: dict) -> str:
+    root = Path(parameters["root"])
+    return stage_key(root, stage(parameters["stage_name"]), config.load(root))
+
+
+def output_hashes(root: Path, st: Stage) -> dict[str, str]:
+    return {out: content_hash(root / out) for out in (*st.outs, *st.metrics)}
+
+
+def is_transient(task, task_run, state) -> bool:
+    """Retry network-ish failures only; bad data or config fails at once."""
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+@task(cache_key_fn=_cache_key, persist_result=True, task_run_name="{stage_name}", retry_condition_fn=is_transient)
+def run_stage(root: str, stage_name: str) -> dict[str, str]:
+    """Run `steps.<stage_name>.run()`; returns the hashes of what it wrote."""
+    st = stage(stage_name)
+    module = importlib.import_module(st.module)
+    module.run(config.load(root), Path(root))
+    return output_hashes(Path(root), st)
+
+
+@task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=is_transient)
+def push_outputs(root: str) -> int:
+    return storage.push(Path(root))
+
+
+def _run(root: str, st: Stage, refresh: bool = False):
+    options = {"retries": RETRIES.get(st.name, 0), "retry_delay_seconds": [2, 10]}
+    if refresh:
+        options["refresh_cache"] = True
+    return run_stage.with_options(**options)(root, st.name, return_state=True)
+
+
+@flow(name="compress", log_prints=True)
+def compress(root: str = ".") -> dict:
+    """Run every stage in order; returns each stage's final state name and the promotion decision."""
+    logger = get_run_logger()
+    root = str(Path(root).resolve())
+    config.load(root)  # refuse a bad params.yaml before any task runs
+    os.environ[tracking.PIPELINE_RUN_ENV] = str(get_run_context().flow_run.id)
+    states: dict[str, str] = {}
+    for st in STAGES:
+        state = _run(root, st)
+        outputs = state.result()  # raises if the stage failed: later stages must not run
+        if output_hashes(Path(root), st) != outputs:
+            logger.warning("cached outputs of %s are missing or changed on disk; running it again", st.name)
+            state = _run(root, st, refresh=True)
+            state.result()
+        states[st.name] = state.name
+        storage.commit_stage(Path(root), st.name)
+    pushed = push_outputs(root)
+    logger.info("pushed %d file(s) to the DVC remote", pushed)
+    return {"states": states, "pushed": pushed}

@@ -1,0 +1,45 @@
+"""Pruning schedules: pure functions (target, rounds) -> sparsity after each round.
+
+Every schedule ends exactly at `target` and never decreases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Schedule = Callable[[float, int], list[float]]
+
+
+def one_shot(target: float, rounds: int) -> list[float]:
+    """Prune to the target at once; the remaining rounds only fine-tune."""
+    return [target] * rounds
+
+
+def linear(target: float, rounds: int) -> list[float]:
+    """Equal sparsity steps."""
+    return [target * t / rounds for t in range(1, rounds + 1)]
+
+
+def geometric(target: float, rounds: int) -> list[float]:
+    """Remove the same fraction of the *remaining* weights each round (Han et al. 2015, iterative)."""
+    return [1 - (1 - target) ** (t / rounds) for t in range(1, rounds + 1)]
+
+
+def cubic(target: float, rounds: int, initial: float = 0.0) -> list[float]:
+    """Zhu & Gupta 2017: s_t = s_f + (s_i - s_f)(1 - t/n)^3, fast early, gentle late."""
+    return [target + (initial - target) * (1 - t / rounds) ** 3 for t in range(1, rounds + 1)]
+
+
+SCHEDULES: dict[str, Schedule] = {
+    "one_shot": one_shot,
+    "linear": linear,
+    "geometric": geometric,
+    "cubic": cubic,
+}
+
+
+def get_schedule(name: str) -> Schedule:
+    try:
+        return SCHEDULES[name]
+    except KeyError:
+        raise ValueError(f"unknown pruning schedule {name!r}; choose one of {sorted(SCHEDULES)}") from None

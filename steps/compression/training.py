@@ -1,0 +1,134 @@
+"""Minimal, deterministic training and evaluation loops over in-memory tensors.
+
+Fashion-MNIST fits in memory (47 MB as float32 per 60k images), so batches are
+index slices of one tensor: no DataLoader workers to fight over 2 cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+StepLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+"""(model, batch indices) -> scalar loss; the caller's closure owns the data."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Normalised images (N, 1, 28, 28) float32 and labels (N,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    """Same seed, data and thread count give bit-identical results on CPU."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was requested in params.yaml but no CUDA device is available")
+    return torch.device(name)
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    yield from order.split(batch_size)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """Eval mode under inference_mode, restoring the previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    device = next(model.parameters()).device
+    with evaluating(model):
+        return torch.cat([model(x[idx].to(device)).cpu() for idx in batch_indices(len(x), batch_size, None)])
+
+
+def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:
+    return (predict_logits(model, split.x, batch_size).argmax(1) == split.y).float().mean().item()
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        transient=True,
+        disable=not Console(stderr=True).is_terminal,  # bars in a log file are noise
+    )
+
+
+def train_epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    n: int,
+    batch_size: int,
+    epochs: int,
+    step_loss: StepLoss,
+    *,
+    generator: torch.Generator,
+    description: str,
+    on_epoch: Callable[[int, float], None] | None = None,
+    after_step: Callable[[], None] | None = None,
+) -> None:
+    """Run `epochs` passes; `on_epoch(epoch, mean_loss)` after each, `after_step()` after each update."""
+    model.train()
+    batches = -(-n // batch_size)
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=epochs * batches, status="")
+        for epoch in range(1, epochs + 1):
+            total = 0.0
+            for idx in batch_indices(n, batch_size, generator):
+                optimizer.zero_grad(set_to_none=True)
+                loss = step_loss(model, idx)
+                loss.backward()
+                optimizer.step()
+                if after_step is not None:
+                    after_step()
+                total += loss.item() * len(idx)
+                bar.advance(task)
+            mean = total / n
+            bar.update(task, status=f"epoch {epoch}/{epochs} loss {mean:.4f}")
+            if on_epoch is not None:
+                on_epoch(epoch, mean)
+
+
+def cross_entropy_loss(split: Split, device: torch.device) -> StepLoss:
+    def step(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(model(split.x[idx].to(device)), split.y[idx].to(device))
+
+    return step
+
+
+def adam(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -1,0 +1,33 @@
+"""Small helpers the training steps share: setup, loading a model, writing a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from steps import config
+from steps.compression import checkpoint
+from steps.compression.models import ModelSpec
+from steps.compression.training import resolve_device, seed_everything
+from steps.names import ModelRole
+from steps.pipeline import model_path, spec_path
+
+
+def setup(params: config.Params) -> tuple[torch.device, torch.Generator]:
+    """Seed, threads and device from params; a generator for batch order."""
+    seed_everything(params.seed, params.threads)
+    return resolve_device(params.device), torch.Generator().manual_seed(params.seed)
+
+
+def spec_from(arch: config.ArchConfig) -> ModelSpec:
+    return ModelSpec(**arch.model_dump())
+
+
+def load_model(root: Path, role: ModelRole, device: torch.device | None = None):
+    model, spec = checkpoint.load(root / model_path(role), root / spec_path(role))
+    return (model.to(device) if device is not None else model), spec
+
+
+def save_model(root: Path, role: ModelRole, model, spec: ModelSpec, meta: dict) -> None:
+    checkpoint.save(model.cpu(), spec, root / model_path(role), root / spec_path(role), meta)

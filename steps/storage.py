@@ -1,0 +1,71 @@
+"""The one module that talks to DVC: record what ran, push it, read its hashes.
+
+The Prefect flow runs the stages itself, then records each one with the
+equivalent of `dvc commit -f <stage>`, so dvc.lock holds exactly what ran and
+`dvc repro` afterwards finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import yaml
+
+from steps.pipeline import DATA_DIR
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+logging.getLogger("dvc").setLevel(logging.WARNING)  # "Updating lock file" on every commit is noise
+
+LOCK_FILE = "dvc.lock"
+
+
+class StorageError(RuntimeError):
+    """DVC could not record or push; the message names the stage or remote."""
+
+
+def _repo(root: Path):
+    from dvc.repo import Repo
+
+    return Repo(str(root))
+
+
+def commit_stage(root: Path, stage_name: str) -> None:
+    """Hash the stage's deps and outs into dvc.lock and the local cache."""
+    from dvc.exceptions import DvcException
+
+    try:
+        with _repo(root) as repo:
+            repo.commit(stage_name, force=True)
+    except DvcException as err:
+        raise StorageError(f"dvc commit {stage_name} failed in {root}: {err}") from err
+
+
+def push(root: Path) -> int:
+    """Push cached outputs to the default remote; returns how many files were sent."""
+    from dvc.exceptions import DvcException
+
+    try:
+        with _repo(root) as repo:
+            return int(repo.push())
+    except DvcException as err:
+        raise StorageError(f"dvc push from {root} to its default remote failed: {err}") from err
+
+
+def locked_out_hash(root: Path, path: str) -> str | None:
+    """The hash dvc.lock records for output `path` (e.g. 'abc….dir'), or None when not recorded."""
+    lock = Path(root) / LOCK_FILE
+    if not lock.is_file():
+        return None
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    for entry in stages.values():
+        for out in entry.get("outs", []):
+            if out.get("path") == path:
+                return out.get("md5")
+    return None
+
+
+def data_hash(root: Path) -> str | None:
+    """DVC's hash of the processed data directory: the data identity used in tags and audits."""
+    return locked_out_hash(root, DATA_DIR)
