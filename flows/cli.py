@@ -34,11 +34,11 @@ def run(
     from steps import config
 
     root = root.resolve()
-    runtime.prepare(root)
     try:
         config.apply_overrides(root, set_) if set_ else config.load(root)
     except config.ConfigError as err:
         _fail(str(err))
+    runtime.prepare(root)
     from flows.compress import compress  # imports Prefect: after the environment is prepared
 
     try:

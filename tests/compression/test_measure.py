@@ -1,0 +1,49 @@
+import torch
+from torch import nn
+
+from steps.compression import measure, pruning
+from steps.compression.models import ModelSpec, build
+
+
+def test_counts_parameters_and_nonzeros():
+    model = nn.Linear(10, 5)
+    assert measure.parameters(model) == 55
+    with torch.no_grad():
+        model.weight[:2] = 0
+    assert measure.nonzeros(model) == 55 - 20
+
+
+def test_macs_of_a_linear_layer():
+    # torch-pruning's counter: 10*5 multiply-accumulates plus 5 bias additions
+    assert measure.macs(nn.Linear(10, 5), torch.randn(1, 10)) == 55
+    assert measure.macs(nn.Linear(10, 5, bias=False), torch.randn(1, 10)) == 50
+
+
+def test_student_costs_fewer_macs_than_teacher():
+    x = torch.randn(1, 1, 28, 28)
+    big = build(ModelSpec(name="cnn", channels=[16, 32], hidden=[64]))
+    small = build(ModelSpec(name="cnn", channels=[4, 8], hidden=[16]))
+    assert measure.macs(small, x) < measure.macs(big, x)
+
+
+def test_pruned_weights_compress_better(tmp_path):
+    from steps.compression import checkpoint
+
+    spec = ModelSpec(name="mlp", hidden=[256])
+    torch.manual_seed(0)
+    dense = build(spec)
+    checkpoint.save(dense, spec, tmp_path / "d.safetensors", tmp_path / "d.json")
+    pruning.prune_magnitude(dense, 0.9, "global")
+    pruning.fold(dense)
+    checkpoint.save(dense, spec, tmp_path / "p.safetensors", tmp_path / "p.json")
+    assert measure.file_size(tmp_path / "p.safetensors") == measure.file_size(tmp_path / "d.safetensors")
+    assert measure.compressed_size(tmp_path / "p.safetensors") < 0.5 * measure.compressed_size(tmp_path / "d.safetensors")
+
+
+def test_latency_reports_ordered_percentiles_and_restores_threads():
+    threads = torch.get_num_threads()
+    model = nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10)).train()
+    result = measure.latency_ms(model, torch.randn(8, 784), warmup=1, repeats=5, threads=1)
+    assert 0 < result["p50"] <= result["p95"]
+    assert torch.get_num_threads() == threads
+    assert model.training  # evaluation helpers restore the previous mode

@@ -1,0 +1,111 @@
+"""Shared fixtures: synthetic IDX data, tiny params, and temp copies of the project."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Prefect and MLflow read settings at import time: isolate them before anything imports them.
+_STATE = Path(tempfile.mkdtemp(prefix="shrinkflow-tests-"))
+os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("PREFECT_API_URL", None)
+from flows import runtime  # noqa: E402
+
+runtime.prepare(_STATE)
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+PROJECT_FILES = ("steps", "flows", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore", "pyproject.toml")
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise plus a bright 7x7 block whose position encodes the class: learnable in one epoch."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 5)
+        images[i, 2 + row * 12 : 9 + row * 12, 1 + col * 5 : 8 + col * 5] = 230
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory) -> Path:
+    """A folder with the four Fashion-MNIST file names, holding synthetic data."""
+    folder = tmp_path_factory.mktemp("idx")
+    train_x, train_y = synthetic_images(600, seed=1)
+    test_x, test_y = synthetic_images(200, seed=2)
+    write_idx(folder / "train-images-idx3-ubyte.gz", train_x)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", train_y)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", test_x)
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", test_y)
+    return folder
+
+
+def default_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def tiny_params(raw_dir: Path, experiment: str = "tests") -> dict:
+    """The default params shrunk so every stage takes about a second."""
+    p = copy.deepcopy(default_params())
+    p["data"].update(raw_dir=str(raw_dir), val_size=100, train_limit=None, test_limit=None)
+    p["teacher"]["arch"].update(channels=[8, 16], hidden=[32])
+    p["teacher"]["train"].update(epochs=2, batch_size=32)
+    p["prune"].update(rounds=2, target_sparsity=0.5)
+    p["prune"]["finetune"].update(epochs=1, batch_size=32)
+    p["distill"]["student"] = {"name": "mlp", "channels": [], "hidden": [16], "batch_norm": False}
+    p["distill"]["train"].update(epochs=2, batch_size=32)
+    p["evaluate"].update(latency_batch_size=16, latency_warmup=1, latency_repeats=3)
+    p["promote"].update(min_accuracy=0.3, max_accuracy_drop=0.5, max_param_ratio=1.0)
+    p["tracking"]["experiment"] = experiment
+    return p
+
+
+def write_params(root: Path, params: dict) -> None:
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def copy_project(dest: Path, params: dict) -> Path:
+    """A git-committed copy of the project (code, dvc.yaml, .dvc/config) with the given params."""
+    for rel in PROJECT_FILES:
+        src, dst = REPO / rel, dest / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    write_params(dest, params)
+    git = ["git", "-c", "user.name=tests", "-c", "user.email=tests@localhost"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "test project"], cwd=dest, check=True)
+    return dest
+
+
+def require_fashion_mnist() -> Path:
+    """The real dataset: installed by `make test`; a CI run without it is a failure, not a skip."""
+    if all((FASHION_DIR / f).is_file() for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")):
+        return FASHION_DIR
+    message = f"Fashion-MNIST not found in {FASHION_DIR} (make test installs Debian's dataset-fashion-mnist)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)

@@ -1,0 +1,143 @@
+"""The whole pipeline on real Fashion-MNIST (a small subset), through the real CLI:
+Prefect (ephemeral server), MLflow (SQLite registry), DVC (local remote). No mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from steps.names import Alias, Tag
+from steps.pipeline import DATA_DIR, REPORT, STAGE_NAMES
+from tests.conftest import copy_project, require_fashion_mnist, tiny_params
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+
+
+def small_real_params(raw_dir: Path) -> dict:
+    p = tiny_params(raw_dir, experiment="integration")
+    p["data"].update(val_size=500, train_limit=2000, test_limit=1000)
+    p["distill"]["student"] = {"name": "cnn", "channels": [4, 8], "hidden": [16], "batch_norm": True}
+    p["promote"].update(min_accuracy=0.5, max_accuracy_drop=0.3, max_param_ratio=0.5)
+    return p
+
+
+def shrinkflow(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    for key in ("PREFECT_HOME", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+        env.pop(key, None)  # the CLI puts Prefect's state inside the project, as for a user
+    return subprocess.run([str(BIN / "shrinkflow"), *args, "--root", str(root)], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def stage_states(output: str) -> dict[str, str]:
+    line = re.search(r"^stages: (.*)$", output, re.MULTILINE)
+    assert line, output[-3000:]
+    return dict(item.split("=") for item in line.group(1).split(", "))
+
+
+def registry(root: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", registry_uri=f"sqlite:///{root / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    raw = require_fashion_mnist()
+    return copy_project(tmp_path_factory.mktemp("project"), small_real_params(raw))
+
+
+@pytest.fixture(scope="module")
+def first_run(project: Path) -> subprocess.CompletedProcess:
+    result = shrinkflow(project, "run")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_first_run_runs_every_stage(first_run):
+    assert stage_states(first_run.stdout) == {name: "Completed" for name in STAGE_NAMES}
+    assert "promoted: fashion-student v1 -> @champion" in first_run.stdout
+
+
+def test_report_has_all_three_models(project, first_run):
+    report = json.loads((project / REPORT).read_text())
+    models = report["models"]
+    assert set(models) == {"teacher", "pruned", "student"}
+    assert models["student"]["parameters"] < models["teacher"]["parameters"]
+    assert models["pruned"]["nonzeros"] < models["teacher"]["nonzeros"]
+    assert models["student"]["accuracy"] > 0.5  # 10 classes: chance is 0.1
+
+
+def test_champion_is_registered_with_lineage(project, first_run):
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    data_out = next(o for o in lock["stages"]["data"]["outs"] if o["path"] == DATA_DIR)
+    version = registry(project).get_model_version_by_alias("fashion-student", Alias.CHAMPION)
+    assert version.tags[Tag.DATA_HASH] == data_out["md5"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    assert version.tags[Tag.GIT_COMMIT] == head
+    assert len(version.tags[Tag.PARAMS_HASH]) == 64
+
+
+def test_dvc_agrees_nothing_is_stale_and_can_restore(project, first_run):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    status = subprocess.run([str(BIN / "dvc"), "status", "--quiet"], cwd=project, env=env, capture_output=True)
+    assert status.returncode == 0, status.stdout
+    assert set(yaml.safe_load((project / "dvc.lock").read_text())["stages"]) == set(STAGE_NAMES)
+    # The remote holds what ran: wipe the outputs and the cache, pull them back, hash-checked.
+    before = (project / DATA_DIR / "train.npz").read_bytes()
+    shutil.rmtree(project / DATA_DIR)
+    shutil.rmtree(project / ".dvc" / "cache")
+    pull = subprocess.run([str(BIN / "dvc"), "pull", "--quiet"], cwd=project, env=env, capture_output=True, text=True)
+    assert pull.returncode == 0, pull.stderr
+    assert (project / DATA_DIR / "train.npz").read_bytes() == before
+
+
+def test_rerun_with_nothing_changed_is_all_cached(project, first_run):
+    result = shrinkflow(project, "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stage_states(result.stdout) == {name: "Cached" for name in STAGE_NAMES}
+    versions = registry(project).search_model_versions("name='fashion-student'")
+    assert len(versions) == 1  # a cached promote registers nothing new
+
+
+def test_changed_param_reruns_from_first_affected_stage(project, first_run):
+    result = shrinkflow(project, "run", "-S", "distill.alpha=0.3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    states = stage_states(result.stdout)
+    assert [states[s] for s in ("data", "teacher", "prune")] == ["Cached"] * 3
+    assert [states[s] for s in ("distill", "evaluate", "promote")] == ["Completed"] * 3
+    assert yaml.safe_load((project / "params.yaml").read_text())["distill"]["alpha"] == 0.3
+    assert len(registry(project).search_model_versions("name='fashion-student'")) == 2
+
+
+def test_bad_params_stop_before_any_work(tmp_path):
+    raw = require_fashion_mnist()
+    params = small_real_params(raw)
+    params["teacher"]["train"]["epoks"] = 3
+    params["distill"]["alpha"] = "high"
+    root = copy_project(tmp_path / "bad", params)
+    result = shrinkflow(root, "run")
+    assert result.returncode == 2
+    assert "teacher.train.epoks: unknown key" in result.stderr
+    assert "distill.alpha" in result.stderr and "'high'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (root / "mlflow.db").exists() and not (root / DATA_DIR).exists()
+    assert not (root / ".shrinkflow").exists() or not any((root / ".shrinkflow").rglob("prefect.db"))
+
+
+def test_bad_override_changes_nothing(project, first_run):
+    before = (project / "params.yaml").read_text()
+    result = shrinkflow(project, "run", "-S", "prune.target_sparsity=1.5")
+    assert result.returncode == 2
+    assert "prune.target_sparsity" in result.stderr and "1.5" in result.stderr
+    assert (project / "params.yaml").read_text() == before

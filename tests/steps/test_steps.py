@@ -1,0 +1,113 @@
+"""Each step on tiny synthetic data, called directly (no Prefect, no DVC), in order."""
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from steps import config, data, distill, evaluate, promote, prune, teacher, tracking
+from steps.names import Alias, ModelRole, Tag
+from steps.pipeline import PROMOTION, REPORT, metrics_path, model_path, spec_path
+from steps.steputil import load_model
+from tests.conftest import tiny_params
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, idx_dir) -> Path:
+    """One project root that the tests below fill stage by stage."""
+    return tmp_path_factory.mktemp("steps")
+
+
+@pytest.fixture(scope="module")
+def params(idx_dir) -> config.Params:
+    return config.validate(tiny_params(idx_dir, experiment="step-tests"))
+
+
+def test_data(root, params):
+    manifest = data.run(params, root)
+    assert manifest["files"]["train.npz"]["rows"] == 500
+
+
+def test_teacher_learns_and_logs(root, params):
+    metrics = teacher.run(params, root)
+    assert metrics["val_accuracy"] > 0.5  # synthetic classes are easy; chance is 0.1
+    assert (root / model_path(ModelRole.TEACHER)).is_file() and (root / spec_path(ModelRole.TEACHER)).is_file()
+    tracking.use_store(root)
+    run = MlflowClient().get_run(metrics["mlflow_run_id"])
+    assert run.data.tags[Tag.STAGE] == "teacher"
+    assert run.data.params["teacher.train.epochs"] == "2"
+    history = MlflowClient().get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1, 2]
+
+
+def test_prune_reaches_target_with_a_curve(root, params):
+    metrics = prune.run(params, root)
+    assert metrics["sparsity"] == pytest.approx(params.prune.target_sparsity, abs=1e-3)
+    assert [p["round"] for p in metrics["curve"]] == [1, 2]
+    model, _ = load_model(root, ModelRole.PRUNED)
+    assert not any(k.endswith("_mask") for k in model.state_dict())
+    tracking.use_store(root)
+    sparsity_curve = MlflowClient().get_metric_history(metrics["mlflow_run_id"], "sparsity")
+    assert [m.value for m in sorted(sparsity_curve, key=lambda m: m.step)][0] == 0.0
+    assert len(sparsity_curve) == params.prune.rounds + 1
+
+
+def test_distill_trains_a_different_architecture(root, params):
+    metrics = distill.run(params, root)
+    assert metrics["val_accuracy"] > 0.3
+    _, spec = load_model(root, ModelRole.STUDENT)
+    assert spec.name == "mlp"
+
+
+def test_evaluate_compares_all_three(root, params):
+    report = evaluate.run(params, root)
+    assert set(report["models"]) == {"teacher", "pruned", "student"}
+    pruned, teacher_m = report["models"]["pruned"], report["models"]["teacher"]
+    assert pruned["nonzeros"] < teacher_m["nonzeros"] == teacher_m["parameters"]
+    assert pruned["compressed_bytes"] < teacher_m["compressed_bytes"]
+    assert json.loads((root / REPORT).read_text())["models"]["student"]["accuracy"] > 0.1
+    assert (root / "plots/pareto.png").stat().st_size > 0
+
+
+def test_promote_registers_champion_then_challenger(root, params):
+    first = promote.run(params, root)
+    assert first["promoted"] and first["alias"] == Alias.CHAMPION
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(params.promote.model_name, Alias.CHAMPION)
+    assert int(version.version) == first["version"]
+    assert version.tags[Tag.MODEL_SHA256] == data.sha256(root / model_path(ModelRole.STUDENT))
+    # The same student again cannot beat itself by the required margin.
+    stricter = config.validate({**params.model_dump(mode="json"),
+                                "promote": {**params.promote.model_dump(), "min_improvement": 0.01}})
+    second = promote.run(stricter, root)
+    assert not second["promoted"] and second["alias"] == Alias.CHALLENGER
+    assert "did not beat champion" in second["reason"]
+    assert second["incumbent_version"] == first["version"]
+    assert client.get_model_version_by_alias(params.promote.model_name, Alias.CHAMPION).version == version.version
+    assert json.loads((root / PROMOTION).read_text())["version"] == second["version"]
+
+
+def test_registered_champion_predicts_any_batch_size(root, params):
+    import mlflow
+    import numpy as np
+
+    tracking.use_store(root)
+    model = mlflow.pyfunc.load_model(f"models:/{params.promote.model_name}@{Alias.CHAMPION}")
+    test = data.load_splits(root, ("test",))["test"]
+    for n in (1, 5):
+        assert np.asarray(model.predict(test.x[:n].numpy())).shape == (n, 10)
+
+
+def test_metrics_files_exist(root):
+    for stage in ("teacher", "prune", "distill"):
+        assert "mlflow_run_id" in json.loads((root / metrics_path(stage)).read_text())
+
+
+def test_gates_fail_with_the_gate_named():
+    gates = [promote.Gate("min_accuracy", 0.5, 0.9, False), promote.Gate("max_param_ratio", 0.1, 0.2, True)]
+    promoted, reason = promote.decide(gates, 0.5, None, 0.0)
+    assert not promoted and "min_accuracy" in reason and "max_param_ratio" not in reason
+    assert promote.decide(gates[1:], 0.8, None, 0.0) == (True, "passed all gates; no champion yet")
+    assert promote.decide(gates[1:], 0.8, 0.85, 0.0)[0] is False
+    assert promote.decide(gates[1:], 0.86, 0.85, 0.0)[0] is True
