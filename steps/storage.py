@@ -7,6 +7,7 @@ equivalent of `dvc commit -f <stage>`, so dvc.lock holds exactly what ran and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -25,10 +26,14 @@ class StorageError(RuntimeError):
     """DVC could not record or push; the message names the stage or remote."""
 
 
+@contextlib.contextmanager
 def _repo(root: Path):
+    """The DVC repo at `root`, with the working directory there too: DVC resolves stage
+    names and output paths against the current directory, not the repo it was given."""
     from dvc.repo import Repo
 
-    return Repo(str(root))
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        yield repo
 
 
 def commit_stage(root: Path, stage_name: str) -> None:
