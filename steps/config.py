@@ -29,7 +29,7 @@ class _Section(BaseModel):
 class ArchConfig(_Section):
     """A model architecture by registry name (see steps.compression.models)."""
 
-    name: Literal["mlp", "cnn"]
+    name: Literal["mlp", "cnn", "resnet"]
     channels: list[int] = Field(default_factory=list, description="conv widths (cnn only)")
     hidden: list[int] = Field(default_factory=list, description="hidden widths of the classifier")
     batch_norm: bool = True
@@ -45,11 +45,19 @@ class ArchConfig(_Section):
         return self
 
 
+class L1Config(_Section):
+    """L1 sparsity regularisation while training: on weights, or on BN scales (network slimming)."""
+
+    coefficient: float = Field(default=0.0, ge=0)
+    target: Literal["weights", "bn_scale"] = "weights"
+
+
 class TrainConfig(_Section):
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
+    l1: L1Config = Field(default_factory=L1Config)
 
 
 class DataConfig(_Section):
@@ -65,18 +73,43 @@ class TeacherConfig(_Section):
 
 
 class PruneConfig(_Section):
-    method: Literal["magnitude"] = "magnitude"
-    scope: Literal["global", "layer"] = "global"
+    method: Literal["magnitude", "structured"] = Field(
+        default="magnitude", description="magnitude: zero single weights; structured: remove whole channels/neurons")
+    scope: Literal["global", "layer"] = Field(default="global", description="one ranking for all layers, or per layer")
+    importance: Literal["l1", "l2", "taylor", "bn_scale"] = Field(
+        default="l1", description="channel ranking for structured pruning")
     schedule: Literal["one_shot", "linear", "geometric", "cubic"] = "cubic"
-    target_sparsity: float = Field(gt=0, lt=1)
+    target_sparsity: float = Field(gt=0, lt=1, description="fraction of weights (magnitude) or channels (structured)")
     rounds: int = Field(ge=1)
     finetune: TrainConfig
 
 
+class LayerPair(_Section):
+    student: str = Field(min_length=1)
+    teacher: str = Field(min_length=1)
+
+
+class FeatureLossConfig(_Section):
+    """Intermediate-feature matching, layers named as in `model.named_modules()`."""
+
+    layers: list[LayerPair] = Field(default_factory=list)
+    weight: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _layers_when_weighted(self) -> FeatureLossConfig:
+        if self.weight > 0 and not self.layers:
+            raise ValueError("a positive weight needs at least one entry in 'layers'")
+        return self
+
+
 class DistillConfig(_Section):
+    teacher: Literal["pruned", "teacher"] = Field(
+        default="pruned", description="pruned: prune-then-distill; teacher: distill from the unpruned teacher")
     student: ArchConfig
     temperature: float = Field(gt=0)
-    alpha: float = Field(ge=0, le=1)
+    alpha: float = Field(ge=0, le=1, description="weight of the soft-target term; 0 trains on labels alone")
+    hints: FeatureLossConfig = Field(default_factory=FeatureLossConfig, description="FitNets hint losses")
+    attention: FeatureLossConfig = Field(default_factory=FeatureLossConfig, description="attention transfer")
     train: TrainConfig
 
 

@@ -1,8 +1,11 @@
-"""Distill step: a small student learns from the pruned teacher's soft targets.
+"""Distill step: a small student learns from a teacher's soft targets.
 
-Without augmentation the teacher's logits for a training image never change,
-so they are computed once up front instead of every epoch (a teacher forward
-pass costs several student steps on CPU).
+The teacher is the pruned model (prune-then-distill, the default) or the
+unpruned one (`distill.teacher`), so each path can be compared alone. With
+logits only, the teacher's outputs for a training image never change, so they
+are computed once up front (a teacher forward pass costs several student
+steps on CPU). Feature hints and attention transfer need the teacher's
+intermediate activations per batch, so they run the teacher alongside.
 """
 
 from __future__ import annotations
@@ -14,45 +17,83 @@ import torch
 
 from steps import config, tracking
 from steps.compression import checkpoint, measure
-from steps.compression.distillation import KDLoss
+from steps.compression.distillation import DistillationObjective, KDLoss
+from steps.compression.features import FeatureTap
 from steps.compression.models import build
-from steps.compression.training import accuracy, adam, predict_logits, train_epochs
+from steps.compression.training import Split, StepLoss, accuracy, predict_logits, train_epochs
 from steps.data import load_splits
 from steps.names import ModelRole
 from steps.pipeline import metrics_path
 from steps.steputil import load_model, save_model, setup, spec_from
 
 
+def _pairs(section: config.FeatureLossConfig) -> list[tuple[str, str]]:
+    return [(p.student, p.teacher) for p in section.layers] if section.weight > 0 else []
+
+
+def logits_only_loss(cfg: config.DistillConfig, teacher, train: Split, device) -> StepLoss:
+    kd = KDLoss(cfg.temperature, cfg.alpha)
+    teacher_logits = predict_logits(teacher, train.x)
+
+    def step(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
+        return kd(model(train.x[idx].to(device)), teacher_logits[idx].to(device), train.y[idx].to(device))
+
+    return step
+
+
+def feature_loss(objective: DistillationObjective, teacher, train: Split, device) -> StepLoss:
+    """KD on logits plus hint/attention terms on the layers the objective names."""
+    teacher.eval()
+
+    def step(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
+        x, y = train.x[idx].to(device), train.y[idx].to(device)
+        with torch.no_grad(), FeatureTap(teacher, objective.teacher_layers) as t_tap:
+            t_logits = teacher(x)
+            t_feats = dict(t_tap.outputs)  # the tap forgets its outputs on exit
+        with FeatureTap(model, objective.student_layers) as s_tap:
+            s_logits = model(x)
+            s_feats = dict(s_tap.outputs)
+        return objective(s_logits, t_logits, y, s_feats, t_feats)
+
+    return step
+
+
 def run(params: config.Params, root: Path) -> dict:
     device, generator = setup(params)
     splits = load_splits(root, ("train", "val"))
-    train = splits["train"]
-    cfg = params.distill
-    teacher, _ = load_model(root, ModelRole.PRUNED, device)
-    teacher_logits = predict_logits(teacher, train.x)
+    train, cfg = splits["train"], params.distill
+    teacher_role = ModelRole.PRUNED if cfg.teacher == "pruned" else ModelRole.TEACHER
+    teacher, _ = load_model(root, teacher_role, device)
     student_spec = spec_from(cfg.student)
     student = build(student_spec).to(device)
-    kd = KDLoss(cfg.temperature, cfg.alpha)
-
-    def step_loss(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
-        return kd(model(train.x[idx].to(device)), teacher_logits[idx].to(device), train.y[idx].to(device))
+    hints, attention = _pairs(cfg.hints), _pairs(cfg.attention)
+    trainable = list(student.parameters())
+    if hints or attention:
+        objective = DistillationObjective.from_models(
+            student, teacher, train.x[:2].to(device), cfg.temperature, cfg.alpha,
+            hints, attention, cfg.hints.weight, cfg.attention.weight).to(device)
+        trainable += list(objective.parameters())  # hint regressors learn with the student
+        step_loss = feature_loss(objective, teacher, train, device)
+    else:
+        step_loss = logits_only_loss(cfg, teacher, train, device)
 
     with tracking.stage_run(root, params, "distill") as run_id:
         def on_epoch(epoch: int, loss: float) -> None:
             tracking.log_metrics({"train_loss": loss, "val_accuracy": accuracy(student, splits["val"])}, step=epoch)
 
-        train_epochs(
-            student, adam(student, cfg.train.lr, cfg.train.weight_decay), len(train), cfg.train.batch_size,
-            cfg.train.epochs, step_loss, generator=generator, description="distill", on_epoch=on_epoch,
-        )
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        train_epochs(student, optimizer, len(train), cfg.train.batch_size, cfg.train.epochs, step_loss,
+                     generator=generator, description="distill", on_epoch=on_epoch)
         metrics = {
+            "teacher": teacher_role.value,
             "val_accuracy": accuracy(student, splits["val"]),
             "teacher_val_accuracy": accuracy(teacher, splits["val"]),
             "parameters": measure.parameters(student),
             "mlflow_run_id": run_id,
         }
         save_model(root, ModelRole.STUDENT, student, student_spec,
-                   {"stage": "distill", "temperature": cfg.temperature, "alpha": cfg.alpha})
+                   {"stage": "distill", "teacher": teacher_role.value, "temperature": cfg.temperature,
+                    "alpha": cfg.alpha})
         tracking.log_metrics({"final_val_accuracy": metrics["val_accuracy"], "parameters": metrics["parameters"]})
         tracking.log_model_files(root, ModelRole.STUDENT)
     checkpoint.write_json(root / metrics_path("distill"), metrics)

@@ -29,6 +29,7 @@ def measure_model(root: Path, role: ModelRole, test, cfg: config.EvaluateConfig,
         "macs": measure.macs(model, test.x[:1]),
         "latency_p50_ms": latency["p50"],
         "latency_p95_ms": latency["p95"],
+        "peak_memory_bytes": measure.peak_memory_bytes(model, batch),
     }
 
 

@@ -102,7 +102,16 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="distill",
-        deps=("steps/distill.py", _COMPRESSION, *_COMMON, "steps/data.py", DATA_DIR, *model_files(ModelRole.PRUNED)),
+        deps=(
+            "steps/distill.py",
+            _COMPRESSION,
+            *_COMMON,
+            "steps/data.py",
+            DATA_DIR,
+            # distill.teacher chooses which one teaches
+            *model_files(ModelRole.TEACHER),
+            *model_files(ModelRole.PRUNED),
+        ),
         params=("seed", "device", "threads", "distill"),
         outs=model_files(ModelRole.STUDENT),
         metrics=(metrics_path("distill"),),

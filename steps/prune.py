@@ -1,8 +1,13 @@
 """Prune step: raise sparsity round by round, fine-tuning after each round.
 
-The schedule gives the sparsity after each round; masks stay active while
-fine-tuning (pruned weights stay zero) and are folded into the weights
-before saving.
+Two methods share the loop (params `prune.method`):
+- magnitude: zero single weights (global or per-layer threshold); masks stay
+  active while fine-tuning and are folded into the weights before saving;
+- structured: remove whole channels/neurons with torch-pruning's dependency
+  graph, so the saved model really is smaller and faster. Its checkpoint keeps
+  the original spec; the loader shrinks layers to the saved shapes.
+The schedule gives the sparsity (fraction of weights, or of channels) after
+each round.
 """
 
 from __future__ import annotations
@@ -10,48 +15,76 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+
 from steps import config, tracking
-from steps.compression import checkpoint, pruning
+from steps.compression import checkpoint, measure, pruning, structured
 from steps.compression.schedules import get_schedule
-from steps.compression.training import accuracy, adam, cross_entropy_loss, train_epochs
+from steps.compression.training import Split, accuracy, adam, train_epochs
 from steps.data import load_splits
 from steps.names import ModelRole
 from steps.pipeline import metrics_path
-from steps.steputil import load_model, save_model, setup
+from steps.steputil import load_model, regularised_loss, save_model, setup
+
+CALIBRATION_IMAGES = 256
+"""Images whose gradients rank channels for data-driven (Taylor) importance."""
+
+
+def _prune_round(model, cfg: config.PruneConfig, target: float, previous: float, train: Split) -> None:
+    if cfg.method == "magnitude":
+        pruning.prune_magnitude(model, target, cfg.scope)
+        return
+    amount = structured.channel_keep_amounts([previous, target])[-1]
+    if amount <= 0:  # e.g. one-shot: later rounds only fine-tune
+        return
+    calibration = (train.x[:CALIBRATION_IMAGES], train.y[:CALIBRATION_IMAGES])
+    structured.prune_channels(model, train.x[:2], amount, cfg.importance, calibration=calibration,
+                              global_pruning=cfg.scope == "global")
+
+
+def _measured_sparsity(model, cfg: config.PruneConfig, original_params: int) -> float:
+    """Fraction of weights that are zero (magnitude) or that no longer exist (structured)."""
+    if cfg.method == "magnitude":
+        return pruning.sparsity(model)
+    return 1 - measure.parameters(model) / original_params
 
 
 def run(params: config.Params, root: Path) -> dict:
     device, generator = setup(params)
     splits = load_splits(root, ("train", "val"))
-    cfg = params.prune
+    train, cfg = splits["train"], params.prune
     model, spec = load_model(root, ModelRole.TEACHER, device)
+    original = measure.parameters(model)
     schedule = get_schedule(cfg.schedule)(cfg.target_sparsity, cfg.rounds)
-    curve = []
+    curve, previous = [], 0.0
     with tracking.stage_run(root, params, "prune") as run_id:
-        tracking.log_metrics({"sparsity": 0.0, "val_accuracy": accuracy(model, splits["val"])}, step=0)
-        optimizer = adam(model, cfg.finetune.lr, cfg.finetune.weight_decay)
+        tracking.log_metrics({"sparsity": 0.0, "val_accuracy": accuracy(model, splits["val"]),
+                              "parameters": original}, step=0)
         for round_no, target in enumerate(schedule, start=1):
-            pruning.prune_magnitude(model, target, cfg.scope)
-            # Pruning re-parametrises weights (weight_orig * mask): rebuild the optimizer's view.
+            _prune_round(model, cfg, target, previous, train)
+            previous = target
+            # Pruning replaces parameters (masks, or smaller tensors): a fresh optimizer sees the new ones.
             optimizer = adam(model, cfg.finetune.lr, cfg.finetune.weight_decay)
             train_epochs(
-                model, optimizer, len(splits["train"]), cfg.finetune.batch_size, cfg.finetune.epochs,
-                cross_entropy_loss(splits["train"], device),
+                model, optimizer, len(train), cfg.finetune.batch_size, cfg.finetune.epochs,
+                regularised_loss(model, train, device, cfg.finetune.l1),
                 generator=generator, description=f"prune round {round_no}/{cfg.rounds} @ {target:.1%}",
             )
-            point = {"round": round_no, "sparsity": pruning.sparsity(model), "val_accuracy": accuracy(model, splits["val"])}
+            point = {"round": round_no, "target": target, "sparsity": _measured_sparsity(model, cfg, original),
+                     "parameters": measure.parameters(model), "val_accuracy": accuracy(model, splits["val"])}
             curve.append(point)
-            tracking.log_metrics({"sparsity": point["sparsity"], "val_accuracy": point["val_accuracy"]}, step=round_no)
+            tracking.log_metrics({k: v for k, v in point.items() if k != "round"}, step=round_no)
         pruning.fold(model)
         metrics = {
-            "sparsity": pruning.sparsity(model),
+            "method": cfg.method,
+            "sparsity": _measured_sparsity(model, cfg, original),
+            "parameters": measure.parameters(model),
             "val_accuracy": accuracy(model, splits["val"]),
             "layer_sparsity": pruning.layer_sparsity(model),
             "curve": curve,
             "mlflow_run_id": run_id,
         }
         save_model(root, ModelRole.PRUNED, model, spec,
-                   {"stage": "prune", "sparsity": metrics["sparsity"], "schedule": cfg.schedule})
+                   {"stage": "prune", "method": cfg.method, "sparsity": metrics["sparsity"], "schedule": cfg.schedule})
         tracking.log_model_files(root, ModelRole.PRUNED)
     checkpoint.write_json(root / metrics_path("prune"), metrics)
     return metrics
@@ -65,3 +98,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+

@@ -16,6 +16,8 @@ COLUMNS = {
     "macs": "MACs",
     "latency_p50_ms": "p50 ms",
     "latency_p95_ms": "p95 ms",
+    "speedup": "speedup",
+    "peak_memory_bytes": "peak MB",
 }
 
 
@@ -41,9 +43,11 @@ def table(report: dict, promotion: dict | None = None) -> Table:
             f"{int(row['nonzeros']):,}",
             f"{row['file_bytes'] / 1024:,.0f}",
             f"{row['compressed_bytes'] / 1024:,.0f}",
-            f"{int(row['macs']):,}",
+            f"{row['macs'] / 1e6:.2f}M",
             f"{row['latency_p50_ms']:.2f}",
             f"{row['latency_p95_ms']:.2f}",
+            f"{row['speedup']:.2f}x",
+            f"{row['peak_memory_bytes'] / 2**20:.1f}",
         )
     if promotion is not None:
         out.caption = promotion_line(promotion)
@@ -58,23 +62,27 @@ def promotion_line(promotion: dict) -> str:
 
 
 def pareto_figure(report: dict):
-    """Accuracy against non-zero parameters (log scale): up and left is better."""
+    """Accuracy against latency and against size: up and left is better on both panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     data = frame(report)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter(data["nonzeros"], data["accuracy"] * 100)
-    for role, row in data.iterrows():
-        ax.annotate(f"{role}\n{row['latency_p50_ms']:.1f} ms", (row["nonzeros"], row["accuracy"] * 100),
-                    textcoords="offset points", xytext=(6, -4), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("non-zero parameters")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("accuracy vs size")
-    ax.grid(True, alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    panels = (("latency_p50_ms", f"CPU latency p50 (ms, batch {report['latency_batch_size']})", False),
+              ("nonzeros", "non-zero parameters", True))
+    for ax, (column, label, log) in zip(axes, panels, strict=True):
+        ax.scatter(data[column], data["accuracy"] * 100)
+        for role, row in data.iterrows():
+            ax.annotate(role, (row[column], row["accuracy"] * 100), textcoords="offset points", xytext=(6, -4),
+                        fontsize=8)
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    fig.suptitle("shrinkflow: accuracy vs cost")
     fig.tight_layout()
     return fig
 

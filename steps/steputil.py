@@ -20,6 +20,17 @@ def setup(params: config.Params) -> tuple[torch.device, torch.Generator]:
     return resolve_device(params.device), torch.Generator().manual_seed(params.seed)
 
 
+def regularised_loss(model, split, device: torch.device, l1: config.L1Config):
+    """Cross-entropy on `split`, plus the L1 sparsity penalty when its coefficient is positive."""
+    from steps.compression.regularization import l1_penalty
+    from steps.compression.training import cross_entropy_loss
+
+    base = cross_entropy_loss(split, device)
+    if l1.coefficient == 0:
+        return base
+    return lambda m, idx: base(m, idx) + l1_penalty(m, l1.coefficient, l1.target)
+
+
 def spec_from(arch: config.ArchConfig) -> ModelSpec:
     return ModelSpec(**arch.model_dump())
 

@@ -8,11 +8,12 @@ from pathlib import Path
 from steps import config, tracking
 from steps.compression import checkpoint, measure
 from steps.compression.models import build
-from steps.compression.training import accuracy, adam, cross_entropy_loss, train_epochs
+from steps.compression.regularization import near_zero_fraction
+from steps.compression.training import accuracy, adam, train_epochs
 from steps.data import load_splits
 from steps.names import ModelRole
 from steps.pipeline import metrics_path
-from steps.steputil import save_model, setup, spec_from
+from steps.steputil import regularised_loss, save_model, setup, spec_from
 
 
 def run(params: config.Params, root: Path) -> dict:
@@ -25,11 +26,14 @@ def run(params: config.Params, root: Path) -> dict:
         tracking.log_dataset(root, splits["train"], context="training")
 
         def on_epoch(epoch: int, loss: float) -> None:
-            tracking.log_metrics({"train_loss": loss, "val_accuracy": accuracy(model, splits["val"])}, step=epoch)
+            epoch_metrics = {"train_loss": loss, "val_accuracy": accuracy(model, splits["val"])}
+            if cfg.train.l1.coefficient > 0:  # show sparsity emerging under L1
+                epoch_metrics["near_zero_fraction"] = near_zero_fraction(model, cfg.train.l1.target)
+            tracking.log_metrics(epoch_metrics, step=epoch)
 
         train_epochs(
             model, adam(model, cfg.train.lr, cfg.train.weight_decay), len(splits["train"]), cfg.train.batch_size,
-            cfg.train.epochs, cross_entropy_loss(splits["train"], device),
+            cfg.train.epochs, regularised_loss(model, splits["train"], device, cfg.train.l1),
             generator=generator, description="teacher", on_epoch=on_epoch,
         )
         metrics = {

@@ -58,3 +58,20 @@ def latency_ms(model: nn.Module, batch: torch.Tensor, warmup: int, repeats: int,
     samples.sort()
     p95 = samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
     return {"p50": statistics.median(samples), "p95": p95}
+
+
+def peak_memory_bytes(model: nn.Module, batch: torch.Tensor) -> int:
+    """Peak bytes allocated by the CPU allocator during one forward pass on `batch`.
+
+    Replays the profiler's allocation (+) and free (-) events in time order and
+    keeps the running maximum: activations plus workspace, weights excluded.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with evaluating(model), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model(batch)
+    running = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        running += event.self_cpu_memory_usage
+        peak = max(peak, running)
+    return int(peak)

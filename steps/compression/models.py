@@ -73,7 +73,58 @@ class CNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-ARCHITECTURES: dict[str, Callable[[ModelSpec], nn.Module]] = {"mlp": MLP, "cnn": CNN}
+class BasicBlock(nn.Module):
+    """He et al. 2016: two Conv3x3+BN, added to a shortcut, then ReLU.
+
+    The shortcut is a 1x1 conv+BN only when the shape changes, so channel
+    pruning must keep the block's output and its input coupled (DepGraph does).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(out_ch))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR-style ResNet: Conv3x3+BN+ReLU stem, one BasicBlock per width, global pool, MLP head.
+
+    The first block keeps the resolution, each later one halves it (stride 2).
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        if not spec.batch_norm:
+            raise ValueError("resnet needs batch_norm: true (its blocks are Conv+BN by design)")
+        if not spec.channels:
+            raise ValueError("resnet needs at least one width in channels")
+        first = spec.channels[0]
+        self.stem = nn.Sequential(nn.Conv2d(spec.in_channels, first, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(first), nn.ReLU(inplace=True))
+        blocks, in_ch = [], first
+        for i, width in enumerate(spec.channels):
+            blocks.append(BasicBlock(in_ch, width, stride=1 if i == 0 else 2))
+            in_ch = width
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Flatten(), *_classifier(in_ch, spec.hidden, spec.num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.layers(self.stem(x))))
+
+
+ARCHITECTURES: dict[str, Callable[[ModelSpec], nn.Module]] = {"mlp": MLP, "cnn": CNN, "resnet": ResNet}
 
 
 def build(spec: ModelSpec) -> nn.Module:

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from steps.compression import checkpoint, pruning
-from steps.compression.models import ModelSpec, build
+from steps.compression import checkpoint, measure, pruning, structured
+from steps.compression.models import ARCHITECTURES, ModelSpec, build
 
 SPEC = ModelSpec(name="cnn", channels=[4, 8], hidden=[16])
 
@@ -57,3 +58,53 @@ def test_a_pickle_bomb_is_not_executed(tmp_path: Path):
 def test_missing_file_names_it(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="nope.safetensors: model file missing"):
         checkpoint.load(tmp_path / "nope.safetensors", tmp_path / "nope.json")
+
+
+SPECS = {
+    "mlp": ModelSpec(name="mlp", hidden=[16], batch_norm=False),
+    "cnn": SPEC,
+    "resnet": ModelSpec(name="resnet", channels=[4, 8], hidden=[16]),
+}
+
+
+def trained_stats(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-default BN running statistics, so a load that skipped them would show."""
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 1, 28, 28))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_architecture_round_trips(tmp_path: Path, name):
+    assert set(SPECS) == set(ARCHITECTURES)
+    torch.manual_seed(0)
+    model = trained_stats(build(SPECS[name]))
+    checkpoint.save(model, SPECS[name], tmp_path / "m.safetensors", tmp_path / "m.json")
+    loaded, _ = checkpoint.load(tmp_path / "m.safetensors", tmp_path / "m.json")
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(model(x), loaded(x))
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet"])
+def test_structurally_pruned_model_round_trips(tmp_path: Path, name):
+    torch.manual_seed(0)
+    model = build(SPECS[name])
+    structured.prune_channels(model, torch.randn(1, 1, 28, 28), 0.5, "l1")
+    model = trained_stats(model)
+    checkpoint.save(model, SPECS[name], tmp_path / "m.safetensors", tmp_path / "m.json")
+    loaded, spec = checkpoint.load(tmp_path / "m.safetensors", tmp_path / "m.json")
+    x = torch.randn(3, 1, 28, 28)
+    assert spec == SPECS[name]
+    assert measure.parameters(loaded) == measure.parameters(model) < measure.parameters(build(spec))
+    assert torch.equal(model(x), loaded(x))
+    assert not loaded.training
+
+
+def test_shrunk_weights_that_do_not_chain_are_refused(tmp_path: Path):
+    state = build(SPEC).state_dict()
+    state["features.0.weight"] = state["features.0.weight"][:3]  # conv narrowed, its BN not
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "m.safetensors"))
+    checkpoint.write_json(tmp_path / "m.json", {"spec": SPEC.to_dict(), "meta": {}})
+    with pytest.raises(ValueError, match="m.safetensors: weights do not match spec"):
+        checkpoint.load(tmp_path / "m.safetensors", tmp_path / "m.json")

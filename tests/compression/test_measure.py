@@ -47,3 +47,13 @@ def test_latency_reports_ordered_percentiles_and_restores_threads():
     assert 0 < result["p50"] <= result["p95"]
     assert torch.get_num_threads() == threads
     assert model.training  # evaluation helpers restore the previous mode
+
+
+def test_peak_memory_grows_with_batch_and_width():
+    small = build(ModelSpec(name="cnn", channels=[4, 8], hidden=[16]))
+    wide = build(ModelSpec(name="cnn", channels=[32, 64], hidden=[16]))
+    x = torch.randn(64, 1, 28, 28)
+    # the first conv of the wide model alone outputs 64*32*28*28 float32 values
+    assert measure.peak_memory_bytes(wide, x) >= 64 * 32 * 28 * 28 * 4
+    assert measure.peak_memory_bytes(small, x) < measure.peak_memory_bytes(wide, x)
+    assert measure.peak_memory_bytes(wide, x[:8]) < measure.peak_memory_bytes(wide, x)

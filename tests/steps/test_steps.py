@@ -111,3 +111,64 @@ def test_gates_fail_with_the_gate_named():
     assert promote.decide(gates[1:], 0.8, None, 0.0) == (True, "passed all gates; no champion yet")
     assert promote.decide(gates[1:], 0.8, 0.85, 0.0)[0] is False
     assert promote.decide(gates[1:], 0.86, 0.85, 0.0)[0] is True
+
+
+# --- variants of the prune and distill steps, on the same data and teacher -------------------------------------
+
+
+def variant(params: config.Params, **sections) -> config.Params:
+    raw = params.model_dump(mode="json")
+    for section, values in sections.items():
+        raw[section] = {**raw[section], **values}
+    return config.validate(raw)
+
+
+def test_structured_prune_removes_channels(root, params):
+    from steps.compression import measure
+
+    teacher_model, _ = load_model(root, ModelRole.TEACHER)
+    structured = variant(params, prune={"method": "structured", "importance": "taylor", "target_sparsity": 0.5,
+                                        "scope": "layer", "schedule": "linear"})
+    metrics = prune.run(structured, root)
+    pruned, spec = load_model(root, ModelRole.PRUNED)
+    assert spec.channels == [8, 16]  # the spec stays the original; the loader shrinks layers to the saved shapes
+    assert pruned.features[0].out_channels < teacher_model.features[0].out_channels
+    assert metrics["parameters"] == measure.parameters(pruned) < measure.parameters(teacher_model)
+    x = data.load_splits(root, ("test",))["test"].x[:4]
+    assert measure.macs(pruned, x[:1]) < measure.macs(teacher_model, x[:1])
+    assert pruned(x).shape == (4, 10)
+
+
+def test_distill_with_hints_and_attention_from_the_unpruned_teacher(root, params):
+    student = {"name": "cnn", "channels": [4, 8], "hidden": [16], "batch_norm": True}
+    featured = variant(params, distill={
+        "teacher": "teacher", "student": student,
+        "hints": {"weight": 1.0, "layers": [{"student": "features.6", "teacher": "features.6"}]},
+        "attention": {"weight": 10.0, "layers": [{"student": "features.2", "teacher": "features.2"}]},
+    })
+    metrics = distill.run(featured, root)
+    assert metrics["teacher"] == "teacher"
+    assert metrics["val_accuracy"] > 0.3
+
+
+def test_distill_names_a_layer_that_does_not_exist(root, params):
+    bad = variant(params, distill={
+        "student": {"name": "cnn", "channels": [4, 8], "hidden": [16], "batch_norm": True},
+        "hints": {"weight": 1.0, "layers": [{"student": "features.99", "teacher": "features.6"}]},
+    })
+    with pytest.raises(ValueError, match="features.99"):
+        distill.run(bad, root)
+
+
+def test_teacher_with_l1_logs_emerging_sparsity(root, params):
+    sparse = variant(params, teacher={"train": {**params.teacher.train.model_dump(),
+                                                "l1": {"coefficient": 0.01, "target": "weights"}}})
+    from steps.compression.regularization import near_zero_fraction
+
+    metrics = teacher.run(sparse, root)
+    history = MlflowClient().get_metric_history(metrics["mlflow_run_id"], "near_zero_fraction")
+    assert len(history) == params.teacher.train.epochs
+    with_l1 = near_zero_fraction(load_model(root, ModelRole.TEACHER)[0], "weights")
+    teacher.run(params, root)
+    without = near_zero_fraction(load_model(root, ModelRole.TEACHER)[0], "weights")
+    assert with_l1 > without + 0.05

@@ -1,0 +1,157 @@
+"""Compression benchmark: every technique side by side on the same data and teacher.
+
+    .venv/bin/python benchmarks/compression.py            # full Fashion-MNIST, default params (~10 min, 2 cores)
+    .venv/bin/python benchmarks/compression.py --quick    # tiny settings: checks that it runs
+
+Runs the pipeline's own step functions (no Prefect, no registry) in a scratch
+directory: one data split and one teacher, then each variant in its own
+project copy. Writes a dated JSON + Markdown table to benchmarks/results/.
+Latency is measured for every model in this same process, one after another,
+so the ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+from steps import config, data, distill, prune, teacher
+from steps.evaluate import measure_model
+from steps.names import ModelRole
+from steps.pipeline import DATA_DIR, model_files
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+# name -> (params overrides, which model of that run to report)
+VARIANTS: dict[str, tuple[dict, ModelRole]] = {
+    "unstructured 90% (cubic, global)": (
+        {"prune": {"method": "magnitude", "target_sparsity": 0.9, "schedule": "cubic", "rounds": 4}}, ModelRole.PRUNED),
+    "structured 50% channels (L1)": (
+        {"prune": {"method": "structured", "importance": "l1", "target_sparsity": 0.5, "schedule": "linear",
+                   "rounds": 2, "scope": "layer"}}, ModelRole.PRUNED),
+    "student alone (labels only)": ({"distill": {"teacher": "teacher", "alpha": 0.0}}, ModelRole.STUDENT),
+    "student distilled from teacher": ({"distill": {"teacher": "teacher"}}, ModelRole.STUDENT),
+    "prune-then-distill (structured teacher)": (
+        {"prune": {"method": "structured", "importance": "l1", "target_sparsity": 0.5, "schedule": "linear",
+                   "rounds": 2, "scope": "layer"}, "distill": {"teacher": "pruned"}}, ModelRole.STUDENT),
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def quick(raw: dict) -> dict:
+    """Tiny settings: a few hundred images, one epoch each."""
+    return merge(raw, {
+        "data": {"val_size": 200, "train_limit": 600, "test_limit": 300},
+        "teacher": {"train": {"epochs": 1}}, "prune": {"finetune": {"epochs": 1}},
+        "distill": {"train": {"epochs": 1}},
+        "evaluate": {"latency_batch_size": 32, "latency_warmup": 1, "latency_repeats": 3},
+    })
+
+
+def seed_project(root: Path, base: Path, raw: dict) -> config.Params:
+    """A project dir holding the shared data split and teacher, plus this variant's params."""
+    shutil.copytree(base / DATA_DIR, root / DATA_DIR)
+    (root / "models").mkdir()
+    for rel in model_files(ModelRole.TEACHER):
+        shutil.copy2(base / rel, root / rel)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    return config.validate(raw)
+
+
+def run_variant(root: Path, params: config.Params, overrides: dict) -> None:
+    if "prune" in overrides or overrides.get("distill", {}).get("teacher") == "pruned":
+        prune.run(params, root)
+    if "distill" in overrides:
+        distill.run(params, root)
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| model | accuracy | params | non-zeros | MACs | size KB | zlib KB | p50 ms | speedup | "
+            "MAC reduction | speedup / MAC reduction |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    return head + "\n".join(
+        f"| {r['name']} | {r['accuracy']:.2%} | {r['parameters']:,} | {r['nonzeros']:,} | {r['macs'] / 1e6:.2f}M | "
+        f"{r['file_bytes'] / 1024:,.0f} | {r['compressed_bytes'] / 1024:,.0f} | {r['latency_p50_ms']:.2f} | "
+        f"{r['speedup']:.2f}x | {r['mac_reduction']:.2f}x | {r['speedup_per_mac_reduction']:.2f} |"
+        for r in rows
+    ) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny settings, to check that it runs")
+    parser.add_argument("--raw-dir", help="override data.raw_dir")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    if args.quick:
+        raw = quick(raw)
+    if args.raw_dir:
+        raw["data"]["raw_dir"] = args.raw_dir
+    raw["tracking"]["experiment"] = "benchmark"
+    work = Path(tempfile.mkdtemp(prefix="shrinkflow-bench-"))
+    try:
+        rows = benchmark(work, raw)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(rows, raw, args.out, args.quick)
+
+
+def benchmark(work: Path, raw: dict) -> list[dict]:
+    base = work / "base"
+    base.mkdir()
+    params = config.validate(raw)
+    (base / "params.yaml").write_text(yaml.safe_dump(raw))
+    data.run(params, base)
+    teacher.run(params, base)
+    test = data.load_splits(base, ("test",))["test"]
+    models = {"teacher": (base, ModelRole.TEACHER)}
+    for i, (name, (overrides, role)) in enumerate(VARIANTS.items()):
+        root = work / f"variant{i}"
+        root.mkdir()
+        variant_params = seed_project(root, base, merge(raw, overrides))
+        run_variant(root, variant_params, overrides)
+        models[name] = (root, role)
+    rows = [{"name": name, **measure_model(root, role, test, params.evaluate, params.threads)}
+            for name, (root, role) in models.items()]
+    reference = rows[0]
+    for r in rows:
+        r["speedup"] = reference["latency_p50_ms"] / r["latency_p50_ms"]
+        r["mac_reduction"] = reference["macs"] / r["macs"]
+        r["speedup_per_mac_reduction"] = r["speedup"] / r["mac_reduction"]
+    return rows
+
+
+def report(rows: list[dict], raw: dict, out: Path, quick_run: bool) -> None:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    meta = {"date": stamp, "quick": quick_run, "torch": torch.__version__, "threads": raw["threads"],
+            "cpu": platform.processor() or platform.machine(), "latency_batch_size": raw["evaluate"]["latency_batch_size"],
+            "params": raw}
+    text = table(rows)
+    print(text)
+    if quick_run:
+        return  # tiny settings prove that it runs; their numbers mean nothing
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"compression-{stamp}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    note = (f"# Compression benchmark {stamp}\n\n`python benchmarks/compression.py` on {meta['cpu']}, "
+            f"torch {meta['torch']}, {meta['threads']} threads, latency at batch {meta['latency_batch_size']}.\n\n")
+    (out / f"compression-{stamp}.md").write_text(note + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+import pytest
+import torch
+from torch import nn
+
+from steps.compression.features import FeatureTap, module_names
+from steps.compression.models import ModelSpec, build
+
+
+def cnn(batch_norm: bool = True) -> nn.Module:
+    torch.manual_seed(0)
+    return build(ModelSpec(name="cnn", channels=[4, 8], hidden=[16], batch_norm=batch_norm)).eval()
+
+
+def images() -> torch.Tensor:
+    return torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+
+
+def test_module_names_are_the_named_submodules():
+    model = cnn()
+    names = module_names(model)
+    assert names == [n for n, _ in model.named_modules() if n]
+    assert "" not in names
+    assert {"features.2": nn.ReLU, "features.6": nn.ReLU, "features.7": nn.MaxPool2d} == {
+        n: type(dict(model.named_modules())[n]) for n in ("features.2", "features.6", "features.7")}
+
+
+def test_tap_captures_the_submodule_output():
+    model, x = cnn(), images()
+    with FeatureTap(model, ["features.2", "features.7"]) as tap, torch.no_grad():
+        model(x)
+        assert torch.equal(tap.outputs["features.2"], model.features[:3](x))
+        assert torch.equal(tap.outputs["features.7"], model.features(x))
+
+
+def test_tap_output_is_not_overwritten_by_the_following_inplace_relu():
+    model, x = cnn(batch_norm=False), images()  # features.0 Conv2d, features.1 ReLU(inplace=True)
+    with FeatureTap(model, ["features.0"]) as tap, torch.no_grad():
+        model(x)
+        conv = model.features[0](x)
+    assert (conv < 0).any()
+    assert torch.equal(tap.outputs["features.0"], conv)
+
+
+def test_tapped_features_carry_gradients_to_the_model():
+    model = cnn()
+    with FeatureTap(model, ["features.2"]) as tap:
+        model(images())
+    tap.outputs["features.2"].sum().backward()
+    assert model.features[0].weight.grad is not None and model.features[0].weight.grad.abs().sum() > 0
+
+
+def test_hooks_are_removed_on_exit_even_after_an_error():
+    model = cnn()
+    relu = model.features[2]
+    with pytest.raises(RuntimeError, match="boom"), FeatureTap(model, ["features.2"]) as tap:
+        assert len(relu._forward_hooks) == 1
+        raise RuntimeError("boom")
+    assert len(relu._forward_hooks) == 0
+    tap.outputs.clear()
+    model(images())
+    assert tap.outputs == {}
+
+
+def test_unknown_layer_is_named_and_valid_ones_listed():
+    with pytest.raises(ValueError, match=r"no module named 'features\.99'") as err:
+        FeatureTap(cnn(), ["features.2", "features.99"])
+    assert "features.2 (ReLU)" in str(err.value) and "classifier.1 (Linear)" in str(err.value)
+
+
+def test_long_name_lists_are_shortened():
+    with pytest.raises(ValueError, match=r"and \d+ more") as err:
+        FeatureTap(nn.Sequential(*[nn.ReLU() for _ in range(200)]), ["nope"])
+    assert len(str(err.value)) < 2000

@@ -1,0 +1,19 @@
+"""Benchmarks are scripts, not timed tests: here we only check that each one runs on tiny settings."""
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_compression_benchmark_runs_quick(idx_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "compression.py"), "--quick", "--raw-dir", str(idx_dir),
+         "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + 6  # header + teacher + five variants
+    assert "structured 50% channels" in result.stdout and "prune-then-distill" in result.stdout
+    assert not list(tmp_path.iterdir())  # quick numbers are never written as results
