@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from steps import config, data, distill, prune, teacher
-from steps.evaluate import measure_model
+from steps.evaluate import measure_models
 from steps.names import ModelRole
 from steps.pipeline import DATA_DIR, model_files
 
@@ -127,14 +127,9 @@ def benchmark(work: Path, raw: dict) -> list[dict]:
         variant_params = seed_project(root, base, merge(raw, overrides))
         run_variant(root, variant_params, overrides)
         models[name] = (root, role)
-    rows = [{"name": name, **measure_model(root, role, test, params.evaluate, params.threads)}
-            for name, (root, role) in models.items()]
-    reference = rows[0]
-    for r in rows:
-        r["speedup"] = reference["latency_p50_ms"] / r["latency_p50_ms"]
-        r["mac_reduction"] = reference["macs"] / r["macs"]
-        r["speedup_per_mac_reduction"] = r["speedup"] / r["mac_reduction"]
-    return rows
+    measured = measure_models(models, test, params.evaluate, params.threads)  # teacher first: the reference
+    return [{"name": name, **m, "speedup_per_mac_reduction": m["speedup"] / m["mac_reduction"]}
+            for name, m in measured.items()]
 
 
 def report(rows: list[dict], raw: dict, out: Path, quick_run: bool) -> None:

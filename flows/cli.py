@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +20,28 @@ console = Console(width=160) if not Console().is_terminal else Console()
 err_console = Console(stderr=True)
 
 RootOption = Annotated[Path, typer.Option("--root", help="project root (holds params.yaml)")]
+
+
+INTERRUPT_GRACE_S = 10
+"""After Ctrl-C, how long Prefect may take to record the crash before the process exits anyway.
+(Ctrl-C also stops Prefect's ephemeral server, and the engine would otherwise retry it for minutes.)"""
+
+
+def _stop_promptly_on_signals() -> None:
+    """First SIGINT/SIGTERM: raise KeyboardInterrupt (temp files are cleaned up, locks released),
+    and make sure the process is gone within INTERRUPT_GRACE_S whatever the engine does next."""
+
+    def handler(signum, frame):
+        err_console.print(f"[bold red]interrupted[/] ({signal.Signals(signum).name}): finished stages are cached; "
+                          "run again to resume", highlight=False)
+        timer = threading.Timer(INTERRUPT_GRACE_S, os._exit, args=(130,))
+        timer.daemon = True
+        timer.start()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -41,10 +66,13 @@ def run(
     runtime.prepare(root)
     from flows.compress import compress  # imports Prefect: after the environment is prepared
 
+    _stop_promptly_on_signals()
     try:
         result = compress(root=str(root))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     except Exception as err:  # the flow already logged the traceback; say it in one line
-        _fail(f"pipeline failed: {type(err).__name__}: {err}", code=1)
+        _fail(f"pipeline failed: {err}", code=1)
     _print_results(root)
     states = ", ".join(f"{k}={v}" for k, v in result["states"].items())
     console.print(f"stages: {states}", highlight=False)

@@ -19,32 +19,11 @@ from prefect import flow, get_run_logger, task
 from prefect.context import TaskRunContext, get_run_context
 
 from steps import config, storage, tracking
+from steps.hashing import content_hash
 from steps.pipeline import STAGES, Stage, stage
 
 RETRIES = {"data": 2, "promote": 2}
 """Stages that touch storage or the registry retry transient faults."""
-
-
-def content_hash(path: Path) -> str:
-    """sha256 of a file, or of every file under a directory (names included); 'absent' if missing."""
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-            digest.update(str(child.relative_to(path)).encode())
-            digest.update(_file_hash(child).encode())
-    elif path.is_file():
-        digest.update(_file_hash(path).encode())
-    else:
-        return "absent"
-    return digest.hexdigest()
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def stage_key(root: Path, st: Stage, params: config.Params) -> str:
@@ -90,9 +69,20 @@ def _run(root: str, st: Stage, refresh: bool = False):
     return run_stage.with_options(**options)(root, st.name, return_state=True)
 
 
+class StageFailed(RuntimeError):
+    """A stage raised; the message names it (the cause is chained)."""
+
+
+def _result(st: Stage, state) -> dict[str, str]:
+    try:
+        return state.result()
+    except Exception as err:
+        raise StageFailed(f"stage '{st.name}' failed: {type(err).__name__}: {err}") from err
+
+
 @flow(name="compress", log_prints=True)
 def compress(root: str = ".") -> dict:
-    """Run every stage in order; returns each stage's final state name and the promotion decision."""
+    """Run every stage in order; returns each stage's final state name and how many files were pushed."""
     logger = get_run_logger()
     root = str(Path(root).resolve())
     config.load(root)  # refuse a bad params.yaml before any task runs
@@ -100,11 +90,11 @@ def compress(root: str = ".") -> dict:
     states: dict[str, str] = {}
     for st in STAGES:
         state = _run(root, st)
-        outputs = state.result()  # raises if the stage failed: later stages must not run
+        outputs = _result(st, state)  # raises if the stage failed: later stages must not run
         if output_hashes(Path(root), st) != outputs:
             logger.warning("cached outputs of %s are missing or changed on disk; running it again", st.name)
             state = _run(root, st, refresh=True)
-            state.result()
+            _result(st, state)
         states[st.name] = state.name
         storage.commit_stage(Path(root), st.name)
     pushed = push_outputs(root)

@@ -10,7 +10,6 @@ refused with its name before any training starts.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import shutil
 import struct
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from steps import config
+from steps.hashing import sha256
 from steps.pipeline import DATA_DIR, MANIFEST
 
 RAW_FILES = {
@@ -40,14 +40,6 @@ WHERE_TO_GET = (
 
 class DataError(ValueError):
     """Input data is missing, corrupt, tampered with or malformed; names the file."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_idx(path: Path) -> np.ndarray:

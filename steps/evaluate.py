@@ -15,11 +15,9 @@ from steps.report import close_figure, frame, pareto_figure
 from steps.steputil import load_model
 
 
-def measure_model(root: Path, role: ModelRole, test, cfg: config.EvaluateConfig, threads: int) -> dict:
-    model, _ = load_model(root, role)
+def static_metrics(root: Path, role: ModelRole, model, test, batch) -> dict:
+    """Everything but latency: accuracy, sizes, MACs, peak memory."""
     weights = root / model_path(role)
-    batch = test.x[: cfg.latency_batch_size]
-    latency = measure.latency_ms(model, batch, cfg.latency_warmup, cfg.latency_repeats, threads)
     return {
         "accuracy": accuracy(model, test),
         "parameters": measure.parameters(model),
@@ -27,21 +25,32 @@ def measure_model(root: Path, role: ModelRole, test, cfg: config.EvaluateConfig,
         "file_bytes": measure.file_size(weights),
         "compressed_bytes": measure.compressed_size(weights),
         "macs": measure.macs(model, test.x[:1]),
-        "latency_p50_ms": latency["p50"],
-        "latency_p95_ms": latency["p95"],
         "peak_memory_bytes": measure.peak_memory_bytes(model, batch),
     }
+
+
+def measure_models(models: dict[str, tuple[Path, ModelRole]], test, cfg: config.EvaluateConfig,
+                   threads: int) -> dict[str, dict]:
+    """{name: metrics} for models given as (project root, role); latency timed side by side."""
+    batch = test.x[: cfg.latency_batch_size]
+    loaded = {name: load_model(root, role)[0] for name, (root, role) in models.items()}
+    results = {name: static_metrics(*models[name], model, test, batch) for name, model in loaded.items()}
+    latency = measure.latency_ms(loaded, batch, cfg.latency_warmup, cfg.latency_repeats, threads)
+    first = next(iter(results))
+    for name, metrics in results.items():
+        metrics["latency_p50_ms"], metrics["latency_p95_ms"] = latency[name]["p50"], latency[name]["p95"]
+        metrics["param_ratio"] = metrics["nonzeros"] / results[first]["nonzeros"]
+        metrics["speedup"] = results[first]["latency_p50_ms"] / metrics["latency_p50_ms"]
+        metrics["mac_reduction"] = results[first]["macs"] / metrics["macs"]
+    return results
 
 
 def run(params: config.Params, root: Path) -> dict:
     seed_everything(params.seed, params.threads)
     test = load_splits(root, ("test",))["test"]
     cfg = params.evaluate
-    models = {role.value: measure_model(root, role, test, cfg, params.threads) for role in ModelRole}
-    teacher = models[ModelRole.TEACHER]
-    for m in models.values():
-        m["param_ratio"] = m["nonzeros"] / teacher["nonzeros"]
-        m["speedup"] = teacher["latency_p50_ms"] / m["latency_p50_ms"]
+    # The teacher comes first: ratios (speedup, MAC reduction) are relative to it.
+    models = measure_models({role.value: (root, role) for role in ModelRole}, test, cfg, params.threads)
     report = {"models": models, "threads": params.threads, "latency_batch_size": min(cfg.latency_batch_size, len(test)),
               "test_images": len(test)}
     figure = pareto_figure(report)

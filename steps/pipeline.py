@@ -77,7 +77,7 @@ RAW_DIR = "${data.raw_dir}"
 
 # Source the stages share; a change there reruns every stage that uses it.
 _COMPRESSION = "steps/compression"
-_COMMON = ("steps/config.py", "steps/steputil.py")
+_COMMON = ("steps/config.py", "steps/steputil.py", "steps/hashing.py")
 
 STAGES: tuple[Stage, ...] = (
     Stage(

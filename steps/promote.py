@@ -19,7 +19,8 @@ import numpy as np
 
 from steps import config, lineage, storage, tracking
 from steps.compression import checkpoint
-from steps.data import load_splits, sha256
+from steps.data import load_splits
+from steps.hashing import sha256
 from steps.names import Alias, ModelRole, Tag
 from steps.pipeline import PROMOTION, REPORT, model_path
 from steps.steputil import load_model

@@ -17,6 +17,11 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# A tracking server that is down should fail the stage in seconds, not after MLflow's default
+# of 7 retries with exponential backoff (minutes); transient blips still get retried.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 import mlflow  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
@@ -91,7 +96,7 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
 
 def log_dataset(root: Path, split, context: str) -> None:
     """Record the training data as an MLflow dataset input, named by its manifest hash."""
-    from steps.data import sha256
+    from steps.hashing import sha256
     from steps.pipeline import MANIFEST
 
     digest = sha256(Path(root) / MANIFEST)[:16]

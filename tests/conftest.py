@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import gzip
 import os
+import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,6 +47,17 @@ def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         row, col = divmod(int(label), 5)
         images[i, 2 + row * 12 : 9 + row * 12, 1 + col * 5 : 8 + col * 5] = 230
     return images, labels
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny ops gain nothing from 2 threads, and lose 100x when another process holds the cores."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +122,34 @@ def require_fashion_mnist() -> Path:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+BIN = Path(sys.executable).parent
+
+
+def small_real_params(raw_dir: Path) -> dict:
+    p = tiny_params(raw_dir, experiment="integration")
+    p["data"].update(val_size=500, train_limit=2000, test_limit=1000)
+    p["distill"]["student"] = {"name": "cnn", "channels": [4, 8], "hidden": [16], "batch_norm": True}
+    p["promote"].update(min_accuracy=0.5, max_accuracy_drop=0.3, max_param_ratio=0.5)
+    return p
+
+
+def cli_env() -> dict:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    for key in ("PREFECT_HOME", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+        env.pop(key, None)  # the CLI puts Prefect's state inside the project, as for a user
+    return env
+
+
+def shrinkflow(root: Path, *args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "shrinkflow"), *args, "--root", str(root)], env={**cli_env(), **(extra_env or {})},
+                          capture_output=True, text=True, timeout=600)
+
+
+
+
+def stage_states(output: str) -> dict[str, str]:
+    line = re.search(r"^stages: (.*)$", output, re.MULTILINE)
+    assert line, output[-3000:]
+    return dict(item.split("=") for item in line.group(1).split(", "))

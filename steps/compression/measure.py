@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 import zlib
@@ -40,24 +41,39 @@ def macs(model: nn.Module, example: torch.Tensor) -> int:
     return int(ops)
 
 
-def latency_ms(model: nn.Module, batch: torch.Tensor, warmup: int, repeats: int, threads: int) -> dict[str, float]:
-    """Wall time of one forward pass on `batch`, after warm-up, at a fixed thread count."""
+def latency_ms(models: dict[str, nn.Module], batch: torch.Tensor, warmup: int, repeats: int,
+               threads: int) -> dict[str, dict[str, float]]:
+    """Wall time of one forward pass on `batch` for each model: {name: {"p50", "p95"}} in ms.
+
+    Models are timed interleaved (A B C A B C ..., the order rotating each
+    round) after warm-up, at a fixed thread count, so drift in machine load
+    hits every model alike and the ratios between them hold up.
+    """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    samples: dict[str, list[float]] = {name: [] for name in models}
+    names = list(models)
     try:
-        with evaluating(model):
+        with contextlib.ExitStack() as stack:
+            for model in models.values():
+                stack.enter_context(evaluating(model))
             for _ in range(warmup):
-                model(batch)
-            samples = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(batch)
-                samples.append((time.perf_counter() - start) * 1e3)
+                for model in models.values():
+                    model(batch)
+            for r in range(repeats):
+                for name in names[r % len(names):] + names[: r % len(names)]:
+                    start = time.perf_counter()
+                    models[name](batch)
+                    samples[name].append((time.perf_counter() - start) * 1e3)
     finally:
         torch.set_num_threads(previous)
-    samples.sort()
-    p95 = samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
-    return {"p50": statistics.median(samples), "p95": p95}
+    return {name: _percentiles(values) for name, values in samples.items()}
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"p50": statistics.median(ordered), "p95": p95}
 
 
 def peak_memory_bytes(model: nn.Module, batch: torch.Tensor) -> int:

@@ -108,13 +108,6 @@ def toy_student(out_channels: int) -> nn.Module:
                          nn.ReLU(), nn.MaxPool2d(2))
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convs spend more time syncing 2 threads than computing; restore the count afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def train(loss_fn, student: nn.Module, extra: list, x: torch.Tensor, target: torch.Tensor, steps: int = 30):

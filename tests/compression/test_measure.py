@@ -42,11 +42,14 @@ def test_pruned_weights_compress_better(tmp_path):
 
 def test_latency_reports_ordered_percentiles_and_restores_threads():
     threads = torch.get_num_threads()
-    model = nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10)).train()
-    result = measure.latency_ms(model, torch.randn(8, 784), warmup=1, repeats=5, threads=1)
-    assert 0 < result["p50"] <= result["p95"]
+    small = nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10)).train()
+    big = nn.Sequential(nn.Linear(784, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10))
+    result = measure.latency_ms({"small": small, "big": big}, torch.randn(64, 784), warmup=1, repeats=7, threads=1)
+    assert set(result) == {"small", "big"}
+    assert all(0 < r["p50"] <= r["p95"] for r in result.values())
+    assert result["small"]["p50"] < result["big"]["p50"]  # ~70x fewer MACs
     assert torch.get_num_threads() == threads
-    assert model.training  # evaluation helpers restore the previous mode
+    assert small.training  # evaluation helpers restore the previous mode
 
 
 def test_peak_memory_grows_with_batch_and_width():

@@ -33,13 +33,6 @@ def test_penalty_is_differentiable():
     assert torch.equal(model[1].weight.grad, torch.sign(model[1].weight.detach()))
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny ops gain nothing from 2 threads, and lose 100x when another process holds the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def train(target: str, coefficient: float) -> float:

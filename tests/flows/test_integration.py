@@ -16,33 +16,11 @@ import yaml
 
 from steps.names import Alias, Tag
 from steps.pipeline import DATA_DIR, REPORT, STAGE_NAMES
-from tests.conftest import copy_project, require_fashion_mnist, tiny_params
+from tests.conftest import copy_project, require_fashion_mnist, shrinkflow, small_real_params, stage_states
 
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
-
-
-def small_real_params(raw_dir: Path) -> dict:
-    p = tiny_params(raw_dir, experiment="integration")
-    p["data"].update(val_size=500, train_limit=2000, test_limit=1000)
-    p["distill"]["student"] = {"name": "cnn", "channels": [4, 8], "hidden": [16], "batch_norm": True}
-    p["promote"].update(min_accuracy=0.5, max_accuracy_drop=0.3, max_param_ratio=0.5)
-    return p
-
-
-def shrinkflow(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    for key in ("PREFECT_HOME", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
-        env.pop(key, None)  # the CLI puts Prefect's state inside the project, as for a user
-    return subprocess.run([str(BIN / "shrinkflow"), *args, "--root", str(root)], env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def stage_states(output: str) -> dict[str, str]:
-    line = re.search(r"^stages: (.*)$", output, re.MULTILINE)
-    assert line, output[-3000:]
-    return dict(item.split("=") for item in line.group(1).split(", "))
 
 
 def registry(root: Path):
@@ -57,9 +35,16 @@ def project(tmp_path_factory) -> Path:
     return copy_project(tmp_path_factory.mktemp("project"), small_real_params(raw))
 
 
+FAKE_SECRETS = {
+    "AWS_ACCESS_KEY_ID": "AKIAFAKESHRINKFLOW01",
+    "AWS_SECRET_ACCESS_KEY": "fake-secret-7f3a9c2e-do-not-log",
+    "MLFLOW_TRACKING_PASSWORD": "fake-mlflow-password-b81d",
+}
+
+
 @pytest.fixture(scope="module")
 def first_run(project: Path) -> subprocess.CompletedProcess:
-    result = shrinkflow(project, "run")
+    result = shrinkflow(project, "run", extra_env=FAKE_SECRETS)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -141,3 +126,15 @@ def test_bad_override_changes_nothing(project, first_run):
     assert result.returncode == 2
     assert "prune.target_sparsity" in result.stderr and "1.5" in result.stderr
     assert (project / "params.yaml").read_text() == before
+
+
+def test_credentials_in_the_environment_leak_nowhere(project, first_run):
+    """The first run had fake credentials in its environment: none may reach logs, MLflow or files."""
+    places = {"stdout": first_run.stdout, "stderr": first_run.stderr}
+    for path in project.rglob("*"):
+        if path.is_file() and ".git" not in path.parts and path.stat().st_size < 50_000_000:
+            places[str(path.relative_to(project))] = path.read_bytes().decode("latin-1")
+    assert "mlflow.db" in places and any(p.startswith("mlartifacts") for p in places)
+    for name, secret in FAKE_SECRETS.items():
+        leaks = [where for where, text in places.items() if secret in text]
+        assert not leaks, f"{name} leaked into {leaks}"

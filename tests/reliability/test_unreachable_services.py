@@ -1,0 +1,31 @@
+"""An unreachable tracking server fails the run quickly, naming the stage and the address."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from steps.names import ModelRole
+from steps.pipeline import model_path
+from tests.conftest import copy_project, shrinkflow, tiny_params
+
+pytestmark = pytest.mark.integration
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_server_down_fails_the_first_tracking_stage(tmp_path: Path, idx_dir: Path):
+    root = copy_project(tmp_path / "project", tiny_params(idx_dir))
+    uri = f"http://127.0.0.1:{closed_port()}"
+    result = shrinkflow(root, "run", extra_env={"MLFLOW_TRACKING_URI": uri})
+    assert result.returncode == 1
+    assert "stage 'teacher' failed" in result.stderr
+    assert uri.removeprefix("http://") in result.stderr
+    assert not (root / model_path(ModelRole.TEACHER)).exists()
