@@ -35,12 +35,16 @@ warnings.filterwarnings("ignore", message=".*noload.*")  # MLflow's own SQLAlche
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
+# The user's choice, read once: mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into the
+# environment itself, so reading it later would mistake our own local store for a server.
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
 PIPELINE_RUN_ENV = "SHRINKFLOW_PIPELINE_RUN"
 """Set by the Prefect flow so every stage's MLflow run names the flow run that made it."""
 
 
 def tracking_uri(root: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+    return USER_TRACKING_URI or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
 def use_store(root: Path) -> None:
@@ -54,8 +58,8 @@ def experiment_id(root: Path, name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    local = "MLFLOW_TRACKING_URI" not in os.environ
-    location = (Path(root).resolve() / "mlartifacts").as_uri() if local else None
+    # A server decides where artifacts go; the local store keeps them inside the project.
+    location = None if USER_TRACKING_URI else (Path(root).resolve() / "mlartifacts").as_uri()
     try:
         return mlflow.create_experiment(name, artifact_location=location)
     except MlflowException:  # created concurrently by another process

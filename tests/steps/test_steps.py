@@ -36,6 +36,7 @@ def test_teacher_learns_and_logs(root, params):
     tracking.use_store(root)
     run = MlflowClient().get_run(metrics["mlflow_run_id"])
     assert run.data.tags[Tag.STAGE] == "teacher"
+    assert run.info.artifact_uri.startswith((root / "mlartifacts").as_uri())  # inside the project, not ./mlruns
     assert run.data.params["teacher.train.epochs"] == "2"
     history = MlflowClient().get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
