@@ -57,18 +57,6 @@ def run_stage(root: str, stage_name: str) -> dict[str, str]:
     return output_hashes(Path(root), st)
 
 
-@task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=is_transient)
-def push_outputs(root: str) -> int:
-    return storage.push(Path(root))
-
-
-def _run(root: str, st: Stage, refresh: bool = False):
-    options = {"retries": RETRIES.get(st.name, 0), "retry_delay_seconds": [2, 10]}
-    if refresh:
-        options["refresh_cache"] = True
-    return run_stage.with_options(**options)(root, st.name, return_state=True)
-
-
 class StageFailed(RuntimeError):
     """A stage raised; the message names it (the cause is chained)."""
 
@@ -80,6 +68,30 @@ def _result(st: Stage, state) -> dict[str, str]:
         raise StageFailed(f"stage '{st.name}' failed: {type(err).__name__}: {err}") from err
 
 
+@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient)
+def push_outputs(root: str) -> int:
+    return storage.push(Path(root))
+
+
+REGISTRY_STAGE = "promote"
+"""Nothing is registered before its data and models are on the DVC remote: an auditor must be able to fetch them."""
+
+
+def publish(root: str) -> int:
+    state = push_outputs(root, return_state=True)
+    try:
+        return state.result()
+    except Exception as err:
+        raise StageFailed(f"publishing to the DVC remote failed (after retries): {err}") from err
+
+
+def _run(root: str, st: Stage, refresh: bool = False):
+    options = {"retries": RETRIES.get(st.name, 0), "retry_delay_seconds": [2, 10]}
+    if refresh:
+        options["refresh_cache"] = True
+    return run_stage.with_options(**options)(root, st.name, return_state=True)
+
+
 @flow(name="compress", log_prints=True)
 def compress(root: str = ".") -> dict:
     """Run every stage in order; returns each stage's final state name and how many files were pushed."""
@@ -88,7 +100,10 @@ def compress(root: str = ".") -> dict:
     config.load(root)  # refuse a bad params.yaml before any task runs
     os.environ[tracking.PIPELINE_RUN_ENV] = str(get_run_context().flow_run.id)
     states: dict[str, str] = {}
+    pushed = 0
     for st in STAGES:
+        if st.name == REGISTRY_STAGE:
+            pushed = publish(root)
         state = _run(root, st)
         outputs = _result(st, state)  # raises if the stage failed: later stages must not run
         if output_hashes(Path(root), st) != outputs:
@@ -97,6 +112,5 @@ def compress(root: str = ".") -> dict:
             _result(st, state)
         states[st.name] = state.name
         storage.commit_stage(Path(root), st.name)
-    pushed = push_outputs(root)
     logger.info("pushed %d file(s) to the DVC remote", pushed)
     return {"states": states, "pushed": pushed}

@@ -26,6 +26,10 @@ class StorageError(RuntimeError):
     """DVC could not record or push; the message names the stage or remote."""
 
 
+class RemoteUnavailable(StorageError, ConnectionError):
+    """The DVC remote did not answer (a ConnectionError, so callers may retry it)."""
+
+
 @contextlib.contextmanager
 def _repo(root: Path):
     """The DVC repo at `root`, with the working directory there too: DVC resolves stage
@@ -51,11 +55,36 @@ def push(root: Path) -> int:
     """Push cached outputs to the default remote; returns how many files were sent."""
     from dvc.exceptions import DvcException
 
+    where = "its default remote"
     try:
         with _repo(root) as repo:
+            where = _describe_remote(repo)
             return int(repo.push())
     except DvcException as err:
-        raise StorageError(f"dvc push from {root} to its default remote failed: {err}") from err
+        raise StorageError(f"dvc push from {root} to {where} failed: {err}") from err
+    except Exception as err:
+        if _is_connection_error(err):
+            raise RemoteUnavailable(f"DVC remote {where} is unreachable: {err}") from err
+        raise
+
+
+def _describe_remote(repo) -> str:
+    """'name (url)' of the default remote; no credentials (they live in the environment)."""
+    name = repo.config["core"].get("remote")
+    if not name:
+        raise StorageError(f"{repo.root_dir}: no default DVC remote configured (dvc remote add -d NAME URL)")
+    return f"'{name}' ({repo.config['remote'][name]['url']})"
+
+
+def _is_connection_error(err: BaseException) -> bool:
+    """Builtin connection errors, and botocore's, which S3 remotes raise and which are not builtin."""
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+    except ImportError:  # no S3 support installed: nothing of botocore's can be raised either
+        return False
+    return isinstance(err, BotoConnectionError)
 
 
 def locked_out_hash(root: Path, path: str) -> str | None:
