@@ -11,6 +11,7 @@ the DVC remote, so `dvc repro` and the flow agree on what is up to date.
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib
 import os
 from pathlib import Path
@@ -20,16 +21,21 @@ from prefect.context import TaskRunContext, get_run_context
 
 from steps import config, storage, tracking
 from steps.hashing import content_hash
-from steps.pipeline import STAGES, Stage, stage
+from steps.pipeline import PROMOTION, STAGES, Stage, stage
 
-RETRIES = {"data": 2, "promote": 2}
-"""Stages that touch storage or the registry retry transient faults."""
+
+
+REGISTRY_STAGE = "promote"
+"""The stage with an output outside the project (the registry). Nothing is registered before its data
+and models are on the DVC remote: an auditor must be able to fetch them."""
 
 
 def stage_key(root: Path, st: Stage, params: config.Params) -> str:
     digest = hashlib.sha256(f"{st.name}|{root.resolve()}|{params.section_hash(*st.params)}".encode())
     for dep in st.resolved_deps(params.model_dump(mode="json")):
         digest.update(f"|{dep}={content_hash(root / dep)}".encode())
+    if st.name == REGISTRY_STAGE:  # another registry (e.g. the services profile) is another promotion
+        digest.update(f"|registry={tracking.tracking_uri(root)}".encode())
     return digest.hexdigest()
 
 
@@ -39,7 +45,18 @@ def _cache_key(context: TaskRunContext, parameters: dict) -> str:
 
 
 def output_hashes(root: Path, st: Stage) -> dict[str, str]:
-    return {out: content_hash(root / out) for out in (*st.outs, *st.metrics)}
+    return {out: content_hash(root / out) for out in (*st.outs, *st.metrics, *st.plots)}
+
+
+def outputs_intact(root: Path, st: Stage, recorded: dict[str, str]) -> bool:
+    """The files a (possibly cached) stage produced are on disk unchanged, and for promote the
+    version it registered is still in the registry."""
+    if output_hashes(root, st) != recorded:
+        return False
+    if st.name == REGISTRY_STAGE:
+        decision = json.loads((root / PROMOTION).read_text())
+        return tracking.version_exists(root, decision["model_name"], decision["version"])
+    return True
 
 
 def is_transient(task, task_run, state) -> bool:
@@ -73,8 +90,6 @@ def push_outputs(root: str) -> int:
     return storage.push(Path(root))
 
 
-REGISTRY_STAGE = "promote"
-"""Nothing is registered before its data and models are on the DVC remote: an auditor must be able to fetch them."""
 
 
 def publish(root: str) -> int:
@@ -82,14 +97,14 @@ def publish(root: str) -> int:
     try:
         return state.result()
     except Exception as err:
-        raise StageFailed(f"publishing to the DVC remote failed (after retries): {err}") from err
+        raise StageFailed(f"publishing to the DVC remote failed: {err}") from err
 
 
 def _run(root: str, st: Stage, refresh: bool = False):
-    options = {"retries": RETRIES.get(st.name, 0), "retry_delay_seconds": [2, 10]}
-    if refresh:
-        options["refresh_cache"] = True
-    return run_stage.with_options(**options)(root, st.name, return_state=True)
+    # No whole-stage retries: MLflow retries each request itself (steps/tracking.py), and rerunning
+    # promote after a half-done registration would register the same student twice.
+    task_ = run_stage.with_options(refresh_cache=True) if refresh else run_stage
+    return task_(root, st.name, return_state=True)
 
 
 @flow(name="compress", log_prints=True)
@@ -106,8 +121,8 @@ def compress(root: str = ".") -> dict:
             pushed = publish(root)
         state = _run(root, st)
         outputs = _result(st, state)  # raises if the stage failed: later stages must not run
-        if output_hashes(Path(root), st) != outputs:
-            logger.warning("cached outputs of %s are missing or changed on disk; running it again", st.name)
+        if not outputs_intact(Path(root), st, outputs):
+            logger.warning("cached outputs of %s are missing or changed; running it again", st.name)
             state = _run(root, st, refresh=True)
             _result(st, state)
         states[st.name] = state.name

@@ -200,6 +200,8 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value) if value else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"-S {item!r}: value is not valid YAML: {err}") from None
+    if not isinstance(parsed, (str, int, float, bool, list, dict, type(None))):
+        parsed = value  # e.g. YAML 1.1 turns 2024-01-01 into a date: keep what the user typed
     return key.strip().split("."), parsed
 
 
@@ -230,7 +232,12 @@ def apply_overrides(root: Path | str, overrides: list[str]) -> Params:
     for item in overrides:
         keys, value = _parse_override(item)
         _set_path(tree, keys, value, item)
-    params = validate(json.loads(json.dumps(tree)), source=f"{path} with -S overrides")
-    with path.open("w") as fh:
-        yaml_rt.dump(tree, fh)
+    params = validate(json.loads(json.dumps(tree, default=str)), source=f"{path} with -S overrides")
+    from steps.compression.checkpoint import atomic_write
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w") as fh:
+            yaml_rt.dump(tree, fh)
+
+    atomic_write(path, write)  # an interrupted write never leaves a truncated params.yaml
     return params

@@ -133,7 +133,8 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="promote",
-        deps=("steps/promote.py", *_COMMON, "steps/data.py", DATA_DIR, REPORT, *model_files(ModelRole.STUDENT)),
+        deps=("steps/promote.py", "steps/tracking.py", "steps/lineage.py", "steps/storage.py", "steps/names.py",
+              _COMPRESSION, *_COMMON, "steps/data.py", DATA_DIR, REPORT, *model_files(ModelRole.STUDENT)),
         params=("promote", "tracking"),
         metrics=(PROMOTION,),
     ),

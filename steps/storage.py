@@ -61,6 +61,8 @@ def push(root: Path) -> int:
             where = _describe_remote(repo)
             return int(repo.push())
     except DvcException as err:
+        if _is_connection_error(err.__cause__):
+            raise RemoteUnavailable(f"DVC remote {where} is unreachable: {err.__cause__}") from err
         raise StorageError(f"dvc push from {root} to {where} failed: {err}") from err
     except Exception as err:
         if _is_connection_error(err):
@@ -76,7 +78,7 @@ def _describe_remote(repo) -> str:
     return f"'{name}' ({repo.config['remote'][name]['url']})"
 
 
-def _is_connection_error(err: BaseException) -> bool:
+def _is_connection_error(err: BaseException | None) -> bool:
     """Builtin connection errors, and botocore's, which S3 remotes raise and which are not builtin."""
     if isinstance(err, (ConnectionError, TimeoutError)):
         return True

@@ -172,5 +172,16 @@ def tag_version(model_name: str, version: int, tags: dict[str, str]) -> None:
         client.set_model_version_tag(model_name, str(version), key, str(value))
 
 
+def version_exists(root: Path, model_name: str, version: int) -> bool:
+    use_store(root)
+    try:
+        MlflowClient().get_model_version(model_name, str(version))
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return False
+        raise
+    return True
+
+
 def run_metrics(run_id: str) -> dict[str, float]:
     return dict(MlflowClient().get_run(run_id).data.metrics)

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,17 @@ def test_credentials_in_the_environment_leak_nowhere(project, first_run):
     for name, secret in FAKE_SECRETS.items():
         leaks = [where for where, text in places.items() if secret in text]
         assert not leaks, f"{name} leaked into {leaks}"
+
+
+def test_a_wiped_registry_is_noticed_and_promote_reruns(project, first_run):
+    """promote's output lives in the registry: a cached promote whose version is gone runs again."""
+    (project / "mlflow.db").unlink()
+    result = shrinkflow(project, "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    states = stage_states(result.stdout)
+    assert [states[s] for s in ("data", "teacher", "prune", "distill", "evaluate")] == ["Cached"] * 5
+    assert states["promote"] == "Completed"
+    # A fresh connection: this process's MLflow client still holds the deleted database file open.
+    with sqlite3.connect(project / "mlflow.db") as db:
+        aliases = db.execute("SELECT alias, version FROM registered_model_aliases WHERE name = 'fashion-student'")
+        assert dict(aliases.fetchall()) == {"champion": 1}

@@ -88,3 +88,10 @@ def test_section_hash_changes_only_with_its_section():
     assert base.section_hash("teacher") == changed.section_hash("teacher")
     assert base.section_hash("distill") != changed.section_hash("distill")
     assert yaml.safe_load(yaml.safe_dump(raw))["distill"]["alpha"] == 0.1
+
+
+def test_override_values_yaml_would_turn_into_dates_stay_strings(tmp_path: Path):
+    write_params(tmp_path, default_params())
+    params = config.apply_overrides(tmp_path, ["tracking.experiment=2024-01-01"])
+    assert params.tracking.experiment == "2024-01-01"
+    assert config.load(tmp_path).tracking.experiment == "2024-01-01"
