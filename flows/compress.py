@@ -11,8 +11,8 @@ the DVC remote, so `dvc repro` and the flow agree on what is up to date.
 from __future__ import annotations
 
 import hashlib
-import json
 import importlib
+import json
 import os
 from pathlib import Path
 
@@ -22,8 +22,6 @@ from prefect.context import TaskRunContext, get_run_context
 from steps import config, storage, tracking
 from steps.hashing import content_hash
 from steps.pipeline import PROMOTION, STAGES, Stage, stage
-
-
 
 REGISTRY_STAGE = "promote"
 """The stage with an output outside the project (the registry). Nothing is registered before its data
@@ -88,8 +86,6 @@ def _result(st: Stage, state) -> dict[str, str]:
 @task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient)
 def push_outputs(root: str) -> int:
     return storage.push(Path(root))
-
-
 
 
 def publish(root: str) -> int:

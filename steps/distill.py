@@ -20,7 +20,7 @@ from steps.compression import checkpoint, measure
 from steps.compression.distillation import DistillationObjective, KDLoss
 from steps.compression.features import FeatureTap
 from steps.compression.models import build
-from steps.compression.training import Split, StepLoss, accuracy, predict_logits, train_epochs
+from steps.compression.training import Split, StepLoss, accuracy, adam, predict_logits, train_epochs
 from steps.data import load_splits
 from steps.names import ModelRole
 from steps.pipeline import metrics_path
@@ -81,7 +81,7 @@ def run(params: config.Params, root: Path) -> dict:
         def on_epoch(epoch: int, loss: float) -> None:
             tracking.log_metrics({"train_loss": loss, "val_accuracy": accuracy(student, splits["val"])}, step=epoch)
 
-        optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        optimizer = adam(trainable, cfg.train.lr, cfg.train.weight_decay)
         train_epochs(student, optimizer, len(train), cfg.train.batch_size, cfg.train.epochs, step_loss,
                      generator=generator, description="distill", on_epoch=on_epoch)
         metrics = {

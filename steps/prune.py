@@ -63,10 +63,10 @@ def run(params: config.Params, root: Path) -> dict:
             _prune_round(model, cfg, target, previous, train)
             previous = target
             # Pruning replaces parameters (masks, or smaller tensors): a fresh optimizer sees the new ones.
-            optimizer = adam(model, cfg.finetune.lr, cfg.finetune.weight_decay)
+            optimizer = adam(model.parameters(), cfg.finetune.lr, cfg.finetune.weight_decay)
             train_epochs(
                 model, optimizer, len(train), cfg.finetune.batch_size, cfg.finetune.epochs,
-                regularised_loss(model, train, device, cfg.finetune.l1),
+                regularised_loss(train, device, cfg.finetune.l1),
                 generator=generator, description=f"prune round {round_no}/{cfg.rounds} @ {target:.1%}",
             )
             point = {"round": round_no, "target": target, "sparsity": _measured_sparsity(model, cfg, original),

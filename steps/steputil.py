@@ -20,7 +20,7 @@ def setup(params: config.Params) -> tuple[torch.device, torch.Generator]:
     return resolve_device(params.device), torch.Generator().manual_seed(params.seed)
 
 
-def regularised_loss(model, split, device: torch.device, l1: config.L1Config):
+def regularised_loss(split, device: torch.device, l1: config.L1Config):
     """Cross-entropy on `split`, plus the L1 sparsity penalty when its coefficient is positive."""
     from steps.compression.regularization import l1_penalty
     from steps.compression.training import cross_entropy_loss

@@ -60,13 +60,13 @@ def push(root: Path) -> int:
         with _repo(root) as repo:
             where = _describe_remote(repo)
             return int(repo.push())
-    except DvcException as err:
-        if _is_connection_error(err.__cause__):
-            raise RemoteUnavailable(f"DVC remote {where} is unreachable: {err.__cause__}") from err
-        raise StorageError(f"dvc push from {root} to {where} failed: {err}") from err
     except Exception as err:
-        if _is_connection_error(err):
-            raise RemoteUnavailable(f"DVC remote {where} is unreachable: {err}") from err
+        # DVC wraps some transport errors in its own exceptions and lets others (botocore's) through.
+        cause = err.__cause__ if isinstance(err, DvcException) else err
+        if _is_connection_error(cause):
+            raise RemoteUnavailable(f"DVC remote {where} is unreachable: {cause}") from err
+        if isinstance(err, DvcException):
+            raise StorageError(f"dvc push from {root} to {where} failed: {err}") from err
         raise
 
 

@@ -32,8 +32,8 @@ def run(params: config.Params, root: Path) -> dict:
             tracking.log_metrics(epoch_metrics, step=epoch)
 
         train_epochs(
-            model, adam(model, cfg.train.lr, cfg.train.weight_decay), len(splits["train"]), cfg.train.batch_size,
-            cfg.train.epochs, regularised_loss(model, splits["train"], device, cfg.train.l1),
+            model, adam(model.parameters(), cfg.train.lr, cfg.train.weight_decay), len(splits["train"]), cfg.train.batch_size,
+            cfg.train.epochs, regularised_loss(splits["train"], device, cfg.train.l1),
             generator=generator, description="teacher", on_epoch=on_epoch,
         )
         metrics = {
