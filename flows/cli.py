@@ -11,17 +11,11 @@ from typing import Annotated
 
 import typer
 import yaml
-from rich.console import Console
 
 from flows import runtime
+from flows.console import RootOption, console, err_console, fail
 
 app = typer.Typer(help="Train, prune, distill, evaluate and promote a model, reproducibly.", no_args_is_help=True)
-console = Console(width=160) if not Console().is_terminal else Console()
-err_console = Console(stderr=True)
-
-RootOption = Annotated[Path, typer.Option("--root", help="project root (holds params.yaml)")]
-
-
 INTERRUPT_GRACE_S = 10
 """After Ctrl-C, how long Prefect may take to record the crash before the process exits anyway.
 (Ctrl-C also stops Prefect's ephemeral server, and the engine would otherwise retry it for minutes.)"""
@@ -44,11 +38,6 @@ def _stop_promptly_on_signals() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
 @app.command()
 def run(
     set_: Annotated[list[str], typer.Option("-S", "--set-param", help="override a param: -S teacher.train.epochs=2 "
@@ -62,7 +51,7 @@ def run(
     try:
         config.apply_overrides(root, set_) if set_ else config.load(root)
     except config.ConfigError as err:
-        _fail(str(err))
+        fail(str(err))
     runtime.prepare(root)
     from flows.compress import compress  # imports Prefect: after the environment is prepared
 
@@ -72,7 +61,7 @@ def run(
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except Exception as err:  # the flow already logged the traceback; say it in one line
-        _fail(f"pipeline failed: {err}", code=1)
+        fail(f"pipeline failed: {err}", code=1)
     _print_results(root)
     states = ", ".join(f"{k}={v}" for k, v in result["states"].items())
     console.print(f"stages: {states}", highlight=False)
@@ -90,7 +79,7 @@ def _print_results(root: Path) -> None:
 
     report_file = root / REPORT
     if not report_file.is_file():
-        _fail(f"{report_file}: no results yet; run `shrinkflow run` first")
+        fail(f"{report_file}: no results yet; run `shrinkflow run` first")
     promotion_file = root / PROMOTION
     promotion = json.loads(promotion_file.read_text()) if promotion_file.is_file() else None
     console.print(table(json.loads(report_file.read_text()), promotion))
@@ -109,7 +98,7 @@ def dvc_yaml(
     text += yaml.safe_dump(generate(), sort_keys=False)
     if check:
         if not path.is_file() or path.read_text() != text:
-            _fail(f"{path} is out of date; run `shrinkflow dvc-yaml`", code=1)
+            fail(f"{path} is out of date; run `shrinkflow dvc-yaml`", code=1)
         return
     path.write_text(text)
     console.print(f"wrote {path}")

@@ -1,0 +1,174 @@
+"""Real services for tests, each started on a free loopback port and stopped afterwards.
+
+- `s3_endpoint()`: moto's HTTP S3 server (no MinIO binary here; the dvc-s3 and s3fs suites do the same).
+- `postgres_database()`: a fresh database on the machine's PostgreSQL, dropped afterwards; skipped with a
+  message where PostgreSQL is absent, a failure under CI=true.
+- `mlflow_server()`, `prefect_server()`: the real servers as child processes in their own process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN
+
+PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class S3:
+    endpoint: str
+    server: object  # moto.server.ThreadedMotoServer; stop() it to simulate an outage
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+                            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a process needs to use this endpoint (DVC, MLflow and boto3 all read these)."""
+        return {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint, "MLFLOW_S3_ENDPOINT_URL": self.endpoint}
+
+
+@contextlib.contextmanager
+def s3_endpoint(*buckets: str) -> Iterator[S3]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    s3 = S3(f"http://{host}:{port}", server)
+    for bucket in buckets:
+        s3.client().create_bucket(Bucket=bucket)
+    try:
+        yield s3
+    finally:
+        with contextlib.suppress(Exception):  # a test may have stopped it already
+            server.stop()
+
+
+def _postgres_or_skip():
+    """A connection to the maintenance database, or skip (fail under CI) naming what is missing."""
+    import psycopg
+
+    try:
+        return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True,
+                               connect_timeout=3)
+    except psycopg.OperationalError as err:
+        message = f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} as {PG_USER} ({err}); services tests need it"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str = "shrinkflow_test") -> Iterator[str]:
+    """Create a uniquely named database; yields its name; drops it (and its connections) afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with _postgres_or_skip() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with _postgres_or_skip() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_url(database: str, driver: str) -> str:
+    return f"postgresql+{driver}://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def stop(self) -> None:
+        """SIGTERM the whole process group (both servers spawn workers), SIGKILL what remains."""
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+def _wait_healthy(server: Server, health_url: str, timeout_s: float) -> None:
+    """Poll the health endpoint until it answers 200; fail with the server's log if it died or never did."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            break
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(health_url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.25)  # polling interval, not a wait for luck: the loop is bounded by the deadline
+    server.stop()
+    pytest.fail(f"{health_url} not healthy after {timeout_s} s; log:\n{server.log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def _serve(argv: list[str], env: dict[str, str], url: str, health_path: str, log: Path,
+           timeout_s: float) -> Iterator[Server]:
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **env},
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(url, process, log)
+    try:
+        _wait_healthy(server, url + health_path, timeout_s)
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_store_uri: str, artifacts_destination: str, workdir: Path,
+                  env: dict[str, str] | None = None) -> Iterator[Server]:
+    """`mlflow server` proxying artifacts to `artifacts_destination` (clients never touch the bucket)."""
+    port = free_port()
+    argv = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", backend_store_uri, "--artifacts-destination", artifacts_destination]
+    server_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
+    with _serve(argv, server_env, f"http://127.0.0.1:{port}", "/health", workdir / "mlflow-server.log", 120) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def prefect_server(workdir: Path, database_url: str | None = None) -> Iterator[Server]:
+    """`prefect server start` (with its scheduler, unlike the ephemeral one) on its own PREFECT_HOME."""
+    port = free_port()
+    env = {"PREFECT_HOME": str(workdir / "prefect-server-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "false", "PREFECT_API_URL": ""}
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with _serve(argv, env, f"http://127.0.0.1:{port}/api", "/health", workdir / "prefect-server.log", 180) as s:
+        yield s
