@@ -57,6 +57,8 @@ class TrainConfig(_Section):
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    augment: bool = Field(default=False, description="random 2-px shifts and horizontal flips")
     l1: L1Config = Field(default_factory=L1Config)
 
 

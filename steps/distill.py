@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from steps import config, tracking
-from steps.compression import checkpoint, measure
+from steps.compression import augment, checkpoint, measure
 from steps.compression.distillation import DistillationObjective, KDLoss
 from steps.compression.features import FeatureTap
 from steps.compression.models import build
@@ -32,21 +32,24 @@ def _pairs(section: config.FeatureLossConfig) -> list[tuple[str, str]]:
 
 
 def logits_only_loss(cfg: config.DistillConfig, teacher, train: Split, device) -> StepLoss:
+    """KD against the teacher's logits, computed once for the whole (unaugmented) training set."""
     kd = KDLoss(cfg.temperature, cfg.alpha)
     teacher_logits = predict_logits(teacher, train.x)
 
     def step(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
-        return kd(model(train.x[idx].to(device)), teacher_logits[idx].to(device), train.y[idx].to(device))
+        x, y = train.batch(idx, device)
+        return kd(model(x), teacher_logits[idx].to(device), y)
 
     return step
 
 
-def feature_loss(objective: DistillationObjective, teacher, train: Split, device) -> StepLoss:
-    """KD on logits plus hint/attention terms on the layers the objective names."""
+def feature_loss(objective: DistillationObjective, teacher, train: Split, device, augment=None) -> StepLoss:
+    """KD on logits plus hint/attention terms on the layers the objective names; with `augment`, teacher
+    and student see the same augmented batch ("consistent teaching", Beyer et al. 2022)."""
     teacher.eval()
 
     def step(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
-        x, y = train.x[idx].to(device), train.y[idx].to(device)
+        x, y = train.batch(idx, device, augment)
         with torch.no_grad(), FeatureTap(teacher, objective.teacher_layers) as t_tap:
             t_logits = teacher(x)
             t_feats = dict(t_tap.outputs)  # the tap forgets its outputs on exit
@@ -68,12 +71,12 @@ def run(params: config.Params, root: Path) -> dict:
     student = build(student_spec).to(device)
     hints, attention = _pairs(cfg.hints), _pairs(cfg.attention)
     trainable = list(student.parameters())
-    if hints or attention:
+    if hints or attention or cfg.train.augment:  # the teacher must run on every (augmented) batch
         objective = DistillationObjective.from_models(
             student, teacher, train.x[:2].to(device), cfg.temperature, cfg.alpha,
             hints, attention, cfg.hints.weight, cfg.attention.weight).to(device)
         trainable += list(objective.parameters())  # hint regressors learn with the student
-        step_loss = feature_loss(objective, teacher, train, device)
+        step_loss = feature_loss(objective, teacher, train, device, augment.for_training(cfg.train.augment, params.seed))
     else:
         step_loss = logits_only_loss(cfg, teacher, train, device)
 
@@ -83,7 +86,8 @@ def run(params: config.Params, root: Path) -> dict:
 
         optimizer = adam(trainable, cfg.train.lr, cfg.train.weight_decay)
         train_epochs(student, optimizer, len(train), cfg.train.batch_size, cfg.train.epochs, step_loss,
-                     generator=generator, description="distill", on_epoch=on_epoch)
+                     generator=generator, description="distill", on_epoch=on_epoch,
+                     lr_schedule=cfg.train.lr_schedule)
         metrics = {
             "teacher": teacher_role.value,
             "val_accuracy": accuracy(student, splits["val"]),

@@ -66,8 +66,9 @@ def run(params: config.Params, root: Path) -> dict:
             optimizer = adam(model.parameters(), cfg.finetune.lr, cfg.finetune.weight_decay)
             train_epochs(
                 model, optimizer, len(train), cfg.finetune.batch_size, cfg.finetune.epochs,
-                regularised_loss(train, device, cfg.finetune.l1),
+                regularised_loss(train, device, cfg.finetune, params.seed + round_no),
                 generator=generator, description=f"prune round {round_no}/{cfg.rounds} @ {target:.1%}",
+                lr_schedule=cfg.finetune.lr_schedule,
             )
             point = {"round": round_no, "target": target, "sparsity": _measured_sparsity(model, cfg, original),
                      "parameters": measure.parameters(model), "val_accuracy": accuracy(model, splits["val"])}

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from steps import config
-from steps.compression import checkpoint
+from steps.compression import augment, checkpoint
 from steps.compression.models import ModelSpec
 from steps.compression.training import resolve_device, seed_everything
 from steps.names import ModelRole
@@ -20,12 +20,14 @@ def setup(params: config.Params) -> tuple[torch.device, torch.Generator]:
     return resolve_device(params.device), torch.Generator().manual_seed(params.seed)
 
 
-def regularised_loss(split, device: torch.device, l1: config.L1Config):
-    """Cross-entropy on `split`, plus the L1 sparsity penalty when its coefficient is positive."""
+def regularised_loss(split, device: torch.device, train: config.TrainConfig, seed: int):
+    """Cross-entropy on `split` (augmented if `train.augment`), plus the L1 sparsity penalty when its
+    coefficient is positive."""
     from steps.compression.regularization import l1_penalty
     from steps.compression.training import cross_entropy_loss
 
-    base = cross_entropy_loss(split, device)
+    base = cross_entropy_loss(split, device, augment.for_training(train.augment, seed))
+    l1 = train.l1
     if l1.coefficient == 0:
         return base
     return lambda m, idx: base(m, idx) + l1_penalty(m, l1.coefficient, l1.target)

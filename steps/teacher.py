@@ -33,8 +33,8 @@ def run(params: config.Params, root: Path) -> dict:
 
         train_epochs(
             model, adam(model.parameters(), cfg.train.lr, cfg.train.weight_decay), len(splits["train"]), cfg.train.batch_size,
-            cfg.train.epochs, regularised_loss(splits["train"], device, cfg.train.l1),
-            generator=generator, description="teacher", on_epoch=on_epoch,
+            cfg.train.epochs, regularised_loss(splits["train"], device, cfg.train, params.seed),
+            generator=generator, description="teacher", on_epoch=on_epoch, lr_schedule=cfg.train.lr_schedule,
         )
         metrics = {
             "val_accuracy": accuracy(model, splits["val"]),

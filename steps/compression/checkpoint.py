@@ -20,22 +20,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from steps.compression.models import ModelSpec, build
 
 
+class OutputWriteError(OSError):
+    """An output could not be written (disk full, read-only folder, ...); the message names the file."""
+
+
 def atomic_write(path: Path, write) -> None:
     """Call `write(tmp_path)`, then rename tmp_path onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OutputWriteError(f"cannot write {path}: {err.strerror or err}") from err
     os.close(fd)
     try:
         write(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError | SafetensorError):  # safetensors reports ENOSPC as its own error type
+            raise OutputWriteError(f"cannot write {path}: {getattr(err, 'strerror', None) or err}") from err
         raise
 
 

@@ -17,8 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from steps.compression.augment import Augment
+
 StepLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 """(model, batch indices) -> scalar loss; the caller's closure owns the data."""
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,11 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def batch(self, idx: torch.Tensor, device: torch.device,
+              augment: Augment | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.x[idx] if augment is None else augment(self.x[idx])
+        return x.to(device), self.y[idx].to(device)
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -100,10 +109,13 @@ def train_epochs(
     description: str,
     on_epoch: Callable[[int, float], None] | None = None,
     after_step: Callable[[], None] | None = None,
+    lr_schedule: str = "constant",
 ) -> None:
-    """Run `epochs` passes; `on_epoch(epoch, mean_loss)` after each, `after_step()` after each update."""
+    """Run `epochs` passes; `on_epoch(epoch, mean_loss)` after each, `after_step()` after each update.
+    lr_schedule "cosine" anneals the learning rate to 0 over all steps (Loshchilov & Hutter)."""
     model.train()
     batches = -(-n // batch_size)
+    scheduler = _scheduler(optimizer, lr_schedule, epochs * batches)
     with progress_bar() as bar:
         task = bar.add_task(description, total=epochs * batches, status="")
         for epoch in range(1, epochs + 1):
@@ -113,6 +125,7 @@ def train_epochs(
                 loss = step_loss(model, idx)
                 loss.backward()
                 optimizer.step()
+                scheduler.step()
                 if after_step is not None:
                     after_step()
                 total += loss.item() * len(idx)
@@ -123,9 +136,18 @@ def train_epochs(
                 on_epoch(epoch, mean)
 
 
-def cross_entropy_loss(split: Split, device: torch.device) -> StepLoss:
+def _scheduler(optimizer: torch.optim.Optimizer, name: str, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    raise ValueError(f"unknown lr_schedule {name!r}; expected one of {LR_SCHEDULES}")
+
+
+def cross_entropy_loss(split: Split, device: torch.device, augment: Augment | None = None) -> StepLoss:
     def step(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(model(split.x[idx].to(device)), split.y[idx].to(device))
+        x, y = split.batch(idx, device, augment)
+        return nn.functional.cross_entropy(model(x), y)
 
     return step
 

@@ -12,6 +12,7 @@ import pytest
 from steps.names import ModelRole
 from steps.pipeline import STAGE_NAMES, model_path
 from tests.conftest import BIN, cli_env, copy_project, require_fashion_mnist, shrinkflow, small_real_params, stage_states
+from tests.reliability.registry_safety import assert_registry_safe, local_uri
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +53,7 @@ def test_sigkill_mid_pipeline_then_rerun_resumes(project: Path):
     assert [states[s] for s in ("data", "teacher")] == ["Cached", "Cached"]
     assert [states[s] for s in STAGE_NAMES[2:]] == ["Completed"] * (len(STAGE_NAMES) - 2)
     assert not list((project / "models").glob(".*.tmp"))
+    assert assert_registry_safe(local_uri(project)) == 1
 
 
 def test_ctrl_c_exits_cleanly_and_leaves_no_lock(project: Path):
@@ -63,3 +65,4 @@ def test_ctrl_c_exits_cleanly_and_leaves_no_lock(project: Path):
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     assert not (project / model_path(ModelRole.PRUNED)).exists()
+    assert assert_registry_safe(local_uri(project)) == 0

@@ -13,6 +13,7 @@ from moto.server import ThreadedMotoServer
 
 from steps.names import Alias, Tag
 from tests.conftest import BIN, cli_env, copy_project, shrinkflow, tiny_params
+from tests.reliability.registry_safety import assert_registry_safe, local_uri
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +63,4 @@ def test_unreachable_s3_remote_fails_publishing_and_registers_nothing(tmp_path: 
     champion = registry.get_model_version_by_alias("fashion-student", Alias.CHAMPION)
     assert champion.tags[Tag.DECISION] == "promoted"
     assert registry.list_artifacts(champion.run_id)  # its artifacts are there
+    assert assert_registry_safe(local_uri(root)) == 1
