@@ -20,6 +20,8 @@ class Tag(StrEnum):
     MODEL_SHA256 = "shrinkflow.model_sha256"
     DECISION = "shrinkflow.decision"
     REASON = "shrinkflow.reason"
+    SWEEP = "shrinkflow.sweep"  # "parent" or the member's name
+    SWEEP_LABEL = "shrinkflow.sweep_label"  # a member's overrides, e.g. "prune.target_sparsity=0.5"
 
 
 class ModelRole(StrEnum):
