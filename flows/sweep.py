@@ -75,6 +75,8 @@ def one_prefect_api():
     if PREFECT_API_URL.value():  # a real server (services profile): everyone uses it already
         yield
         return
+    # The same instance Prefect's own client would start; Prefect stops it at exit, after its log and event
+    # workers have drained (stopping it here leaves them retrying against a closed port).
     server = SubprocessASGIServer()
     server.start()
     os.environ["PREFECT_API_URL"] = server.api_url  # LocalCluster workers inherit it when they spawn
@@ -83,7 +85,6 @@ def one_prefect_api():
             yield
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
 
 
 def run_sweep(root: Path, grid: dict | None = None, address: str | None = None, workers: int | None = None) -> dict:
