@@ -196,3 +196,11 @@ def sweep(root: str = ".", grid: dict | None = None) -> dict:
     logger.info("sweep %s: %d members in %s", parent_run_id, len(members), workdir)
     return {"shared": shared, "parent_run_id": parent_run_id, "members": run_ids, "workdir": str(workdir),
             "frontier": data.reset_index().to_dict(orient="records")}
+
+
+@flow(name="sweep-deployment")
+def deployed_sweep(root: str = ".", grid: dict | None = None, address: str | None = None,
+                   workers: int | None = None) -> dict:
+    """Entry point for a Prefect deployment (e.g. on a Kubernetes work pool, see infra/SWEEPS.md): the sweep
+    as a subflow on its Dask task runner, chosen when it runs (a decorated flow's runner is fixed at import)."""
+    return run_sweep(Path(root).resolve(), grid, address, workers)
