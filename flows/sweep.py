@@ -38,8 +38,9 @@ from flows.runtime import STATE_DIR
 from steps import config, frontier, tracking
 from steps.data import load_splits
 from steps.evaluate import measure_models
-from steps.names import ModelRole
+from steps.names import ModelRole, Tag
 from steps.pipeline import DATA_DIR, metrics_path, model_files, stage
+from steps.report import close_figure
 
 SHARED_STAGES = ("data", "teacher")
 MEMBER_STAGES = ("prune", "distill")
@@ -145,16 +146,13 @@ def _log_results(parent_run_id: str, data, run_ids: dict[str, str], params: conf
         metrics = {f"{model.split(' ', 1)[1]}.{k}": row[k] for model, row in rows.iterrows()
                    for k in ("accuracy", "nonzeros", "compressed_bytes", "latency_p50_ms", "speedup")}
         tracking.log_run_metrics(run_id, metrics)
+        fronts = [f"{model} ({flag.removesuffix('_front')})" for model, row in rows.iterrows()
+                  for flag in frontier.FRONTS.values() if row[flag]]
+        tracking.set_run_tags(run_id, {Tag.FRONTIER: ", ".join(fronts) or "none"})
     tracking.log_run_table(parent_run_id, data.reset_index(), "sweep/frontier.json")
     figure = frontier.figure(data, params.evaluate.latency_batch_size)
     tracking.log_run_figure(parent_run_id, figure, "sweep/pareto.png")
-    from steps.report import close_figure
-
     close_figure(figure)
-    best = data[data["member"] != "-"].iloc[0]
-    tracking.set_run_tags(parent_run_id, {"shrinkflow.best_accuracy_model": best.name,
-                                          "shrinkflow.latency_front": ", ".join(data.index[data["latency_front"]]),
-                                          "shrinkflow.size_front": ", ".join(data.index[data["size_front"]])})
 
 
 @flow(name="sweep", log_prints=True)
@@ -172,7 +170,7 @@ def sweep(root: str = ".", grid: dict | None = None) -> dict:
     run_name = f"sweep {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} ({len(members)} members)"
     with tracking.sweep_run(root_path, params, grid, run_name) as parent_run_id:
         teacher = json.loads((root_path / metrics_path("teacher")).read_text())
-        tracking.set_run_tags(parent_run_id, {"shrinkflow.teacher_run": teacher["mlflow_run_id"]})
+        tracking.set_run_tags(parent_run_id, {Tag.TEACHER_RUN: teacher["mlflow_run_id"]})
         workdir = root_path / SWEEPS_DIR / parent_run_id
         futures = {}
         for m in members:

@@ -159,7 +159,7 @@ class Params(_Section):
     evaluate: EvaluateConfig
     promote: PromoteConfig
     tracking: TrackingConfig
-    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    sweep: SweepConfig
 
     def section_hash(self, *keys: str) -> str:
         """sha256 of the named top-level sections (all when none), for cache keys and tags."""

@@ -52,6 +52,7 @@ def test_each_member_is_a_nested_run_with_its_stages_nested_under_it(swept):
     assert all(m.info.status == "FINISHED" and m.data.params["distill.temperature"] == "3" for m in members)
     for member in members:
         assert {"student.accuracy", "pruned.latency_p50_ms", "pruned.nonzeros"} <= set(member.data.metrics)
+        assert Tag.FRONTIER in member.data.tags
         stages = runs(root, f"tags.`mlflow.parentRunId` = '{member.info.run_id}'")
         assert sorted(s.data.tags[Tag.STAGE] for s in stages) == ["distill", "prune"]
         prune_run = next(s for s in stages if s.data.tags[Tag.STAGE] == "prune")
@@ -66,7 +67,7 @@ def test_shared_stages_ran_once_in_the_project(swept):
     root, result, parent = swept
     assert "shared stages: data=Completed, teacher=Completed" in result.stdout
     assert len(runs(root, f"tags.`{Tag.STAGE}` = 'teacher'")) == 1
-    assert parent.data.tags["shrinkflow.teacher_run"] == runs(root, f"tags.`{Tag.STAGE}` = 'teacher'")[0].info.run_id
+    assert parent.data.tags[Tag.TEACHER_RUN] == runs(root, f"tags.`{Tag.STAGE}` = 'teacher'")[0].info.run_id
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     assert set(lock) == {"data", "teacher"}  # recorded by DVC like `shrinkflow run` does; members are not
     workdir = root / ".shrinkflow" / "sweeps" / parent.info.run_id
