@@ -14,8 +14,10 @@ import yaml
 
 from flows import runtime
 from flows.console import RootOption, console, err_console, fail
+from flows.sweep_command import sweep
 
 app = typer.Typer(help="Train, prune, distill, evaluate and promote a model, reproducibly.", no_args_is_help=True)
+app.command()(sweep)
 INTERRUPT_GRACE_S = 10
 """After Ctrl-C, how long Prefect may take to record the crash before the process exits anyway.
 (Ctrl-C also stops Prefect's ephemeral server, and the engine would otherwise retry it for minutes.)"""

@@ -103,6 +103,19 @@ def _run(root: str, st: Stage, refresh: bool = False):
     return task_(root, st.name, return_state=True)
 
 
+def run_recorded(root: str, st: Stage) -> str:
+    """Run one stage as a cached task (again if its cached outputs are gone) and record it in dvc.lock;
+    returns the final state's name. Raises StageFailed if it failed: later stages must not run."""
+    state = _run(root, st)
+    outputs = _result(st, state)
+    if not outputs_intact(Path(root), st, outputs):
+        get_run_logger().warning("cached outputs of %s are missing or changed; running it again", st.name)
+        state = _run(root, st, refresh=True)
+        _result(st, state)
+    storage.commit_stage(Path(root), st.name)
+    return state.name
+
+
 @flow(name="compress", log_prints=True)
 def compress(root: str = ".") -> dict:
     """Run every stage in order; returns each stage's final state name and how many files were pushed."""
@@ -115,13 +128,6 @@ def compress(root: str = ".") -> dict:
     for st in STAGES:
         if st.name == REGISTRY_STAGE:
             pushed = publish(root)
-        state = _run(root, st)
-        outputs = _result(st, state)  # raises if the stage failed: later stages must not run
-        if not outputs_intact(Path(root), st, outputs):
-            logger.warning("cached outputs of %s are missing or changed; running it again", st.name)
-            state = _run(root, st, refresh=True)
-            _result(st, state)
-        states[st.name] = state.name
-        storage.commit_stage(Path(root), st.name)
+        states[st.name] = run_recorded(root, st)
     logger.info("pushed %d file(s) to the DVC remote", pushed)
     return {"states": states, "pushed": pushed}

@@ -8,7 +8,9 @@ the offending value (`ConfigError`).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,6 +135,21 @@ class TrackingConfig(_Section):
     experiment: str = Field(min_length=1)
 
 
+SWEEPABLE_SECTIONS = ("prune", "distill")
+"""What a sweep may vary: the sections of the stages each member runs. Data and teacher are shared by
+all members (run once), and evaluation measures every member side by side with one setting."""
+
+
+class SweepConfig(_Section):
+    """A grid of param values; `shrinkflow sweep` trains one member per combination."""
+
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict, description="param path -> values, e.g. {prune.target_sparsity: [0.5, 0.9]}")
+    scheduler_address: str | None = Field(
+        default=None, min_length=1, description="an existing Dask scheduler (tcp://host:8786); None: a LocalCluster")
+    workers: int | None = Field(default=None, ge=1, description="LocalCluster workers; None: CPU cores // threads")
+
+
 class Params(_Section):
     seed: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -144,6 +161,7 @@ class Params(_Section):
     evaluate: EvaluateConfig
     promote: PromoteConfig
     tracking: TrackingConfig
+    sweep: SweepConfig
 
     def section_hash(self, *keys: str) -> str:
         """sha256 of the named top-level sections (all when none), for cache keys and tags."""
@@ -170,9 +188,12 @@ def validate(raw: Any, source: str = PARAMS_FILE) -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
+    if params.sweep.grid:  # a bad grid is a bad params.yaml, refused before any work like any other key
+        sweep_members(params, params.sweep.grid, f"{source}: sweep.grid")
+    return params
 
 
 def read_raw(path: Path) -> dict[str, Any]:
@@ -243,3 +264,84 @@ def apply_overrides(root: Path | str, overrides: list[str]) -> Params:
 
     atomic_write(path, write)  # an interrupted write never leaves a truncated params.yaml
     return params
+
+
+# --- sweeps ---------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SweepMember:
+    """One combination of a sweep grid: its overrides and the full params it trains with."""
+
+    name: str
+    overrides: dict[str, Any]
+    params: Params
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.overrides.items())
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """`-S key=v1,v2,...` items -> {key: [v1, v2, ...]}; each value is YAML (`-S distill.student.hidden=[16],[32]`)."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise ConfigError(f"-S {item!r}: expected KEY=V1,V2,..., e.g. -S prune.target_sparsity=0.5,0.7,0.9")
+        try:
+            parsed = yaml.safe_load(f"[{values}]")  # a YAML flow sequence: commas inside [...] stay in one value
+        except yaml.YAMLError as err:
+            raise ConfigError(f"-S {item!r}: values are not valid YAML: {err}") from None
+        if key.strip() in grid:
+            raise ConfigError(f"-S {item!r}: {key.strip()} is given twice")
+        grid[key.strip()] = [v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else str(v)
+                             for v in parsed]
+    return grid
+
+
+def _with_value(dumped: dict, key: str, value: Any, source: str) -> dict:
+    """A copy of `dumped` with `key` (dotted) set to `value`; the key must already exist in a sweepable section."""
+    parts = key.split(".")
+    if parts[0] not in SWEEPABLE_SECTIONS:
+        sections = ", ".join(f"{s}.*" for s in SWEEPABLE_SECTIONS)
+        raise ConfigError(f"{source}: {key}: a sweep varies only {sections} "
+                          "(data and teacher are shared by all members, evaluation is common)")
+    tree = json.loads(json.dumps(dumped))
+    node = tree
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{source}: {key}: not a param ({'.'.join(parts[:depth + 1])} does not exist)")
+        if depth == len(parts) - 1:
+            node[part] = value
+        node = node[part]
+    tree["sweep"] = {}
+    return tree
+
+
+def sweep_members(params: Params, grid: dict[str, list[Any]], source: str = "sweep grid") -> list[SweepMember]:
+    """Every combination of `grid` applied to `params`, validated; ConfigError names the key and value.
+
+    Each value is checked alone first (the error names its key), then each combination (some settings
+    constrain each other, e.g. a hint weight and its layers).
+    """
+    dumped = params.model_dump(mode="json")
+    for key, values in grid.items():
+        if not values:
+            raise ConfigError(f"{source}: {key}: no values")
+        for value in values:
+            try:
+                Params.model_validate(_with_value(dumped, key, value, source))
+            except ValidationError as err:
+                raise ConfigError(_format_errors(err, f"{source}: {key}={value!r}")) from None
+    members = []
+    for i, combo in enumerate(itertools.product(*grid.values()), start=1):
+        overrides = dict(zip(grid, combo, strict=True))
+        tree = dumped
+        for key, value in overrides.items():
+            tree = _with_value(tree, key, value, source)
+        try:
+            member_params = Params.model_validate(tree)
+        except ValidationError as err:
+            raise ConfigError(_format_errors(err, f"{source}: combination {overrides}")) from None
+        members.append(SweepMember(f"m{i:02d}", overrides, member_params))
+    return members

@@ -20,6 +20,10 @@ class Tag(StrEnum):
     MODEL_SHA256 = "shrinkflow.model_sha256"
     DECISION = "shrinkflow.decision"
     REASON = "shrinkflow.reason"
+    SWEEP = "shrinkflow.sweep"  # "parent" or the member's name
+    SWEEP_LABEL = "shrinkflow.sweep_label"  # a member's overrides, e.g. "prune.target_sparsity=0.5"
+    TEACHER_RUN = "shrinkflow.teacher_run"  # on a sweep's parent run: the shared teacher's run
+    FRONTIER = "shrinkflow.frontier"  # on a sweep member's run: which of its models are Pareto-optimal
 
 
 class ModelRole(StrEnum):

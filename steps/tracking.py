@@ -185,3 +185,91 @@ def version_exists(root: Path, model_name: str, version: int) -> bool:
 
 def run_metrics(run_id: str) -> dict[str, float]:
     return dict(MlflowClient().get_run(run_id).data.metrics)
+
+
+# --- sweeps: a parent run, one nested run per member -----------------------------------------------------------------
+# These runs are made through the client, not `mlflow.start_run`: a stage opens its own (fluent) run in the same
+# thread while a sweep or member run is open, and MLflow allows one active fluent run per thread.
+
+PARENT_RUN_TAG = "mlflow.parentRunId"
+"""MLflow's own nesting tag: the UI shows a run with it under its parent."""
+
+
+def record_into(uri: str) -> None:
+    """Send every run of this process to `uri`, whatever root a stage is given: a sweep member works in
+    its own directory (a Dask worker, maybe on another machine) but records into the project's store."""
+    global USER_TRACKING_URI
+    USER_TRACKING_URI = uri
+
+
+@contextlib.contextmanager
+def _client_run(root: Path, params: config.Params, run_name: str, tags: dict[str, str]) -> Iterator[str]:
+    exp = experiment_id(root, params.tracking.experiment)
+    client = MlflowClient()
+    tags = {Tag.GIT_COMMIT: lineage.git_commit(root), Tag.GIT_DIRTY: str(lineage.git_dirty(root)).lower(), **tags}
+    run_id = client.create_run(exp, run_name=run_name, tags=tags).info.run_id
+    try:
+        yield run_id
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
+
+@contextlib.contextmanager
+def sweep_run(root: Path, params: config.Params, grid: dict, run_name: str) -> Iterator[str]:
+    """The parent run of a sweep, holding its grid; yields the run id."""
+    with _client_run(root, params, run_name, {Tag.SWEEP: "parent"}) as run_id:
+        client = MlflowClient()
+        client.log_dict(run_id, grid, "sweep/grid.json")
+        for key, values in grid.items():
+            client.log_param(run_id, f"grid.{key}", ",".join(map(str, values)))
+        yield run_id
+
+
+@contextlib.contextmanager
+def member_run(root: Path, params: config.Params, parent_run_id: str, name: str, overrides: dict) -> Iterator[str]:
+    """A sweep member's run, nested under the sweep's parent run, with its overrides as params."""
+    label = ", ".join(f"{k}={v}" for k, v in overrides.items())
+    tags = {PARENT_RUN_TAG: parent_run_id, Tag.SWEEP: name, Tag.SWEEP_LABEL: label}
+    with _client_run(root, params, f"{name}: {label}", tags) as run_id:
+        client = MlflowClient()
+        for key, value in overrides.items():
+            client.log_param(run_id, key, value)
+        yield run_id
+
+
+def adopt_runs(parent_run_id: str, run_ids: list[str]) -> None:
+    """Nest runs that were opened on their own (a member's stage runs) under `parent_run_id`."""
+    client = MlflowClient()
+    for run_id in run_ids:
+        client.set_tag(run_id, PARENT_RUN_TAG, parent_run_id)
+
+
+def log_run_metrics(run_id: str, metrics: dict[str, float]) -> None:
+    from mlflow.entities import Metric
+    from mlflow.utils.time import get_current_time_millis
+
+    now = get_current_time_millis()
+    MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
+def log_run_table(run_id: str, frame, artifact_file: str) -> None:
+    MlflowClient().log_table(run_id, data=frame, artifact_file=artifact_file)
+
+
+def log_run_figure(run_id: str, figure, artifact_file: str) -> None:
+    MlflowClient().log_figure(run_id, figure, artifact_file)
+
+
+def set_run_tags(run_id: str, tags: dict[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))
+
+
+def sweep_member_runs(root: Path, experiment: str, parent_run_id: str) -> list:
+    """The member runs of a sweep (for reports and tests), in name order."""
+    exp = experiment_id(root, experiment)
+    runs = MlflowClient().search_runs([exp], filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'")
+    return sorted(runs, key=lambda r: r.data.tags.get(Tag.SWEEP, ""))

@@ -1,0 +1,322 @@
+"""Pipeline-cost benchmark: what Prefect, MLflow and DVC add to the same steps, caching, cold start.
+
+    .venv/bin/python benchmarks/overhead.py            # default params, full Fashion-MNIST (about 10 min, 2 idle cores)
+    .venv/bin/python benchmarks/overhead.py --quick    # tiny settings: checks that it runs (numbers are not saved)
+
+Each measurement is a fresh process in a fresh project copy (git + DVC, as a user's checkout), run one
+after another in this same invocation, so the ratios compare like with like:
+
+1. plain: the six step functions called in order from a Python script (no Prefect, no DVC). Their own
+   MLflow calls are timed, so "plain compute" is the script without MLflow.
+2. flow, clean checkout: `shrinkflow run` (the real CLI code) with a fresh Prefect home: total, breakdown
+   (imports, Prefect server start, Prefect orchestration incl. cache keys, MLflow, DVC commit, DVC push),
+   and the cold start: process start until the first step starts.
+3. flow again, nothing changed: every stage should be Cached; ratio to the first run.
+4. flow with one param changed (distill.temperature): which stages ran.
+
+The timings come from wrappers around the pipeline's own doors (steps.tracking, steps.storage, each
+step's run(), the flow's cache-key function) installed in the measured process; nothing is replaced.
+Writes a dated JSON + Markdown table to benchmarks/results/ (not for --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import functools
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+PROJECT_FILES = ("steps", "flows", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore",
+                 "pyproject.toml")
+STAGES = ("data", "teacher", "prune", "distill", "evaluate", "promote")
+CHANGED_PARAM = "distill.temperature"
+
+
+# --- the measured process ---------------------------------------------------------------------------------------------
+
+class Stopwatch:
+    """Seconds per category; a call inside another call of the same category is not counted twice."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.events: dict[str, float] = {}
+        self._depth: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def timing(self, category: str):
+        outer = self._depth.get(category, 0) == 0
+        self._depth[category] = self._depth.get(category, 0) + 1
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._depth[category] -= 1
+            if outer:
+                self.seconds[category] = self.seconds.get(category, 0.0) + time.perf_counter() - start
+
+    def wrap(self, owner, name: str, category: str, first_event: str | None = None) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            if first_event:
+                self.events.setdefault(first_event, time.time())
+            with self.timing(category):
+                return original(*args, **kwargs)
+
+        setattr(owner, name, timed)
+
+    def wrap_context(self, owner, name: str, category: str) -> None:
+        """A context manager whose enter and exit are timed, but not the body (the stage's own work)."""
+        original = getattr(owner, name)
+        watch = self
+
+        @functools.wraps(original)
+        @contextlib.contextmanager
+        def timed(*args, **kwargs):
+            manager = original(*args, **kwargs)
+            with watch.timing(category):
+                value = manager.__enter__()
+            try:
+                yield value
+            except BaseException:
+                with watch.timing(category):
+                    if not manager.__exit__(*sys.exc_info()):
+                        raise
+            else:
+                with watch.timing(category):
+                    manager.__exit__(None, None, None)
+
+        setattr(owner, name, timed)
+
+
+TRACKING_CALLS = ("experiment_id", "log_metrics", "log_dataset", "log_model_files", "log_table", "log_figure",
+                  "log_dict", "set_tags", "log_registered_model", "alias_version", "set_alias", "tag_version",
+                  "version_exists", "run_metrics")
+
+
+def instrument(watch: Stopwatch) -> None:
+    import importlib
+
+    from steps import storage, tracking
+
+    for name in TRACKING_CALLS:
+        watch.wrap(tracking, name, "mlflow")
+    watch.wrap_context(tracking, "stage_run", "mlflow")
+    watch.wrap(storage, "commit_stage", "dvc_commit")
+    watch.wrap(storage, "push", "dvc_push")
+    for i, name in enumerate(STAGES):
+        watch.wrap(importlib.import_module(f"steps.{name}"), "run", f"stage.{name}",
+                   first_event="first_step" if i == 0 else None)
+
+
+def child(mode: str, root: Path, started: float, args: list[str]) -> None:
+    """Run one measurement in this (fresh) process; print its timings as JSON on the last line."""
+    watch = Stopwatch()
+    t0 = time.perf_counter()
+    result: dict = {}
+    if mode == "plain":
+        from steps import config
+
+        watch.seconds["imports"] = time.perf_counter() - t0
+        instrument(watch)
+        import importlib
+
+        params = config.load(root)
+        for name in STAGES:
+            importlib.import_module(f"steps.{name}").run(params, root)
+    else:
+        from flows import runtime
+
+        runtime.prepare(root)
+        import flows.compress
+        from prefect.server.api.server import SubprocessASGIServer
+
+        from flows.cli import app
+
+        watch.seconds["imports"] = time.perf_counter() - t0
+        instrument(watch)
+        watch.wrap(flows.compress, "stage_key", "cache_keys")
+        watch.wrap(flows.compress, "output_hashes", "cache_keys")
+        with watch.timing("prefect_server_start"):  # the instance the flow's client then uses
+            SubprocessASGIServer().start()
+        out = Path(tempfile.mkstemp(prefix="overhead-cli-")[1])
+        with open(out, "w") as fh, contextlib.redirect_stdout(fh):
+            try:
+                app(["run", *args, "--root", str(root)], standalone_mode=False)
+            finally:
+                fh.flush()
+        text = out.read_text()
+        out.unlink()
+        line = next((ln for ln in text.splitlines() if ln.startswith("stages: ")), "")
+        result["states"] = dict(item.split("=") for item in line[len("stages: "):].split(", ")) if line else {}
+    total = time.perf_counter() - t0
+    first = watch.events.get("first_step")
+    print(json.dumps({"mode": mode, "total_in_process": total, "seconds": watch.seconds,
+                      "first_step_after_s": first - started if first else None, **result}))
+
+
+# --- the driver ---------------------------------------------------------------------------------------------------------
+
+def quick(raw: dict) -> dict:
+    """Tiny settings: a few hundred images, one epoch each."""
+    raw = json.loads(json.dumps(raw))
+    raw["data"].update(val_size=200, train_limit=600, test_limit=300)
+    for section in (raw["teacher"]["train"], raw["prune"]["finetune"], raw["distill"]["train"]):
+        section["epochs"] = 1
+    raw["prune"]["rounds"] = 2
+    raw["evaluate"].update(latency_batch_size=32, latency_warmup=1, latency_repeats=3)
+    raw["promote"].update(min_accuracy=0.0, max_accuracy_drop=1.0)
+    return raw
+
+
+def make_project(dest: Path, raw: dict) -> Path:
+    """A clean checkout: the project's code and DVC files, committed to a new git repo, with `raw` params."""
+    for rel in PROJECT_FILES:
+        src, dst = REPO / rel, dest / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "benchmark project"], cwd=dest, check=True)
+    return dest
+
+
+def measure(mode: str, root: Path, *args: str) -> dict:
+    """One fresh process; wall time from its start to its exit, plus what it measured inside."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME")}
+    env["PYTHONPATH"] = str(root)  # the copy's code, as a checkout would run it
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    started = time.time()
+    proc = subprocess.run([sys.executable, __file__, "--child", mode, "--root", str(root), "--started", repr(started),
+                           "--", *args], capture_output=True, text=True, env=env, cwd=root, timeout=3600)
+    wall = time.time() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return {"wall_s": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def breakdown(run: dict) -> dict[str, float]:
+    """Where a flow run's wall time went; 'prefect orchestration' is what is left after everything else."""
+    s = run["seconds"]
+    stages = sum(v for k, v in s.items() if k.startswith("stage."))
+    parts = {
+        "process start + imports": run["wall_s"] - run["total_in_process"] + s.get("imports", 0.0),
+        "Prefect server start": s.get("prefect_server_start", 0.0),
+        "steps (compute)": stages - s.get("mlflow", 0.0),
+        "MLflow logging and registry": s.get("mlflow", 0.0),
+        "DVC commit (hashing, dvc.lock)": s.get("dvc_commit", 0.0),
+        "DVC push": s.get("dvc_push", 0.0),
+        "cache keys and output hashes": s.get("cache_keys", 0.0),
+    }
+    parts["Prefect orchestration (tasks, states, results)"] = run["wall_s"] - sum(parts.values())
+    return parts
+
+
+def benchmark(work: Path, raw: dict) -> dict:
+    plain_root = make_project(work / "plain", raw)
+    flow_root = make_project(work / "flow", raw)
+    plain = measure("plain", plain_root)
+    first = measure("cli", flow_root)
+    rerun = measure("cli", flow_root)
+    new_value = raw["distill"]["temperature"] + 1
+    changed = measure("cli", flow_root, "-S", f"{CHANGED_PARAM}={new_value}")
+    plain_compute = plain["wall_s"] - plain["seconds"].get("mlflow", 0.0)
+    return {
+        "plain": plain, "first": first, "rerun": rerun, "changed": changed, "changed_param": CHANGED_PARAM,
+        "plain_compute_s": plain_compute,
+        "overhead_vs_plain_compute": first["wall_s"] / plain_compute - 1,
+        "overhead_vs_plain_with_mlflow": first["wall_s"] / plain["wall_s"] - 1,
+        "rerun_ratio": rerun["wall_s"] / first["wall_s"],
+        "cold_start_s": first["first_step_after_s"],
+        "breakdown": breakdown(first),
+        "plain_breakdown": {"process start + imports": plain["wall_s"] - plain["total_in_process"]
+                            + plain["seconds"].get("imports", 0.0),
+                            "steps (compute)": plain_compute - (plain["wall_s"] - plain["total_in_process"]
+                                                                + plain["seconds"].get("imports", 0.0)),
+                            "MLflow logging and registry": plain["seconds"].get("mlflow", 0.0)},
+    }
+
+
+def markdown(r: dict) -> str:
+    lines = ["| measurement | wall s | vs first flow run |", "|---|---|---|"]
+    first = r["first"]["wall_s"]
+    lines.append(f"| plain script, steps without MLflow | {r['plain_compute_s']:.1f} | "
+                 f"{r['plain_compute_s'] / first:.2f} |")
+    lines.append(f"| plain script, steps with their MLflow logging | {r['plain']['wall_s']:.1f} | "
+                 f"{r['plain']['wall_s'] / first:.2f} |")
+    lines.append(f"| `shrinkflow run`, clean checkout | {first:.1f} | 1.00 |")
+    lines.append(f"| `shrinkflow run`, nothing changed | {r['rerun']['wall_s']:.1f} | {r['rerun_ratio']:.2f} |")
+    lines.append(f"| `shrinkflow run -S {r['changed_param']}=...` | {r['changed']['wall_s']:.1f} | "
+                 f"{r['changed']['wall_s'] / first:.2f} |")
+    lines += ["", f"Overhead of the flow over the plain script: {r['overhead_vs_plain_compute']:+.1%} "
+              f"(over the plain script with MLflow: {r['overhead_vs_plain_with_mlflow']:+.1%}).",
+              f"Cold start (clean checkout, process start until the first step starts): {r['cold_start_s']:.1f} s.",
+              "", "| where the first flow run's time went | s | share |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.1f} | {v / first:.1%} |" for k, v in r["breakdown"].items()]
+    states = lambda run: ", ".join(f"{k}={v}" for k, v in run["states"].items())  # noqa: E731
+    lines += ["", f"Rerun, nothing changed: {states(r['rerun'])}.",
+              f"Rerun after changing {r['changed_param']}: {states(r['changed'])}."]
+    ran = [k for k, v in r["changed"]["states"].items() if v != "Cached"]
+    lines.append(f"Stages that ran after the change: {', '.join(ran) or 'none'}.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny settings, to check that it runs")
+    parser.add_argument("--raw-dir", help="override data.raw_dir")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--child", choices=("plain", "cli"), help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.root, args.started, args.rest)
+        return
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    if args.quick:
+        raw = quick(raw)
+    if args.raw_dir:
+        raw["data"]["raw_dir"] = args.raw_dir
+    raw["tracking"]["experiment"] = "benchmark"
+    work = Path(tempfile.mkdtemp(prefix="shrinkflow-overhead-"))
+    try:
+        result = benchmark(work, raw)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = markdown(result)
+    print(text)
+    if args.quick:
+        return  # tiny settings prove that it runs; their numbers mean nothing
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    meta = {"date": stamp, "cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
+            "threads": raw["threads"], "params": raw}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"overhead-{stamp}.json").write_text(json.dumps({"meta": meta, **result}, indent=2) + "\n")
+    note = (f"# Pipeline-cost benchmark {stamp}\n\n`python benchmarks/overhead.py` on {meta['cpu']}, "
+            f"{meta['cores']} cores, {meta['threads']} torch threads, default params.\n\n")
+    (args.out / f"overhead-{stamp}.md").write_text(note + text)
+
+
+if __name__ == "__main__":
+    main()
