@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from flows import runtime
+from flows import doctor, runtime
 from flows.console import RootOption, console, err_console, fail
 from flows.sweep_command import sweep
 
@@ -44,17 +44,21 @@ def _stop_promptly_on_signals() -> None:
 def run(
     set_: Annotated[list[str], typer.Option("-S", "--set-param", help="override a param: -S teacher.train.epochs=2 "
                                             "(written to params.yaml, as `dvc exp run -S` does)")] = [],  # noqa: B006
+    profile: doctor.ProfileOption = None,
     root: RootOption = Path("."),
 ) -> None:
     """Run the whole pipeline (data -> teacher -> prune -> distill -> evaluate -> promote)."""
-    from steps import config
+    from steps import config, profiles
 
     root = root.resolve()
     try:
         config.apply_overrides(root, set_) if set_ else config.load(root)
     except config.ConfigError as err:
         fail(str(err))
+    chosen, _ = doctor.choose(root, profile)
+    os.environ[profiles.PROFILE_ENV] = chosen.name  # the flow resolves the same profile
     runtime.prepare(root)
+    doctor.preflight(root, chosen)
     from flows.compress import compress  # imports Prefect: after the environment is prepared
 
     _stop_promptly_on_signals()
@@ -67,6 +71,9 @@ def run(
     _print_results(root)
     states = ", ".join(f"{k}={v}" for k, v in result["states"].items())
     console.print(f"stages: {states}", highlight=False)
+
+
+app.command()(doctor.doctor)
 
 
 @app.command()

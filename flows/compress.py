@@ -18,8 +18,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.context import TaskRunContext, get_run_context
+from prefect.tasks import exponential_backoff
 
-from steps import config, storage, tracking
+from steps import config, profiles, storage, tracking
 from steps.hashing import content_hash
 from steps.pipeline import PROMOTION, STAGES, Stage, stage
 
@@ -83,17 +84,21 @@ def _result(st: Stage, state) -> dict[str, str]:
         raise StageFailed(f"stage '{st.name}' failed: {type(err).__name__}: {err}") from err
 
 
-@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient)
-def push_outputs(root: str) -> int:
-    return storage.push(Path(root))
+@task(retry_condition_fn=is_transient)
+def push_outputs(root: str, remote: str | None) -> int:
+    return storage.push(Path(root), remote)
 
 
-def publish(root: str) -> int:
-    state = push_outputs(root, return_state=True)
+def publish(root: str, remote: str | None, cfg: config.StorageConfig) -> int:
+    """Push to the DVC remote, retrying connection errors `cfg.push_retries` times with exponential back-off."""
+    delays = exponential_backoff(cfg.retry_backoff_s)(cfg.push_retries) if cfg.push_retries else 0
+    push = push_outputs.with_options(retries=cfg.push_retries, retry_delay_seconds=delays)
+    state = push(root, remote, return_state=True)
     try:
         return state.result()
     except Exception as err:
-        raise StageFailed(f"publishing to the DVC remote failed: {err}") from err
+        raise StageFailed(f"publishing to the DVC remote failed (before stage '{REGISTRY_STAGE}', "
+                          f"so nothing was registered): {err}") from err
 
 
 def _run(root: str, st: Stage, refresh: bool = False):
@@ -121,13 +126,16 @@ def compress(root: str = ".") -> dict:
     """Run every stage in order; returns each stage's final state name and how many files were pushed."""
     logger = get_run_logger()
     root = str(Path(root).resolve())
-    config.load(root)  # refuse a bad params.yaml before any task runs
+    params = config.load(root)  # refuse a bad params.yaml before any task runs
+    profile, source = profiles.select(Path(root))
+    remote = profiles.activate(Path(root), profile)  # e.g. the S3 remote of the services profile
+    logger.info("profile %s (from %s)", profile.name, source)
     os.environ[tracking.PIPELINE_RUN_ENV] = str(get_run_context().flow_run.id)
     states: dict[str, str] = {}
     pushed = 0
     for st in STAGES:
         if st.name == REGISTRY_STAGE:
-            pushed = publish(root)
+            pushed = publish(root, remote, params.storage)
         states[st.name] = run_recorded(root, st)
     logger.info("pushed %d file(s) to the DVC remote", pushed)
     return {"states": states, "pushed": pushed}

@@ -150,7 +150,19 @@ class SweepConfig(_Section):
     workers: int | None = Field(default=None, ge=1, description="LocalCluster workers; None: CPU cores // threads")
 
 
+class StorageConfig(_Section):
+    """Pushing to the DVC remote: retried on connection errors only, with exponential back-off."""
+
+    push_retries: int = Field(default=2, ge=0, le=10, description="retries after the first push attempt")
+    retry_backoff_s: float = Field(default=1.0, ge=0, le=60, description="first retry delay; doubles each retry")
+
+
+PROFILES = ("local", "services", "production")
+"""Where the pipeline's state lives (steps/profiles.py says what each one needs)."""
+
+
 class Params(_Section):
+    profile: Literal[PROFILES] = Field(default="local", description="overridden by SHRINKFLOW_PROFILE and --profile")
     seed: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(ge=1, description="torch CPU threads for training and latency")
@@ -162,6 +174,7 @@ class Params(_Section):
     promote: PromoteConfig
     tracking: TrackingConfig
     sweep: SweepConfig
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     def section_hash(self, *keys: str) -> str:
         """sha256 of the named top-level sections (all when none), for cache keys and tags."""

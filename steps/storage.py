@@ -51,15 +51,32 @@ def commit_stage(root: Path, stage_name: str) -> None:
         raise StorageError(f"dvc commit {stage_name} failed in {root}: {err}") from err
 
 
-def push(root: Path) -> int:
-    """Push cached outputs to the default remote; returns how many files were sent."""
+def configure_s3_remote(root: Path, name: str, url: str, endpoint: str | None) -> None:
+    """Write remote `name` (`url`, `endpoint`) into DVC's *local* config, `.dvc/config.local`.
+
+    That file is git-ignored: endpoints and buckets come from the environment of whoever runs,
+    never from committed files. Credentials are not written at all; DVC's S3 client reads them
+    from the environment (AWS_ACCESS_KEY_ID, ...) like boto3 does.
+    """
     from dvc.exceptions import DvcException
 
-    where = "its default remote"
+    remote = {"url": url, **({"endpointurl": endpoint} if endpoint else {})}
+    try:
+        with _repo(root) as repo, repo.config.edit("local") as conf:
+            conf["remote"][name] = remote
+    except DvcException as err:
+        raise StorageError(f"cannot configure DVC remote '{name}' ({url}) in {root}: {err}") from err
+
+
+def push(root: Path, remote: str | None = None) -> int:
+    """Push cached outputs to `remote` (default: DVC's default remote); returns how many files were sent."""
+    from dvc.exceptions import DvcException
+
+    where = f"'{remote}'" if remote else "its default remote"
     try:
         with _repo(root) as repo:
-            where = _describe_remote(repo)
-            return int(repo.push())
+            where = describe_remote(repo, remote)
+            return int(repo.push(remote=remote))
     except Exception as err:
         # DVC wraps some transport errors in its own exceptions and lets others (botocore's) through.
         cause = err.__cause__ if isinstance(err, DvcException) else err
@@ -70,12 +87,22 @@ def push(root: Path) -> int:
         raise
 
 
-def _describe_remote(repo) -> str:
-    """'name (url)' of the default remote; no credentials (they live in the environment)."""
-    name = repo.config["core"].get("remote")
+def remote_description(root: Path, remote: str | None = None) -> str:
+    """'name (url, endpoint ...)' as DVC resolves it; StorageError when it is not configured."""
+    with _repo(root) as repo:
+        return describe_remote(repo, remote)
+
+
+def describe_remote(repo, remote: str | None = None) -> str:
+    """'name (url, endpoint ...)'; no credentials (they live in the environment)."""
+    name = remote or repo.config["core"].get("remote")
     if not name:
         raise StorageError(f"{repo.root_dir}: no default DVC remote configured (dvc remote add -d NAME URL)")
-    return f"'{name}' ({repo.config['remote'][name]['url']})"
+    if name not in repo.config["remote"]:
+        raise StorageError(f"{repo.root_dir}: DVC remote '{name}' is not configured")
+    settings = repo.config["remote"][name]
+    endpoint = settings.get("endpointurl")
+    return f"'{name}' ({settings['url']}{f', endpoint {endpoint}' if endpoint else ''})"
 
 
 def _is_connection_error(err: BaseException | None) -> bool:
@@ -83,10 +110,12 @@ def _is_connection_error(err: BaseException | None) -> bool:
     if isinstance(err, (ConnectionError, TimeoutError)):
         return True
     try:
+        from botocore.exceptions import ConnectionClosedError
         from botocore.exceptions import ConnectionError as BotoConnectionError
     except ImportError:  # no S3 support installed: nothing of botocore's can be raised either
         return False
-    return isinstance(err, BotoConnectionError)
+    # A connection dropped mid-request is as transient as one refused (not a subclass in botocore).
+    return isinstance(err, (BotoConnectionError, ConnectionClosedError))
 
 
 def locked_out_hash(root: Path, path: str) -> str | None:

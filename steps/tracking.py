@@ -2,7 +2,8 @@
 
 Local profile: `sqlite:///<root>/mlflow.db` with artifacts in `<root>/mlartifacts`
 (`mlflow ui --backend-store-uri sqlite:///mlflow.db` at the project root shows
-them). `MLFLOW_TRACKING_URI` in the environment selects a server instead.
+them). `MLFLOW_TRACKING_URI` in the environment selects a server instead (the services
+profiles): a server that does not answer fails with `TrackingUnavailable`, naming its URI.
 """
 
 from __future__ import annotations
@@ -43,6 +44,45 @@ PIPELINE_RUN_ENV = "SHRINKFLOW_PIPELINE_RUN"
 """Set by the Prefect flow so every stage's MLflow run names the flow run that made it."""
 
 
+class TrackingUnavailable(ConnectionError):
+    """The MLflow tracking server did not answer; the message names its URI (never its credentials)."""
+
+
+def _unreachable(err: MlflowException) -> BaseException | None:
+    """The network error behind an MLflow request failure (MLflow re-raises it as a bare
+    MlflowException, so it is only reachable as the implicit context), or None."""
+    import requests
+
+    cause = err.__cause__ or err.__context__
+    return cause if isinstance(cause, (requests.ConnectionError, requests.Timeout)) else None
+
+
+def _server_error(uri: str, cause: BaseException) -> TrackingUnavailable:
+    from steps.profiles import redact
+
+    return TrackingUnavailable(f"MLflow tracking server {redact(uri)} is unreachable: {cause}")
+
+
+def check_server(uri: str, timeout_s: float = 5) -> str:
+    """The version of the MLflow server at `uri` after one API call; TrackingUnavailable if it does not answer.
+
+    `/health` first, with a short timeout and no retries, so a server that is down is reported
+    in seconds; then a real (authenticated) API call, which a health check alone would not prove.
+    """
+    import requests
+
+    base = uri.rstrip("/")
+    try:
+        requests.get(f"{base}/health", timeout=timeout_s).raise_for_status()
+        server_version = requests.get(f"{base}/version", timeout=timeout_s).text.strip()
+        MlflowClient(uri, uri).search_experiments(max_results=1)
+    except requests.RequestException as err:
+        raise _server_error(uri, err) from err
+    except MlflowException as err:
+        raise _server_error(uri, _unreachable(err) or err) from err
+    return server_version
+
+
 def tracking_uri(root: Path) -> str:
     return USER_TRACKING_URI or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
@@ -55,7 +95,13 @@ def use_store(root: Path) -> None:
 def experiment_id(root: Path, name: str) -> str:
     """The experiment's id; created with an explicit artifact location on the local store."""
     use_store(root)
-    found = mlflow.get_experiment_by_name(name)
+    try:
+        found = mlflow.get_experiment_by_name(name)
+    except MlflowException as err:  # the first request of every stage: say which server did not answer
+        cause = _unreachable(err)
+        if cause is None:
+            raise
+        raise _server_error(tracking_uri(root), cause) from err
     if found is not None:
         return found.experiment_id
     # A server decides where artifacts go; the local store keeps them inside the project.

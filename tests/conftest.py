@@ -137,7 +137,7 @@ def small_real_params(raw_dir: Path) -> dict:
 
 def cli_env() -> dict:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    for key in ("PREFECT_HOME", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+    for key in ("PREFECT_HOME", "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "SHRINKFLOW_PROFILE"):
         env.pop(key, None)  # the CLI puts Prefect's state inside the project, as for a user
     return env
 

@@ -1,6 +1,7 @@
 """Real services for tests, each started on a free loopback port and stopped afterwards.
 
-- `s3_endpoint()`: moto's HTTP S3 server (no MinIO binary here; the dvc-s3 and s3fs suites do the same).
+- `s3_endpoint()`: moto's HTTP S3 server (no MinIO binary here; the dvc-s3 and s3fs suites do the same),
+  which a test can stop, or arm to go down at the first request that matches (an outage mid-flow).
 - `postgres_database()`: a fresh database on the machine's PostgreSQL, dropped afterwards; skipped with a
   message where PostgreSQL is absent, a failure under CI=true.
 - `mlflow_server()`, `prefect_server()`: the real servers as child processes in their own process group.
@@ -9,10 +10,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
@@ -34,10 +37,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class MotoServer:
+    """moto's S3 app on a werkzeug server of our own, so an outage can be triggered by a request.
+
+    `stop()` also closes the listening socket (moto's ThreadedMotoServer leaves it open, so
+    clients would hang in the backlog instead of being refused, as by a server that is down).
+    """
+
+    def __init__(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request drowns test output
+        self._app = DomainDispatcherApplication(create_backend_app)
+        self._trigger = None
+        self.went_down = threading.Event()
+        self._server = make_server("127.0.0.1", 0, self._dispatch, threaded=True, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def go_down_on(self, trigger) -> None:
+        """At the first request for which `trigger(environ)` is true: drop it and stop serving."""
+        self._trigger = trigger
+
+    def _dispatch(self, environ, start_response):
+        trigger = self._trigger
+        if trigger is not None and trigger(environ):
+            self._trigger = None
+            threading.Thread(target=self.stop, daemon=True).start()
+            environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)  # the client sees the connection drop
+            self.went_down.set()
+            start_response("503 Service Unavailable", [])
+            return [b""]
+        return self._app(environ, start_response)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.server_close()
+
+
 @dataclass
 class S3:
     endpoint: str
-    server: object  # moto.server.ThreadedMotoServer; stop() it to simulate an outage
+    server: MotoServer  # stop() it, or go_down_on(...), to simulate an outage
 
     def client(self):
         import boto3
@@ -54,19 +103,14 @@ class S3:
 
 @contextlib.contextmanager
 def s3_endpoint(*buckets: str) -> Iterator[S3]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    s3 = S3(f"http://{host}:{port}", server)
+    server = MotoServer()
+    s3 = S3(server.endpoint, server)
     for bucket in buckets:
         s3.client().create_bucket(Bucket=bucket)
     try:
         yield s3
     finally:
-        with contextlib.suppress(Exception):  # a test may have stopped it already
-            server.stop()
+        server.stop()
 
 
 def _postgres_or_skip():
@@ -149,13 +193,23 @@ def _serve(argv: list[str], env: dict[str, str], url: str, health_path: str, log
         server.stop()
 
 
+def mlflow_server_args(host: str, port: int, backend_store_uri: str, artifacts_destination: str) -> list[str]:
+    """How the services profile's MLflow server runs, here and in infra/compose.yaml (a test compares them)."""
+    return ["server", "--host", host, "--port", str(port), "--backend-store-uri", backend_store_uri,
+            "--artifacts-destination", artifacts_destination]
+
+
+def prefect_server_args(host: str, port: int) -> list[str]:
+    return ["server", "start", "--host", host, "--port", str(port)]
+
+
 @contextlib.contextmanager
 def mlflow_server(backend_store_uri: str, artifacts_destination: str, workdir: Path,
                   env: dict[str, str] | None = None) -> Iterator[Server]:
     """`mlflow server` proxying artifacts to `artifacts_destination` (clients never touch the bucket)."""
     port = free_port()
-    argv = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", backend_store_uri, "--artifacts-destination", artifacts_destination]
+    argv = [str(BIN / "mlflow"), *mlflow_server_args("127.0.0.1", port, backend_store_uri, artifacts_destination),
+            "--workers", "1"]
     server_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
     with _serve(argv, server_env, f"http://127.0.0.1:{port}", "/health", workdir / "mlflow-server.log", 120) as s:
         yield s
@@ -169,6 +223,6 @@ def prefect_server(workdir: Path, database_url: str | None = None) -> Iterator[S
            "PREFECT_UI_ENABLED": "false", "PREFECT_API_URL": ""}
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
-    argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    argv = [str(BIN / "prefect"), *prefect_server_args("127.0.0.1", port)]
     with _serve(argv, env, f"http://127.0.0.1:{port}/api", "/health", workdir / "prefect-server.log", 180) as s:
         yield s
