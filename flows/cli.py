@@ -104,5 +104,10 @@ def dvc_yaml(
     console.print(f"wrote {path}")
 
 
+from flows import registry_cli  # noqa: E402  (issue 6: registry, promotion, audit)
+
+app.add_typer(registry_cli.app, name="registry")
+app.command()(registry_cli.promote)
+
 if __name__ == "__main__":
     app()
