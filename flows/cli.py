@@ -104,10 +104,11 @@ def dvc_yaml(
     console.print(f"wrote {path}")
 
 
-from flows import registry_cli  # noqa: E402  (issue 6: registry, promotion, audit)
+from flows import deployments, registry_cli  # noqa: E402  (issue 6: registry, promotion, audit, schedule)
 
 app.add_typer(registry_cli.app, name="registry")
 app.command()(registry_cli.promote)
+app.command()(deployments.serve)
 
 if __name__ == "__main__":
     app()
