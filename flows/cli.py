@@ -108,6 +108,7 @@ from flows import deployments, registry_cli  # noqa: E402  (issue 6: registry, p
 
 app.add_typer(registry_cli.app, name="registry")
 app.command()(registry_cli.promote)
+app.command()(registry_cli.audit)
 app.command()(deployments.serve)
 
 if __name__ == "__main__":

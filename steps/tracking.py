@@ -306,3 +306,16 @@ def file_store_path() -> Path | None:
     """The SQLite file behind the current tracking URI, or None for a server."""
     uri = mlflow.get_tracking_uri()
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def record_audit(experiment: str, run_name: str, tags: dict[str, str], files: list[Path]) -> str:
+    """One finished MLflow run holding an audit's report files."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    exp_id = found.experiment_id if found else _create_experiment(experiment)
+    run = client.create_run(exp_id, run_name=run_name, tags=tags)
+    for path in files:
+        client.log_artifact(run.info.run_id, str(path))
+    client.set_terminated(run.info.run_id, status="FINISHED" if tags.get("shrinkflow.audit.verdict") == "pass"
+                          else "FAILED")
+    return run.info.run_id
