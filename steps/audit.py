@@ -290,7 +290,8 @@ def _retrain(root: Path, tags: dict[str, str], params_doc: dict, work: Path, tol
         stages = yaml.safe_load((tree / "dvc.yaml").read_text())["stages"]
         modules = [st["cmd"].split("-m", 1)[1].strip() for n, st in stages.items() if n not in ("data", "promote")]
         driver = ("import runpy, sys\nroot, modules = sys.argv[1], sys.argv[2:]\nfor module in modules:\n"
-                  "    sys.argv = [module, '--root', root]\n    runpy.run_module(module, run_name='__main__', alter_sys=True)")
+                  "    sys.argv = [module, '--root', root]\n"
+                  "    runpy.run_module(module, run_name='__main__', alter_sys=True)")
         done = subprocess.run([sys.executable, "-c", driver, str(tree), *modules], cwd=tree, env=env,
                               capture_output=True, text=True)
         if done.returncode != 0:

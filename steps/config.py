@@ -194,7 +194,7 @@ class Params(_Section):
     evaluate: EvaluateConfig
     promote: PromoteConfig
     tracking: TrackingConfig
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    schedule: ScheduleConfig
 
     def section_hash(self, *keys: str) -> str:
         """sha256 of the named top-level sections (all when none), for cache keys and tags."""

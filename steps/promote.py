@@ -151,7 +151,8 @@ def run(params: config.Params, root: Path) -> dict:
             decision = judge(gates, accuracy, cfg.model_name, version, incumbent_version, incumbent_acc,
                              cfg.min_improvement)
             record(decision, lineage, report)
-        tracking.log_metrics({f"gate.{g.name}": g.value for g in decision.gates} | {"promoted": float(decision.promoted)})
+        gate_values = {f"gate.{g.name}": g.value for g in decision.gates}
+        tracking.log_metrics(gate_values | {"promoted": float(decision.promoted)})
         tracking.set_tags({f"shrinkflow.gate.{g.name}": g.verdict for g in decision.gates})
         tracking.log_dict(decision.to_dict(), "decision.json")
     checkpoint.write_json(root / PROMOTION, decision.to_dict())
