@@ -113,5 +113,12 @@ def dvc_yaml(
     console.print(f"wrote {path}")
 
 
+from flows import deployments, registry_cli  # noqa: E402  (issue 6: registry, promotion, audit, schedule)
+
+app.add_typer(registry_cli.app, name="registry")
+app.command()(registry_cli.promote)
+app.command()(registry_cli.audit)
+app.command()(deployments.serve)
+
 if __name__ == "__main__":
     app()

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.context import TaskRunContext, get_run_context
+from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
-from steps import config, profiles, storage, tracking
+from steps import config, profiles, registry, storage, tracking
 from steps.hashing import content_hash
 from steps.pipeline import PROMOTION, STAGES, Stage, stage
 
@@ -121,16 +122,37 @@ def run_recorded(root: str, st: Stage) -> str:
     return state.name
 
 
+def _trigger(flow_run) -> str:
+    """What started this run, for the promotion history: a deployment (e.g. the schedule) or a direct call."""
+    from prefect.runtime import deployment
+
+    if flow_run.deployment_id is None:
+        return f"prefect flow run {flow_run.name} ({flow_run.id}), started directly"
+    how = "schedule" if flow_run.auto_scheduled else "run on demand"
+    return f"prefect deployment {deployment.name} ({how}), flow run {flow_run.name} ({flow_run.id})"
+
+
+def _promotion_summary(root: str) -> str:
+    """'promoted: ...' or 'not promoted: <gate>, ...' from the promote stage's decision."""
+    from steps.report import promotion_line
+
+    decision = json.loads((Path(root) / PROMOTION).read_text())
+    return decision.get("summary") or promotion_line(decision)  # a promotion.json cached from before gates had one
+
+
 @flow(name="compress", log_prints=True)
-def compress(root: str = ".") -> dict:
-    """Run every stage in order; returns each stage's final state name and how many files were pushed."""
+def compress(root: str = "."):
+    """Run every stage in order; completes with each stage's final state name, how many files were pushed and
+    the promotion summary (a gate that says no is a result, not a failure)."""
     logger = get_run_logger()
     root = str(Path(root).resolve())
     params = config.load(root)  # refuse a bad params.yaml before any task runs
     profile, source = profiles.select(Path(root))
     remote = profiles.activate(Path(root), profile)  # e.g. the S3 remote of the services profile
     logger.info("profile %s (from %s)", profile.name, source)
-    os.environ[tracking.PIPELINE_RUN_ENV] = str(get_run_context().flow_run.id)
+    flow_run = get_run_context().flow_run
+    os.environ[tracking.PIPELINE_RUN_ENV] = str(flow_run.id)
+    os.environ[registry.TRIGGER_ENV] = _trigger(flow_run)
     states: dict[str, str] = {}
     pushed = 0
     for st in STAGES:
@@ -138,4 +160,6 @@ def compress(root: str = ".") -> dict:
             pushed = publish(root, remote, params.storage)
         states[st.name] = run_recorded(root, st)
     logger.info("pushed %d file(s) to the DVC remote", pushed)
-    return {"states": states, "pushed": pushed}
+    summary = _promotion_summary(root)
+    logger.info(summary)
+    return Completed(message=summary, data={"states": states, "pushed": pushed, "promotion": summary})

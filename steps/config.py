@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
 
@@ -128,7 +129,58 @@ class PromoteConfig(_Section):
     min_accuracy: float = Field(ge=0, le=1)
     max_accuracy_drop: float = Field(ge=0, le=1, description="vs the teacher, in accuracy points/100")
     max_param_ratio: float = Field(gt=0, le=1, description="student params / teacher params")
+    max_size_ratio: float | None = Field(default=None, gt=0, le=1,
+                                         description="student file bytes / teacher file bytes; null: no gate")
+    max_latency_ms: float | None = Field(default=None, gt=0,
+                                         description="student p50 latency (metrics/report.json); null: no gate")
     min_improvement: float = Field(ge=-1, le=1, description="accuracy gain required over @champion")
+    lock_timeout_s: float = Field(default=600, gt=0, description="how long a promotion waits for a concurrent one")
+
+
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12),
+                ("day-of-week", 0, 7))
+
+
+def _cron_part_ok(part: str, low: int, high: int) -> bool:
+    match = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?", part)
+    if match is None:
+        return False
+    numbers = [int(g) for g in match.groups()[1:3] if g is not None]
+    step = match.group(4)
+    return all(low <= n <= high for n in numbers) and (step is None or int(step) >= 1)
+
+
+class ScheduleConfig(_Section):
+    """When the deployment served by `shrinkflow serve` (and prefect.yaml) runs the pipeline."""
+
+    cron: str = Field(default="0 3 * * *", description="five-field cron expression")
+    timezone: str = Field(default="UTC", min_length=1, description="IANA name; cron times are read in it")
+    deployment: str = Field(default="scheduled", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        # Checked here without importing Prefect's croniter (1 s of imports on every params load);
+        # `shrinkflow serve` hands the string to Prefect's CronSchedule, which checks it again.
+        fields = value.split()
+        if len(fields) != 5:
+            raise ValueError("expected five fields: minute hour day-of-month month day-of-week")
+        for field, (name, low, high) in zip(fields, _CRON_FIELDS, strict=True):
+            for part in field.split(","):
+                if not _cron_part_ok(part, low, high):
+                    raise ValueError(f"{name} field {field!r}: expected *, N, N-M or */K with N, M in {low}..{high}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone; use an IANA name such as UTC or Europe/Berlin") from None
+        return value
 
 
 class TrackingConfig(_Section):
@@ -174,7 +226,8 @@ class Params(_Section):
     promote: PromoteConfig
     tracking: TrackingConfig
     sweep: SweepConfig
-    storage: StorageConfig = Field(default_factory=StorageConfig)
+    schedule: ScheduleConfig
+    storage: StorageConfig
 
     def section_hash(self, *keys: str) -> str:
         """sha256 of the named top-level sections (all when none), for cache keys and tags."""

@@ -6,6 +6,7 @@ from enum import StrEnum
 class Alias(StrEnum):
     CHAMPION = "champion"
     CHALLENGER = "challenger"
+    PREVIOUS = "previous"
 
 
 class Tag(StrEnum):
@@ -24,6 +25,21 @@ class Tag(StrEnum):
     SWEEP_LABEL = "shrinkflow.sweep_label"  # a member's overrides, e.g. "prune.target_sparsity=0.5"
     TEACHER_RUN = "shrinkflow.teacher_run"  # on a sweep's parent run: the shared teacher's run
     FRONTIER = "shrinkflow.frontier"  # on a sweep member's run: which of its models are Pareto-optimal
+    DECIDED_AT = "shrinkflow.decided_at"
+    TRIGGER = "shrinkflow.trigger"
+    PROMOTE_RUN = "shrinkflow.promote_run"
+    EVALUATE_RUN = "shrinkflow.evaluate_run"
+    ARTIFACTS_SHA256 = "shrinkflow.artifacts_sha256"
+    """sha256 of the JSON {artifact path: sha256} logged as artifacts.json in the promote run."""
+    LAST_AUDIT = "shrinkflow.last_audit"
+    # one promotion-history event (an MLflow run in steps.registry.HISTORY_EXPERIMENT)
+    HISTORY_MODEL = "shrinkflow.history.model"
+    HISTORY_SEQ = "shrinkflow.history.seq"
+    HISTORY_PREV = "shrinkflow.history.prev"
+    HISTORY_EVENT = "shrinkflow.history.event"
+    HISTORY_VERSION = "shrinkflow.history.version"
+    HISTORY_CHAMPION_BEFORE = "shrinkflow.history.champion_before"
+    HISTORY_CHAMPION_AFTER = "shrinkflow.history.champion_after"
 
 
 class ModelRole(StrEnum):

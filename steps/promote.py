@@ -4,8 +4,15 @@ The student is registered as a new version every time this stage runs. It
 takes `@champion` only when every gate in params.yaml passes *and* it beats
 the current champion, re-evaluated on today's test split (a champion's old
 score on old data proves nothing about today). Otherwise it becomes
-`@challenger` and the decision says which gate stopped it. The replaced
+`@challenger` and the decision names the gates that stopped it. The replaced
 champion keeps the alias `previous`.
+
+Order matters for failures: everything that can fail (loading, registering,
+re-evaluating the champion) happens before any alias moves, so a crash leaves
+`@champion` where it was. The read-decide-move sequence runs under the
+registry lock, and every decision is appended to the promotion history
+(steps/registry.py), so two pipelines finishing at once are decided one after
+the other, each against the champion the other left.
 """
 
 from __future__ import annotations
@@ -17,15 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
-from steps import config, lineage, storage, tracking
+from steps import config, lineage, registry, storage, tracking
 from steps.compression import checkpoint
 from steps.data import load_splits
 from steps.hashing import sha256
 from steps.names import Alias, ModelRole, Tag
-from steps.pipeline import PROMOTION, REPORT, model_path
+from steps.pipeline import PROMOTION, REPORT, STAGES, model_path
 from steps.steputil import load_model
 
-PREVIOUS_ALIAS = "previous"
+PREVIOUS_ALIAS = Alias.PREVIOUS
+BEAT_CHAMPION_GATE = "min_improvement"
+LINEAGE_SECTIONS = tuple(sorted({section for st in STAGES for section in st.params}))
+"""The params.yaml sections that make a model (every stage's); the schedule, for one, does not."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,10 @@ class Gate:
     value: float
     threshold: float
     passed: bool
+
+    @property
+    def verdict(self) -> str:
+        return f"{'pass' if self.passed else 'fail'} {self.value:.6g} (limit {self.threshold:g})"
 
 
 @dataclass(frozen=True)
@@ -49,20 +63,36 @@ class Decision:
     gates: list[Gate] = field(default_factory=list)
     incumbent_version: int | None = None
     incumbent_accuracy: float | None = None
+    failed_gates: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        """One line for people and for the flow result: 'promoted: ...' or 'not promoted: <gate>, ...'."""
+        if self.promoted:
+            return f"promoted: {self.model_name} v{self.version} -> @{self.alias}"
+        return f"not promoted: {', '.join(self.failed_gates)} ({self.model_name} v{self.version} -> @{self.alias})"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"summary": self.summary}
 
 
 def quality_gates(report: dict, cfg: config.PromoteConfig) -> list[Gate]:
+    """The gates that need no registry: accuracy, drop vs the teacher, compression, latency."""
     student, teacher = report["models"][ModelRole.STUDENT], report["models"][ModelRole.TEACHER]
     drop = teacher["accuracy"] - student["accuracy"]
     ratio = student["parameters"] / teacher["parameters"]
-    return [
+    gates = [
         Gate("min_accuracy", student["accuracy"], cfg.min_accuracy, student["accuracy"] >= cfg.min_accuracy),
         Gate("max_accuracy_drop", drop, cfg.max_accuracy_drop, drop <= cfg.max_accuracy_drop),
         Gate("max_param_ratio", ratio, cfg.max_param_ratio, ratio <= cfg.max_param_ratio),
     ]
+    if cfg.max_size_ratio is not None:
+        size = student["file_bytes"] / teacher["file_bytes"]
+        gates.append(Gate("max_size_ratio", size, cfg.max_size_ratio, size <= cfg.max_size_ratio))
+    if cfg.max_latency_ms is not None:
+        latency = student["latency_p50_ms"]
+        gates.append(Gate("max_latency_ms", latency, cfg.max_latency_ms, latency <= cfg.max_latency_ms))
+    return gates
 
 
 def champion_accuracy(model_name: str, x: np.ndarray, y: np.ndarray) -> tuple[int | None, float | None]:
@@ -72,7 +102,7 @@ def champion_accuracy(model_name: str, x: np.ndarray, y: np.ndarray) -> tuple[in
     current = tracking.alias_version(model_name, Alias.CHAMPION)
     if current is None:
         return None, None
-    predict = mlflow.pyfunc.load_model(f"models:/{model_name}@{Alias.CHAMPION}").predict
+    predict = mlflow.pyfunc.load_model(f"models:/{model_name}/{current.version}").predict
     logits = np.concatenate([np.asarray(predict(x[i : i + 1024])) for i in range(0, len(x), 1024)])
     return int(current.version), float((logits.argmax(1) == y).mean())
 
@@ -88,6 +118,18 @@ def decide(gates: list[Gate], accuracy: float, incumbent: float | None, min_impr
     return True, f"passed all gates and beat champion: {accuracy:.4f} vs {incumbent:.4f}"
 
 
+def judge(gates: list[Gate], accuracy: float, model_name: str, version: int, incumbent_version: int | None,
+          incumbent_acc: float | None, min_improvement: float) -> Decision:
+    """The decision; 'beat the champion' is recorded as one more gate when there is a champion."""
+    promoted, reason = decide(gates, accuracy, incumbent_acc, min_improvement)
+    if incumbent_acc is not None:
+        gain = accuracy - incumbent_acc
+        gates = [*gates, Gate(BEAT_CHAMPION_GATE, gain, min_improvement, gain >= min_improvement)]
+    alias = Alias.CHAMPION if promoted else Alias.CHALLENGER
+    return Decision(model_name, version, promoted, alias.value, reason, accuracy, gates, incumbent_version,
+                    incumbent_acc, [g.name for g in gates if not g.passed])
+
+
 def run(params: config.Params, root: Path) -> dict:
     cfg = params.promote
     report = json.loads((root / REPORT).read_text())
@@ -97,36 +139,64 @@ def run(params: config.Params, root: Path) -> dict:
     x, y = test.x.numpy(), test.y.numpy()
     student, _ = load_model(root, ModelRole.STUDENT)
     with tracking.stage_run(root, params, "promote") as run_id:
-        incumbent_version, incumbent_acc = champion_accuracy(cfg.model_name, x, y)
+        tracking.log_model_files(root, ModelRole.STUDENT)  # the audit rebuilds and re-measures from these
+        tracking.log_dict(params.model_dump(mode="json"), "params.json")  # the audit compares params.yaml to it
         version = tracking.log_registered_model(student, x[:2], cfg.model_name)
-        promoted, reason = decide(gates, accuracy, incumbent_acc, cfg.min_improvement)
-        alias = Alias.CHAMPION if promoted else Alias.CHALLENGER
-        decision = Decision(cfg.model_name, version, promoted, alias.value, reason, accuracy, gates,
-                            incumbent_version, incumbent_acc)
-        tracking.tag_version(cfg.model_name, version, lineage_tags(root, params, decision, run_id))
-        if promoted and incumbent_version is not None:
-            tracking.set_alias(cfg.model_name, PREVIOUS_ALIAS, incumbent_version)
-        tracking.set_alias(cfg.model_name, alias, version)
-        tracking.log_metrics({f"gate.{g.name}": g.value for g in gates} | {"promoted": float(promoted)})
+        digests = registry.artifact_digests(cfg.model_name, version, run_id)
+        tracking.log_dict(digests, "artifacts.json")
+        lineage = lineage_tags(root, params, report, run_id) | {Tag.ARTIFACTS_SHA256: registry.digest_of(digests)}
+        tracking.tag_version(cfg.model_name, version, lineage)
+        with registry.promotion_lock(cfg.model_name, cfg.lock_timeout_s):
+            incumbent_version, incumbent_acc = champion_accuracy(cfg.model_name, x, y)
+            decision = judge(gates, accuracy, cfg.model_name, version, incumbent_version, incumbent_acc,
+                             cfg.min_improvement)
+            record(decision, lineage, report)
+        gate_values = {f"gate.{g.name}": g.value for g in decision.gates}
+        tracking.log_metrics(gate_values | {"promoted": float(decision.promoted)})
+        tracking.set_tags({f"shrinkflow.gate.{g.name}": g.verdict for g in decision.gates})
         tracking.log_dict(decision.to_dict(), "decision.json")
     checkpoint.write_json(root / PROMOTION, decision.to_dict())
     return decision.to_dict()
 
 
-def lineage_tags(root: Path, params: config.Params, decision: Decision, run_id: str) -> dict[str, str]:
+def record(decision: Decision, lineage: dict[str, str], report: dict) -> None:
+    """Move the aliases, tag the version with the decision and its gates, append to the history (under the lock)."""
+    name, version = decision.model_name, decision.version
+    if decision.promoted:
+        moves = registry.take_champion(name, version)
+    else:
+        moves = registry.become_challenger(name, version)
+    event = registry.Event(
+        name, "promoted" if decision.promoted else "rejected", version, decision.reason, decision.incumbent_version,
+        version if decision.promoted else decision.incumbent_version, moves,
+        gates={g.name: g.verdict for g in decision.gates},
+        metrics={f"candidate.{k}": v for k, v in report["models"][ModelRole.STUDENT].items()
+                 if isinstance(v, int | float)} | ({"champion.accuracy": decision.incumbent_accuracy}
+                                                   if decision.incumbent_accuracy is not None else {}),
+        lineage={k: v for k, v in lineage.items() if k in LINEAGE_KEYS},
+    )
+    tracking.tag_version(name, version, {
+        **registry.decision_tags("promoted" if decision.promoted else "rejected", decision.reason, event.time,
+                                 event.trigger),
+        **{f"shrinkflow.gate.{g.name}": g.verdict for g in decision.gates},
+    })
+    registry.record(event)
+
+
+LINEAGE_KEYS = (Tag.GIT_COMMIT, Tag.GIT_DIRTY, Tag.DATA_HASH, Tag.PARAMS_HASH, Tag.MODEL_SHA256, Tag.PROMOTE_RUN)
+
+
+def lineage_tags(root: Path, params: config.Params, report: dict, run_id: str) -> dict[str, str]:
     """What an auditor needs to re-prove this version."""
     return {
         Tag.GIT_COMMIT: lineage.git_commit(root),
         Tag.GIT_DIRTY: str(lineage.git_dirty(root)).lower(),
         Tag.DATA_HASH: storage.data_hash(root) or "unrecorded",
-        Tag.PARAMS_HASH: params.section_hash(),
+        Tag.PARAMS_HASH: params.section_hash(*LINEAGE_SECTIONS),
         Tag.MODEL_SHA256: sha256(root / model_path(ModelRole.STUDENT)),
-        Tag.DECISION: "promoted" if decision.promoted else "rejected",
-        Tag.REASON: decision.reason,
-        "shrinkflow.accuracy": f"{decision.accuracy:.6f}",
-        "shrinkflow.promote_run": run_id,
-        **{f"shrinkflow.gate.{g.name}": f"{'pass' if g.passed else 'fail'} {g.value:.6f} (limit {g.threshold})"
-           for g in decision.gates},
+        Tag.PROMOTE_RUN: run_id,
+        Tag.EVALUATE_RUN: report.get("mlflow_run_id", "unrecorded"),
+        "shrinkflow.accuracy": f"{report['models'][ModelRole.STUDENT]['accuracy']:.6f}",
     }
 
 

@@ -319,3 +319,137 @@ def sweep_member_runs(root: Path, experiment: str, parent_run_id: str) -> list:
     exp = experiment_id(root, experiment)
     runs = MlflowClient().search_runs([exp], filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'")
     return sorted(runs, key=lambda r: r.data.tags.get(Tag.SWEEP, ""))
+
+
+def delete_alias(model_name: str, alias: str) -> None:
+    MlflowClient().delete_registered_model_alias(model_name, alias)
+
+
+def aliases(model_name: str) -> dict[str, int]:
+    """{alias: version} of a registered model; {} when it does not exist yet."""
+    try:
+        found = MlflowClient().get_registered_model(model_name).aliases
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    return {alias: int(v) for alias, v in found.items()}
+
+
+def model_version(model_name: str, version: int):
+    """The ModelVersion (tags, run id, source); MlflowException naming it when absent."""
+    return MlflowClient().get_model_version(model_name, str(version))
+
+
+def download_artifacts(uri: str, dest: Path) -> Path:
+    """Download `uri` (models:/..., runs:/...) into `dest`; returns the local path."""
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+
+
+def run_artifact_uri(run_id: str, path: str) -> str:
+    return f"runs:/{run_id}/{path}"
+
+
+def run_record(run_id: str):
+    """The MLflow Run (params, metrics, tags)."""
+    return MlflowClient().get_run(run_id)
+
+
+# --- the registry lock (server profile) and the promotion history -----------------------------------------------
+
+
+def create_lock_model(name: str, tags: dict[str, str]) -> bool:
+    """Create registered model `name` as a mutex; False when it already exists.
+
+    The registry's database has the model name as primary key, so of any number of concurrent
+    creates, from any machine, exactly one succeeds.
+    """
+    try:
+        MlflowClient().create_registered_model(name, tags=tags,
+                                               description="shrinkflow promotion lock; deleted on release")
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_ALREADY_EXISTS":
+            return False
+        raise
+    return True
+
+
+def lock_model_tags(name: str) -> dict[str, str] | None:
+    try:
+        return dict(MlflowClient().get_registered_model(name).tags)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def delete_registered_model(name: str) -> None:
+    """Delete `name`; a model already gone is fine (someone else released or broke the lock)."""
+    try:
+        MlflowClient().delete_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+
+
+def record_event(experiment: str, run_name: str, tags: dict[str, str], metrics: dict[str, float],
+                 document: dict) -> str:
+    """One finished MLflow run holding one history event; independent of any active run."""
+    from mlflow.entities import Metric
+
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    exp_id = found.experiment_id if found else _create_experiment(experiment)
+    run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+    now = run.info.start_time
+    client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    client.log_dict(run.info.run_id, document, "event.json")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def _create_experiment(name: str) -> str:
+    # Same rule as experiment_id(): on the local store artifacts stay inside the project (next to mlflow.db).
+    location = None
+    uri = mlflow.get_tracking_uri()
+    if not USER_TRACKING_URI and uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created concurrently by another process
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def search_events(experiment: str, filter_string: str) -> list:
+    """All runs of `experiment` matching `filter_string`, oldest first (every page)."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs, token = [], None
+    while True:
+        page = client.search_runs([found.experiment_id], filter_string, order_by=["attributes.start_time ASC"],
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def file_store_path() -> Path | None:
+    """The SQLite file behind the current tracking URI, or None for a server."""
+    uri = mlflow.get_tracking_uri()
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def record_audit(experiment: str, run_name: str, tags: dict[str, str], files: list[Path]) -> str:
+    """One finished MLflow run holding an audit's report files."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    exp_id = found.experiment_id if found else _create_experiment(experiment)
+    run = client.create_run(exp_id, run_name=run_name, tags=tags)
+    for path in files:
+        client.log_artifact(run.info.run_id, str(path))
+    client.set_terminated(run.info.run_id, status="FINISHED" if tags.get("shrinkflow.audit.verdict") == "pass"
+                          else "FAILED")
+    return run.info.run_id
