@@ -20,6 +20,10 @@ class Tag(StrEnum):
     MODEL_SHA256 = "shrinkflow.model_sha256"
     DECISION = "shrinkflow.decision"
     REASON = "shrinkflow.reason"
+    DEPLOYABLE = "shrinkflow.deployable"
+    """File name of the deployable ONNX artifact among those logged with the version."""
+    ONNX_SHA256 = "shrinkflow.onnx_sha256"
+    """Prefix: `shrinkflow.onnx_sha256.<file name>` holds that ONNX artifact's sha256."""
 
 
 class ModelRole(StrEnum):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steps import config, lineage, storage, tracking
+from steps import config, lineage, quantize, storage, tracking
 from steps.compression import checkpoint
 from steps.data import load_splits
 from steps.hashing import sha256
@@ -99,6 +99,8 @@ def run(params: config.Params, root: Path) -> dict:
     with tracking.stage_run(root, params, "promote") as run_id:
         incumbent_version, incumbent_acc = champion_accuracy(cfg.model_name, x, y)
         version = tracking.log_registered_model(student, x[:2], cfg.model_name)
+        # Deployable ONNX files (issue 9): logged with this version, sha256 of each as a version tag.
+        tracking.log_deployable(root, cfg.model_name, version, *quantize.deployable_files(root))
         promoted, reason = decide(gates, accuracy, incumbent_acc, cfg.min_improvement)
         alias = Alias.CHAMPION if promoted else Alias.CHALLENGER
         decision = Decision(cfg.model_name, version, promoted, alias.value, reason, accuracy, gates,
