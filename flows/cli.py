@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from flows import runtime
+from flows import export_cli, runtime
 from flows.console import RootOption, console, err_console, fail
 
 app = typer.Typer(help="Train, prune, distill, evaluate and promote a model, reproducibly.", no_args_is_help=True)
@@ -103,6 +103,8 @@ def dvc_yaml(
     path.write_text(text)
     console.print(f"wrote {path}")
 
+
+app.command("export")(export_cli.export)
 
 if __name__ == "__main__":
     app()

@@ -77,13 +77,17 @@ def run(params: config.Params, root: Path) -> dict:
                               if isinstance(v, float | int)})
         result["mlflow_run_id"] = run_id
     checkpoint.write_json(root / metrics_path("quantize"), result)
-    drop = variants[cfg.deploy]["accuracy_drop"]
-    if drop > cfg.max_accuracy_drop:
-        raise ValueError(f"{variant_path(cfg.deploy)}: the deployable {cfg.deploy} int8 model loses {drop:.4f} "
-                         f"accuracy vs fp32 ({variants[cfg.deploy]['accuracy']:.4f} vs "
-                         f"{variants[FP32]['accuracy']:.4f} on {result['eval_images']} test images); "
-                         f"quantize.max_accuracy_drop is {cfg.max_accuracy_drop}")
+    check_tolerance(variants, cfg.deploy, cfg.max_accuracy_drop, images)
     return result
+
+
+def check_tolerance(variants: dict[str, dict], deploy: str, max_drop: float, images: int) -> None:
+    """ValueError with the numbers when the deployable file loses more accuracy vs fp32 than allowed."""
+    drop = variants[deploy]["accuracy_drop"]
+    if drop > max_drop:
+        raise ValueError(f"{variants[deploy]['file']}: the deployable {deploy} int8 model loses {drop:.4f} accuracy "
+                         f"vs fp32 ({variants[deploy]['accuracy']:.4f} vs {variants[FP32]['accuracy']:.4f} on "
+                         f"{images} test images); quantize.max_accuracy_drop is {max_drop}")
 
 
 def deployable_files(root: Path) -> tuple[list[Path], Path]:

@@ -91,8 +91,13 @@ def failing_layer(model: nn.Module, example: torch.Tensor, opset: int, exporter:
     so the first failure has no failing child and is the layer to blame.
     """
     inputs: dict[str, tuple] = {}
-    hooks = [m.register_forward_hook(lambda mod, args, out, name=name: inputs.setdefault(name, args))
-             for name, m in model.named_modules() if name]
+
+    def record(name: str):
+        def hook(module, args, output) -> None:  # returning anything would replace the layer's output
+            inputs.setdefault(name, args)
+        return hook
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in model.named_modules() if name]
     try:
         with torch.no_grad():
             model(example)

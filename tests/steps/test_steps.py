@@ -125,6 +125,50 @@ def test_registered_champion_predicts_any_batch_size(root, params):
         assert np.asarray(model.predict(test.x[:n].numpy())).shape == (n, 10)
 
 
+def test_export_cli_writes_the_champions_onnx_files_checked_against_their_hashes(root, params, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    name = params.promote.model_name
+    result = CliRunner().invoke(app, ["export", f"models:/{name}@champion", "--format", "onnx", "-o",
+                                      str(tmp_path / "out"), "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "student.onnx").read_bytes() == (root / onnx_path(ModelRole.STUDENT)).read_bytes()
+    bad = CliRunner().invoke(app, ["export", f"models:/{name}", "-o", str(tmp_path / "x"), "--root", str(root)])
+    assert bad.exit_code == 2 and "not a model URI" in " ".join(bad.output.split())
+    # Tamper with the registered artifact: the export refuses it, naming the recorded hash.
+    version = MlflowClient().get_model_version_by_alias(name, Alias.CHAMPION)
+    stored = next((root / "mlartifacts").rglob(f"{version.run_id}/artifacts/deploy/student.onnx"))
+    stored.write_bytes(stored.read_bytes() + b"tampered")
+    tampered = CliRunner().invoke(app, ["export", f"models:/{name}/{version.version}", "-o", str(tmp_path / "t"),
+                                        "--root", str(root)])
+    assert tampered.exit_code == 1 and "was recorded at registration" in " ".join(tampered.output.split())
+
+
+def test_an_int8_deployable_is_registered_with_its_hash(root, params):
+    static = variant(params, quantize={"deploy": "static", "max_accuracy_drop": 1.0})
+    quantize.run(static, root)
+    decision = promote.run(static, root)
+    tags = MlflowClient().get_model_version(params.promote.model_name, str(decision["version"])).tags
+    assert tags[Tag.DEPLOYABLE] == "student.static.onnx"
+    int8 = root / int8_path(ModelRole.STUDENT, "static")
+    assert tags[f"{Tag.ONNX_SHA256}.student.static.onnx"] == data.sha256(int8)
+    assert f"{Tag.ONNX_SHA256}.student.onnx" in tags  # the fp32 file is always there too
+    quantize.run(params, root)
+
+
+def test_quantize_stops_when_the_deployable_int8_loses_too_much():
+    variants = {"fp32": {"file": "models/student.onnx", "accuracy": 0.90, "accuracy_drop": 0.0},
+                "static": {"file": "models/int8/student.static.onnx", "accuracy": 0.88, "accuracy_drop": 0.02}}
+    quantize.check_tolerance(variants, "static", 0.02, 100)
+    quantize.check_tolerance(variants, "fp32", 0.0, 100)
+    with pytest.raises(ValueError, match=r"student\.static\.onnx: the deployable static int8 model loses 0\.0200 "
+                                         r"accuracy vs fp32 \(0\.8800 vs 0\.9000 on 100 test images\); "
+                                         r"quantize\.max_accuracy_drop is 0\.01"):
+        quantize.check_tolerance(variants, "static", 0.01, 100)
+
+
 def test_metrics_files_exist(root):
     for stage in ("teacher", "prune", "distill"):
         assert "mlflow_run_id" in json.loads((root / metrics_path(stage)).read_text())
