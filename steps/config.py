@@ -134,7 +134,8 @@ class QuantizeConfig(_Section):
 
     methods: list[Literal["dynamic", "static"]] = Field(
         default_factory=list, description="int8 variants to build; empty = no quantization")
-    calibration_images: int = Field(default=512, ge=1, description="static: a seeded slice of at most this many training images")
+    calibration_images: int = Field(default=512, ge=1,
+                                    description="static: a seeded slice of at most this many training images")
     eval_images: int | None = Field(default=None, ge=1, description="test images for int8 vs fp32; null = all")
     max_accuracy_drop: float = Field(default=0.01, ge=0, le=1,
                                      description="fp32 minus int8 accuracy allowed for the deployable file")

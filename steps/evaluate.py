@@ -74,8 +74,7 @@ def measure_all(models: dict[str, tuple[Path, ModelRole]], test, cfg: config.Eva
     backend = cfg.latency_backend if onnx_files else EAGER
     first = next(iter(results))
     for name, metrics in results.items():
-        metrics["latency"] = {b: {key: per_name[name] for key, per_name in timed[b].items() if name in per_name}
-                              for b in timed if any(name in per_name for per_name in timed[b].values())}
+        metrics["latency"] = timings_of(timed, name)
         if onnx_files and name in onnx_files:
             metrics["onnx_bytes"] = measure.file_size(onnx_files[name])
         headline = metrics["latency"][backend][batch_key(len(big))]
@@ -86,12 +85,20 @@ def measure_all(models: dict[str, tuple[Path, ModelRole]], test, cfg: config.Eva
     return results, timed
 
 
+def timings_of(timed: dict[str, dict], name: str) -> dict[str, dict]:
+    """{backend: {batch key: {p50, p95}}} of one model or file, for the backends that timed it."""
+    return {backend: {key: per_name[name] for key, per_name in by_batch.items()}
+            for backend, by_batch in timed.items() if by_batch and all(name in p for p in by_batch.values())}
+
+
+def onnx_name(variant: str) -> str:
+    """The name evaluate times a student ONNX file under: the student itself for fp32, else student.<method>."""
+    return ModelRole.STUDENT.value if variant == FP32 else f"{ModelRole.STUDENT}.{variant}"
+
+
 def deploy_variants(quantized: dict, timed: dict[str, dict]) -> dict[str, dict]:
     """The student's ONNX files (fp32 and int8): accuracy and size from the quantize step, ORT latency from here."""
-    def onnx_name(variant: str) -> str:
-        return ModelRole.STUDENT.value if variant == FP32 else f"{ModelRole.STUDENT}.{variant}"
-
-    return {variant: {**v, "latency": {key: per_name[onnx_name(variant)] for key, per_name in timed[ONNXRUNTIME].items()}}
+    return {variant: {**v, "latency": timings_of(timed, onnx_name(variant))[ONNXRUNTIME]}
             for variant, v in quantized["variants"].items()}
 
 
@@ -102,8 +109,7 @@ def run(params: config.Params, root: Path) -> dict:
     quantized = json.loads((root / metrics_path("quantize")).read_text())
     # One ORT timing run for every file: the three fp32 models and the student's int8 variants.
     onnx_files = {role.value: root / onnx_path(role) for role in ModelRole}
-    onnx_files |= {f"{ModelRole.STUDENT}.{name}": root / v["file"] for name, v in quantized["variants"].items()
-                   if name != FP32}
+    onnx_files |= {onnx_name(name): root / v["file"] for name, v in quantized["variants"].items() if name != FP32}
     # The teacher comes first: ratios (speedup, MAC reduction) are relative to it.
     models, timed = measure_all({role.value: (root, role) for role in ModelRole}, test, cfg, params.threads, onnx_files)
     report = {"models": models, "threads": params.threads, "latency_batch_size": min(cfg.latency_batch_size, len(test)),
@@ -114,7 +120,8 @@ def run(params: config.Params, root: Path) -> dict:
     (root / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
     figure.savefig(root / PLOTS_DIR / "pareto.png", dpi=120)
     with tracking.stage_run(root, params, "evaluate") as run_id:
-        tracking.log_metrics(numeric_leaves("", {"models": models, "deploy": report["deploy"]["variants"]}))
+        # "student.accuracy", "student.latency.onnxruntime.batch_1.p50", "deploy.static.accuracy", ...
+        tracking.log_metrics(numeric_leaves("", {**models, "deploy": report["deploy"]["variants"]}))
         tracking.log_table(frame(report).reset_index(), "comparison.json")
         tracking.log_figure(figure, "pareto.png")
         report["mlflow_run_id"] = run_id
@@ -124,7 +131,7 @@ def run(params: config.Params, root: Path) -> dict:
 
 
 def numeric_leaves(prefix: str, tree) -> dict[str, float]:
-    """{"models.teacher.latency.eager.batch_1.p50": 0.3, ...}: every number in a nested dict, for MLflow."""
+    """{"teacher.latency.eager.batch_1.p50": 0.3, ...}: every number in a nested dict, for MLflow."""
     if isinstance(tree, dict):
         out: dict[str, float] = {}
         for key, value in tree.items():
@@ -141,7 +148,7 @@ def main() -> None:
 
     def run_and_print(params: config.Params, root: Path) -> dict:
         report = run(params, root)
-        Console().print(table(report))
+        Console(width=None if Console().is_terminal else 160).print(table(report))  # the table is wide
         return report
 
     run_stage_main("evaluate", run_and_print, sys.argv[1:])

@@ -39,7 +39,8 @@ def frame(report: dict) -> pd.DataFrame:
     rows = []
     for role in order:
         m = report["models"][role]
-        latency = {f"{b}_p50_ms": _p50(m, b, big) for b in BACKENDS} | {f"{b}_b1_p50_ms": _p50(m, b, 1) for b in BACKENDS}
+        latency = {f"{b}_p50_ms": _p50(m, b, big) for b in BACKENDS}
+        latency |= {f"{b}_b1_p50_ms": _p50(m, b, 1) for b in BACKENDS}
         rows.append({"model": role, **{k: m[k] for k in COLUMNS if k in m}, **latency})
     return pd.DataFrame(rows).set_index("model")[list(COLUMNS)]
 
@@ -84,7 +85,7 @@ def deploy_table(report: dict) -> Table:
     for label in ("file", "deployable", "accuracy", "vs fp32", "size (KB)", "size ratio", "b1 p50 ms",
                   f"b{big} p50 ms"):
         out.add_column(label, justify="left" if label == "file" else "right")
-    for name, v in deploy["variants"].items():
+    for name, v in sorted(deploy["variants"].items(), key=lambda kv: kv[0] != "fp32"):  # fp32 first
         out.add_row(v["file"], "yes" if name == deploy["deployable"] else "", f"{v['accuracy']:.2%}",
                     f"{-v['accuracy_drop'] * 100:+.2f} pt", f"{v['file_bytes'] / 1024:,.0f}", f"{v['size_ratio']:.2f}",
                     f"{v['latency']['batch_1']['p50']:.3f}", f"{v['latency'][f'batch_{big}']['p50']:.2f}")
