@@ -87,7 +87,7 @@ def deploy_table(report: dict) -> Table:
         out.add_column(label, justify="left" if label == "file" else "right")
     for name, v in sorted(deploy["variants"].items(), key=lambda kv: kv[0] != "fp32"):  # fp32 first
         out.add_row(v["file"], "yes" if name == deploy["deployable"] else "", f"{v['accuracy']:.2%}",
-                    f"{-v['accuracy_drop'] * 100:+.2f} pt", f"{v['file_bytes'] / 1024:,.0f}", f"{v['size_ratio']:.2f}",
+                    f"{0.0 - v['accuracy_drop'] * 100:+.2f} pt", f"{v['file_bytes'] / 1024:,.0f}", f"{v['size_ratio']:.2f}",
                     f"{v['latency']['batch_1']['p50']:.3f}", f"{v['latency'][f'batch_{big}']['p50']:.2f}")
     slower = slower_than_fp32(deploy, big)
     if slower:
