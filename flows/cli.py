@@ -12,12 +12,12 @@ from typing import Annotated
 import typer
 import yaml
 
-from flows import doctor, runtime
+from flows import deployments, doctor, export_cli, registry_cli, runtime
 from flows.console import RootOption, console, err_console, fail
 from flows.sweep_command import sweep
 
 app = typer.Typer(help="Train, prune, distill, evaluate and promote a model, reproducibly.", no_args_is_help=True)
-app.command()(sweep)
+
 INTERRUPT_GRACE_S = 10
 """After Ctrl-C, how long Prefect may take to record the crash before the process exits anyway.
 (Ctrl-C also stops Prefect's ephemeral server, and the engine would otherwise retry it for minutes.)"""
@@ -47,7 +47,7 @@ def run(
     profile: doctor.ProfileOption = None,
     root: RootOption = Path("."),
 ) -> None:
-    """Run the whole pipeline (data -> teacher -> prune -> distill -> evaluate -> promote)."""
+    """Run the whole pipeline (data -> teacher -> prune -> distill -> export -> quantize -> evaluate -> promote)."""
     from steps import config, profiles
 
     root = root.resolve()
@@ -72,8 +72,6 @@ def run(
     states = ", ".join(f"{k}={v}" for k, v in result["states"].items())
     console.print(f"stages: {states}", highlight=False)
 
-
-app.command()(doctor.doctor)
 
 
 @app.command()
@@ -113,12 +111,14 @@ def dvc_yaml(
     console.print(f"wrote {path}")
 
 
-from flows import deployments, registry_cli  # noqa: E402  (issue 6: registry, promotion, audit, schedule)
-
-app.add_typer(registry_cli.app, name="registry")
+# Commands that live in modules of their own.
+app.command()(doctor.doctor)
+app.command()(sweep)
+app.command()(deployments.serve)
 app.command()(registry_cli.promote)
 app.command()(registry_cli.audit)
-app.command()(deployments.serve)
+app.command("export")(export_cli.export)
+app.add_typer(registry_cli.app, name="registry")
 
 if __name__ == "__main__":
     app()

@@ -40,6 +40,10 @@ class Tag(StrEnum):
     HISTORY_VERSION = "shrinkflow.history.version"
     HISTORY_CHAMPION_BEFORE = "shrinkflow.history.champion_before"
     HISTORY_CHAMPION_AFTER = "shrinkflow.history.champion_after"
+    DEPLOYABLE = "shrinkflow.deployable"
+    """File name of the deployable ONNX artifact among those logged with the version."""
+    ONNX_SHA256 = "shrinkflow.onnx_sha256"
+    """Prefix: `shrinkflow.onnx_sha256.<file name>` holds that ONNX artifact's sha256."""
 
 
 class ModelRole(StrEnum):

@@ -30,6 +30,19 @@ def spec_path(role: ModelRole) -> str:
     return f"{MODELS_DIR}/{role}.json"
 
 
+def onnx_path(role: ModelRole) -> str:
+    """The model exported to ONNX (fp32, dynamic batch axis)."""
+    return f"{MODELS_DIR}/{role}.onnx"
+
+
+INT8_DIR = f"{MODELS_DIR}/int8"
+"""The quantize stage's output folder: one file per int8 method (empty when quantization is off)."""
+
+
+def int8_path(role: ModelRole, method: str) -> str:
+    return f"{INT8_DIR}/{role}.{method}.onnx"
+
+
 def metrics_path(stage: str) -> str:
     return f"{METRICS_DIR}/{stage}.json"
 
@@ -117,15 +130,34 @@ STAGES: tuple[Stage, ...] = (
         metrics=(metrics_path("distill"),),
     ),
     Stage(
+        name="export",
+        deps=("steps/export.py", _COMPRESSION, *_COMMON, "steps/data.py", DATA_DIR,
+              *(f for role in ModelRole for f in model_files(role))),
+        params=("threads", "export"),
+        outs=tuple(onnx_path(role) for role in ModelRole),
+        metrics=(metrics_path("export"),),
+    ),
+    Stage(
+        name="quantize",
+        deps=("steps/quantize.py", _COMPRESSION, *_COMMON, "steps/data.py", DATA_DIR, onnx_path(ModelRole.STUDENT)),
+        params=("seed", "threads", "quantize"),
+        outs=(INT8_DIR,),
+        metrics=(metrics_path("quantize"),),
+    ),
+    Stage(
         name="evaluate",
         deps=(
             "steps/evaluate.py",
             "steps/report.py",
+            "steps/quantize.py",
             _COMPRESSION,
             *_COMMON,
             "steps/data.py",
             DATA_DIR,
             *(f for role in ModelRole for f in model_files(role)),
+            *(onnx_path(role) for role in ModelRole),
+            INT8_DIR,
+            metrics_path("quantize"),
         ),
         params=("threads", "evaluate"),
         metrics=(REPORT,),
@@ -133,8 +165,11 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="promote",
-        deps=("steps/promote.py", "steps/tracking.py", "steps/lineage.py", "steps/storage.py", "steps/names.py",
-              _COMPRESSION, *_COMMON, "steps/data.py", DATA_DIR, REPORT, *model_files(ModelRole.STUDENT)),
+        deps=("steps/promote.py", "steps/registry.py", "steps/tracking.py", "steps/lineage.py", "steps/storage.py",
+              "steps/names.py",
+              _COMPRESSION, *_COMMON, "steps/data.py", DATA_DIR, REPORT, *model_files(ModelRole.STUDENT),
+              # the deployable ONNX files logged with the registered version
+              "steps/quantize.py", onnx_path(ModelRole.STUDENT), INT8_DIR, metrics_path("quantize")),
         params=("promote", "tracking"),
         metrics=(PROMOTION,),
     ),

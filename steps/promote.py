@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steps import config, lineage, registry, storage, tracking
+from steps import config, lineage, quantize, registry, storage, tracking
 from steps.compression import checkpoint
 from steps.data import load_splits
 from steps.hashing import sha256
@@ -142,6 +142,8 @@ def run(params: config.Params, root: Path) -> dict:
         tracking.log_model_files(root, ModelRole.STUDENT)  # the audit rebuilds and re-measures from these
         tracking.log_dict(params.model_dump(mode="json"), "params.json")  # the audit compares params.yaml to it
         version = tracking.log_registered_model(student, x[:2], cfg.model_name)
+        # Deployable ONNX files (issue 9): logged with this version, sha256 of each as a version tag.
+        tracking.log_deployable(root, cfg.model_name, version, *quantize.deployable_files(root))
         digests = registry.artifact_digests(cfg.model_name, version, run_id)
         tracking.log_dict(digests, "artifacts.json")
         lineage = lineage_tags(root, params, report, run_id) | {Tag.ARTIFACTS_SHA256: registry.digest_of(digests)}

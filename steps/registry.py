@@ -257,6 +257,7 @@ def force_promote(model_name: str, version: int, reason: str, timeout_s: float) 
 
 MODEL_ARTIFACTS = "model"  # the registered MLflow model (torch.export), as downloaded from models:/NAME/VERSION
 FILE_ARTIFACTS = "model_files"  # the safetensors weights + JSON spec, logged in the promote run
+DEPLOY_ARTIFACTS = tracking.DEPLOY_ARTIFACTS  # the deployable ONNX files (fp32, int8), logged in the promote run
 
 
 def artifact_digests(model_name: str, version: int, run_id: str) -> dict[str, str]:
@@ -268,8 +269,8 @@ def artifact_digests(model_name: str, version: int, run_id: str) -> dict[str, st
     with tempfile.TemporaryDirectory(prefix="shrinkflow-artifacts-") as tmp:
         places = {
             MODEL_ARTIFACTS: tracking.download_artifacts(f"models:/{model_name}/{version}", Path(tmp) / "m"),
-            FILE_ARTIFACTS: tracking.download_artifacts(tracking.run_artifact_uri(run_id, FILE_ARTIFACTS),
-                                                        Path(tmp) / "f"),
+            **{prefix: tracking.download_artifacts(tracking.run_artifact_uri(run_id, prefix), Path(tmp) / prefix)
+               for prefix in (FILE_ARTIFACTS, DEPLOY_ARTIFACTS)},
         }
         return {f"{prefix}/{p.relative_to(base).as_posix()}": sha256(p)
                 for prefix, base in places.items() for p in sorted(base.rglob("*")) if p.is_file()}

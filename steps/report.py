@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pandas as pd
+from rich.console import Group
 from rich.table import Table
 
 from steps.names import ModelRole
+
+BACKENDS = {"eager": "eager", "onnxruntime": "ORT"}
 
 COLUMNS = {
     "accuracy": "accuracy",
@@ -14,23 +17,44 @@ COLUMNS = {
     "file_bytes": "size (KB)",
     "compressed_bytes": "zlib size (KB)",
     "macs": "MACs",
-    "latency_p50_ms": "p50 ms",
+    "eager_p50_ms": "eager p50 ms",
+    "onnxruntime_p50_ms": "ORT p50 ms",
+    "eager_b1_p50_ms": "eager b1 p50 ms",
+    "onnxruntime_b1_p50_ms": "ORT b1 p50 ms",
     "latency_p95_ms": "p95 ms",
     "speedup": "speedup",
     "peak_memory_bytes": "peak MB",
 }
 
 
+def _p50(metrics: dict, backend: str, batch: int) -> float:
+    """p50 of one backend at one batch size; NaN where it was not measured (e.g. an old report)."""
+    return metrics.get("latency", {}).get(backend, {}).get(f"batch_{batch}", {}).get("p50", float("nan"))
+
+
 def frame(report: dict) -> pd.DataFrame:
     """One row per model, in pipeline order."""
     order = [role.value for role in ModelRole if role.value in report["models"]]
-    rows = [{"model": role, **{k: report["models"][role][k] for k in COLUMNS}} for role in order]
-    return pd.DataFrame(rows).set_index("model")
+    big = report["latency_batch_size"]
+    rows = []
+    for role in order:
+        m = report["models"][role]
+        latency = {f"{b}_p50_ms": _p50(m, b, big) for b in BACKENDS}
+        latency |= {f"{b}_b1_p50_ms": _p50(m, b, 1) for b in BACKENDS}
+        rows.append({"model": role, **{k: m[k] for k in COLUMNS if k in m}, **latency})
+    return pd.DataFrame(rows).set_index("model")[list(COLUMNS)]
 
 
-def table(report: dict, promotion: dict | None = None) -> Table:
-    title = (f"shrinkflow results (test set, CPU latency at batch {report['latency_batch_size']}, "
-             f"{report['threads']} threads)")
+def backend(report: dict) -> str:
+    """The latency the headline columns, the plot and the gates use."""
+    return report.get("latency_backend", "eager")
+
+
+def table(report: dict, promotion: dict | None = None) -> Group:
+    """The comparison of all models, then (when the pipeline exported them) the student's deployable ONNX files."""
+    big, chosen = report["latency_batch_size"], BACKENDS[backend(report)]
+    title = (f"shrinkflow results (test set, CPU latency at batch {big} unless b1, {report['threads']} threads; "
+             f"p95 and speedup: {chosen})")
     out = Table(title=title)
     out.add_column("model")
     for label in COLUMNS.values():
@@ -44,14 +68,38 @@ def table(report: dict, promotion: dict | None = None) -> Table:
             f"{row['file_bytes'] / 1024:,.0f}",
             f"{row['compressed_bytes'] / 1024:,.0f}",
             f"{row['macs'] / 1e6:.2f}M",
-            f"{row['latency_p50_ms']:.2f}",
-            f"{row['latency_p95_ms']:.2f}",
+            *(f"{row[k]:.2f}" for k in ("eager_p50_ms", "onnxruntime_p50_ms", "eager_b1_p50_ms",
+                                          "onnxruntime_b1_p50_ms", "latency_p95_ms")),
             f"{row['speedup']:.2f}x",
             f"{row['peak_memory_bytes'] / 2**20:.1f}",
         )
     if promotion is not None:
         out.caption = promotion_line(promotion)
+    return Group(out, deploy_table(report)) if "deploy" in report else Group(out)
+
+
+def deploy_table(report: dict) -> Table:
+    """The student as ONNX: fp32 and each int8 variant, with the deployable one marked."""
+    deploy, big = report["deploy"], report["latency_batch_size"]
+    out = Table(title=f"student ONNX files (ONNX Runtime, {report['threads']} threads)")
+    for label in ("file", "deployable", "accuracy", "vs fp32", "size (KB)", "size ratio", "b1 p50 ms",
+                  f"b{big} p50 ms"):
+        out.add_column(label, justify="left" if label == "file" else "right")
+    for name, v in sorted(deploy["variants"].items(), key=lambda kv: kv[0] != "fp32"):  # fp32 first
+        out.add_row(v["file"], "yes" if name == deploy["deployable"] else "", f"{v['accuracy']:.2%}",
+                    f"{0.0 - v['accuracy_drop'] * 100:+.2f} pt", f"{v['file_bytes'] / 1024:,.0f}", f"{v['size_ratio']:.2f}",
+                    f"{v['latency']['batch_1']['p50']:.3f}", f"{v['latency'][f'batch_{big}']['p50']:.2f}")
+    slower = slower_than_fp32(deploy, big)
+    if slower:
+        out.caption = f"int8 slower than fp32 on this CPU at batch {big}: {', '.join(slower)}"
     return out
+
+
+def slower_than_fp32(deploy: dict, batch: int) -> list[str]:
+    """The int8 variants whose ORT p50 at `batch` exceeds fp32's (honest reporting, see quantization.py)."""
+    key = f"batch_{batch}"
+    fp32 = deploy["variants"]["fp32"]["latency"][key]["p50"]
+    return [name for name, v in deploy["variants"].items() if name != "fp32" and v["latency"][key]["p50"] > fp32]
 
 
 def promotion_line(promotion: dict) -> str:
@@ -69,8 +117,10 @@ def pareto_figure(report: dict):
     from matplotlib import pyplot as plt
 
     data = frame(report)
+    data["latency_p50_ms"] = [report["models"][role]["latency_p50_ms"] for role in data.index]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    panels = (("latency_p50_ms", f"CPU latency p50 (ms, batch {report['latency_batch_size']})", False),
+    where = BACKENDS[backend(report)]
+    panels = (("latency_p50_ms", f"{where} CPU latency p50 (ms, batch {report['latency_batch_size']})", False),
               ("nonzeros", "non-zero parameters", True))
     for ax, (column, label, log) in zip(axes, panels, strict=True):
         ax.scatter(data[column], data["accuracy"] * 100)

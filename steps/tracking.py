@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -192,6 +193,63 @@ def log_registered_model(model, example, model_name: str) -> int:
     info = mlflow.pytorch.log_model(model, name="model", input_example=example,
                                     pip_requirements=PIP_REQUIREMENTS, registered_model_name=model_name)
     return int(info.registered_model_version)
+
+
+DEPLOY_ARTIFACTS = "deploy"
+"""Artifact folder of the registering run that holds the deployable ONNX files."""
+
+
+def log_deployable(root: Path, model_name: str, version: int, files: list[Path], deployable: Path) -> dict[str, str]:
+    """Log the ONNX `files` into the active run (beside the registered model) and tag `version` with their sha256.
+
+    Returns the tags: `shrinkflow.onnx_sha256.<file name>` per file and
+    `shrinkflow.deployable` naming the one to deploy. `shrinkflow export`
+    and audits re-check the files against these hashes.
+    """
+    from steps.hashing import sha256
+
+    tags = {Tag.DEPLOYABLE.value: Path(deployable).name}
+    for path in files:
+        mlflow.log_artifact(str(Path(root) / path), artifact_path=DEPLOY_ARTIFACTS)
+        tags[f"{Tag.ONNX_SHA256}.{Path(path).name}"] = sha256(Path(root) / path)
+    tag_version(model_name, version, tags)
+    return tags
+
+
+def resolve_version(model_name: str, alias: str | None = None, version: int | None = None):
+    """The ModelVersion named by alias or number; MlflowException when there is none."""
+    client = MlflowClient()
+    if alias is not None:
+        return client.get_model_version_by_alias(model_name, alias)
+    return client.get_model_version(model_name, str(version))
+
+
+def download_deployable(mv, dest: Path) -> dict[str, str]:
+    """Download the ONNX files logged with model version `mv` into `dest`, each checked against its sha256 tag.
+
+    Returns {file name: sha256}; ValueError when the version has none, or a
+    downloaded file's hash differs from the one recorded at registration.
+    """
+    import tempfile
+
+    from steps.hashing import sha256
+
+    prefix = f"{Tag.ONNX_SHA256}."
+    expected = {k.removeprefix(prefix): v for k, v in mv.tags.items() if k.startswith(prefix)}
+    if not expected:
+        raise ValueError(f"{mv.name} version {mv.version} has no ONNX files (registered before the export stage?)")
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="shrinkflow-export-") as scratch:
+        local = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=DEPLOY_ARTIFACTS,
+                                                         dst_path=scratch))
+        for name, digest in expected.items():
+            got = sha256(local / name) if (local / name).is_file() else "missing"
+            if got != digest:
+                raise ValueError(f"{mv.name} version {mv.version}: {DEPLOY_ARTIFACTS}/{name} has sha256 {got}, "
+                                 f"but {digest} was recorded at registration")
+        for name in expected:
+            shutil.move(local / name, dest / name)
+    return expected
 
 
 def alias_version(model_name: str, alias: str):

@@ -6,8 +6,10 @@ import contextlib
 import statistics
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,33 +43,50 @@ def macs(model: nn.Module, example: torch.Tensor) -> int:
     return int(ops)
 
 
+def interleaved_ms(runners: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Wall time of each zero-argument runner: {name: {"p50", "p95"}} in ms.
+
+    Runners are timed interleaved (A B C A B C ..., the order rotating each
+    round) after warm-up, so drift in machine load hits every one alike and
+    the ratios between them hold up.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    names = list(runners)
+    for _ in range(warmup):
+        for runner in runners.values():
+            runner()
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            runners[name]()
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: _percentiles(values) for name, values in samples.items()}
+
+
 def latency_ms(models: dict[str, nn.Module], batch: torch.Tensor, warmup: int, repeats: int,
                threads: int) -> dict[str, dict[str, float]]:
-    """Wall time of one forward pass on `batch` for each model: {name: {"p50", "p95"}} in ms.
-
-    Models are timed interleaved (A B C A B C ..., the order rotating each
-    round) after warm-up, at a fixed thread count, so drift in machine load
-    hits every model alike and the ratios between them hold up.
-    """
+    """PyTorch eager: one forward pass on `batch` per model, at a fixed thread count, timed interleaved."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    samples: dict[str, list[float]] = {name: [] for name in models}
-    names = list(models)
     try:
         with contextlib.ExitStack() as stack:
             for model in models.values():
                 stack.enter_context(evaluating(model))
-            for _ in range(warmup):
-                for model in models.values():
-                    model(batch)
-            for r in range(repeats):
-                for name in names[r % len(names):] + names[: r % len(names)]:
-                    start = time.perf_counter()
-                    models[name](batch)
-                    samples[name].append((time.perf_counter() - start) * 1e3)
+            runners = {name: (lambda m=model: m(batch)) for name, model in models.items()}
+            return interleaved_ms(runners, warmup, repeats)
     finally:
         torch.set_num_threads(previous)
-    return {name: _percentiles(values) for name, values in samples.items()}
+
+
+def onnx_latency_ms(files: dict[str, Path], batch: np.ndarray, warmup: int, repeats: int,
+                    threads: int) -> dict[str, dict[str, float]]:
+    """ONNX Runtime (CPU provider, `threads` intra-op threads): one run on `batch` per file, timed interleaved."""
+    from steps.compression.onnx_export import INPUT, session
+
+    feed = {INPUT: np.ascontiguousarray(batch, dtype=np.float32)}
+    sessions = {name: session(path, threads) for name, path in files.items()}
+    runners = {name: (lambda s=sess: s.run(None, feed)) for name, sess in sessions.items()}
+    return interleaved_ms(runners, warmup, repeats)
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:

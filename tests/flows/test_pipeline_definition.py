@@ -17,7 +17,7 @@ def test_committed_dvc_yaml_matches_the_pipeline():
 
 
 def test_stage_order_is_the_product_order():
-    assert STAGE_NAMES == ("data", "teacher", "prune", "distill", "evaluate", "promote")
+    assert STAGE_NAMES == ("data", "teacher", "prune", "distill", "export", "quantize", "evaluate", "promote")
 
 
 def test_flow_runs_the_pipeline_stages_in_order():

@@ -26,6 +26,12 @@ def test_committed_params_yaml_is_valid():
         (lambda p: p["prune"].update(schedule="exponential"), "prune.schedule"),
         (lambda p: p.pop("evaluate"), "evaluate: required key is missing"),
         (lambda p: p["teacher"]["arch"].update(channels=[]), "teacher.arch"),
+        (lambda p: p["quantize"].update(methods=["dynamic"], deploy="static"),
+         "quantize: Value error, deploy: static needs 'static' in methods"),
+        (lambda p: p["quantize"].update(methods=["static", "static"]), "methods lists a method twice"),
+        (lambda p: p["quantize"].update(methods=["int4"]), "quantize.methods.0"),
+        (lambda p: p["export"].update(exporter="dynamo", opset=17), "the dynamo exporter needs opset >= 18"),
+        (lambda p: p["evaluate"].update(latency_backend="tensorrt"), "evaluate.latency_backend"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(mutate, expected):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from steps import config, data, promote, registry, tracking
+from steps import config, data, export, promote, quantize, registry, tracking
 from steps.compression.models import build
 from steps.compression.training import accuracy
 from steps.names import Alias, ModelRole, Tag
@@ -29,7 +29,7 @@ MODEL = "registry-test"
 
 
 def make_project(root: Path, idx_dir: Path, **promote_overrides) -> config.Params:
-    """params.yaml, the data splits, three untrained models and a report the gates can read."""
+    """params.yaml, the data splits, three untrained models (and their ONNX files) and a report the gates can read."""
     import torch
 
     raw = tiny_params(idx_dir, experiment="registry-tests")
@@ -48,6 +48,8 @@ def make_project(root: Path, idx_dir: Path, **promote_overrides) -> config.Param
         models[role] = {"accuracy": accuracy(model, test), "parameters": sum(p.numel() for p in model.parameters()),
                         "file_bytes": (root / f"models/{role}.safetensors").stat().st_size, "latency_p50_ms": 1.0}
     models[ModelRole.TEACHER]["accuracy"] = models[ModelRole.STUDENT]["accuracy"]  # no drop
+    export.run(params, root)  # the ONNX files promote registers with the version
+    quantize.run(params, root)
     (root / REPORT).parent.mkdir(exist_ok=True)
     (root / REPORT).write_text(json.dumps({"models": models, "mlflow_run_id": "none"}))
     return params

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from steps import config, data, distill, evaluate, promote, prune, teacher, tracking
+from steps import config, data, distill, evaluate, export, promote, prune, quantize, teacher, tracking
 from steps.names import Alias, ModelRole, Tag
-from steps.pipeline import PROMOTION, REPORT, metrics_path, model_path, spec_path
+from steps.pipeline import PROMOTION, REPORT, int8_path, metrics_path, model_path, onnx_path, spec_path
 from steps.steputil import load_model
 from tests.conftest import tiny_params
 
@@ -61,9 +61,32 @@ def test_distill_trains_a_different_architecture(root, params):
     assert spec.name == "mlp"
 
 
+def test_export_writes_checked_onnx_files_that_match_pytorch(root, params):
+    result = export.run(params, root)
+    assert set(result["models"]) == {"teacher", "pruned", "student"}
+    for role, m in result["models"].items():
+        assert (root / onnx_path(ModelRole(role))).is_file()
+        assert m["argmax_mismatches"] == 0 and m["max_abs_diff"] <= params.export.parity_atol
+        assert m["images"] == 200  # the whole (synthetic) test split
+
+
+def test_quantize_writes_int8_variants_and_names_the_deployable(root, params):
+    result = quantize.run(params, root)
+    assert list(result["variants"]) == ["fp32", "dynamic", "static"]
+    assert result["deployable"] == onnx_path(ModelRole.STUDENT)  # deploy: fp32 by default
+    for method in ("dynamic", "static"):
+        assert (root / int8_path(ModelRole.STUDENT, method)).is_file()
+        assert result["variants"][method]["file_bytes"] < result["variants"]["fp32"]["file_bytes"]
+
+
 def test_evaluate_compares_all_three(root, params):
     report = evaluate.run(params, root)
     assert set(report["models"]) == {"teacher", "pruned", "student"}
+    for m in report["models"].values():  # eager and ONNX Runtime side by side, batch 1 and the large batch
+        assert set(m["latency"]) == {"eager", "onnxruntime"}
+        assert all(set(by_batch) == {"batch_1", "batch_16"} for by_batch in m["latency"].values())
+        assert m["latency_p50_ms"] == m["latency"]["onnxruntime"]["batch_16"]["p50"]  # the default backend
+    assert set(report["deploy"]["variants"]) == {"fp32", "dynamic", "static"}
     pruned, teacher_m = report["models"]["pruned"], report["models"]["teacher"]
     assert pruned["nonzeros"] < teacher_m["nonzeros"] == teacher_m["parameters"]
     assert pruned["compressed_bytes"] < teacher_m["compressed_bytes"]
@@ -78,6 +101,8 @@ def test_promote_registers_champion_then_challenger(root, params):
     version = client.get_model_version_by_alias(params.promote.model_name, Alias.CHAMPION)
     assert int(version.version) == first["version"]
     assert version.tags[Tag.MODEL_SHA256] == data.sha256(root / model_path(ModelRole.STUDENT))
+    assert version.tags[f"{Tag.ONNX_SHA256}.student.onnx"] == data.sha256(root / onnx_path(ModelRole.STUDENT))
+    assert version.tags[Tag.DEPLOYABLE] == "student.onnx"
     # The same student again cannot beat itself by the required margin.
     stricter = config.validate({**params.model_dump(mode="json"),
                                 "promote": {**params.promote.model_dump(), "min_improvement": 0.01}})
@@ -98,6 +123,50 @@ def test_registered_champion_predicts_any_batch_size(root, params):
     test = data.load_splits(root, ("test",))["test"]
     for n in (1, 5):
         assert np.asarray(model.predict(test.x[:n].numpy())).shape == (n, 10)
+
+
+def test_export_cli_writes_the_champions_onnx_files_checked_against_their_hashes(root, params, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    name = params.promote.model_name
+    result = CliRunner().invoke(app, ["export", f"models:/{name}@champion", "--format", "onnx", "-o",
+                                      str(tmp_path / "out"), "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "student.onnx").read_bytes() == (root / onnx_path(ModelRole.STUDENT)).read_bytes()
+    bad = CliRunner().invoke(app, ["export", f"models:/{name}", "-o", str(tmp_path / "x"), "--root", str(root)])
+    assert bad.exit_code == 2 and "not a model URI" in " ".join(bad.output.split())
+    # Tamper with the registered artifact: the export refuses it, naming the recorded hash.
+    version = MlflowClient().get_model_version_by_alias(name, Alias.CHAMPION)
+    stored = next((root / "mlartifacts").rglob(f"{version.run_id}/artifacts/deploy/student.onnx"))
+    stored.write_bytes(stored.read_bytes() + b"tampered")
+    tampered = CliRunner().invoke(app, ["export", f"models:/{name}/{version.version}", "-o", str(tmp_path / "t"),
+                                        "--root", str(root)])
+    assert tampered.exit_code == 1 and "was recorded at registration" in " ".join(tampered.output.split())
+
+
+def test_an_int8_deployable_is_registered_with_its_hash(root, params):
+    static = variant(params, quantize={"deploy": "static", "max_accuracy_drop": 1.0})
+    quantize.run(static, root)
+    decision = promote.run(static, root)
+    tags = MlflowClient().get_model_version(params.promote.model_name, str(decision["version"])).tags
+    assert tags[Tag.DEPLOYABLE] == "student.static.onnx"
+    int8 = root / int8_path(ModelRole.STUDENT, "static")
+    assert tags[f"{Tag.ONNX_SHA256}.student.static.onnx"] == data.sha256(int8)
+    assert f"{Tag.ONNX_SHA256}.student.onnx" in tags  # the fp32 file is always there too
+    quantize.run(params, root)
+
+
+def test_quantize_stops_when_the_deployable_int8_loses_too_much():
+    variants = {"fp32": {"file": "models/student.onnx", "accuracy": 0.90, "accuracy_drop": 0.0},
+                "static": {"file": "models/int8/student.static.onnx", "accuracy": 0.88, "accuracy_drop": 0.02}}
+    quantize.check_tolerance(variants, "static", 0.02, 100)
+    quantize.check_tolerance(variants, "fp32", 0.0, 100)
+    with pytest.raises(ValueError, match=r"student\.static\.onnx: the deployable static int8 model loses 0\.0200 "
+                                         r"accuracy vs fp32 \(0\.8800 vs 0\.9000 on 100 test images\); "
+                                         r"quantize\.max_accuracy_drop is 0\.01"):
+        quantize.check_tolerance(variants, "static", 0.01, 100)
 
 
 def test_metrics_files_exist(root):

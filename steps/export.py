@@ -1,0 +1,59 @@
+"""Export step: every model to ONNX, checked by onnx.checker and compared with PyTorch on the test split.
+
+A file that fails the checker, or whose logits differ from PyTorch's by more
+than `export.parity_atol` or that changes any prediction, fails the stage
+with the numbers and is removed, so nothing downstream sees it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from steps import config, tracking
+from steps.compression import checkpoint, measure, onnx_export
+from steps.data import load_splits
+from steps.hashing import sha256
+from steps.names import ModelRole
+from steps.pipeline import metrics_path, onnx_path
+from steps.steputil import load_model
+
+
+def export_one(model, x: torch.Tensor, y: torch.Tensor, path: Path, cfg: config.ExportConfig, threads: int) -> dict:
+    """Export, check and compare one model; the file is deleted again when it fails a check."""
+    onnx_export.export(model, x[:2], path, cfg.opset, cfg.exporter)
+    try:
+        onnx_export.check(path)
+        parity = onnx_export.parity(model, onnx_export.session(path, threads), x, y)
+        onnx_export.verify_parity(parity, cfg.parity_atol, path)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return {**parity.to_dict(), "file_bytes": measure.file_size(path), "sha256": sha256(path)}
+
+
+def run(params: config.Params, root: Path) -> dict:
+    torch.set_num_threads(params.threads)
+    cfg = params.export
+    test = load_splits(root, ("test",))["test"]
+    x, y = test.x[: cfg.parity_images], test.y[: cfg.parity_images]
+    models = {role.value: export_one(load_model(root, role)[0], x, y, root / onnx_path(role), cfg, params.threads)
+              for role in ModelRole}
+    result = {"models": models, "opset": cfg.opset, "exporter": cfg.exporter}
+    with tracking.stage_run(root, params, "export") as run_id:
+        tracking.log_metrics({f"{role}.{k}": v for role, m in models.items() for k, v in m.items() if k != "sha256"})
+        result["mlflow_run_id"] = run_id
+    checkpoint.write_json(root / metrics_path("export"), result)
+    return result
+
+
+def main() -> None:
+    from steps.stage_main import run_stage_main
+
+    run_stage_main("export", run, sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

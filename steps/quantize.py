@@ -1,0 +1,110 @@
+"""Quantize step: ONNX Runtime int8 versions of the student, their accuracy against fp32, and the deployable file.
+
+Each method in `quantize.methods` writes `models/int8/student.<method>.onnx`.
+Accuracy of fp32 and of every int8 file is measured with ONNX Runtime on
+the test split; the file chosen by `quantize.deploy` must stay within
+`quantize.max_accuracy_drop` of fp32 or the stage fails with the numbers.
+Latency is not measured here: the evaluate step times every file side by
+side. metrics/quantize.json names the deployable file for the promote step.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from steps import config, tracking
+from steps.compression import checkpoint, measure, onnx_export, quantization
+from steps.data import load_splits
+from steps.hashing import sha256
+from steps.names import ModelRole
+from steps.pipeline import INT8_DIR, int8_path, metrics_path, onnx_path
+
+ROLE = ModelRole.STUDENT
+FP32 = "fp32"
+
+
+def variant_path(method: str) -> str:
+    """Project-relative path of the ONNX file for `method` ("fp32" or an int8 method)."""
+    return onnx_path(ROLE) if method == FP32 else int8_path(ROLE, method)
+
+
+def onnx_accuracy(path: Path, x: np.ndarray, y: np.ndarray, threads: int) -> float:
+    return float((onnx_export.predict(onnx_export.session(path, threads), x).argmax(1) == y).mean())
+
+
+def build(params: config.Params, root: Path) -> tuple[dict[str, dict], int]:
+    """Write the int8 files; ({variant: {file, accuracy, accuracy_drop, file_bytes, ...}}, test images used).
+
+    fp32 comes first."""
+    cfg = params.quantize
+    out_dir = root / INT8_DIR
+    shutil.rmtree(out_dir, ignore_errors=True)  # a method dropped from params must not leave its file behind
+    out_dir.mkdir(parents=True)
+    splits = load_splits(root, ("train", "test") if "static" in cfg.methods else ("test",))
+    calibration = None
+    if "static" in cfg.methods:
+        train_x = splits["train"].x.numpy()
+        calibration = quantization.calibration_slice(train_x, min(cfg.calibration_images, len(train_x)), params.seed)
+    fp32 = root / onnx_path(ROLE)
+    onnx_export.check(fp32)
+    for method in cfg.methods:
+        quantization.quantize(fp32, root / variant_path(method), method, calibration)
+        onnx_export.check(root / variant_path(method))
+    x, y = splits["test"].x[: cfg.eval_images].numpy(), splits["test"].y[: cfg.eval_images].numpy()
+    variants = {}
+    for name in (FP32, *cfg.methods):
+        path = root / variant_path(name)
+        variants[name] = {"file": variant_path(name), "accuracy": onnx_accuracy(path, x, y, params.threads),
+                          "file_bytes": measure.file_size(path), "sha256": sha256(path)}
+    for name, v in variants.items():
+        v["accuracy_drop"] = variants[FP32]["accuracy"] - v["accuracy"]
+        v["size_ratio"] = v["file_bytes"] / variants[FP32]["file_bytes"]
+    return variants, len(y)
+
+
+def run(params: config.Params, root: Path) -> dict:
+    cfg = params.quantize
+    variants, images = build(params, root)
+    result = {"variants": variants, "deploy": cfg.deploy, "deployable": variant_path(cfg.deploy), "eval_images": images,
+              "calibration_images": cfg.calibration_images, "max_accuracy_drop": cfg.max_accuracy_drop}
+    with tracking.stage_run(root, params, "quantize") as run_id:
+        tracking.log_metrics({f"{name}.{k}": v for name, m in variants.items() for k, v in m.items()
+                              if isinstance(v, float | int)})
+        result["mlflow_run_id"] = run_id
+    checkpoint.write_json(root / metrics_path("quantize"), result)
+    check_tolerance(variants, cfg.deploy, cfg.max_accuracy_drop, images)
+    return result
+
+
+def check_tolerance(variants: dict[str, dict], deploy: str, max_drop: float, images: int) -> None:
+    """ValueError with the numbers when the deployable file loses more accuracy vs fp32 than allowed."""
+    drop = variants[deploy]["accuracy_drop"]
+    if drop > max_drop:
+        raise ValueError(f"{variants[deploy]['file']}: the deployable {deploy} int8 model loses {drop:.4f} accuracy "
+                         f"vs fp32 ({variants[deploy]['accuracy']:.4f} vs {variants[FP32]['accuracy']:.4f} on "
+                         f"{images} test images); quantize.max_accuracy_drop is {max_drop}")
+
+
+def deployable_files(root: Path) -> tuple[list[Path], Path]:
+    """The ONNX files to register with the student, and which one is deployable (from metrics/quantize.json).
+
+    Always the fp32 file; the int8 one as well when params chose it.
+    """
+    result = json.loads((root / metrics_path("quantize")).read_text())
+    fp32, deployable = root / variant_path(FP32), root / result["deployable"]
+    return ([fp32] if deployable == fp32 else [fp32, deployable]), deployable
+
+
+def main() -> None:
+    from steps.stage_main import run_stage_main
+
+    run_stage_main("quantize", run, sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
