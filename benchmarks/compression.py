@@ -12,25 +12,23 @@ so the ratios compare like with like.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime as dt
 import json
 import platform
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 import yaml
 
+# This script's folder is on sys.path when it runs.
+import common
 from steps import config, data, distill, prune, teacher
 from steps.evaluate import measure_models
 from steps.names import ModelRole
 from steps.pipeline import DATA_DIR, model_files
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 
 # name -> (params overrides, which model of that run to report)
 VARIANTS: dict[str, tuple[dict, ModelRole]] = {
@@ -93,23 +91,9 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings, to check that it runs")
-    parser.add_argument("--raw-dir", help="override data.raw_dir")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    if args.quick:
-        raw = quick(raw)
-    if args.raw_dir:
-        raw["data"]["raw_dir"] = args.raw_dir
-    raw["tracking"]["experiment"] = "benchmark"
-    work = Path(tempfile.mkdtemp(prefix="shrinkflow-bench-"))
-    try:
-        rows = benchmark(work, raw)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report(rows, raw, args.out, args.quick)
+    args = common.parser(__doc__).parse_args()
+    raw = common.params(args, quick)
+    report(common.in_scratch("shrinkflow-bench-", benchmark, raw), raw, args.out, args.quick)
 
 
 def benchmark(work: Path, raw: dict) -> list[dict]:

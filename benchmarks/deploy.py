@@ -21,18 +21,16 @@ ONNX Runtime speedup at batch 1 >= 0.7 of its MAC reduction.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import platform
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 import yaml
 
-# The compression benchmark's helpers: this script's folder is on sys.path when it runs.
+# The shared helpers and the compression benchmark's: this script's folder is on sys.path when it runs.
+import common
 from compression import VARIANTS, merge, quick, seed_project
 
 from steps import config, data, distill, export, prune, teacher
@@ -41,8 +39,6 @@ from steps.compression.training import accuracy
 from steps.names import ModelRole
 from steps.steputil import load_model
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 STRUCTURED = VARIANTS["structured 50% channels (L1)"][0]
 FORMATS = ("eager", "fp32", "dynamic", "static")
 BATCHES = (1, 256)
@@ -161,26 +157,13 @@ def table(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings, to check that it runs")
-    parser.add_argument("--raw-dir", help="override data.raw_dir")
+    parser = common.parser(__doc__)
     parser.add_argument("--train-limit", type=int, help="train on only this many images (data.train_limit)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    if args.quick:
-        raw = quick(raw)
-    if args.raw_dir:
-        raw["data"]["raw_dir"] = args.raw_dir
+    raw = common.params(args, quick)
     if args.train_limit:
         raw["data"]["train_limit"] = args.train_limit
-    raw["tracking"]["experiment"] = "benchmark"
-    work = Path(tempfile.mkdtemp(prefix="shrinkflow-deploy-"))
-    try:
-        result = benchmark(work, raw)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report(result, raw, args.out, args.quick)
+    report(common.in_scratch("shrinkflow-deploy-", benchmark, raw), raw, args.out, args.quick)
 
 
 def report(result: dict, raw: dict, out: Path, quick_run: bool) -> None:

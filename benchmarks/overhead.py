@@ -37,8 +37,10 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+# This script's folder is on sys.path when it runs.
+import common
+from common import REPO
+
 PROJECT_FILES = ("steps", "flows", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore",
                  "pyproject.toml")
 STAGES = ("data", "teacher", "prune", "distill", "evaluate", "promote")
@@ -281,10 +283,7 @@ def markdown(r: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings, to check that it runs")
-    parser.add_argument("--raw-dir", help="override data.raw_dir")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser = common.parser(__doc__)
     parser.add_argument("--child", choices=("plain", "cli"), help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
@@ -293,17 +292,8 @@ def main() -> None:
     if args.child:
         child(args.child, args.root, args.started, args.rest)
         return
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    if args.quick:
-        raw = quick(raw)
-    if args.raw_dir:
-        raw["data"]["raw_dir"] = args.raw_dir
-    raw["tracking"]["experiment"] = "benchmark"
-    work = Path(tempfile.mkdtemp(prefix="shrinkflow-overhead-"))
-    try:
-        result = benchmark(work, raw)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    raw = common.params(args, quick)
+    result = common.in_scratch("shrinkflow-overhead-", benchmark, raw)
     text = markdown(result)
     print(text)
     if args.quick:
