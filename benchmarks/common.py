@@ -21,16 +21,33 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny settings, to check that it runs")
     p.add_argument("--raw-dir", help="override data.raw_dir")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param (YAML value), e.g. -S teacher.train.epochs=12; validated with the rest")
     return p
 
 
+def _override(raw: dict, item: str) -> None:
+    """Set one `a.b.c=value` in `raw`; the benchmark validates the whole result like params.yaml."""
+    key, sep, value = item.partition("=")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not sep or not isinstance(node, dict) or leaf not in node:
+        raise SystemExit(f"-S {item}: expected KEY=VALUE where KEY is a param in params.yaml")
+    node[leaf] = yaml.safe_load(value)
+
+
 def params(args: argparse.Namespace, quick: Callable[[dict], dict]) -> dict:
-    """The project's params.yaml, shrunk by `quick` under --quick, logging to the `benchmark` experiment."""
+    """The project's params.yaml, shrunk by `quick` under --quick, with the -S overrides, logging to the
+    `benchmark` experiment."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     if args.quick:
         raw = quick(raw)
     if args.raw_dir:
         raw["data"]["raw_dir"] = args.raw_dir
+    for item in args.overrides:
+        _override(raw, item)
     raw["tracking"]["experiment"] = "benchmark"
     return raw
 

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import platform
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -39,6 +40,9 @@ VARIANTS: dict[str, tuple[dict, ModelRole]] = {
                    "rounds": 2, "scope": "layer"}}, ModelRole.PRUNED),
     "student alone (labels only)": ({"distill": {"teacher": "teacher", "alpha": 0.0}}, ModelRole.STUDENT),
     "student distilled from teacher": ({"distill": {"teacher": "teacher"}}, ModelRole.STUDENT),
+    "structured to the student's size (75% channels)": (
+        {"prune": {"method": "structured", "importance": "l1", "target_sparsity": 0.75, "schedule": "linear",
+                   "rounds": 3, "scope": "layer"}}, ModelRole.PRUNED),
     "prune-then-distill (structured teacher)": (
         {"prune": {"method": "structured", "importance": "l1", "target_sparsity": 0.5, "schedule": "linear",
                    "rounds": 2, "scope": "layer"}, "distill": {"teacher": "pruned"}}, ModelRole.STUDENT),
@@ -77,6 +81,31 @@ def run_variant(root: Path, params: config.Params, overrides: dict) -> None:
         prune.run(params, root)
     if "distill" in overrides:
         distill.run(params, root)
+
+
+UNSTRUCTURED, STRUCTURED = "unstructured 90% (cubic, global)", "structured 50% channels (L1)"
+ALONE, DISTILLED = "student alone (labels only)", "student distilled from teacher"
+
+
+def goals(rows: list[dict]) -> list[str]:
+    """Issue #8's quality goals, each with the numbers that meet it or not."""
+    r = {row["name"]: row for row in rows}
+    t = r["teacher"]
+    loss = {name: (t["accuracy"] - row["accuracy"]) * 100 for name, row in r.items()}
+    u, s, a, d = r[UNSTRUCTURED], r[STRUCTURED], r[ALONE], r[DISTILLED]
+    checks = [
+        ("teacher >= 92.5%", t["accuracy"] >= 0.925, f"{t['accuracy']:.2%}"),
+        ("unstructured >= 90% sparsity, <= 0.3 pt loss", 1 - u["nonzeros"] / u["parameters"] >= 0.9
+         and loss[UNSTRUCTURED] <= 0.3, f"{1 - u['nonzeros'] / u['parameters']:.1%} sparse, {loss[UNSTRUCTURED]:+.2f} pt loss"),
+        ("structured >= 2x fewer MACs, <= 0.5 pt loss, speedup >= 0.8x MAC reduction",
+         s["mac_reduction"] >= 2 and loss[STRUCTURED] <= 0.5 and s["speedup_per_mac_reduction"] >= 0.8,
+         f"{s['mac_reduction']:.2f}x MACs, {loss[STRUCTURED]:+.2f} pt loss, ratio {s['speedup_per_mac_reduction']:.2f}"),
+        ("distilled student <= 1/10 params, <= 1.5 pt below teacher, >= 0.5 pt above alone",
+         d["parameters"] <= t["parameters"] / 10 and loss[DISTILLED] <= 1.5 and (d["accuracy"] - a["accuracy"]) >= 0.005,
+         f"{d['parameters'] / t['parameters']:.1%} params, {loss[DISTILLED]:+.2f} pt loss, "
+         f"{(d['accuracy'] - a['accuracy']) * 100:+.2f} pt vs alone"),
+    ]
+    return [f"- {name}: {'met' if ok else 'NOT met'} ({numbers})" for name, ok, numbers in checks]
 
 
 def table(rows: list[dict]) -> str:
@@ -120,14 +149,14 @@ def report(rows: list[dict], raw: dict, out: Path, quick_run: bool) -> None:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
     meta = {"date": stamp, "quick": quick_run, "torch": torch.__version__, "threads": raw["threads"],
             "cpu": platform.processor() or platform.machine(), "latency_batch_size": raw["evaluate"]["latency_batch_size"],
-            "params": raw}
-    text = table(rows)
+            "params": raw, "command": " ".join(sys.argv[1:])}
+    text = table(rows) + "\nGoals (issue #8, loss = teacher minus model, in points):\n\n" + "\n".join(goals(rows)) + "\n"
     print(text)
     if quick_run:
         return  # tiny settings prove that it runs; their numbers mean nothing
     out.mkdir(parents=True, exist_ok=True)
     (out / f"compression-{stamp}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    note = (f"# Compression benchmark {stamp}\n\n`python benchmarks/compression.py` on {meta['cpu']}, "
+    note = (f"# Compression benchmark {stamp}\n\n`python benchmarks/compression.py {meta['command']}` on {meta['cpu']}, "
             f"torch {meta['torch']}, {meta['threads']} threads, latency at batch {meta['latency_batch_size']}.\n\n")
     (out / f"compression-{stamp}.md").write_text(note + text)
 

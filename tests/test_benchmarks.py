@@ -16,7 +16,8 @@ def test_compression_benchmark_runs_quick(idx_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(rows) == 1 + 6  # header + teacher + five variants
+    assert len(rows) == 1 + 7  # header + teacher + six variants
+    assert "Goals (issue #8" in result.stdout and "teacher >= 92.5%" in result.stdout
     assert "structured 50% channels" in result.stdout and "prune-then-distill" in result.stdout
     assert not list(tmp_path.iterdir())  # quick numbers are never written as results
 
