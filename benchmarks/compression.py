@@ -66,6 +66,17 @@ def quick(raw: dict) -> dict:
     })
 
 
+def train_base(work: Path, raw: dict) -> tuple[Path, config.Params]:
+    """`work/base`: the data split and the teacher every variant starts from, with `raw` as its params."""
+    base = work / "base"
+    base.mkdir()
+    params = config.validate(raw)
+    (base / "params.yaml").write_text(yaml.safe_dump(raw))
+    data.run(params, base)
+    teacher.run(params, base)
+    return base, params
+
+
 def seed_project(root: Path, base: Path, raw: dict) -> config.Params:
     """A project dir holding the shared data split and teacher, plus this variant's params."""
     shutil.copytree(base / DATA_DIR, root / DATA_DIR)
@@ -126,12 +137,7 @@ def main() -> None:
 
 
 def benchmark(work: Path, raw: dict) -> list[dict]:
-    base = work / "base"
-    base.mkdir()
-    params = config.validate(raw)
-    (base / "params.yaml").write_text(yaml.safe_dump(raw))
-    data.run(params, base)
-    teacher.run(params, base)
+    base, params = train_base(work, raw)
     test = data.load_splits(base, ("test",))["test"]
     models = {"teacher": (base, ModelRole.TEACHER)}
     for i, (name, (overrides, role)) in enumerate(VARIANTS.items()):

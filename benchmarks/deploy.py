@@ -27,13 +27,12 @@ import platform
 from pathlib import Path
 
 import torch
-import yaml
 
 # The shared helpers and the compression benchmark's: this script's folder is on sys.path when it runs.
 import common
-from compression import VARIANTS, merge, quick, seed_project
+from compression import VARIANTS, merge, quick, seed_project, train_base
 
-from steps import config, data, distill, export, prune, teacher
+from steps import config, data, distill, export, prune
 from steps.compression import measure, onnx_export, quantization
 from steps.compression.training import accuracy
 from steps.names import ModelRole
@@ -46,12 +45,7 @@ BATCHES = (1, 256)
 
 def train_models(work: Path, raw: dict) -> dict[str, tuple[Path, ModelRole]]:
     """teacher, pruned (default params), structured, student (default params): {name: (root, role)}."""
-    base = work / "base"
-    base.mkdir()
-    params = config.validate(raw)
-    (base / "params.yaml").write_text(yaml.safe_dump(raw))
-    data.run(params, base)
-    teacher.run(params, base)
+    base, params = train_base(work, raw)
     prune.run(params, base)
     distill.run(params, base)
     structured = work / "structured"

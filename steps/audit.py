@@ -186,8 +186,9 @@ def _params(root: Path, tags: dict[str, str]) -> tuple[list[Check], dict]:
     current = config.load(root)
     logged = _logged_json(tags[Tag.PROMOTE_RUN], "params.json")
     now = current.model_dump(mode="json")
-    differing = sorted(k for k in _flat(now).keys() | _flat(logged).keys()
-                       if k.split(".")[0] in LINEAGE_SECTIONS and _flat(now).get(k) != _flat(logged).get(k))
+    flat_now, flat_logged = tracking.flatten(now), tracking.flatten(logged)
+    differing = sorted(k for k in flat_now.keys() | flat_logged.keys()
+                       if k.split(".")[0] in LINEAGE_SECTIONS and flat_now.get(k) != flat_logged.get(k))
     hash_now = current.section_hash(*LINEAGE_SECTIONS)
     logged_hash = config.validate(logged).section_hash(*LINEAGE_SECTIONS)
     rows = [Check("params.hash", hash_now == tags[Tag.PARAMS_HASH] == logged_hash,
@@ -195,17 +196,9 @@ def _params(root: Path, tags: dict[str, str]) -> tuple[list[Check], dict]:
                   recorded=tags[Tag.PARAMS_HASH][:16], observed=hash_now[:16])]
     rows.append(Check("params.values", not differing,
                       "differs from the promote run's logged params: " + ", ".join(
-                          f"{k} ({_flat(logged).get(k)!r} logged, {_flat(now).get(k)!r} now)" for k in differing)
+                          f"{k} ({flat_logged.get(k)!r} logged, {flat_now.get(k)!r} now)" for k in differing)
                       if differing else "every pipeline param equals the logged value"))
     return rows, logged
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        path = f"{prefix}.{key}" if prefix else key
-        out.update(_flat(value, path) if isinstance(value, dict) else {path: value})
-    return out
 
 
 def _logged_json(run_id: str, path: str) -> dict:

@@ -121,7 +121,7 @@ def run(params: config.Params, root: Path) -> dict:
     figure.savefig(root / PLOTS_DIR / "pareto.png", dpi=120)
     with tracking.stage_run(root, params, "evaluate") as run_id:
         # "student.accuracy", "student.latency.onnxruntime.batch_1.p50", "deploy.static.accuracy", ...
-        tracking.log_metrics(numeric_leaves("", {**models, "deploy": report["deploy"]["variants"]}))
+        tracking.log_metrics(numeric_leaves({**models, "deploy": report["deploy"]["variants"]}))
         tracking.log_table(frame(report).reset_index(), "comparison.json")
         tracking.log_figure(figure, "pareto.png")
         report["mlflow_run_id"] = run_id
@@ -130,14 +130,10 @@ def run(params: config.Params, root: Path) -> dict:
     return report
 
 
-def numeric_leaves(prefix: str, tree) -> dict[str, float]:
+def numeric_leaves(tree: dict) -> dict[str, float]:
     """{"teacher.latency.eager.batch_1.p50": 0.3, ...}: every number in a nested dict, for MLflow."""
-    if isinstance(tree, dict):
-        out: dict[str, float] = {}
-        for key, value in tree.items():
-            out |= numeric_leaves(f"{prefix}.{key}" if prefix else str(key), value)
-        return out
-    return {prefix: float(tree)} if isinstance(tree, int | float) and not isinstance(tree, bool) else {}
+    return {key: float(value) for key, value in tracking.flatten(tree).items()
+            if isinstance(value, int | float) and not isinstance(value, bool)}
 
 
 def main() -> None:

@@ -113,12 +113,12 @@ def experiment_id(root: Path, name: str) -> str:
         return mlflow.get_experiment_by_name(name).experiment_id
 
 
-def _flatten(prefix: str, value, out: dict) -> dict:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else k, v, out)
-    else:
-        out[prefix] = value
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a.b.c": leaf}: nested dicts as the dotted keys MLflow params and metrics use."""
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        out.update(flatten(value, path) if isinstance(value, dict) else {path: value})
     return out
 
 
@@ -137,7 +137,7 @@ def stage_run(root: Path, params: config.Params, stage_name: str) -> Iterator[st
         tags[Tag.PIPELINE_RUN] = os.environ[PIPELINE_RUN_ENV]
     exp = experiment_id(root, params.tracking.experiment)
     with mlflow.start_run(experiment_id=exp, run_name=stage_name, tags=tags) as run:
-        mlflow.log_params(_flatten("", {k: dumped[k] for k in sections}, {}))
+        mlflow.log_params(flatten({k: dumped[k] for k in sections}))
         yield run.info.run_id
 
 
