@@ -6,7 +6,7 @@
 Each measurement is a fresh process in a fresh project copy (git + DVC, as a user's checkout), run one
 after another in this same invocation, so the ratios compare like with like:
 
-1. plain: the six step functions called in order from a Python script (no Prefect, no DVC). Their own
+1. plain: the pipeline's step functions called in order from a Python script (no Prefect, no DVC). Their own
    MLflow calls are timed, so "plain compute" is the script without MLflow.
 2. flow, clean checkout: `shrinkflow run` (the real CLI code) with a fresh Prefect home: total, breakdown
    (imports, Prefect server start, Prefect orchestration incl. cache keys, MLflow, DVC commit, DVC push),
@@ -40,10 +40,10 @@ import yaml
 # This script's folder is on sys.path when it runs.
 import common
 from common import REPO
+from steps.pipeline import STAGE_NAMES as STAGES
 
 PROJECT_FILES = ("steps", "flows", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore",
                  "pyproject.toml")
-STAGES = ("data", "teacher", "prune", "distill", "evaluate", "promote")
 CHANGED_PARAM = "distill.temperature"
 
 
