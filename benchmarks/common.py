@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -21,6 +22,8 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny settings, to check that it runs")
     p.add_argument("--raw-dir", help="override data.raw_dir")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--recipe", type=Path, help="a YAML file of param overrides (nested like params.yaml), "
+                   "applied before -S; e.g. benchmarks/recipes/fashion-93.yaml")
     p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a param (YAML value), e.g. -S teacher.train.epochs=12; validated with the rest")
     return p
@@ -38,10 +41,20 @@ def _override(raw: dict, item: str) -> None:
     node[leaf] = yaml.safe_load(value)
 
 
-def params(args: argparse.Namespace, quick: Callable[[dict], dict]) -> dict:
-    """The project's params.yaml, shrunk by `quick` under --quick, with the -S overrides, logging to the
-    `benchmark` experiment."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+def merge(base: dict, override: dict) -> dict:
+    """`base` with `override`'s keys set, recursively; neither is changed."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def params(args: argparse.Namespace, quick: Callable[[dict], dict], recipe: dict | None = None) -> dict:
+    """The project's params.yaml with the script's `recipe` and then --recipe's, shrunk by `quick` under
+    --quick, with the -S overrides, logging to the `benchmark` experiment."""
+    raw = merge(yaml.safe_load((REPO / "params.yaml").read_text()), recipe or {})
+    if args.recipe:
+        raw = merge(raw, yaml.safe_load(args.recipe.read_text()) or {})
     if args.quick:
         raw = quick(raw)
     if args.raw_dir:

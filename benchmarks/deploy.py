@@ -30,7 +30,8 @@ import torch
 
 # The shared helpers and the compression benchmark's: this script's folder is on sys.path when it runs.
 import common
-from compression import VARIANTS, merge, quick, seed_project, train_base
+from common import merge
+from compression import quick, seed_project, train_base
 
 from steps import config, data, distill, export, prune
 from steps.compression import measure, onnx_export, quantization
@@ -38,7 +39,8 @@ from steps.compression.training import accuracy
 from steps.names import ModelRole
 from steps.steputil import load_model
 
-STRUCTURED = VARIANTS["structured 50% channels (L1)"][0]
+STRUCTURED = {"prune": {"method": "structured", "importance": "l1", "target_sparsity": 0.5, "schedule": "linear",
+                        "rounds": 2, "scope": "layer"}}
 FORMATS = ("eager", "fp32", "dynamic", "static")
 BATCHES = (1, 256)
 

