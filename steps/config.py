@@ -86,6 +86,7 @@ class PruneConfig(_Section):
     schedule: Literal["one_shot", "linear", "geometric", "cubic"] = "cubic"
     target_sparsity: float = Field(gt=0, lt=1, description="fraction of weights (magnitude) or channels (structured)")
     rounds: int = Field(ge=1)
+    round_to: int = Field(default=1, ge=1, description="structured: channel counts kept as multiples of this")
     finetune: TrainConfig
 
 

@@ -29,7 +29,8 @@ CALIBRATION_IMAGES = 256
 """Images whose gradients rank channels for data-driven (Taylor) importance."""
 
 
-def _prune_round(model, cfg: config.PruneConfig, target: float, previous: float, train: Split) -> None:
+def _prune_round(model, cfg: config.PruneConfig, target: float, previous: float, train: Split,
+                 original_widths: dict) -> None:
     if cfg.method == "magnitude":
         pruning.prune_magnitude(model, target, cfg.scope)
         return
@@ -37,8 +38,10 @@ def _prune_round(model, cfg: config.PruneConfig, target: float, previous: float,
     if amount <= 0:  # e.g. one-shot: later rounds only fine-tune
         return
     calibration = (train.x[:CALIBRATION_IMAGES], train.y[:CALIBRATION_IMAGES])
+    # Per layer: widths from the original ones, so `round_to` rounding does not compound over rounds.
+    widths = None if cfg.scope == "global" else structured.target_widths(original_widths, target, cfg.round_to)
     structured.prune_channels(model, train.x[:2], amount, cfg.importance, calibration=calibration,
-                              global_pruning=cfg.scope == "global")
+                              global_pruning=cfg.scope == "global", widths=widths, round_to=cfg.round_to)
 
 
 def _measured_sparsity(model, cfg: config.PruneConfig, original_params: int) -> float:
@@ -55,12 +58,13 @@ def run(params: config.Params, root: Path) -> dict:
     model, spec = load_model(root, ModelRole.TEACHER, device)
     original = measure.parameters(model)
     schedule = get_schedule(cfg.schedule)(cfg.target_sparsity, cfg.rounds)
+    original_widths = structured.layer_widths(model) if cfg.method == "structured" else {}
     curve, previous = [], 0.0
     with tracking.stage_run(root, params, "prune") as run_id:
         tracking.log_metrics({"sparsity": 0.0, "val_accuracy": accuracy(model, splits["val"]),
                               "parameters": original}, step=0)
         for round_no, target in enumerate(schedule, start=1):
-            _prune_round(model, cfg, target, previous, train)
+            _prune_round(model, cfg, target, previous, train, original_widths)
             previous = target
             # Pruning replaces parameters (masks, or smaller tensors): a fresh optimizer sees the new ones.
             optimizer = adam(model.parameters(), cfg.finetune.lr, cfg.finetune.weight_decay)

@@ -6,7 +6,13 @@ from torch import nn
 
 from steps.compression import measure
 from steps.compression.models import ModelSpec, build
-from steps.compression.structured import IMPORTANCES, channel_keep_amounts, prune_channels
+from steps.compression.structured import (
+    IMPORTANCES,
+    channel_keep_amounts,
+    layer_widths,
+    prune_channels,
+    target_widths,
+)
 
 X = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 Y = torch.tensor([0, 3, 7, 9])
@@ -135,3 +141,22 @@ def test_rounds_of_keep_amounts_reach_the_cumulative_schedule():
         prune_channels(m, X[:1], amount, "l2")
         seen.append(widths(m)[0])
     assert seen == [48, 36, 30]
+
+
+def test_target_widths_round_down_to_multiples_from_the_original_widths():
+    m = build(ModelSpec(name="cnn", channels=[32, 64, 128], hidden=[256]))
+    original = layer_widths(m)
+    assert list(original.values()) == [32, 64, 128, 256]  # the output layer is not prunable
+    assert list(target_widths(original, 0.25, 16).values()) == [16, 48, 96, 192]
+    assert list(target_widths(original, 0.25).values()) == [24, 48, 96, 192]
+    assert list(target_widths(original, 0.95, 16).values()) == [16, 16, 16, 16]  # never below one block
+    with pytest.raises(ValueError, match="round_to"):
+        target_widths(original, 0.5, 0)
+
+
+def test_prune_channels_to_given_widths_keeps_the_others_whole():
+    m = model("cnn")
+    layers = list(layer_widths(m))
+    prune_channels(m, X[:1], 0.5, "l1", widths={layers[0]: 4, layers[1]: 16, layers[2]: 8})
+    assert widths(m) == [4, 16, 8, 10]  # the second conv was asked for all of its 16: untouched, not halved
+    assert m(X).shape == (4, 10)

@@ -209,6 +209,17 @@ def test_structured_prune_removes_channels(root, params):
     assert pruned(x).shape == (4, 10)
 
 
+def test_structured_prune_rounds_widths_without_compounding_over_rounds(root, params):
+    rounded = variant(params, prune={"method": "structured", "importance": "l1", "target_sparsity": 0.3,
+                                     "scope": "layer", "schedule": "linear", "rounds": 2, "round_to": 4})
+    prune.run(rounded, root)
+    pruned, _ = load_model(root, ModelRole.PRUNED)
+    # 8/16 channels and 32 neurons keep 70%, rounded down to multiples of 4, from the ORIGINAL widths: 4/8 and 20.
+    # Rounding each round's current widths instead would end at 4/8 and 16.
+    assert [pruned.features[0].out_channels, pruned.features[4].out_channels] == [4, 8]
+    assert pruned.classifier[1].out_features == 20
+
+
 def test_distill_with_hints_and_attention_from_the_unpruned_teacher(root, params):
     student = {"name": "cnn", "channels": [4, 8], "hidden": [16], "batch_norm": True}
     featured = variant(params, distill={
