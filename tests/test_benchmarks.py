@@ -10,15 +10,17 @@ from tests.conftest import REPO
 def test_compression_benchmark_runs_quick(idx_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "compression.py"), "--quick", "--raw-dir", str(idx_dir),
-         "--out", str(tmp_path)],
+         "--out", str(tmp_path), "--seeds", "2", "--jobs", "2"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
         env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},  # set in-process by MLflow
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 1 + 7  # header + teacher + six variants
-    assert "Goals (issue #8" in result.stdout and "teacher >= 92.5%" in result.stdout
-    assert "structured 50% channels" in result.stdout and "prune-then-distill" in result.stdout
+    assert "Goals (issue #8, means over 2 seed(s)" in result.stdout and "teacher >= 92.5%" in result.stdout
+    assert "multiples of 16" in result.stdout and "prune-then-distill" in result.stdout
+    # two seeds, two teachers: each goal lists its per-seed losses
+    assert "unstructured >= 90% sparsity" in result.stdout and "(per seed " in result.stdout
     assert not list(tmp_path.iterdir())  # quick numbers are never written as results
 
 
@@ -72,7 +74,7 @@ def test_mnist_subset_benchmark_runs_quick(tmp_path):
     assert "MNIST subset" in result.stdout and "pruned without retraining" in result.stdout
     curve = [ln for ln in result.stdout.splitlines() if ln.startswith("| ") and "of weights |" in ln]
     assert len(curve) == 3  # SPARSITIES[::3] under --quick
-    assert "| alone |" in result.stdout and "| distilled |" in result.stdout
+    assert "| 784-30-10 alone |" in result.stdout and "| 784-800-800-10 distilled |" in result.stdout
     assert not (tmp_path / "out").exists()
 
 
@@ -94,3 +96,18 @@ def test_mnist_subset_names_a_broken_package(tmp_path):
     result = _mnist_subset(tmp_path, "--package", str(package))
     assert result.returncode != 0
     assert str(package) in result.stderr and "package/src/digits/0.json" in result.stderr
+
+
+def test_overhead_benchmark_runs_quick(idx_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "overhead.py"), "--quick", "--raw-dir", str(idx_dir),
+         "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_HOME")},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| `shrinkflow run`, clean checkout |" in result.stdout and "| Prefect server start |" in result.stdout
+    # the no-change rerun hits every stage's cache; one changed distill param reruns distill and what follows
+    assert "Rerun, nothing changed: data=Cached, teacher=Cached" in result.stdout
+    assert "Stages that ran after the change: distill, export, quantize, evaluate, promote." in result.stdout
+    assert not list(tmp_path.iterdir())
