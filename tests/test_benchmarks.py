@@ -111,3 +111,16 @@ def test_overhead_benchmark_runs_quick(idx_dir, tmp_path):
     assert "Rerun, nothing changed: data=Cached, teacher=Cached" in result.stdout
     assert "Stages that ran after the change: distill, export, quantize, evaluate, promote." in result.stdout
     assert not list(tmp_path.iterdir())
+
+
+def test_widths_benchmark_runs_quick(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "widths.py"), "--quick", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # the rounded widths are the ones prune.round_to keeps: 25% of 32/64/128 and 256, multiples of 16
+    assert "| 25% of channels, round_to 16: 16/48/96 / 192 |" in result.stdout
+    assert "| 35% of channels, round_to 1: 21/42/83 / 166 |" in result.stdout
+    assert not list(tmp_path.iterdir())
