@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -72,3 +73,12 @@ def in_scratch(prefix: str, benchmark: Callable[[Path, dict], Any], raw: dict) -
         return benchmark(work, raw)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def commit() -> str:
+    """The checkout's git commit, with "+dirty" when files differ from it: results name the code that made them."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")

@@ -230,7 +230,7 @@ def main() -> None:
 def report(per_seed: list[list[dict]], raw: dict, args) -> None:
     rows = summarise(per_seed)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    meta = {"date": stamp, "quick": args.quick, "torch": torch.__version__, "threads": raw["threads"],
+    meta = {"date": stamp, "commit": common.commit(), "quick": args.quick, "torch": torch.__version__, "threads": raw["threads"],
             "cpu": platform.processor() or platform.machine(), "latency_batch_size": raw["evaluate"]["latency_batch_size"],
             "seeds": len(per_seed), "params": raw, "command": " ".join(sys.argv[1:])}
     text = (table(rows) + f"\nGoals (issue #8, means over {len(per_seed)} seed(s); loss = teacher minus model, "

@@ -236,7 +236,7 @@ def main() -> None:
         return  # tiny settings prove that it runs; their numbers mean nothing
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"date": stamp, "torch": torch.__version__, "threads": raw["threads"], "package": PACKAGE_URL,
+    meta = {"date": stamp, "commit": common.commit(), "torch": torch.__version__, "threads": raw["threads"], "package": PACKAGE_URL,
             "params": raw, "command": " ".join(sys.argv[1:])}
     (args.out / f"mnist-subset-{stamp}.json").write_text(json.dumps({"meta": meta, **result}, indent=2) + "\n")
     figure(result, args.out / f"mnist-subset-{stamp}.png")

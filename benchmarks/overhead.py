@@ -308,7 +308,7 @@ def main() -> None:
     if args.quick:
         return  # tiny settings prove that it runs; their numbers mean nothing
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    meta = {"date": stamp, "cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
+    meta = {"date": stamp, "commit": common.commit(), "cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
             "threads": raw["threads"], "params": raw}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"overhead-{stamp}.json").write_text(json.dumps({"meta": meta, **result}, indent=2) + "\n")

@@ -88,7 +88,7 @@ def main() -> None:
         return  # tiny settings prove that it runs; their numbers mean nothing
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"date": stamp, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+    meta = {"date": stamp, "commit": common.commit(), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
             "threads": raw["threads"], "evaluate": raw["evaluate"]}
     (args.out / f"widths-{stamp}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     (args.out / f"widths-{stamp}.md").write_text(
