@@ -35,7 +35,7 @@ from common import merge
 from steps import config, data, distill, export, prune, teacher
 from steps.evaluate import EAGER, ONNXRUNTIME, batch_key, measure_models
 from steps.names import ModelRole
-from steps.pipeline import DATA_DIR, model_files
+from steps.pipeline import DATA_DIR, model_files, model_path
 from steps.steputil import load_model
 
 # The rows issue #8's goals are checked on.
@@ -73,11 +73,29 @@ def quick(raw: dict) -> dict:
     })
 
 
+def _same_recipe(a: dict, b: dict) -> bool:
+    """Equal params apart from `threads` (how many cores trained a model, not what it is)."""
+    return {**a, "threads": None} == {**b, "threads": None}
+
+
+def _done(root: Path, role: ModelRole, raw: dict) -> bool:
+    """True when an earlier run left this model under `root` with the same params (--work reuses it)."""
+    previous = root / "params.yaml"
+    if (root / model_path(role)).exists() and previous.exists():
+        if not _same_recipe(yaml.safe_load(previous.read_text()), raw):
+            raise SystemExit(f"{root}: holds a model trained with other params; use another --work folder")
+        return True
+    shutil.rmtree(root, ignore_errors=True)  # nothing, or a run that stopped half-way: start it again
+    return False
+
+
 def train_base(work: Path, raw: dict) -> tuple[Path, config.Params]:
     """`work/base`: the data split and the teacher every variant starts from, with `raw` as its params."""
     base = work / "base"
-    base.mkdir(parents=True)
     params = config.validate(raw)
+    if _done(base, ModelRole.TEACHER, raw):
+        return base, params
+    base.mkdir(parents=True)
     (base / "params.yaml").write_text(yaml.safe_dump(raw))
     data.run(params, base)
     teacher.run(params, base)
@@ -107,8 +125,9 @@ def train_seed(work: Path, raw: dict) -> Models:
     models: Models = {"teacher": (base, ModelRole.TEACHER)}
     for i, (name, (overrides, role)) in enumerate(VARIANTS.items()):
         root = work / f"variant{i}"
-        root.mkdir()
-        run_variant(root, seed_project(root, base, merge(raw, overrides)), overrides)
+        if not _done(root, role, merge(raw, overrides)):
+            root.mkdir()
+            run_variant(root, seed_project(root, base, merge(raw, overrides)), overrides)
         models[name] = (root, role)
     return models
 
@@ -220,10 +239,16 @@ def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--seeds", type=int, default=1, help="seeds params.seed, +1, ...: each its own teacher")
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel (one torch thread each)")
+    parser.add_argument("--work", type=Path, help="keep the models in this folder (default: a temporary one) and "
+                        "reuse those an interrupted run with the same params finished")
     args = parser.parse_args()
     raw = common.params(args, quick)
     seeds = [raw["seed"] + i for i in range(args.seeds)]
-    per_seed = common.in_scratch("shrinkflow-bench-", lambda work, r: benchmark(work, r, seeds, args.jobs), raw)
+    if args.work:  # kept afterwards; models an interrupted run finished are reused
+        args.work.mkdir(parents=True, exist_ok=True)
+        per_seed = benchmark(args.work, raw, seeds, args.jobs)
+    else:
+        per_seed = common.in_scratch("shrinkflow-bench-", lambda work, r: benchmark(work, r, seeds, args.jobs), raw)
     report(per_seed, raw, args)
 
 

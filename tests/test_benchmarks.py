@@ -8,12 +8,15 @@ from tests.conftest import REPO
 
 
 def test_compression_benchmark_runs_quick(idx_dir, tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "compression.py"), "--quick", "--raw-dir", str(idx_dir),
-         "--out", str(tmp_path), "--seeds", "2", "--jobs", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},  # set in-process by MLflow
-    )
+    def run():
+        return subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "compression.py"), "--quick", "--raw-dir", str(idx_dir),
+             "--out", str(tmp_path / "out"), "--seeds", "2", "--jobs", "2", "--work", str(tmp_path / "work")],
+            cwd=REPO, capture_output=True, text=True, timeout=600,
+            env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},  # set in-process by MLflow
+        )
+
+    result = run()
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 1 + 7  # header + teacher + six variants
@@ -21,7 +24,15 @@ def test_compression_benchmark_runs_quick(idx_dir, tmp_path):
     assert "multiples of 16" in result.stdout and "prune-then-distill" in result.stdout
     # two seeds, two teachers: each goal lists its per-seed losses
     assert "unstructured >= 90% sparsity" in result.stdout and "(per seed " in result.stdout
-    assert not list(tmp_path.iterdir())  # quick numbers are never written as results
+    assert not (tmp_path / "out").exists()  # quick numbers are never written as results
+
+    # --work keeps the models; a second run reuses them all (same accuracies, nothing retrained)
+    teacher = (tmp_path / "work" / "seed0" / "base" / "models" / "teacher.safetensors").stat().st_mtime_ns
+    again = run()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "work" / "seed0" / "base" / "models" / "teacher.safetensors").stat().st_mtime_ns == teacher
+    accuracy = lambda text: [ln.split("|")[1:3] for ln in text.splitlines() if ln.startswith("| ")]  # noqa: E731
+    assert accuracy(again.stdout) == accuracy(result.stdout)
 
 
 def test_deploy_benchmark_runs_quick(idx_dir, tmp_path):
