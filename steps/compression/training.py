@@ -154,6 +154,6 @@ def cross_entropy_loss(split: Split, device: torch.device, augment: Augment | No
 
 def adam(parameters: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW with the fused kernel: on CPU, torch's default runs the update tensor by tensor in eight
-    separate ops (lerp_, mul_, addcmul_, sqrt, ...), 11% of a teacher epoch in the profile; fused is one
-    kernel, 6x faster per step on the default teacher (benchmarks/README.md, "Pipeline costs")."""
+    separate ops (lerp_, mul_, addcmul_, sqrt, ...); fused is one kernel per step (6x faster per step in
+    a micro-benchmark on a loaded machine; no measurable change of `make run`'s wall time)."""
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=True)
