@@ -1,14 +1,14 @@
 """Compression benchmark: every technique side by side on the same data and teacher, over seeds.
 
     .venv/bin/python benchmarks/compression.py            # full Fashion-MNIST, default params (~10 min, 2 cores)
-    .venv/bin/python benchmarks/compression.py --recipe benchmarks/recipes/fashion-93.yaml --seeds 3 --jobs 3
-                                                          # the README's table
+    .venv/bin/python benchmarks/compression.py --recipe benchmarks/recipes/fashion-93.yaml --seeds 3
+                                                          # the README's recipe, mean ± sd over 3 seeds
     .venv/bin/python benchmarks/compression.py --quick    # tiny settings: checks that it runs
 
 Runs the pipeline's own step functions (no Prefect, no registry) in a scratch
 directory: per seed one data split and one teacher, then each variant in its
-own project copy. Seeds train in parallel processes (--jobs, one torch thread
-each); afterwards every model is exported to ONNX and timed in this one
+own project copy. Seeds may train in parallel processes (--jobs, one torch
+thread each; on 2 cores this was slower than --jobs 1); afterwards every model is exported to ONNX and timed in this one
 process with `threads` threads, one seed after another, teacher first, so the
 latency ratios compare like with like on an otherwise idle machine. Writes a
 dated JSON + Markdown table to benchmarks/results/.
@@ -124,10 +124,10 @@ def train_seed(work: Path, raw: dict) -> Models:
     base, _ = train_base(work, raw)
     models: Models = {"teacher": (base, ModelRole.TEACHER)}
     for i, (name, (overrides, role)) in enumerate(VARIANTS.items()):
-        root = work / f"variant{i}"
-        if not _done(root, role, merge(raw, overrides)):
+        root, variant_raw = work / f"variant{i}", merge(raw, overrides)
+        if not _done(root, role, variant_raw):
             root.mkdir()
-            run_variant(root, seed_project(root, base, merge(raw, overrides)), overrides)
+            run_variant(root, seed_project(root, base, variant_raw), overrides)
         models[name] = (root, role)
     return models
 
@@ -156,7 +156,6 @@ def ratios(m: dict, reference: dict) -> dict:
 
 def benchmark(work: Path, raw: dict, seeds: list[int], jobs: int) -> list[list[dict]]:
     """Per seed, its rows; training in `jobs` processes, timing here, one seed after another."""
-    trained: dict[int, Models] = {}
     if jobs == 1:
         trained = {seed: train_seed(work / f"seed{seed}", {**raw, "seed": seed}) for seed in seeds}
     else:

@@ -164,7 +164,8 @@ def main() -> None:
 
 def report(result: dict, raw: dict, out: Path, quick_run: bool) -> None:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    meta = {"date": stamp, "commit": common.commit(), "quick": quick_run, "torch": torch.__version__, "threads": raw["threads"],
+    meta = {"date": stamp, "commit": common.commit(), "quick": quick_run, "torch": torch.__version__,
+            "threads": raw["threads"],
             "onnxruntime": __import__("onnxruntime").__version__, "cpu": platform.processor() or platform.machine(),
             "latency_warmup": raw["evaluate"]["latency_warmup"], "latency_repeats": raw["evaluate"]["latency_repeats"],
             "params": raw}

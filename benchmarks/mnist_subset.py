@@ -34,7 +34,7 @@ import common
 from common import merge
 from compression import seed_project, train_base
 from steps import config, data, distill, prune
-from steps.compression import pruning
+from steps.compression import measure, pruning
 from steps.compression.training import accuracy
 from steps.names import ModelRole
 from steps.steputil import load_model
@@ -142,8 +142,8 @@ def one_seed(work: Path, raw: dict, sparsities: tuple[float, ...]) -> dict:
             distill.run(seed_project(root, base, merge(raw, overrides)), root)
             model = load_model(root, ModelRole.STUDENT)[0]
             result["students"][f"{student} {mode}"] = {"error": 1 - accuracy(model, test),
-                                                       "parameters": sum(p.numel() for p in model.parameters())}
-    result["teacher_parameters"] = sum(p.numel() for p in teacher.parameters())
+                                                       "parameters": measure.parameters(model)}
+    result["teacher_parameters"] = measure.parameters(teacher)
     result["images"] = {name: len(split) for name, split in data.load_splits(base).items()}
     return result
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import copy
-import gzip
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -27,7 +25,7 @@ os.environ.pop("PREFECT_API_URL", None)
 from flows import runtime  # noqa: E402
 
 runtime.prepare(_STATE)
-from steps.data import write_idx  # noqa: E402,F401  (tests import it from here)
+from steps.data import write_idx  # noqa: E402
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 PROJECT_FILES = ("steps", "flows", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore", "pyproject.toml")

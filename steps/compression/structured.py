@@ -97,8 +97,7 @@ def target_widths(original: dict[nn.Module, int], sparsity: float, round_to: int
     """
     if not 0 <= sparsity < 1 or round_to < 1:
         raise ValueError(f"need 0 <= sparsity < 1 and round_to >= 1, got {sparsity}, {round_to}")
-    return {m: max(round_to, round(n * (1 - sparsity)) // round_to * round_to) if round_to > 1
-            else max(1, round(n * (1 - sparsity))) for m, n in original.items()}
+    return {m: max(round_to, round(n * (1 - sparsity)) // round_to * round_to) for m, n in original.items()}
 
 
 def _per_layer_ratios(model: nn.Module, amount: float) -> dict[nn.Module, float]:

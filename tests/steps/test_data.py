@@ -8,7 +8,8 @@ import pytest
 
 from steps import config, data
 from steps.pipeline import DATA_DIR, MANIFEST
-from tests.conftest import synthetic_images, tiny_params, write_idx
+from steps.data import write_idx
+from tests.conftest import synthetic_images, tiny_params
 
 
 @pytest.fixture
