@@ -33,10 +33,11 @@ import yaml
 import common
 from common import merge
 from steps import config, data, distill, export, prune, teacher
-from steps.evaluate import EAGER, ONNXRUNTIME, batch_key, measure_models
-from steps.names import ModelRole
-from steps.pipeline import DATA_DIR, model_files, model_path
-from steps.steputil import load_model
+from steps.core import datasets
+from steps.core.measurement import EAGER, ONNXRUNTIME, batch_key, measure_models
+from steps.core.names import ModelRole
+from steps.core.layout import DATA_DIR, model_files, model_path
+from steps.core.torchkit import load_model
 
 # The rows issue #8's goals are checked on.
 UNSTRUCTURED = "unstructured 91% (cubic, global)"
@@ -134,7 +135,7 @@ def train_seed(work: Path, raw: dict) -> Models:
 
 def measure_seed(work: Path, models: Models, params: config.Params) -> list[dict]:
     """Every model exported to ONNX (parity-checked), then all timed side by side, eager and ONNX Runtime."""
-    test = data.load_splits(models["teacher"][0], ("test",))["test"]
+    test = datasets.load_splits(models["teacher"][0], ("test",))["test"]
     onnx_files = {}
     for i, (name, (root, role)) in enumerate(models.items()):
         onnx_files[name] = work / "onnx" / f"{i}.onnx"

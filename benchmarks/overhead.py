@@ -40,7 +40,7 @@ import yaml
 # This script's folder is on sys.path when it runs.
 import common
 from common import REPO
-from steps.pipeline import STAGE_NAMES as STAGES
+from steps.core.dag import STAGE_NAMES as STAGES
 
 PROJECT_FILES = ("steps", "flows", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore",
                  "pyproject.toml")
@@ -105,9 +105,9 @@ class Stopwatch:
         setattr(owner, name, timed)
 
 
-TRACKING_CALLS = ("experiment_id", "log_metrics", "log_dataset", "log_model_files", "log_table", "log_figure",
-                  "log_dict", "set_tags", "log_registered_model", "alias_version", "set_alias", "tag_version",
-                  "version_exists", "run_metrics")
+TRACKING_CALLS = ("log_metrics", "log_dataset", "log_files", "log_table", "log_figure", "log_dict", "set_tags",
+                  "register", "log_deployable", "alias_version", "set_alias", "tag_version", "version_exists",
+                  "load_predictor")
 
 
 def instrument(watch: Stopwatch) -> None:
@@ -117,7 +117,7 @@ def instrument(watch: Stopwatch) -> None:
 
     for name in TRACKING_CALLS:
         watch.wrap(tracking, name, "mlflow")
-    watch.wrap_context(tracking, "stage_run", "mlflow")
+    watch.wrap_context(tracking, "open_run", "mlflow")
     watch.wrap(storage, "commit_stage", "dvc_commit")
     watch.wrap(storage, "push", "dvc_push")
     for i, name in enumerate(STAGES):

@@ -1,4 +1,4 @@
-"""The main Prefect flow: the stages of steps/pipeline.py as cached tasks.
+"""The main Prefect flow: the stages of steps/core/dag.py as cached tasks.
 
 Each stage is a task whose cache key is the content of its dependency files
 (code included), its params sections and the project root: the same identity
@@ -21,9 +21,12 @@ from prefect.context import TaskRunContext, get_run_context
 from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
-from steps import config, profiles, registry, storage, tracking
-from steps.hashing import content_hash
-from steps.pipeline import PROMOTION, STAGES, Stage, stage
+from steps import config, storage, tracking
+from steps.core import lineage, profiles
+from steps.core.dag import STAGES, Stage, stage
+from steps.core.hashing import content_hash
+from steps.core.layout import PROMOTION
+from steps.registry.lock import TRIGGER_ENV
 
 REGISTRY_STAGE = "promote"
 """The stage with an output outside the project (the registry). Nothing is registered before its data
@@ -55,7 +58,8 @@ def outputs_intact(root: Path, st: Stage, recorded: dict[str, str]) -> bool:
         return False
     if st.name == REGISTRY_STAGE:
         decision = json.loads((root / PROMOTION).read_text())
-        return tracking.version_exists(root, decision["model_name"], decision["version"])
+        tracking.use_store(root)
+        return tracking.version_exists(decision["model_name"], decision["version"])
     return True
 
 
@@ -134,10 +138,7 @@ def _trigger(flow_run) -> str:
 
 def _promotion_summary(root: str) -> str:
     """'promoted: ...' or 'not promoted: <gate>, ...' from the promote stage's decision."""
-    from steps.report import promotion_line
-
-    decision = json.loads((Path(root) / PROMOTION).read_text())
-    return decision.get("summary") or promotion_line(decision)  # a promotion.json cached from before gates had one
+    return json.loads((Path(root) / PROMOTION).read_text())["summary"]
 
 
 @flow(name="compress", log_prints=True)
@@ -148,11 +149,11 @@ def compress(root: str = "."):
     root = str(Path(root).resolve())
     params = config.load(root)  # refuse a bad params.yaml before any task runs
     profile, source = profiles.select(Path(root))
-    remote = profiles.activate(Path(root), profile)  # e.g. the S3 remote of the services profile
+    remote = storage.use_profile(Path(root), profile)  # e.g. the S3 remote of the services profile
     logger.info("profile %s (from %s)", profile.name, source)
     flow_run = get_run_context().flow_run
-    os.environ[tracking.PIPELINE_RUN_ENV] = str(flow_run.id)
-    os.environ[registry.TRIGGER_ENV] = _trigger(flow_run)
+    os.environ[lineage.PIPELINE_RUN_ENV] = str(flow_run.id)
+    os.environ[TRIGGER_ENV] = _trigger(flow_run)
     states: dict[str, str] = {}
     pushed = 0
     for st in STAGES:

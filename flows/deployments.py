@@ -17,14 +17,7 @@ the ephemeral one Prefect starts on its own runs no scheduler.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated
-
-import typer
-
-from flows import runtime
-from flows.console import RootOption, console, fail
 
 SERVE_LIMIT = 1
 """One run at a time: runs share one checkout, and DVC holds a repository lock while it records a stage."""
@@ -39,33 +32,15 @@ def schedule_for(cfg, interval_s: float | None):
     return Cron(cfg.cron, timezone=cfg.timezone)
 
 
-def serve(
-    root: RootOption = Path("."),
-    interval: Annotated[float | None, typer.Option(
-        min=1, help="run every N seconds instead of the cron in params.yaml (demos, tests)")] = None,
-) -> None:
-    """Serve the pipeline on its schedule (params.yaml `schedule`) until stopped (Ctrl-C)."""
-    from steps import config
-
-    root = root.resolve()
-    try:
-        params = config.load(root)
-    except config.ConfigError as err:
-        fail(str(err))
-    if not os.environ.get("PREFECT_API_URL"):
-        fail("shrinkflow serve needs a Prefect server with a scheduler: run `prefect server start` and set "
-             "PREFECT_API_URL (e.g. http://127.0.0.1:4200/api); Prefect's ephemeral server schedules nothing")
-    runtime.prepare(root)
+def serve_flow(root: Path, cfg, interval_s: float | None) -> None:
+    """Serve the main flow as deployment `cfg.deployment` on its schedule until stopped (blocks)."""
     from prefect.deployments.runner import EntrypointType
 
     from flows.compress import compress
 
-    cfg = params.schedule
-    when = f"every {interval:g} s" if interval is not None else f"cron '{cfg.cron}' ({cfg.timezone})"
-    console.print(f"serving deployment compress/{cfg.deployment} for {root}: {when}", highlight=False)
     compress.serve(
         name=cfg.deployment,
-        schedules=[schedule_for(cfg, interval)],
+        schedules=[schedule_for(cfg, interval_s)],
         parameters={"root": str(root)},
         tags=["shrinkflow", "scheduled"],
         limit=SERVE_LIMIT,

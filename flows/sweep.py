@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -34,13 +33,15 @@ from prefect import flow, get_run_logger, task
 from prefect_dask import DaskTaskRunner
 
 from flows.compress import run_recorded
-from flows.runtime import STATE_DIR
-from steps import config, frontier, tracking
-from steps.data import load_splits
-from steps.evaluate import measure_models
-from steps.names import ModelRole, Tag
-from steps.pipeline import DATA_DIR, metrics_path, model_files, stage
-from steps.report import close_figure
+from steps import config, tracking
+from steps.core import frontier, lineage
+from steps.core.dag import stage
+from steps.core.datasets import load_splits
+from steps.core.layout import DATA_DIR, STATE_DIR, metrics_path, model_files
+from steps.core.measurement import measure_models
+from steps.core.names import ModelRole, Tag
+from steps.core.reports import close_figure
+from steps.core.results import TeacherResult
 
 SHARED_STAGES = ("data", "teacher")
 MEMBER_STAGES = ("prune", "distill")
@@ -95,6 +96,27 @@ def run_sweep(root: Path, grid: dict | None = None, address: str | None = None, 
         return sweep.with_options(task_runner=task_runner(params, address, workers))(root=str(root), grid=grid)
 
 
+@contextlib.contextmanager
+def sweep_run(root: Path, params: config.Params, grid: dict, run_name: str):
+    """The parent run of a sweep, holding its grid; yields the run id."""
+    tags = {**lineage.code_tags(root), Tag.SWEEP: "parent"}
+    with tracking.client_run(root, params.tracking.experiment, run_name, tags) as run_id:
+        tracking.log_run_dict(run_id, grid, "sweep/grid.json")
+        tracking.log_run_params(run_id, {f"grid.{key}": ",".join(map(str, values)) for key, values in grid.items()})
+        yield run_id
+
+
+@contextlib.contextmanager
+def member_run(root: Path, params: config.Params, parent_run_id: str, name: str, overrides: dict):
+    """A sweep member's run, nested under the sweep's parent run, with its overrides as params."""
+    label = ", ".join(f"{k}={v}" for k, v in overrides.items())
+    tags = {**lineage.code_tags(root), tracking.PARENT_RUN_TAG: parent_run_id, Tag.SWEEP: name,
+            Tag.SWEEP_LABEL: label}
+    with tracking.client_run(root, params.tracking.experiment, f"{name}: {label}", tags) as run_id:
+        tracking.log_run_params(run_id, overrides)
+        yield run_id
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     """Hard links: the data split can be large and no stage writes into its inputs (files are replaced by rename)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +143,8 @@ def train_member(member_root: str, name: str, raw_params: dict, overrides: dict,
     """Run the member stages in the member's directory (on a Dask worker); returns its MLflow run id."""
     tracking.record_into(tracking_uri)
     params, root = config.validate(raw_params, source=f"sweep member {name}"), Path(member_root)
-    with tracking.member_run(root, params, parent_run_id, name, overrides) as run_id:
-        stage_runs = [importlib.import_module(stage(s).module).run(params, root)["mlflow_run_id"]
+    with member_run(root, params, parent_run_id, name, overrides) as run_id:
+        stage_runs = [importlib.import_module(stage(s).module).run(params, root).mlflow_run_id
                       for s in MEMBER_STAGES]
         tracking.adopt_runs(run_id, stage_runs)
     return run_id
@@ -168,9 +190,9 @@ def sweep(root: str = ".", grid: dict | None = None) -> dict:
     members = config.sweep_members(params, grid, "sweep grid")
     shared = {name: run_recorded(str(root_path), stage(name)) for name in SHARED_STAGES}
     run_name = f"sweep {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} ({len(members)} members)"
-    with tracking.sweep_run(root_path, params, grid, run_name) as parent_run_id:
-        teacher = json.loads((root_path / metrics_path("teacher")).read_text())
-        tracking.set_run_tags(parent_run_id, {Tag.TEACHER_RUN: teacher["mlflow_run_id"]})
+    with sweep_run(root_path, params, grid, run_name) as parent_run_id:
+        teacher = TeacherResult.read(root_path / metrics_path("teacher"))
+        tracking.set_run_tags(parent_run_id, {Tag.TEACHER_RUN: teacher.mlflow_run_id})
         workdir = root_path / SWEEPS_DIR / parent_run_id
         futures = {}
         for m in members:

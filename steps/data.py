@@ -3,7 +3,7 @@
 Reads the standard IDX format (as published by Zalando, or Debian's
 `dataset-fashion-mnist` package) from `data.raw_dir`. Writes uncompressed
 .npz splits and `manifest.json` with the sha256 of every file; every reader
-(`load_splits`) re-checks those hashes, so a tampered or truncated file is
+(`steps.core.datasets.load_splits`) re-checks those hashes, so a tampered or truncated file is
 refused with its name before any training starts.
 """
 
@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from steps import config
-from steps.hashing import sha256
-from steps.pipeline import DATA_DIR, MANIFEST
+from steps.core.datasets import DataError, check_pair
+from steps.core.hashing import sha256
+from steps.core.layout import DATA_DIR
+from steps.core.results import DataResult
 
 RAW_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -30,16 +32,11 @@ RAW_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-SPLITS = ("train", "val", "test")
 WHERE_TO_GET = (
     "install Debian's package (apt-get install dataset-fashion-mnist, files land in "
     "/usr/share/datasets/fashion-mnist) or download the four .gz files from "
     "github.com/zalandoresearch/fashion-mnist (data/fashion) and set data.raw_dir in params.yaml"
 )
-
-
-class DataError(ValueError):
-    """Input data is missing, corrupt, tampered with or malformed; names the file."""
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -79,21 +76,8 @@ def read_raw(raw_dir: Path) -> dict[str, np.ndarray]:
     arrays = {key: read_idx(raw_dir / name) for key, name in RAW_FILES.items()}
     for part in ("train", "test"):
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
-        _check_pair(images, labels, f"{raw_dir}/{RAW_FILES[f'{part}_images']}")
+        check_pair(images, labels, f"{raw_dir}/{RAW_FILES[f'{part}_images']}", len(CLASSES))
     return arrays
-
-
-def _check_pair(images: np.ndarray, labels: np.ndarray, where: str) -> None:
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f"{where}: expected images of shape (N, 28, 28), got {images.shape}")
-    if labels.shape != (len(images),):
-        raise DataError(f"{where}: {len(images)} images but labels of shape {labels.shape}")
-    if len(labels) == 0:
-        raise DataError(f"{where}: empty split")
-    if labels.dtype != np.uint8 or images.dtype != np.uint8:
-        raise DataError(f"{where}: expected uint8 arrays, got {images.dtype}/{labels.dtype}")
-    if labels.max() >= len(CLASSES):
-        raise DataError(f"{where}: label {int(labels.max())} out of range 0..{len(CLASSES) - 1}")
 
 
 def split(arrays: dict[str, np.ndarray], cfg: config.DataConfig, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -113,7 +97,7 @@ def split(arrays: dict[str, np.ndarray], cfg: config.DataConfig, seed: int) -> d
     }
 
 
-def write_splits(root: Path, splits: dict, raw_hashes: dict[str, str], seed: int) -> dict:
+def write_splits(root: Path, splits: dict, raw_hashes: dict[str, str], seed: int) -> DataResult:
     """Write splits + manifest into a temp dir, then swap it in whole."""
     out = root / DATA_DIR
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,15 +110,9 @@ def write_splits(root: Path, splits: dict, raw_hashes: dict[str, str], seed: int
             np.savez(path, images=images, labels=labels)
             files[f"{name}.npz"] = {"sha256": sha256(path), "rows": len(labels)}
         train_x = splits["train"][0].astype(np.float64) / 255.0
-        manifest = {
-            "dataset": "fashion-mnist",
-            "classes": list(CLASSES),
-            "seed": seed,
-            "files": files,
-            "raw": raw_hashes,
-            "normalization": {"mean": float(train_x.mean()), "std": float(train_x.std())},
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        manifest = DataResult(dataset="fashion-mnist", classes=list(CLASSES), seed=seed, files=files, raw=raw_hashes,
+                              normalization={"mean": float(train_x.mean()), "std": float(train_x.std())})
+        (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -144,7 +122,7 @@ def write_splits(root: Path, splits: dict, raw_hashes: dict[str, str], seed: int
     return manifest
 
 
-def run(params: config.Params, root: Path) -> dict:
+def run(params: config.Params, root: Path) -> DataResult:
     """Build the splits from the raw IDX files; returns the manifest."""
     raw_dir = Path(params.data.raw_dir)
     if not raw_dir.is_absolute():
@@ -154,48 +132,8 @@ def run(params: config.Params, root: Path) -> dict:
     return write_splits(root, split(arrays, params.data, params.seed), raw_hashes, params.seed)
 
 
-def read_manifest(root: Path) -> dict:
-    path = root / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing; run the data stage first") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: corrupt manifest: {err}") from None
-
-
-def load_arrays(root: Path, name: str, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
-    """One split's uint8 images and labels, refused unless its sha256 matches the manifest."""
-    path = root / DATA_DIR / f"{name}.npz"
-    entry = manifest["files"].get(f"{name}.npz")
-    if entry is None or not path.is_file():
-        raise DataError(f"{path}: missing split file")
-    if sha256(path) != entry["sha256"]:
-        raise DataError(f"{path}: sha256 does not match {MANIFEST}; the file was changed or truncated")
-    with np.load(path, allow_pickle=False) as npz:
-        images, labels = npz["images"], npz["labels"]
-    _check_pair(images, labels, str(path))
-    return images, labels
-
-
-def load_splits(root: Path, names: tuple[str, ...] = SPLITS):
-    """Hash-checked, normalised tensors for training: {name: training.Split}."""
-    import torch
-
-    from steps.compression.training import Split
-
-    manifest = read_manifest(root)
-    mean, std = manifest["normalization"]["mean"], manifest["normalization"]["std"]
-    result = {}
-    for name in names:
-        images, labels = load_arrays(root, name, manifest)
-        x = (torch.from_numpy(images).float().div_(255.0).sub_(mean).div_(std)).unsqueeze(1)
-        result[name] = Split(x=x, y=torch.from_numpy(labels.astype(np.int64)))
-    return result
-
-
 def main() -> None:
-    from steps.stage_main import run_stage_main
+    from steps.core.stage import run_stage_main
 
     run_stage_main("data", run, sys.argv[1:])
 

@@ -16,15 +16,16 @@ from pathlib import Path
 import torch
 
 from steps import config, tracking
-from steps.compression import augment, checkpoint, measure
+from steps.compression import augment, measure
 from steps.compression.distillation import DistillationObjective, KDLoss
 from steps.compression.features import FeatureTap
 from steps.compression.models import build
 from steps.compression.training import Split, StepLoss, accuracy, adam, predict_logits, train_epochs
-from steps.data import load_splits
-from steps.names import ModelRole
-from steps.pipeline import metrics_path
-from steps.steputil import load_model, save_model, setup, spec_from
+from steps.core import datasets, lineage
+from steps.core.layout import metrics_path, model_files
+from steps.core.names import Artifact, ModelRole
+from steps.core.results import DistillResult
+from steps.core.torchkit import load_model, save_model, setup, spec_from
 
 
 def _pairs(section: config.FeatureLossConfig) -> list[tuple[str, str]]:
@@ -61,9 +62,9 @@ def feature_loss(objective: DistillationObjective, teacher, train: Split, device
     return step
 
 
-def run(params: config.Params, root: Path) -> dict:
+def run(params: config.Params, root: Path) -> DistillResult:
     device, generator = setup(params)
-    splits = load_splits(root, ("train", "val"))
+    splits = datasets.load_splits(root, ("train", "val"))
     train, cfg = splits["train"], params.distill
     teacher_role = ModelRole.PRUNED if cfg.teacher == "pruned" else ModelRole.TEACHER
     teacher, _ = load_model(root, teacher_role, device)
@@ -80,7 +81,7 @@ def run(params: config.Params, root: Path) -> dict:
     else:
         step_loss = logits_only_loss(cfg, teacher, train, device)
 
-    with tracking.stage_run(root, params, "distill") as run_id:
+    with tracking.open_run(root, **lineage.stage_run(root, params, "distill")) as run_id:
         def on_epoch(epoch: int, loss: float) -> None:
             tracking.log_metrics({"train_loss": loss, "val_accuracy": accuracy(student, splits["val"])}, step=epoch)
 
@@ -88,24 +89,19 @@ def run(params: config.Params, root: Path) -> dict:
         train_epochs(student, optimizer, len(train), cfg.train.batch_size, cfg.train.epochs, step_loss,
                      generator=generator, description="distill", on_epoch=on_epoch,
                      lr_schedule=cfg.train.lr_schedule)
-        metrics = {
-            "teacher": teacher_role.value,
-            "val_accuracy": accuracy(student, splits["val"]),
-            "teacher_val_accuracy": accuracy(teacher, splits["val"]),
-            "parameters": measure.parameters(student),
-            "mlflow_run_id": run_id,
-        }
+        result = DistillResult(teacher_role.value, accuracy(student, splits["val"]), accuracy(teacher, splits["val"]),
+                               measure.parameters(student), run_id)
         save_model(root, ModelRole.STUDENT, student, student_spec,
                    {"stage": "distill", "teacher": teacher_role.value, "temperature": cfg.temperature,
                     "alpha": cfg.alpha})
-        tracking.log_metrics({"final_val_accuracy": metrics["val_accuracy"], "parameters": metrics["parameters"]})
-        tracking.log_model_files(root, ModelRole.STUDENT)
-    checkpoint.write_json(root / metrics_path("distill"), metrics)
-    return metrics
+        tracking.log_metrics({"final_val_accuracy": result.val_accuracy, "parameters": result.parameters})
+        tracking.log_files([root / f for f in model_files(ModelRole.STUDENT)], Artifact.MODEL_FILES)
+    result.write(root / metrics_path("distill"))
+    return result
 
 
 def main() -> None:
-    from steps.stage_main import run_stage_main
+    from steps.core.stage import run_stage_main
 
     run_stage_main("distill", run, sys.argv[1:])
 

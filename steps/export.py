@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 
 from steps import config, tracking
-from steps.compression import checkpoint, measure, onnx_export
-from steps.data import load_splits
-from steps.hashing import sha256
-from steps.names import ModelRole
-from steps.pipeline import metrics_path, onnx_path
-from steps.steputil import load_model
+from steps.compression import measure, onnx_export
+from steps.core import datasets, lineage
+from steps.core.hashing import sha256
+from steps.core.layout import metrics_path, onnx_path
+from steps.core.names import ModelRole
+from steps.core.results import ExportResult
+from steps.core.torchkit import load_model
 
 
 def export_one(model, x: torch.Tensor, y: torch.Tensor, path: Path, cfg: config.ExportConfig, threads: int) -> dict:
@@ -34,23 +35,22 @@ def export_one(model, x: torch.Tensor, y: torch.Tensor, path: Path, cfg: config.
     return {**parity.to_dict(), "file_bytes": measure.file_size(path), "sha256": sha256(path)}
 
 
-def run(params: config.Params, root: Path) -> dict:
+def run(params: config.Params, root: Path) -> ExportResult:
     torch.set_num_threads(params.threads)
     cfg = params.export
-    test = load_splits(root, ("test",))["test"]
+    test = datasets.load_splits(root, ("test",))["test"]
     x, y = test.x[: cfg.parity_images], test.y[: cfg.parity_images]
     models = {role.value: export_one(load_model(root, role)[0], x, y, root / onnx_path(role), cfg, params.threads)
               for role in ModelRole}
-    result = {"models": models, "opset": cfg.opset, "exporter": cfg.exporter}
-    with tracking.stage_run(root, params, "export") as run_id:
+    with tracking.open_run(root, **lineage.stage_run(root, params, "export")) as run_id:
         tracking.log_metrics({f"{role}.{k}": v for role, m in models.items() for k, v in m.items() if k != "sha256"})
-        result["mlflow_run_id"] = run_id
-    checkpoint.write_json(root / metrics_path("export"), result)
+    result = ExportResult(models, cfg.opset, cfg.exporter, run_id)
+    result.write(root / metrics_path("export"))
     return result
 
 
 def main() -> None:
-    from steps.stage_main import run_stage_main
+    from steps.core.stage import run_stage_main
 
     run_stage_main("export", run, sys.argv[1:])
 

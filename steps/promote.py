@@ -11,31 +11,31 @@ Order matters for failures: everything that can fail (loading, registering,
 re-evaluating the champion) happens before any alias moves, so a crash leaves
 `@champion` where it was. The read-decide-move sequence runs under the
 registry lock, and every decision is appended to the promotion history
-(steps/registry.py), so two pipelines finishing at once are decided one after
+(steps/registry/), so two pipelines finishing at once are decided one after
 the other, each against the champion the other left.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from steps import config, lineage, quantize, registry, storage, tracking
-from steps.compression import checkpoint
-from steps.data import load_splits
-from steps.hashing import sha256
-from steps.names import Alias, ModelRole, Tag
-from steps.pipeline import PROMOTION, REPORT, STAGES, model_path
-from steps.steputil import load_model
+from steps import config, storage, tracking
+from steps.core import datasets, lineage
+from steps.core.dag import LINEAGE_SECTIONS
+from steps.core.files import write_json
+from steps.core.hashing import sha256
+from steps.core.layout import PROMOTION, REPORT, deployable_files, model_files, model_path
+from steps.core.names import Alias, Artifact, ModelRole, Tag
+from steps.core.results import EvaluateReport
+from steps.core.torchkit import load_model
+from steps.registry import aliases, artifacts, history
+from steps.registry.lock import promotion_lock
 
-PREVIOUS_ALIAS = Alias.PREVIOUS
 BEAT_CHAMPION_GATE = "min_improvement"
-LINEAGE_SECTIONS = tuple(sorted({section for st in STAGES for section in st.params}))
-"""The params.yaml sections that make a model (every stage's); the schedule, for one, does not."""
 
 
 @dataclass(frozen=True)
@@ -97,12 +97,10 @@ def quality_gates(report: dict, cfg: config.PromoteConfig) -> list[Gate]:
 
 def champion_accuracy(model_name: str, x: np.ndarray, y: np.ndarray) -> tuple[int | None, float | None]:
     """The current champion's version and its accuracy on (x, y), loaded through MLflow."""
-    import mlflow
-
     current = tracking.alias_version(model_name, Alias.CHAMPION)
     if current is None:
         return None, None
-    predict = mlflow.pyfunc.load_model(f"models:/{model_name}/{current.version}").predict
+    predict = tracking.load_predictor(model_name, int(current.version)).predict
     logits = np.concatenate([np.asarray(predict(x[i : i + 1024])) for i in range(0, len(x), 1024)])
     return int(current.version), float((logits.argmax(1) == y).mean())
 
@@ -130,45 +128,50 @@ def judge(gates: list[Gate], accuracy: float, model_name: str, version: int, inc
                     incumbent_acc, [g.name for g in gates if not g.passed])
 
 
-def run(params: config.Params, root: Path) -> dict:
+def run(params: config.Params, root: Path) -> Decision:
     cfg = params.promote
-    report = json.loads((root / REPORT).read_text())
+    report = EvaluateReport.read(root / REPORT).to_dict()
     accuracy = report["models"][ModelRole.STUDENT]["accuracy"]
     gates = quality_gates(report, cfg)
-    test = load_splits(root, ("test",))["test"]
+    test = datasets.load_splits(root, ("test",))["test"]
     x, y = test.x.numpy(), test.y.numpy()
     student, _ = load_model(root, ModelRole.STUDENT)
-    with tracking.stage_run(root, params, "promote") as run_id:
-        tracking.log_model_files(root, ModelRole.STUDENT)  # the audit rebuilds and re-measures from these
+    with tracking.open_run(root, **lineage.stage_run(root, params, "promote")) as run_id:
+        # the audit rebuilds and re-measures from these
+        tracking.log_files([root / f for f in model_files(ModelRole.STUDENT)], Artifact.MODEL_FILES)
         tracking.log_dict(params.model_dump(mode="json"), "params.json")  # the audit compares params.yaml to it
-        version = tracking.log_registered_model(student, x[:2], cfg.model_name)
+        version = tracking.register(student, x[:2], cfg.model_name)
         # Deployable ONNX files (issue 9): logged with this version, sha256 of each as a version tag.
-        tracking.log_deployable(root, cfg.model_name, version, *quantize.deployable_files(root))
-        digests = registry.artifact_digests(cfg.model_name, version, run_id)
+        tracking.log_deployable(cfg.model_name, version, *deployable_files(root))
+        digests = artifacts.artifact_digests(cfg.model_name, version, run_id)
         tracking.log_dict(digests, "artifacts.json")
-        lineage = lineage_tags(root, params, report, run_id) | {Tag.ARTIFACTS_SHA256: registry.digest_of(digests)}
-        tracking.tag_version(cfg.model_name, version, lineage)
-        with registry.promotion_lock(cfg.model_name, cfg.lock_timeout_s):
+        tags = lineage_tags(root, params, report, run_id) | {Tag.ARTIFACTS_SHA256: artifacts.digest_of(digests)}
+        tracking.tag_version(cfg.model_name, version, tags)
+        with promotion_lock(cfg.model_name, cfg.lock_timeout_s):
             incumbent_version, incumbent_acc = champion_accuracy(cfg.model_name, x, y)
             decision = judge(gates, accuracy, cfg.model_name, version, incumbent_version, incumbent_acc,
                              cfg.min_improvement)
-            record(decision, lineage, report)
+            record(decision, tags, report)
         gate_values = {f"gate.{g.name}": g.value for g in decision.gates}
         tracking.log_metrics(gate_values | {"promoted": float(decision.promoted)})
-        tracking.set_tags({f"shrinkflow.gate.{g.name}": g.verdict for g in decision.gates})
+        tracking.set_tags(gate_tags(decision.gates))
         tracking.log_dict(decision.to_dict(), "decision.json")
-    checkpoint.write_json(root / PROMOTION, decision.to_dict())
-    return decision.to_dict()
+    write_json(root / PROMOTION, decision.to_dict())
+    return decision
+
+
+def gate_tags(gates: list[Gate]) -> dict[str, str]:
+    return {f"{Tag.GATE}.{g.name}": g.verdict for g in gates}
 
 
 def record(decision: Decision, lineage: dict[str, str], report: dict) -> None:
     """Move the aliases, tag the version with the decision and its gates, append to the history (under the lock)."""
     name, version = decision.model_name, decision.version
     if decision.promoted:
-        moves = registry.take_champion(name, version)
+        moves = aliases.take_champion(name, version)
     else:
-        moves = registry.become_challenger(name, version)
-    event = registry.Event(
+        moves = aliases.become_challenger(name, version)
+    event = history.Event(
         name, "promoted" if decision.promoted else "rejected", version, decision.reason, decision.incumbent_version,
         version if decision.promoted else decision.incumbent_version, moves,
         gates={g.name: g.verdict for g in decision.gates},
@@ -178,11 +181,11 @@ def record(decision: Decision, lineage: dict[str, str], report: dict) -> None:
         lineage={k: v for k, v in lineage.items() if k in LINEAGE_KEYS},
     )
     tracking.tag_version(name, version, {
-        **registry.decision_tags("promoted" if decision.promoted else "rejected", decision.reason, event.time,
-                                 event.trigger),
-        **{f"shrinkflow.gate.{g.name}": g.verdict for g in decision.gates},
+        **aliases.decision_tags("promoted" if decision.promoted else "rejected", decision.reason, event.time,
+                                event.trigger),
+        **gate_tags(decision.gates),
     })
-    registry.record(event)
+    history.record(event)
 
 
 LINEAGE_KEYS = (Tag.GIT_COMMIT, Tag.GIT_DIRTY, Tag.DATA_HASH, Tag.PARAMS_HASH, Tag.MODEL_SHA256, Tag.PROMOTE_RUN)
@@ -191,19 +194,18 @@ LINEAGE_KEYS = (Tag.GIT_COMMIT, Tag.GIT_DIRTY, Tag.DATA_HASH, Tag.PARAMS_HASH, T
 def lineage_tags(root: Path, params: config.Params, report: dict, run_id: str) -> dict[str, str]:
     """What an auditor needs to re-prove this version."""
     return {
-        Tag.GIT_COMMIT: lineage.git_commit(root),
-        Tag.GIT_DIRTY: str(lineage.git_dirty(root)).lower(),
+        **lineage.code_tags(root),
         Tag.DATA_HASH: storage.data_hash(root) or "unrecorded",
         Tag.PARAMS_HASH: params.section_hash(*LINEAGE_SECTIONS),
         Tag.MODEL_SHA256: sha256(root / model_path(ModelRole.STUDENT)),
         Tag.PROMOTE_RUN: run_id,
         Tag.EVALUATE_RUN: report.get("mlflow_run_id", "unrecorded"),
-        "shrinkflow.accuracy": f"{report['models'][ModelRole.STUDENT]['accuracy']:.6f}",
+        Tag.ACCURACY: f"{report['models'][ModelRole.STUDENT]['accuracy']:.6f}",
     }
 
 
 def main() -> None:
-    from steps.stage_main import run_stage_main
+    from steps.core.stage import run_stage_main
 
     run_stage_main("promote", run, sys.argv[1:])
 

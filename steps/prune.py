@@ -15,15 +15,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
 from steps import config, tracking
-from steps.compression import checkpoint, measure, pruning, structured
+from steps.compression import measure, pruning, structured
 from steps.compression.schedules import get_schedule
 from steps.compression.training import Split, accuracy, adam, train_epochs
-from steps.data import load_splits
-from steps.names import ModelRole
-from steps.pipeline import metrics_path
-from steps.steputil import load_model, regularised_loss, save_model, setup
+from steps.core import datasets, lineage
+from steps.core.layout import metrics_path, model_files
+from steps.core.names import Artifact, ModelRole
+from steps.core.results import PruneResult
+from steps.core.torchkit import load_model, regularised_loss, save_model, setup
 
 CALIBRATION_IMAGES = 256
 """Images whose gradients rank channels for data-driven (Taylor) importance."""
@@ -51,16 +51,16 @@ def _measured_sparsity(model, cfg: config.PruneConfig, original_params: int) -> 
     return 1 - measure.parameters(model) / original_params
 
 
-def run(params: config.Params, root: Path) -> dict:
+def run(params: config.Params, root: Path) -> PruneResult:
     device, generator = setup(params)
-    splits = load_splits(root, ("train", "val"))
+    splits = datasets.load_splits(root, ("train", "val"))
     train, cfg = splits["train"], params.prune
     model, spec = load_model(root, ModelRole.TEACHER, device)
     original = measure.parameters(model)
     schedule = get_schedule(cfg.schedule)(cfg.target_sparsity, cfg.rounds)
     original_widths = structured.layer_widths(model) if cfg.method == "structured" else {}
     curve, previous = [], 0.0
-    with tracking.stage_run(root, params, "prune") as run_id:
+    with tracking.open_run(root, **lineage.stage_run(root, params, "prune")) as run_id:
         tracking.log_metrics({"sparsity": 0.0, "val_accuracy": accuracy(model, splits["val"]),
                               "parameters": original}, step=0)
         for round_no, target in enumerate(schedule, start=1):
@@ -79,24 +79,17 @@ def run(params: config.Params, root: Path) -> dict:
             curve.append(point)
             tracking.log_metrics({k: v for k, v in point.items() if k != "round"}, step=round_no)
         pruning.fold(model)
-        metrics = {
-            "method": cfg.method,
-            "sparsity": _measured_sparsity(model, cfg, original),
-            "parameters": measure.parameters(model),
-            "val_accuracy": accuracy(model, splits["val"]),
-            "layer_sparsity": pruning.layer_sparsity(model),
-            "curve": curve,
-            "mlflow_run_id": run_id,
-        }
+        result = PruneResult(cfg.method, _measured_sparsity(model, cfg, original), measure.parameters(model),
+                             accuracy(model, splits["val"]), pruning.layer_sparsity(model), curve, run_id)
         save_model(root, ModelRole.PRUNED, model, spec,
-                   {"stage": "prune", "method": cfg.method, "sparsity": metrics["sparsity"], "schedule": cfg.schedule})
-        tracking.log_model_files(root, ModelRole.PRUNED)
-    checkpoint.write_json(root / metrics_path("prune"), metrics)
-    return metrics
+                   {"stage": "prune", "method": cfg.method, "sparsity": result.sparsity, "schedule": cfg.schedule})
+        tracking.log_files([root / f for f in model_files(ModelRole.PRUNED)], Artifact.MODEL_FILES)
+    result.write(root / metrics_path("prune"))
+    return result
 
 
 def main() -> None:
-    from steps.stage_main import run_stage_main
+    from steps.core.stage import run_stage_main
 
     run_stage_main("prune", run, sys.argv[1:])
 

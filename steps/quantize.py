@@ -10,7 +10,6 @@ side. metrics/quantize.json names the deployable file for the promote step.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -18,19 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from steps import config, tracking
-from steps.compression import checkpoint, measure, onnx_export, quantization
-from steps.data import load_splits
-from steps.hashing import sha256
-from steps.names import ModelRole
-from steps.pipeline import INT8_DIR, int8_path, metrics_path, onnx_path
-
-ROLE = ModelRole.STUDENT
-FP32 = "fp32"
-
-
-def variant_path(method: str) -> str:
-    """Project-relative path of the ONNX file for `method` ("fp32" or an int8 method)."""
-    return onnx_path(ROLE) if method == FP32 else int8_path(ROLE, method)
+from steps.compression import measure, onnx_export, quantization
+from steps.core import datasets, lineage
+from steps.core.hashing import sha256
+from steps.core.layout import FP32, INT8_DIR, metrics_path, variant_path
+from steps.core.results import QuantizeResult
 
 
 def onnx_accuracy(path: Path, x: np.ndarray, y: np.ndarray, threads: int) -> float:
@@ -45,12 +36,12 @@ def build(params: config.Params, root: Path) -> tuple[dict[str, dict], int]:
     out_dir = root / INT8_DIR
     shutil.rmtree(out_dir, ignore_errors=True)  # a method dropped from params must not leave its file behind
     out_dir.mkdir(parents=True)
-    splits = load_splits(root, ("train", "test") if "static" in cfg.methods else ("test",))
+    splits = datasets.load_splits(root, ("train", "test") if "static" in cfg.methods else ("test",))
     calibration = None
     if "static" in cfg.methods:
         train_x = splits["train"].x.numpy()
         calibration = quantization.calibration_slice(train_x, min(cfg.calibration_images, len(train_x)), params.seed)
-    fp32 = root / onnx_path(ROLE)
+    fp32 = root / variant_path(FP32)
     onnx_export.check(fp32)
     for method in cfg.methods:
         quantization.quantize(fp32, root / variant_path(method), method, calibration)
@@ -67,16 +58,15 @@ def build(params: config.Params, root: Path) -> tuple[dict[str, dict], int]:
     return variants, len(y)
 
 
-def run(params: config.Params, root: Path) -> dict:
+def run(params: config.Params, root: Path) -> QuantizeResult:
     cfg = params.quantize
     variants, images = build(params, root)
-    result = {"variants": variants, "deploy": cfg.deploy, "deployable": variant_path(cfg.deploy), "eval_images": images,
-              "calibration_images": cfg.calibration_images, "max_accuracy_drop": cfg.max_accuracy_drop}
-    with tracking.stage_run(root, params, "quantize") as run_id:
+    with tracking.open_run(root, **lineage.stage_run(root, params, "quantize")) as run_id:
         tracking.log_metrics({f"{name}.{k}": v for name, m in variants.items() for k, v in m.items()
                               if isinstance(v, float | int)})
-        result["mlflow_run_id"] = run_id
-    checkpoint.write_json(root / metrics_path("quantize"), result)
+    result = QuantizeResult(variants, cfg.deploy, variant_path(cfg.deploy), images, cfg.calibration_images,
+                            cfg.max_accuracy_drop, run_id)
+    result.write(root / metrics_path("quantize"))
     check_tolerance(variants, cfg.deploy, cfg.max_accuracy_drop, images)
     return result
 
@@ -90,18 +80,8 @@ def check_tolerance(variants: dict[str, dict], deploy: str, max_drop: float, ima
                          f"{images} test images); quantize.max_accuracy_drop is {max_drop}")
 
 
-def deployable_files(root: Path) -> tuple[list[Path], Path]:
-    """The ONNX files to register with the student, and which one is deployable (from metrics/quantize.json).
-
-    Always the fp32 file; the int8 one as well when params chose it.
-    """
-    result = json.loads((root / metrics_path("quantize")).read_text())
-    fp32, deployable = root / variant_path(FP32), root / result["deployable"]
-    return ([fp32] if deployable == fp32 else [fp32, deployable]), deployable
-
-
 def main() -> None:
-    from steps.stage_main import run_stage_main
+    from steps.core.stage import run_stage_main
 
     run_stage_main("quantize", run, sys.argv[1:])
 

@@ -6,24 +6,27 @@ import sys
 from pathlib import Path
 
 from steps import config, tracking
-from steps.compression import checkpoint, measure
+from steps.compression import measure
 from steps.compression.models import build
 from steps.compression.regularization import near_zero_fraction
 from steps.compression.training import accuracy, adam, train_epochs
-from steps.data import load_splits
-from steps.names import ModelRole
-from steps.pipeline import metrics_path
-from steps.steputil import regularised_loss, save_model, setup, spec_from
+from steps.core import datasets, lineage
+from steps.core.layout import metrics_path, model_files
+from steps.core.names import Artifact, ModelRole
+from steps.core.results import TeacherResult
+from steps.core.torchkit import regularised_loss, save_model, setup, spec_from
 
 
-def run(params: config.Params, root: Path) -> dict:
+def run(params: config.Params, root: Path) -> TeacherResult:
     device, generator = setup(params)
-    splits = load_splits(root, ("train", "val"))
+    splits = datasets.load_splits(root, ("train", "val"))
     cfg = params.teacher
     spec = spec_from(cfg.arch)
     model = build(spec).to(device)
-    with tracking.stage_run(root, params, "teacher") as run_id:
-        tracking.log_dataset(root, splits["train"], context="training")
+    with tracking.open_run(root, **lineage.stage_run(root, params, "teacher")) as run_id:
+        name, digest = datasets.identity(root)
+        train = splits["train"]
+        tracking.log_dataset(name, digest, train.x[:1].numpy(), train.y[:1].numpy(), context="training")
 
         def on_epoch(epoch: int, loss: float) -> None:
             epoch_metrics = {"train_loss": loss, "val_accuracy": accuracy(model, splits["val"])}
@@ -32,24 +35,20 @@ def run(params: config.Params, root: Path) -> dict:
             tracking.log_metrics(epoch_metrics, step=epoch)
 
         train_epochs(
-            model, adam(model.parameters(), cfg.train.lr, cfg.train.weight_decay), len(splits["train"]), cfg.train.batch_size,
-            cfg.train.epochs, regularised_loss(splits["train"], device, cfg.train, params.seed),
+            model, adam(model.parameters(), cfg.train.lr, cfg.train.weight_decay), len(train), cfg.train.batch_size,
+            cfg.train.epochs, regularised_loss(train, device, cfg.train, params.seed),
             generator=generator, description="teacher", on_epoch=on_epoch, lr_schedule=cfg.train.lr_schedule,
         )
-        metrics = {
-            "val_accuracy": accuracy(model, splits["val"]),
-            "parameters": measure.parameters(model),
-            "mlflow_run_id": run_id,
-        }
-        save_model(root, ModelRole.TEACHER, model, spec, {"stage": "teacher", "val_accuracy": metrics["val_accuracy"]})
-        tracking.log_metrics({"final_val_accuracy": metrics["val_accuracy"], "parameters": metrics["parameters"]})
-        tracking.log_model_files(root, ModelRole.TEACHER)
-    checkpoint.write_json(root / metrics_path("teacher"), metrics)
-    return metrics
+        result = TeacherResult(accuracy(model, splits["val"]), measure.parameters(model), run_id)
+        save_model(root, ModelRole.TEACHER, model, spec, {"stage": "teacher", "val_accuracy": result.val_accuracy})
+        tracking.log_metrics({"final_val_accuracy": result.val_accuracy, "parameters": result.parameters})
+        tracking.log_files([root / f for f in model_files(ModelRole.TEACHER)], Artifact.MODEL_FILES)
+    result.write(root / metrics_path("teacher"))
+    return result
 
 
 def main() -> None:
-    from steps.stage_main import run_stage_main
+    from steps.core.stage import run_stage_main
 
     run_stage_main("teacher", run, sys.argv[1:])
 

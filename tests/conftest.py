@@ -1,21 +1,12 @@
-"""Shared fixtures: synthetic IDX data, tiny params, and temp copies of the project."""
+"""Fixtures only (helpers live in tests/helpers.py): isolated Prefect/MLflow state, synthetic data, projects."""
 
 from __future__ import annotations
 
-import copy
 import os
-import re
-import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
 
 # Prefect and MLflow read settings at import time: isolate them before anything imports them.
 _STATE = Path(tempfile.mkdtemp(prefix="shrinkflow-tests-"))
@@ -25,21 +16,7 @@ os.environ.pop("PREFECT_API_URL", None)
 from flows import runtime  # noqa: E402
 
 runtime.prepare(_STATE)
-from steps.data import write_idx  # noqa: E402
-
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-PROJECT_FILES = ("steps", "flows", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore", "pyproject.toml")
-
-
-def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Noise plus a bright 7x7 block whose position encodes the class: learnable in one epoch."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, size=n).astype(np.uint8)
-    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
-    for i, label in enumerate(labels):
-        row, col = divmod(int(label), 5)
-        images[i, 2 + row * 12 : 9 + row * 12, 1 + col * 5 : 8 + col * 5] = 230
-    return images, labels
+from tests.helpers import Snapshots, tiny_params, write_synthetic_idx  # noqa: E402
 
 
 @pytest.fixture
@@ -56,93 +33,23 @@ def one_thread():
 @pytest.fixture(scope="session")
 def idx_dir(tmp_path_factory) -> Path:
     """A folder with the four Fashion-MNIST file names, holding synthetic data."""
-    folder = tmp_path_factory.mktemp("idx")
-    train_x, train_y = synthetic_images(600, seed=1)
-    test_x, test_y = synthetic_images(200, seed=2)
-    write_idx(folder / "train-images-idx3-ubyte.gz", train_x)
-    write_idx(folder / "train-labels-idx1-ubyte.gz", train_y)
-    write_idx(folder / "t10k-images-idx3-ubyte.gz", test_x)
-    write_idx(folder / "t10k-labels-idx1-ubyte.gz", test_y)
-    return folder
+    return write_synthetic_idx(tmp_path_factory.mktemp("idx"))
 
 
-def default_params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+@pytest.fixture(scope="session")
+def stage_params(idx_dir):
+    """The tiny params the stage tests run with (validated)."""
+    from steps import config
+
+    return config.validate(tiny_params(idx_dir, experiment="step-tests"))
 
 
-def tiny_params(raw_dir: Path, experiment: str = "tests") -> dict:
-    """The default params shrunk so every stage takes about a second."""
-    p = copy.deepcopy(default_params())
-    p["data"].update(raw_dir=str(raw_dir), val_size=100, train_limit=None, test_limit=None)
-    p["teacher"]["arch"].update(channels=[8, 16], hidden=[32])
-    p["teacher"]["train"].update(epochs=2, batch_size=32)
-    p["prune"].update(rounds=2, target_sparsity=0.5)
-    p["prune"]["finetune"].update(epochs=1, batch_size=32)
-    p["distill"]["student"] = {"name": "mlp", "channels": [], "hidden": [16], "batch_norm": False}
-    p["distill"]["train"].update(epochs=2, batch_size=32)
-    p["evaluate"].update(latency_batch_size=16, latency_warmup=1, latency_repeats=3)
-    p["promote"].update(min_accuracy=0.3, max_accuracy_drop=0.5, max_param_ratio=1.0)
-    p["tracking"]["experiment"] = experiment
-    return p
+@pytest.fixture(scope="session")
+def _snapshots(tmp_path_factory, stage_params) -> Snapshots:
+    return Snapshots(tmp_path_factory.mktemp("stages"), stage_params)
 
 
-def write_params(root: Path, params: dict) -> None:
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def copy_project(dest: Path, params: dict) -> Path:
-    """A git-committed copy of the project (code, dvc.yaml, .dvc/config) with the given params."""
-    for rel in PROJECT_FILES:
-        src, dst = REPO / rel, dest / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst)
-    write_params(dest, params)
-    git = ["git", "-c", "user.name=tests", "-c", "user.email=tests@localhost"]
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "test project"], cwd=dest, check=True)
-    return dest
-
-
-def require_fashion_mnist() -> Path:
-    """The real dataset: installed by `make test`; a CI run without it is a failure, not a skip."""
-    if all((FASHION_DIR / f).is_file() for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")):
-        return FASHION_DIR
-    message = f"Fashion-MNIST not found in {FASHION_DIR} (make test installs Debian's dataset-fashion-mnist)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-BIN = Path(sys.executable).parent
-
-
-def small_real_params(raw_dir: Path) -> dict:
-    p = tiny_params(raw_dir, experiment="integration")
-    p["data"].update(val_size=500, train_limit=2000, test_limit=1000)
-    p["distill"]["student"] = {"name": "cnn", "channels": [4, 8], "hidden": [16], "batch_norm": True}
-    p["promote"].update(min_accuracy=0.5, max_accuracy_drop=0.3, max_param_ratio=0.5)
-    return p
-
-
-def cli_env() -> dict:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    for key in ("PREFECT_HOME", "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "SHRINKFLOW_PROFILE"):
-        env.pop(key, None)  # the CLI puts Prefect's state inside the project, as for a user
-    return env
-
-
-def shrinkflow(root: Path, *args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "shrinkflow"), *args, "--root", str(root)], env={**cli_env(), **(extra_env or {})},
-                          capture_output=True, text=True, timeout=600)
-
-
-
-
-def stage_states(output: str) -> dict[str, str]:
-    line = re.search(r"^stages: (.*)$", output, re.MULTILINE)
-    assert line, output[-3000:]
-    return dict(item.split("=") for item in line.group(1).split(", "))
+@pytest.fixture
+def project_after(_snapshots):
+    """`project_after("teacher")`: a fresh project in which every stage up to that one has run."""
+    return _snapshots.restore

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN
+from tests.helpers import BIN
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_compression_benchmark_runs_quick(idx_dir, tmp_path):
@@ -56,7 +56,7 @@ def _fake_mnist_package(path, per_digit: int = 40) -> None:
     import json
     import tarfile
 
-    from tests.conftest import synthetic_images
+    from tests.helpers import synthetic_images
 
     images, labels = synthetic_images(per_digit * 30, seed=3)
     with tarfile.open(path, "w:gz") as tar:

@@ -8,13 +8,16 @@ leaves a partial file that looks complete.
 A structurally pruned model (structured.py) keeps its spec but has narrower
 layers; loading rebuilds the spec's model and then shrinks each layer to the
 shapes stored in the weights file, so no pruning history needs saving.
+A pruned ViT is the exception: its head counts (qkv holds 3 * heads *
+head_dim rows; the split is not in the weights) and depth (a count of
+blocks, not a tensor shape) cannot be read from the weights, so `save` writes the spec the model
+has now (`models.spec_of`: per-block heads and MLP widths, embed_dim, depth)
+and `load` builds those shapes directly.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,43 +27,24 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from steps.compression.models import ModelSpec, build
-
-
-class OutputWriteError(OSError):
-    """An output could not be written (disk full, read-only folder, ...); the message names the file."""
+from steps.compression.models import ModelSpec, build, spec_of
+from steps.core.files import OutputWriteError, write_json  # noqa: F401  (re-exported: what checkpoints write)
+from steps.core.files import atomic_write as _atomic_write
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)`, then rename tmp_path onto `path`."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise OutputWriteError(f"cannot write {path}: {err.strerror or err}") from err
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError | SafetensorError):  # safetensors reports ENOSPC as its own error type
-            raise OutputWriteError(f"cannot write {path}: {getattr(err, 'strerror', None) or err}") from err
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+    """`steps.core.files.atomic_write`, with safetensors' own disk-full error reported like an OSError."""
+    _atomic_write(path, write, write_errors=(OSError, SafetensorError))
 
 
 def save(model: nn.Module, spec: ModelSpec, weights: Path, spec_file: Path, meta: dict | None = None) -> None:
-    """Save weights (contiguous, no pruning masks) and the spec that rebuilds them."""
+    """Save weights (contiguous, no pruning masks) and the spec that rebuilds them (`spec_of(model, spec)`)."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     leftovers = [k for k in state if k.endswith(("_orig", "_mask"))]
     if leftovers:
         raise ValueError(f"pruning masks not folded into weights: {leftovers[:3]}")
     atomic_write(weights, lambda tmp: save_file(state, str(tmp)))
-    write_json(spec_file, {"spec": spec.to_dict(), "meta": meta or {}})
+    write_json(spec_file, {"spec": spec_of(model, spec).to_dict(), "meta": meta or {}})
 
 
 def _fresh_conv(m: nn.Conv2d, weight: torch.Tensor) -> nn.Conv2d:

@@ -3,14 +3,18 @@
 A spec is the `ArchConfig` of params.yaml plus the input and output shape.
 Widths are explicit lists, so a structurally pruned model (fewer channels)
 is described by the same spec with smaller numbers and can be rebuilt.
+The ViT fields (patch_size ... block_mlp) are used by "vit" only; a pruned
+ViT records its per-block widths in them (`spec_of`), because head counts and
+depth cannot be read back from the weights alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from torch import nn
+
+from steps.compression import choices, vit
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,17 @@ class ModelSpec:
     in_channels: int = 1
     image_size: int = 28
     num_classes: int = 10
+    # vit only (see vit.py): empty block_heads/block_mlp = heads and round(embed_dim * mlp_ratio) in every
+    # block; head_dim 0 = embed_dim // heads. Pruning fills them in.
+    patch_size: int = 7
+    embed_dim: int = 64
+    depth: int = 4
+    heads: int = 4
+    head_dim: int = 0
+    mlp_ratio: float = 2.0
+    pool: str = "cls"
+    block_heads: list[int] = field(default_factory=list)
+    block_mlp: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,12 +139,18 @@ class ResNet(nn.Module):
         return self.classifier(self.pool(self.layers(self.stem(x))))
 
 
-ARCHITECTURES: dict[str, Callable[[ModelSpec], nn.Module]] = {"mlp": MLP, "cnn": CNN, "resnet": ResNet}
+ARCHITECTURES = choices.ARCHITECTURES  # "mlp" -> MLP, "cnn" -> CNN, "resnet" -> ResNet, "vit" -> vit.ViT
 
 
 def build(spec: ModelSpec) -> nn.Module:
-    try:
-        factory = ARCHITECTURES[spec.name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {spec.name!r}; choose one of {sorted(ARCHITECTURES)}") from None
-    return factory(spec)
+    return ARCHITECTURES.resolve(spec.name)(spec)
+
+
+def spec_of(model: nn.Module, spec: ModelSpec) -> ModelSpec:
+    """The spec that rebuilds `model` as it is now (checkpoint.save writes this one).
+
+    A ViT's pruned widths go into the spec (vit.current_spec); the other
+    architectures keep `spec`, and checkpoint.load shrinks their layers to
+    the stored weights instead.
+    """
+    return vit.current_spec(model, spec) if isinstance(model, vit.ViT) else spec

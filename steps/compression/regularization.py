@@ -14,30 +14,28 @@ exactly zero (the L1 subgradient does not fade near zero, unlike L2):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from steps.compression import choices
 
-def _weights(model: nn.Module) -> list[torch.Tensor]:
+
+def weight_tensors(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
-def _bn_scales(model: nn.Module) -> list[torch.Tensor]:
+def bn_scales(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
 
 
-TARGETS: dict[str, Callable[[nn.Module], list[torch.Tensor]]] = {"weights": _weights, "bn_scale": _bn_scales}
+TARGETS = choices.L1_TARGETS  # "weights" -> weight_tensors, "bn_scale" -> bn_scales
 
 
 def penalised(model: nn.Module, target: str) -> list[torch.Tensor]:
     """The tensors `target` regularises; a model without any is an error, not a silent zero penalty."""
-    try:
-        tensors = TARGETS[target](model)
-    except KeyError:
-        raise ValueError(f"unknown L1 target {target!r}; choose one of {sorted(TARGETS)}") from None
+    tensors = TARGETS.resolve(target)(model)
     if not tensors:
         raise ValueError(f"L1 target {target!r}: {type(model).__name__} has no such parameters")
     return tensors

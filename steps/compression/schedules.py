@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from steps.compression import choices
+
 Schedule = Callable[[float, int], list[float]]
 
 
@@ -30,16 +32,8 @@ def cubic(target: float, rounds: int, initial: float = 0.0) -> list[float]:
     return [target + (initial - target) * (1 - t / rounds) ** 3 for t in range(1, rounds + 1)]
 
 
-SCHEDULES: dict[str, Schedule] = {
-    "one_shot": one_shot,
-    "linear": linear,
-    "geometric": geometric,
-    "cubic": cubic,
-}
+SCHEDULES = choices.SCHEDULES  # name -> one of the functions above
 
 
 def get_schedule(name: str) -> Schedule:
-    try:
-        return SCHEDULES[name]
-    except KeyError:
-        raise ValueError(f"unknown pruning schedule {name!r}; choose one of {sorted(SCHEDULES)}") from None
+    return SCHEDULES.resolve(name)

@@ -16,18 +16,19 @@ Pruned layers get new Parameter objects: build the optimizer after pruning.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import torch
 import torch_pruning as tp
 from torch import nn
 from torch.nn import functional as F
 
+from steps.compression import choices
+
 ROOTS = (nn.Conv2d, nn.Linear)
 """Layers whose output channels start a pruning group."""
 
 
-class _BNScaleOrL1(tp.importance.GroupMagnitudeImportance):
+class BNScaleOrL1(tp.importance.GroupMagnitudeImportance):
     """Network slimming (Liu et al. 2017) where a group has BatchNorm, L1 magnitude where it has none.
 
     torch-pruning's BNScaleImportance returns None for a group without BN and
@@ -45,21 +46,25 @@ class _BNScaleOrL1(tp.importance.GroupMagnitudeImportance):
         return imp if imp is not None else self._l1(group)
 
 
-IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
-    "l1": lambda: tp.importance.MagnitudeImportance(p=1),
-    "l2": lambda: tp.importance.MagnitudeImportance(p=2),
-    "taylor": lambda: tp.importance.TaylorImportance(),  # Molchanov et al. 2019: |w * dL/dw|
-    "bn_scale": _BNScaleOrL1,
-}
+def l1_importance() -> tp.importance.Importance:
+    return tp.importance.MagnitudeImportance(p=1)
+
+
+def l2_importance() -> tp.importance.Importance:
+    return tp.importance.MagnitudeImportance(p=2)
+
+
+def taylor_importance() -> tp.importance.Importance:
+    return tp.importance.TaylorImportance()  # Molchanov et al. 2019: |w * dL/dw|
+
+
+IMPORTANCES = choices.IMPORTANCES  # name -> a factory above
 NEEDS_CALIBRATION = {"taylor"}
 NEEDS_BATCH_NORM = {"bn_scale"}
 
 
 def get_importance(name: str) -> tp.importance.Importance:
-    try:
-        return IMPORTANCES[name]()
-    except KeyError:
-        raise ValueError(f"unknown channel importance {name!r}; choose one of {sorted(IMPORTANCES)}") from None
+    return IMPORTANCES.resolve(name)()
 
 
 def output_layer(model: nn.Module) -> nn.Module:

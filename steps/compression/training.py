@@ -17,12 +17,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from steps.compression import choices
 from steps.compression.augment import Augment
 
 StepLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 """(model, batch indices) -> scalar loss; the caller's closure owns the data."""
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = choices.LR_SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -136,12 +137,16 @@ def train_epochs(
                 on_epoch(epoch, mean)
 
 
+def cosine_lr(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+
+
+def constant_lr(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
 def _scheduler(optimizer: torch.optim.Optimizer, name: str, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    if name == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    raise ValueError(f"unknown lr_schedule {name!r}; expected one of {LR_SCHEDULES}")
+    return LR_SCHEDULES.resolve(name)(optimizer, steps)
 
 
 def cross_entropy_loss(split: Split, device: torch.device, augment: Augment | None = None) -> StepLoss:

@@ -64,6 +64,7 @@ SPECS = {
     "mlp": ModelSpec(name="mlp", hidden=[16], batch_norm=False),
     "cnn": SPEC,
     "resnet": ModelSpec(name="resnet", channels=[4, 8], hidden=[16]),
+    "vit": ModelSpec(name="vit", embed_dim=16, depth=2, heads=2),
 }
 
 

@@ -6,7 +6,7 @@ import torch
 
 from steps.compression import measure, onnx_export, quantization
 from steps.compression.models import ModelSpec, build
-from tests.conftest import synthetic_images
+from tests.helpers import synthetic_images
 
 TOLERANCE = 0.02
 """int8 may lose at most 2 accuracy points against fp32 on the 300 held-out images (measured: 0 to 0.3 pt)."""

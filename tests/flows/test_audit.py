@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps import audit, tracking
-from steps.names import Tag
-from tests.conftest import copy_project, shrinkflow, tiny_params
+from steps import tracking
+from steps.registry import audit
+from steps.core.names import Tag
+from tests.helpers import copy_project, shrinkflow, tiny_params
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps.names import Alias
-from steps.pipeline import REPORT, STAGE_NAMES
-from tests.conftest import copy_project, tiny_params
+from steps.core.names import Alias
+from steps.core.dag import STAGE_NAMES
+from steps.core.layout import REPORT
+from tests.helpers import copy_project, tiny_params
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent

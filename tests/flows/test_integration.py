@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps.names import Alias, Tag
-from steps.pipeline import DATA_DIR, REPORT, STAGE_NAMES
-from tests.conftest import copy_project, require_fashion_mnist, shrinkflow, small_real_params, stage_states
+from steps.core.names import Alias, Tag
+from steps.core.dag import STAGE_NAMES
+from steps.core.layout import DATA_DIR, REPORT
+from tests.helpers import copy_project, require_fashion_mnist, shrinkflow, small_real_params, stage_states
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import inspect
 import yaml
 
 from flows import compress
-from steps.pipeline import STAGE_NAMES, STAGES, dvc_yaml
-from tests.conftest import REPO
+from steps.core.dag import STAGE_NAMES, STAGES, dvc_yaml
+from tests.helpers import REPO
 
 
 def test_committed_dvc_yaml_matches_the_pipeline():

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps import config, registry, tracking
-from steps.names import Alias, Tag
-from tests.conftest import BIN, REPO, cli_env, copy_project, tiny_params, write_params
+from steps import config, tracking
+from steps.registry import history
+from steps.core.names import Alias, Tag
+from tests.helpers import BIN, REPO, cli_env, copy_project, tiny_params, write_params
 from tests.servers import prefect_server
 
 pytestmark = pytest.mark.integration
@@ -117,6 +118,6 @@ def test_scheduled_runs_promote_then_stop_at_a_gate_then_crash_without_touching_
     assert tracking.aliases(name)[Alias.CHAMPION] == 1
     champion = tracking.model_version(name, 1)
     assert "prefect deployment" in champion.tags[Tag.TRIGGER] and "schedule" in champion.tags[Tag.TRIGGER]
-    events = registry.events(name)
+    events = history.events(name)
     assert [e["event"] for e in events] == ["promoted", "rejected"]  # the crash decided nothing
     assert "min_accuracy" in events[1]["reason"]

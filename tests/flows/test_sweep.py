@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from steps import config, frontier
-from steps.names import Tag
-from steps.pipeline import metrics_path, model_path
-from tests.conftest import copy_project, default_params, shrinkflow, tiny_params, write_params
+from steps import config
+from steps.core import frontier
+from steps.core.names import Tag
+from steps.core.layout import metrics_path, model_path
+from tests.helpers import copy_project, default_params, shrinkflow, tiny_params, write_params
 
 GRID = ("-S", "prune.target_sparsity=0.5,0.8", "-S", "distill.temperature=3")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow.artifacts
 from mlflow.tracking import MlflowClient
 
-from steps.names import Alias, Tag
+from steps.core.names import Alias, Tag
 
 PROMOTED_ALIASES = {Alias.CHAMPION.value, "previous"}
 

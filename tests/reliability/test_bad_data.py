@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from steps import config, data
-from steps.hashing import sha256
-from steps.pipeline import DATA_DIR, MANIFEST
-from tests.conftest import copy_project, shrinkflow, tiny_params
+from steps.core.datasets import load_splits
+from steps.core.hashing import sha256
+from steps.core.layout import DATA_DIR, MANIFEST
+from tests.helpers import copy_project, shrinkflow, tiny_params
 
 
 @pytest.mark.integration
@@ -52,5 +53,5 @@ def test_malformed_split_is_refused_naming_the_file(tmp_path: Path, idx_dir: Pat
     data.run(config.validate(tiny_params(idx_dir)), tmp_path)
     rewrite_split(tmp_path, "train", images, labels)
     with pytest.raises(data.DataError, match=expected) as err:
-        data.load_splits(tmp_path)
+        load_splits(tmp_path)
     assert "train.npz" in str(err.value)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from steps import config
-from tests.conftest import default_params, write_params
+from tests.helpers import default_params, write_params
 
 BASE = default_params()
 SECTIONS = [k for k, v in BASE.items() if isinstance(v, dict)]

@@ -3,16 +3,16 @@
 from pathlib import Path
 
 from steps import config, data, distill, prune, teacher
-from steps.hashing import sha256
-from steps.names import ModelRole
-from steps.pipeline import model_path
-from tests.conftest import tiny_params
+from steps.core.hashing import sha256
+from steps.core.names import ModelRole
+from steps.core.layout import model_path
+from tests.helpers import tiny_params
 
 
 def run_chain(root: Path, params: config.Params) -> dict:
     data.run(params, root)
-    metrics = {"teacher": teacher.run(params, root), "prune": prune.run(params, root),
-               "distill": distill.run(params, root)}
+    metrics = {"teacher": teacher.run(params, root).to_dict(), "prune": prune.run(params, root).to_dict(),
+               "distill": distill.run(params, root).to_dict()}
     for stage_metrics in metrics.values():
         stage_metrics.pop("mlflow_run_id")
     return metrics

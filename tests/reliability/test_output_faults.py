@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from steps.names import ModelRole
-from steps.pipeline import model_path
-from tests.conftest import copy_project, shrinkflow, stage_states, tiny_params
+from steps.core.names import ModelRole
+from steps.core.layout import model_path
+from tests.helpers import copy_project, shrinkflow, stage_states, tiny_params
 from tests.reliability.registry_safety import assert_registry_safe, local_uri
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 import re
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SOURCES = [p for d in ("steps", "flows", "benchmarks") for p in (REPO / d).rglob("*.py")]
 

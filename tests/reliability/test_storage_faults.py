@@ -11,8 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from moto.server import ThreadedMotoServer
 
-from steps.names import Alias, Tag
-from tests.conftest import BIN, cli_env, copy_project, shrinkflow, tiny_params
+from steps.core.names import Alias, Tag
+from tests.helpers import BIN, cli_env, copy_project, shrinkflow, tiny_params
 from tests.reliability.registry_safety import assert_registry_safe, local_uri
 
 pytestmark = pytest.mark.integration

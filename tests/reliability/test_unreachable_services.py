@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from steps.names import ModelRole
-from steps.pipeline import model_path
-from tests.conftest import copy_project, shrinkflow, tiny_params
+from steps.core.names import ModelRole
+from steps.core.layout import model_path
+from tests.helpers import copy_project, shrinkflow, tiny_params
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from steps import profiles
-from tests.conftest import REPO
+from steps.core import profiles
+from tests.helpers import REPO
 from tests.servers import mlflow_server_args, prefect_server_args
 
 INFRA = REPO / "infra"

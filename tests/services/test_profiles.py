@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from steps import config, profiles
-from tests.conftest import default_params, write_params
+from steps import config
+from steps.core import profiles
+from tests.helpers import default_params, write_params
 
 SERVICES_ENV = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "PREFECT_API_URL": "http://prefect:4200/api",
                 "SHRINKFLOW_DVC_REMOTE": "s3://bucket/dvc", "AWS_ENDPOINT_URL": "http://minio:9000",

@@ -14,9 +14,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from steps.names import Alias, Tag
-from steps.pipeline import DATA_DIR, STAGE_NAMES
-from tests.conftest import BIN, cli_env, copy_project, shrinkflow, stage_states, tiny_params
+from steps.core.names import Alias, Tag
+from steps.core.dag import STAGE_NAMES
+from steps.core.layout import DATA_DIR
+from tests.helpers import BIN, cli_env, copy_project, shrinkflow, stage_states, tiny_params
 from tests.servers import (
     S3,
     Server,

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from steps import config, data
-from steps.pipeline import DATA_DIR, MANIFEST
+from steps.core import datasets
+from steps.core.layout import DATA_DIR, MANIFEST
 from steps.data import write_idx
-from tests.conftest import synthetic_images, tiny_params
+from tests.helpers import synthetic_images, tiny_params
 
 
 @pytest.fixture
@@ -53,11 +54,11 @@ def test_labels_out_of_range_are_refused(tmp_path: Path, idx_dir: Path):
 
 def test_split_is_seeded_disjoint_and_hashed(tmp_path: Path, params):
     manifest = data.run(params, tmp_path)
-    assert {f: e["rows"] for f, e in manifest["files"].items()} == {"train.npz": 500, "val.npz": 100, "test.npz": 200}
+    assert {f: e["rows"] for f, e in manifest.files.items()} == {"train.npz": 500, "val.npz": 100, "test.npz": 200}
     first = (tmp_path / DATA_DIR / "train.npz").read_bytes()
     data.run(params, tmp_path)
     assert (tmp_path / DATA_DIR / "train.npz").read_bytes() == first
-    splits = data.load_splits(tmp_path)
+    splits = datasets.load_splits(tmp_path)
     assert abs(float(splits["train"].x.mean())) < 0.05  # normalised with the train split's own mean
     reseeded = config.validate({**tiny_params(params.data.raw_dir), "seed": 1})
     data.run(reseeded, tmp_path)
@@ -71,7 +72,7 @@ def test_tampered_split_is_refused_naming_the_file(tmp_path: Path, params):
     blob[-1] ^= 0xFF
     path.write_bytes(bytes(blob))
     with pytest.raises(data.DataError, match="val.npz: sha256 does not match"):
-        data.load_splits(tmp_path)
+        datasets.load_splits(tmp_path)
 
 
 def test_manifest_lists_raw_hashes(tmp_path: Path, params):
@@ -80,3 +81,9 @@ def test_manifest_lists_raw_hashes(tmp_path: Path, params):
     assert set(manifest["raw"]) == set(data.RAW_FILES.values())
     assert manifest["raw"]["train-images-idx3-ubyte.gz"] == data.sha256(
         Path(params.data.raw_dir) / "train-images-idx3-ubyte.gz")
+
+
+def test_data_writes_the_manifest_it_returns(tmp_path: Path, params):
+    result = data.run(params, tmp_path)
+    assert result.files["train.npz"]["rows"] == 500
+    assert json.loads((tmp_path / MANIFEST).read_text()) == result.to_dict()

@@ -1,0 +1,64 @@
+"""Every choice params.yaml makes by name, one registry each, readable without importing torch.
+
+A registry maps a name to the object it selects, written as "module:attribute" and imported on
+first use: the config schema takes its valid names from these keys (`shrinkflow run -S ...`
+validates without loading torch), and the library resolves the same entries. A new architecture,
+schedule or criterion is one line here; tests/compression/test_choices.py resolves every entry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+
+class Registry(Mapping[str, Any]):
+    """name -> "module:attribute", resolved lazily; unknown names raise ValueError listing the valid ones."""
+
+    def __init__(self, kind: str, entries: dict[str, str]) -> None:
+        self.kind = kind
+        self._entries = dict(entries)
+
+    def __getitem__(self, name: str) -> Any:
+        module, _, attribute = self._entries[name].partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def resolve(self, name: str) -> Any:
+        if name not in self._entries:
+            raise ValueError(f"unknown {self.kind} {name!r}; choose one of {sorted(self._entries)}")
+        return self[name]
+
+
+ARCHITECTURES = Registry("architecture", {
+    "mlp": "steps.compression.models:MLP",
+    "cnn": "steps.compression.models:CNN",
+    "resnet": "steps.compression.models:ResNet",
+    "vit": "steps.compression.vit:ViT",
+})
+SCHEDULES = Registry("pruning schedule", {
+    "one_shot": "steps.compression.schedules:one_shot",
+    "linear": "steps.compression.schedules:linear",
+    "geometric": "steps.compression.schedules:geometric",
+    "cubic": "steps.compression.schedules:cubic",
+})
+IMPORTANCES = Registry("channel importance", {
+    "l1": "steps.compression.structured:l1_importance",
+    "l2": "steps.compression.structured:l2_importance",
+    "taylor": "steps.compression.structured:taylor_importance",
+    "bn_scale": "steps.compression.structured:BNScaleOrL1",
+})
+L1_TARGETS = Registry("L1 target", {
+    "weights": "steps.compression.regularization:weight_tensors",
+    "bn_scale": "steps.compression.regularization:bn_scales",
+})
+LR_SCHEDULES = Registry("lr_schedule", {
+    "constant": "steps.compression.training:constant_lr",
+    "cosine": "steps.compression.training:cosine_lr",
+})

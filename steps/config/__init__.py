@@ -1,0 +1,39 @@
+"""params.yaml: its schema, loading with clear errors, `-S` overrides and sweep grids.
+
+Callers use this package's names (`config.load`, `config.Params`, `config.ConfigError`, ...); the
+modules behind them each do one job.
+"""
+
+from steps.config.grid import SweepMember, parse_grid, sweep_members
+from steps.config.load import PARAMS_FILE, ConfigError, format_errors, load, read_raw, validate
+from steps.config.overrides import apply_overrides
+from steps.config.schema import (
+    PROFILES,
+    SWEEPABLE_SECTIONS,
+    ArchConfig,
+    DataConfig,
+    DistillConfig,
+    EvaluateConfig,
+    ExportConfig,
+    FeatureLossConfig,
+    L1Config,
+    LayerPair,
+    Params,
+    PromoteConfig,
+    PruneConfig,
+    QuantizeConfig,
+    ScheduleConfig,
+    StorageConfig,
+    SweepConfig,
+    TeacherConfig,
+    TrackingConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "PARAMS_FILE", "PROFILES", "SWEEPABLE_SECTIONS", "ArchConfig", "ConfigError", "DataConfig", "DistillConfig",
+    "EvaluateConfig", "ExportConfig", "FeatureLossConfig", "L1Config", "LayerPair", "Params", "PromoteConfig",
+    "PruneConfig", "QuantizeConfig", "ScheduleConfig", "StorageConfig", "SweepConfig", "SweepMember",
+    "TeacherConfig", "TrackingConfig", "TrainConfig", "apply_overrides", "format_errors", "load", "parse_grid",
+    "read_raw", "sweep_members", "validate",
+]

@@ -1,0 +1,1 @@
+"""What every stage and door shares: paths, names, the stage list, hashes, files, datasets, reports."""

@@ -1,0 +1,122 @@
+"""The pipeline's DAG, declared once.
+
+Both runners read this: the Prefect flow (flows/compress.py) runs the stages in this order, and
+dvc.yaml is generated from it (`shrinkflow dvc-yaml`; a test asserts the committed file matches).
+A stage declares the files it reads and writes; its code dependencies are not declared but derived
+from what `steps.<name>` imports (steps/core/imports.py), so they cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from steps.core import imports
+from steps.core.layout import (
+    DATA_DIR,
+    INT8_DIR,
+    PLOTS_DIR,
+    PROMOTION,
+    REPORT,
+    metrics_path,
+    model_files,
+    onnx_path,
+)
+from steps.core.names import ModelRole
+
+
+def _resolve(text: str, params: dict) -> str:
+    def lookup(match: re.Match) -> str:
+        node = params
+        for part in match.group(1).split("."):
+            node = node[part]
+        return str(node)
+
+    return re.sub(r"\$\{([\w.]+)\}", lookup, text)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step: the module `steps.<name>`, the files it reads (besides its code) and writes."""
+
+    name: str
+    inputs: tuple[str, ...]
+    params: tuple[str, ...]
+    outs: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+
+    @property
+    def module(self) -> str:
+        return f"steps.{self.name}"
+
+    @property
+    def command(self) -> str:
+        return f"python -m {self.module}"
+
+    @property
+    def code(self) -> tuple[str, ...]:
+        """The source files the stage runs: its module and everything it imports from `steps`."""
+        return imports.source_files(self.module)
+
+    @property
+    def deps(self) -> tuple[str, ...]:
+        return (*self.code, *self.inputs)
+
+    def resolved_deps(self, params: dict) -> tuple[str, ...]:
+        """Deps with `${section.key}` templates filled from params, as DVC resolves them."""
+        return tuple(_resolve(dep, params) for dep in self.deps)
+
+
+RAW_DIR = "${data.raw_dir}"
+"""The raw IDX folder, wherever params.yaml points; DVC resolves the same template itself."""
+_ALL_MODELS = tuple(f for role in ModelRole for f in model_files(role))
+
+STAGES: tuple[Stage, ...] = (
+    Stage("data", inputs=(RAW_DIR,), params=("seed", "data"), outs=(DATA_DIR,)),
+    Stage("teacher", inputs=(DATA_DIR,), params=("seed", "device", "threads", "teacher"),
+          outs=model_files(ModelRole.TEACHER), metrics=(metrics_path("teacher"),)),
+    Stage("prune", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER)), params=("seed", "device", "threads", "prune"),
+          outs=model_files(ModelRole.PRUNED), metrics=(metrics_path("prune"),)),
+    # distill.teacher chooses which one teaches
+    Stage("distill", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER), *model_files(ModelRole.PRUNED)),
+          params=("seed", "device", "threads", "distill"), outs=model_files(ModelRole.STUDENT),
+          metrics=(metrics_path("distill"),)),
+    Stage("export", inputs=(DATA_DIR, *_ALL_MODELS), params=("threads", "export"),
+          outs=tuple(onnx_path(role) for role in ModelRole), metrics=(metrics_path("export"),)),
+    Stage("quantize", inputs=(DATA_DIR, onnx_path(ModelRole.STUDENT)), params=("seed", "threads", "quantize"),
+          outs=(INT8_DIR,), metrics=(metrics_path("quantize"),)),
+    Stage("evaluate", inputs=(DATA_DIR, *_ALL_MODELS, *(onnx_path(role) for role in ModelRole), INT8_DIR,
+                              metrics_path("quantize")),
+          params=("threads", "evaluate"), metrics=(REPORT,), plots=(f"{PLOTS_DIR}/pareto.png",)),
+    # the deployable ONNX files are logged with the registered version
+    Stage("promote", inputs=(DATA_DIR, REPORT, *model_files(ModelRole.STUDENT), onnx_path(ModelRole.STUDENT),
+                             INT8_DIR, metrics_path("quantize")),
+          params=("promote", "tracking"), metrics=(PROMOTION,)),
+)
+
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+LINEAGE_SECTIONS = tuple(sorted({section for st in STAGES for section in st.params}))
+"""The params.yaml sections that make a model (every stage's); the schedule, for one, does not."""
+
+
+def stage(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}")
+
+
+def dvc_yaml() -> dict:
+    """dvc.yaml's content, generated from STAGES (`shrinkflow dvc-yaml` writes it)."""
+    stages = {}
+    for s in STAGES:
+        entry: dict = {"cmd": s.command, "deps": list(s.deps), "params": list(s.params)}
+        if s.outs:
+            entry["outs"] = list(s.outs)
+        if s.metrics:
+            entry["metrics"] = [{m: {"cache": False}} for m in s.metrics]
+        if s.plots:
+            entry["plots"] = [{p: {"cache": False}} for p in s.plots]
+        stages[s.name] = entry
+    return {"stages": stages}

@@ -1,0 +1,64 @@
+"""Where every file of a project lives, relative to its root: one place for the paths stages share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from steps.core.names import ModelRole
+
+PARAMS_FILE = "params.yaml"
+STATE_DIR = ".shrinkflow"
+"""Per-checkout state that is not an output: the Prefect home, sweep members, the run lock."""
+DATA_DIR = "data/processed"
+MANIFEST = f"{DATA_DIR}/manifest.json"
+MODELS_DIR = "models"
+METRICS_DIR = "metrics"
+PLOTS_DIR = "plots"
+REPORT = f"{METRICS_DIR}/report.json"
+PROMOTION = f"{METRICS_DIR}/promotion.json"
+INT8_DIR = f"{MODELS_DIR}/int8"
+"""The quantize stage's output folder: one file per int8 method (empty when quantization is off)."""
+FP32 = "fp32"
+"""The name of the student's unquantized ONNX file among its deployable variants."""
+
+
+def model_path(role: ModelRole) -> str:
+    """Weights of one model; its architecture spec sits beside it (.json)."""
+    return f"{MODELS_DIR}/{role}.safetensors"
+
+
+def spec_path(role: ModelRole) -> str:
+    return f"{MODELS_DIR}/{role}.json"
+
+
+def model_files(role: ModelRole) -> tuple[str, str]:
+    return model_path(role), spec_path(role)
+
+
+def onnx_path(role: ModelRole) -> str:
+    """The model exported to ONNX (fp32, dynamic batch axis)."""
+    return f"{MODELS_DIR}/{role}.onnx"
+
+
+def int8_path(role: ModelRole, method: str) -> str:
+    return f"{INT8_DIR}/{role}.{method}.onnx"
+
+
+def metrics_path(stage: str) -> str:
+    return f"{METRICS_DIR}/{stage}.json"
+
+
+def variant_path(method: str) -> str:
+    """The student's ONNX file for `method` ("fp32" or an int8 method)."""
+    return onnx_path(ModelRole.STUDENT) if method == FP32 else int8_path(ModelRole.STUDENT, method)
+
+
+def deployable_files(root: Path) -> tuple[list[Path], Path]:
+    """The ONNX files registered with the student, and which one is deployable (metrics/quantize.json).
+
+    Always the fp32 file; the int8 one as well when params chose it.
+    """
+    result = json.loads((root / metrics_path("quantize")).read_text())
+    fp32, deployable = root / variant_path(FP32), root / result["deployable"]
+    return ([fp32] if deployable == fp32 else [fp32, deployable]), deployable

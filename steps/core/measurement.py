@@ -1,0 +1,89 @@
+"""Measuring models side by side: accuracy, size, MACs, memory, and latency in PyTorch eager and ONNX Runtime.
+
+The evaluate stage, the sweep's frontier and the audit all measure through `measure_all`, so a
+number in the report, in a sweep and in an audit means the same thing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steps import config
+from steps.compression import measure
+from steps.compression.training import accuracy
+from steps.core.layout import model_path
+from steps.core.names import ModelRole
+from steps.core.torchkit import load_model
+
+EAGER, ONNXRUNTIME = "eager", "onnxruntime"
+
+
+def batch_key(size: int) -> str:
+    return f"batch_{size}"
+
+
+def static_metrics(root: Path, role: ModelRole, model, test, batch) -> dict:
+    """Everything but latency: accuracy, sizes, MACs, peak memory."""
+    weights = root / model_path(role)
+    return {
+        "accuracy": accuracy(model, test),
+        "parameters": measure.parameters(model),
+        "nonzeros": measure.nonzeros(model),
+        "file_bytes": measure.file_size(weights),
+        "compressed_bytes": measure.compressed_size(weights),
+        "macs": measure.macs(model, test.x[:1]),
+        "peak_memory_bytes": measure.peak_memory_bytes(model, batch),
+    }
+
+
+def latencies(models: dict, onnx_files: dict[str, Path], batches: dict[str, object], cfg: config.EvaluateConfig,
+              threads: int) -> dict[str, dict]:
+    """{backend: {batch key: {name: {p50, p95}}}}: eager models and ONNX files, each set timed interleaved."""
+    out: dict[str, dict] = {EAGER: {}, ONNXRUNTIME: {}}
+    for key, batch in batches.items():
+        out[EAGER][key] = measure.latency_ms(models, batch, cfg.latency_warmup, cfg.latency_repeats, threads)
+        if onnx_files:
+            out[ONNXRUNTIME][key] = measure.onnx_latency_ms(onnx_files, batch.numpy(), cfg.latency_warmup,
+                                                            cfg.latency_repeats, threads)
+    return out
+
+
+def measure_models(models: dict[str, tuple[Path, ModelRole]], test, cfg: config.EvaluateConfig, threads: int,
+                   onnx_files: dict[str, Path] | None = None) -> dict[str, dict]:
+    """{name: metrics} for models given as (project root, role); latency timed side by side."""
+    return measure_all(models, test, cfg, threads, onnx_files)[0]
+
+
+def measure_all(models: dict[str, tuple[Path, ModelRole]], test, cfg: config.EvaluateConfig, threads: int,
+                onnx_files: dict[str, Path] | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
+    """({name: metrics}, all timings {backend: {batch key: {name: {p50, p95}}}}).
+
+    Latency is PyTorch eager and, for the files in `onnx_files` (which may
+    include files with no PyTorch model, e.g. int8 ones), ONNX Runtime, at
+    batch 1 and at `latency_batch_size`. The headline `latency_p50_ms`,
+    `latency_p95_ms` and `speedup` use `cfg.latency_backend` (eager when no
+    ONNX files are given).
+    """
+    big = test.x[: cfg.latency_batch_size]
+    batches = {batch_key(1): test.x[:1], batch_key(len(big)): big}
+    loaded = {name: load_model(root, role)[0] for name, (root, role) in models.items()}
+    results = {name: static_metrics(*models[name], model, test, big) for name, model in loaded.items()}
+    timed = latencies(loaded, onnx_files or {}, batches, cfg, threads)
+    backend = cfg.latency_backend if onnx_files else EAGER
+    first = next(iter(results))
+    for name, metrics in results.items():
+        metrics["latency"] = timings_of(timed, name)
+        if onnx_files and name in onnx_files:
+            metrics["onnx_bytes"] = measure.file_size(onnx_files[name])
+        headline = metrics["latency"][backend][batch_key(len(big))]
+        metrics["latency_p50_ms"], metrics["latency_p95_ms"] = headline["p50"], headline["p95"]
+        metrics["param_ratio"] = metrics["nonzeros"] / results[first]["nonzeros"]
+        metrics["speedup"] = results[first]["latency_p50_ms"] / metrics["latency_p50_ms"]
+        metrics["mac_reduction"] = results[first]["macs"] / metrics["macs"]
+    return results, timed
+
+
+def timings_of(timed: dict[str, dict], name: str) -> dict[str, dict]:
+    """{backend: {batch key: {p50, p95}}} of one model or file, for the backends that timed it."""
+    return {backend: {key: per_name[name] for key, per_name in by_batch.items()}
+            for backend, by_batch in timed.items() if by_batch and all(name in p for p in by_batch.values())}

@@ -1,0 +1,158 @@
+"""The tables people read and the one Pareto plot: a run's comparison, its deployable files, a promotion line."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.console import Group
+from rich.table import Table
+
+from steps.core.names import ModelRole
+
+BACKENDS = {"eager": "eager", "onnxruntime": "ORT"}
+
+COLUMNS = {
+    "accuracy": "accuracy",
+    "parameters": "params",
+    "nonzeros": "non-zeros",
+    "file_bytes": "size (KB)",
+    "compressed_bytes": "zlib size (KB)",
+    "macs": "MACs",
+    "eager_p50_ms": "eager p50 ms",
+    "onnxruntime_p50_ms": "ORT p50 ms",
+    "eager_b1_p50_ms": "eager b1 p50 ms",
+    "onnxruntime_b1_p50_ms": "ORT b1 p50 ms",
+    "latency_p95_ms": "p95 ms",
+    "speedup": "speedup",
+    "peak_memory_bytes": "peak MB",
+}
+
+
+def _p50(metrics: dict, backend: str, batch: int) -> float:
+    """p50 of one backend at one batch size; NaN where it was not measured (e.g. an old report)."""
+    return metrics.get("latency", {}).get(backend, {}).get(f"batch_{batch}", {}).get("p50", float("nan"))
+
+
+def frame(report: dict) -> pd.DataFrame:
+    """One row per model, in pipeline order."""
+    order = [role.value for role in ModelRole if role.value in report["models"]]
+    big = report["latency_batch_size"]
+    rows = []
+    for role in order:
+        m = report["models"][role]
+        latency = {f"{b}_p50_ms": _p50(m, b, big) for b in BACKENDS}
+        latency |= {f"{b}_b1_p50_ms": _p50(m, b, 1) for b in BACKENDS}
+        rows.append({"model": role, **{k: m[k] for k in COLUMNS if k in m}, **latency})
+    return pd.DataFrame(rows).set_index("model")[list(COLUMNS)]
+
+
+def backend(report: dict) -> str:
+    """The latency the headline columns, the plot and the gates use."""
+    return report["latency_backend"]
+
+
+def table(report: dict, promotion: dict | None = None) -> Group:
+    """The comparison of all models, then (when the pipeline exported them) the student's deployable ONNX files."""
+    big, chosen = report["latency_batch_size"], BACKENDS[backend(report)]
+    title = (f"shrinkflow results (test set, CPU latency at batch {big} unless b1, {report['threads']} threads; "
+             f"p95 and speedup: {chosen})")
+    out = Table(title=title)
+    out.add_column("model")
+    for label in COLUMNS.values():
+        out.add_column(label, justify="right")
+    for role, row in frame(report).iterrows():
+        out.add_row(
+            role,
+            f"{row['accuracy']:.2%}",
+            f"{int(row['parameters']):,}",
+            f"{int(row['nonzeros']):,}",
+            f"{row['file_bytes'] / 1024:,.0f}",
+            f"{row['compressed_bytes'] / 1024:,.0f}",
+            f"{row['macs'] / 1e6:.2f}M",
+            *(f"{row[k]:.2f}" for k in ("eager_p50_ms", "onnxruntime_p50_ms", "eager_b1_p50_ms",
+                                          "onnxruntime_b1_p50_ms", "latency_p95_ms")),
+            f"{row['speedup']:.2f}x",
+            f"{row['peak_memory_bytes'] / 2**20:.1f}",
+        )
+    if promotion is not None:
+        out.caption = promotion_line(promotion)
+    return Group(out, deploy_table(report)) if "deploy" in report else Group(out)
+
+
+def deploy_table(report: dict) -> Table:
+    """The student as ONNX: fp32 and each int8 variant, with the deployable one marked."""
+    deploy, big = report["deploy"], report["latency_batch_size"]
+    out = Table(title=f"student ONNX files (ONNX Runtime, {report['threads']} threads)")
+    for label in ("file", "deployable", "accuracy", "vs fp32", "size (KB)", "size ratio", "b1 p50 ms",
+                  f"b{big} p50 ms"):
+        out.add_column(label, justify="left" if label == "file" else "right")
+    for name, v in sorted(deploy["variants"].items(), key=lambda kv: kv[0] != "fp32"):  # fp32 first
+        out.add_row(v["file"], "yes" if name == deploy["deployable"] else "", f"{v['accuracy']:.2%}",
+                    f"{0.0 - v['accuracy_drop'] * 100:+.2f} pt", f"{v['file_bytes'] / 1024:,.0f}", f"{v['size_ratio']:.2f}",
+                    f"{v['latency']['batch_1']['p50']:.3f}", f"{v['latency'][f'batch_{big}']['p50']:.2f}")
+    slower = slower_than_fp32(deploy, big)
+    if slower:
+        out.caption = f"int8 slower than fp32 on this CPU at batch {big}: {', '.join(slower)}"
+    return out
+
+
+def slower_than_fp32(deploy: dict, batch: int) -> list[str]:
+    """The int8 variants whose ORT p50 at `batch` exceeds fp32's (honest reporting, see quantization.py)."""
+    key = f"batch_{batch}"
+    fp32 = deploy["variants"]["fp32"]["latency"][key]["p50"]
+    return [name for name, v in deploy["variants"].items() if name != "fp32" and v["latency"][key]["p50"] > fp32]
+
+
+def promotion_line(promotion: dict) -> str:
+    where = f"{promotion['model_name']} v{promotion['version']}"
+    if promotion["promoted"]:
+        return f"promoted: {where} -> @{promotion['alias']} ({promotion['reason']})"
+    return f"not promoted: {where} -> @{promotion['alias']} ({promotion['reason']})"
+
+
+def report_figure(report: dict):
+    """The evaluate stage's plot: every model of one run, accuracy against latency and size."""
+    data = frame(report)
+    data["latency_p50_ms"] = [report["models"][role]["latency_p50_ms"] for role in data.index]
+    latency = f"{BACKENDS[backend(report)]} CPU latency p50 (ms, batch {report['latency_batch_size']})"
+    return pareto_figure(data, latency, "shrinkflow: accuracy vs cost")
+
+
+def pareto_figure(data: pd.DataFrame, latency_label: str, title: str, fronts: dict[str, str] | None = None):
+    """Accuracy against latency and against non-zero parameters: up and left is better on both panels.
+
+    With `fronts` ({cost column: boolean column}), the models on each panel's Pareto frontier are
+    drawn red and joined by a step line, and only they are labelled (a sweep has many points).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11 if fronts else 10, 4.5 if fronts else 4), sharey=True)
+    panels = (("latency_p50_ms", latency_label, False), ("nonzeros", "non-zero parameters", True))
+    for ax, (cost, label, log) in zip(axes, panels, strict=True):
+        labelled = data
+        if fronts:
+            flags = data[fronts[cost]]
+            ax.scatter(data[cost], data["accuracy"] * 100, c=["tab:red" if f else "tab:gray" for f in flags])
+            labelled = data[flags].sort_values(cost)
+            ax.step(labelled[cost], labelled["accuracy"] * 100, where="post", color="tab:red", alpha=0.6)
+        else:
+            ax.scatter(data[cost], data["accuracy"] * 100)
+        for name, row in labelled.iterrows():
+            ax.annotate(name, (row[cost], row["accuracy"] * 100), textcoords="offset points",
+                        xytext=(5, -10) if fronts else (6, -4), fontsize=7 if fronts else 8)
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def close_figure(figure) -> None:
+    from matplotlib import pyplot as plt
+
+    plt.close(figure)

@@ -1,0 +1,121 @@
+"""The contracts between stages: what each returns, written as its JSON file at the edge and read back typed.
+
+They live here, not in the stage modules, because a stage that reads another's output must not
+import that stage (its code would become a dependency of the reader).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+import json
+from pathlib import Path
+from typing import Self
+
+from steps.core.files import write_json
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    """Base of every `<Stage>Result`: plain JSON-able fields, one file per stage."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def write(self, path: Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: Path) -> Self:
+        """The result a stage wrote to `path`; ValueError naming the file when it is not this stage's shape."""
+        raw = json.loads(Path(path).read_text())
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not names <= set(raw):
+            raise ValueError(f"{path}: not a {cls.__name__} (missing {', '.join(sorted(names - set(raw)))}); "
+                             "rerun the stage that writes it")
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a.b.c": leaf}: nested dicts as the dotted keys MLflow params and metrics use."""
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        out.update(flatten(value, path) if isinstance(value, dict) else {path: value})
+    return out
+
+
+@dataclass(frozen=True)
+class DataResult(StageResult):
+    """The manifest: what every later stage reads about the data (written as manifest.json)."""
+
+    dataset: str
+    classes: list[str]
+    seed: int
+    files: dict[str, dict]
+    raw: dict[str, str]
+    normalization: dict[str, float]
+
+
+@dataclass(frozen=True)
+class TeacherResult(StageResult):
+    val_accuracy: float
+    parameters: int
+    mlflow_run_id: str
+
+
+@dataclass(frozen=True)
+class PruneResult(StageResult):
+    method: str
+    sparsity: float
+    parameters: int
+    val_accuracy: float
+    layer_sparsity: dict[str, float]
+    curve: list[dict]
+    """One point per round: round, target, measured sparsity, parameters, val_accuracy."""
+    mlflow_run_id: str
+
+
+@dataclass(frozen=True)
+class DistillResult(StageResult):
+    teacher: str
+    """Which model taught: the pruned one (prune-then-distill) or the unpruned teacher."""
+    val_accuracy: float
+    teacher_val_accuracy: float
+    parameters: int
+    mlflow_run_id: str
+
+
+@dataclass(frozen=True)
+class ExportResult(StageResult):
+    models: dict[str, dict]
+    """{role: parity numbers, file_bytes, sha256} of each ONNX file."""
+    opset: int
+    exporter: str
+    mlflow_run_id: str
+
+
+@dataclass(frozen=True)
+class QuantizeResult(StageResult):
+    variants: dict[str, dict]
+    """{"fp32" | method: {file, accuracy, accuracy_drop, file_bytes, size_ratio, sha256}}, fp32 first."""
+    deploy: str
+    deployable: str
+    """The project-relative path of the ONNX file registered as deployable."""
+    eval_images: int
+    calibration_images: int
+    max_accuracy_drop: float
+    mlflow_run_id: str
+
+
+@dataclass(frozen=True)
+class EvaluateReport(StageResult):
+    """metrics/report.json: every model measured side by side, and the student's deployable ONNX files."""
+
+    models: dict[str, dict]
+    threads: int
+    latency_batch_size: int
+    latency_backend: str
+    test_images: int
+    deploy: dict
+    mlflow_run_id: str

@@ -1,0 +1,25 @@
+"""The thin `main()` behind every `python -m steps.<stage>` (the DVC runner)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from steps import config
+
+USER_ERRORS = (config.ConfigError, ValueError, FileNotFoundError)
+
+
+def run_stage_main(name: str, run: Callable[[config.Params, Path], object], argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m steps.{name}", description=f"Run the {name} stage.")
+    parser.add_argument("--root", type=Path, default=Path("."), help="project root (holds params.yaml)")
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+    try:
+        params = config.load(root)
+        run(params, root)
+    except USER_ERRORS as err:
+        print(f"{name} stage failed: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,162 @@
+"""The MLflow model registry: register a version, move aliases, tag it, serve its files back.
+
+`ModelRef.parse` is the one reader of `models:/NAME@ALIAS` and `models:/NAME/VERSION`; not-found
+answers from MLflow become None or `{}` in one place (`store.is_missing`), so callers test for absence
+instead of catching MLflow's exceptions.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from steps.core.hashing import sha256
+from steps.core.names import Artifact, Tag
+from steps.tracking.store import is_missing
+
+PIP_REQUIREMENTS = [f"torch=={package_version('torch').split('+')[0]}", f"mlflow=={package_version('mlflow')}"]
+_URI = re.compile(r"^models:/(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
+
+
+class UnknownModel(LookupError):
+    """The model, alias or version a request names does not exist; the message names it."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered version named by alias or number: `models:/NAME@ALIAS` or `models:/NAME/VERSION`."""
+
+    name: str
+    alias: str | None = None
+    version: int | None = None
+
+    @classmethod
+    def parse(cls, uri: str) -> ModelRef:
+        match = _URI.match(uri)
+        if not match:
+            raise ValueError(f"{uri!r} is not a model URI: expected models:/NAME/VERSION or models:/NAME@ALIAS")
+        number = match["version"]
+        return cls(match["name"], match["alias"], int(number) if number is not None else None)
+
+    def resolve(self) -> int:
+        """The version number; UnknownModel naming the model and its aliases when there is none."""
+        if self.alias is None:
+            model_version(self.name, self.version)
+            return self.version
+        found = aliases(self.name)
+        if self.alias not in found:
+            raise UnknownModel(f"models:/{self.name}@{self.alias}: model {self.name!r} has no alias @{self.alias} "
+                               f"(aliases: {found or 'none'})")
+        return found[self.alias]
+
+
+def model_version(name: str, version: int):
+    """The ModelVersion (tags, run id, source); UnknownModel naming it when absent."""
+    try:
+        return MlflowClient().get_model_version(name, str(version))
+    except MlflowException as err:
+        if is_missing(err, ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")):
+            raise UnknownModel(f"{name} v{version}: {err.message}") from None
+        raise
+
+
+def version_exists(name: str, version: int) -> bool:
+    try:
+        model_version(name, version)
+    except UnknownModel:
+        return False
+    return True
+
+
+def aliases(name: str) -> dict[str, int]:
+    """{alias: version} of a registered model; {} when it does not exist yet."""
+    try:
+        found = MlflowClient().get_registered_model(name).aliases
+    except MlflowException as err:
+        if is_missing(err):
+            return {}
+        raise
+    return {alias: int(v) for alias, v in found.items()}
+
+
+def alias_version(name: str, alias: str):
+    """The ModelVersion behind `alias`, or None when the model or alias does not exist yet."""
+    number = aliases(name).get(alias)
+    return None if number is None else model_version(name, number)
+
+
+def set_alias(name: str, alias: str, version: int) -> None:
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
+
+
+def delete_alias(name: str, alias: str) -> None:
+    MlflowClient().delete_registered_model_alias(name, alias)
+
+
+def tag_version(name: str, version: int, tags: dict[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def register(model, example, name: str) -> int:
+    """Log `model` (torch.export, no pickle) in the active run and register it; returns the version.
+
+    `example` must have batch size >= 2: MLflow exports the batch dimension as
+    dynamic only when the example does not pin it to 1.
+    """
+    model.eval()
+    info = mlflow.pytorch.log_model(model, name=Artifact.MODEL.value, input_example=example,
+                                    pip_requirements=PIP_REQUIREMENTS, registered_model_name=name)
+    return int(info.registered_model_version)
+
+
+def load_predictor(name: str, version: int):
+    """The registered model as MLflow serves it (pyfunc): `.predict(float32 batch) -> logits`."""
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+
+
+def log_deployable(name: str, version: int, files: list[Path], deployable: Path) -> dict[str, str]:
+    """Log the ONNX `files` into the active run (beside the registered model) and tag `version` with their sha256.
+
+    Returns the tags: `shrinkflow.onnx_sha256.<file name>` per file and `shrinkflow.deployable` naming
+    the one to deploy. `shrinkflow export` and audits re-check the files against these hashes.
+    """
+    tags = {Tag.DEPLOYABLE.value: Path(deployable).name}
+    for path in files:
+        mlflow.log_artifact(str(path), artifact_path=Artifact.DEPLOY)
+        tags[f"{Tag.ONNX_SHA256}.{Path(path).name}"] = sha256(Path(path))
+    tag_version(name, version, tags)
+    return tags
+
+
+def download_deployable(mv, dest: Path) -> dict[str, str]:
+    """Download the ONNX files logged with model version `mv` into `dest`, each checked against its sha256 tag.
+
+    Returns {file name: sha256}; ValueError when the version has none, or a downloaded file's hash
+    differs from the one recorded at registration.
+    """
+    prefix = f"{Tag.ONNX_SHA256}."
+    expected = {k.removeprefix(prefix): v for k, v in mv.tags.items() if k.startswith(prefix)}
+    if not expected:
+        raise ValueError(f"{mv.name} version {mv.version} has no ONNX files (registered before the export stage?)")
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="shrinkflow-export-") as scratch:
+        local = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=Artifact.DEPLOY,
+                                                         dst_path=scratch))
+        for file, digest in expected.items():
+            got = sha256(local / file) if (local / file).is_file() else "missing"
+            if got != digest:
+                raise ValueError(f"{mv.name} version {mv.version}: {Artifact.DEPLOY}/{file} has sha256 {got}, "
+                                 f"but {digest} was recorded at registration")
+        for file in expected:
+            shutil.move(local / file, dest / file)
+    return expected

@@ -1,0 +1,129 @@
+"""The layering ARCHITECTURE.md describes, held against the code's imports (read with ast, nothing imported).
+
+Each rule names a package and what it may not import; a forbidden import anywhere in the package,
+at module level or inside a function, fails with the file and line.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from steps.core import imports
+from steps.core.dag import STAGE_NAMES, STAGES
+from tests.helpers import REPO
+
+STAGE_MODULES = {f"steps.{name}" for name in STAGE_NAMES}
+
+
+def imported_names(path: Path) -> list[tuple[int, str]]:
+    """(line, module) for every absolute import in a file; `from a import b` yields a and a.b."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+    return found
+
+
+def python_files(package: str) -> list[Path]:
+    base = REPO.joinpath(*package.split("."))
+    return sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
+
+
+def violations(package: str, forbidden, allowed=lambda name: False) -> list[str]:
+    out = []
+    for path in python_files(package):
+        for line, name in imported_names(path):
+            top = name.split(".")[0]
+            if (top in forbidden or any(name == f or name.startswith(f"{f}.") for f in forbidden)) \
+                    and not allowed(name):
+                out.append(f"{path.relative_to(REPO)}:{line} imports {name}")
+    return sorted(set(out))
+
+
+CONFIG_MAY_IMPORT = ("steps.config", "steps.compression.choices", "steps.core.layout", "steps.core.files",
+                     "steps.core.names")
+OUTSIDE_SYSTEMS = ("mlflow", "prefect", "prefect_dask", "dvc", "dask", "distributed")
+RULES = {
+    # the torch library: no outside system, nothing of shrinkflow but itself and core.files
+    "steps.compression": (OUTSIDE_SYSTEMS + ("steps", "flows"),
+                          lambda n: n.startswith("steps.compression") or n.startswith("steps.core.files")),
+    # the schema reads registry names without torch; loading needs only paths, files and names
+    "steps.config": (OUTSIDE_SYSTEMS + ("torch", "flows", "steps"),
+                     lambda n: n in ("steps", "steps.compression") or n.startswith(CONFIG_MAY_IMPORT)),
+    "steps.core": (OUTSIDE_SYSTEMS + ("flows", "steps.tracking", "steps.storage", "steps.registry",
+                                      *STAGE_MODULES), lambda n: False),
+    "steps.tracking": (("prefect", "dvc", "flows", "steps.storage", "steps.registry", *STAGE_MODULES),
+                       lambda n: False),
+    "steps.storage": (("mlflow", "prefect", "flows", "steps.tracking", "steps.registry", *STAGE_MODULES),
+                      lambda n: False),
+    "steps.registry": (("mlflow", "prefect", "dvc", "flows", *STAGE_MODULES), lambda n: False),
+}
+
+
+@pytest.mark.parametrize("package", sorted(RULES))
+def test_package_imports_only_what_its_layer_may(package):
+    forbidden, allowed = RULES[package]
+    assert violations(package, forbidden, allowed) == []
+
+
+@pytest.mark.parametrize("stage", STAGE_NAMES)
+def test_a_stage_imports_no_other_stage_and_no_orchestrator(stage):
+    others = tuple(m for m in STAGE_MODULES if m != f"steps.{stage}")
+    assert violations(f"steps.{stage}", ("mlflow", "prefect", "dvc", "flows", *others)) == []
+
+
+def test_only_the_doors_import_mlflow_and_dvc():
+    """mlflow only under steps/tracking, dvc only under steps/storage, prefect only under flows/."""
+    everything = [p for p in (REPO / "steps").rglob("*.py")]
+    leaks = []
+    for path in everything:
+        rel = path.relative_to(REPO).as_posix()
+        for line, name in imported_names(path):
+            top = name.split(".")[0]
+            door = {"mlflow": "steps/tracking/", "dvc": "steps/storage/"}.get(top)
+            if (door and not rel.startswith(door)) or top in ("prefect", "prefect_dask"):
+                leaks.append(f"{rel}:{line} imports {name}")
+    assert sorted(set(leaks)) == []
+
+
+def test_steps_is_a_regular_package():
+    """A namespace package would be shadowed by any other `steps` package on sys.path."""
+    for package in ("steps", "steps/core", "steps/config", "steps/tracking", "steps/storage", "steps/registry",
+                    "steps/compression", "steps/sources", "flows", "flows/cli"):
+        assert (REPO / package / "__init__.py").is_file(), package
+
+
+def test_top_of_steps_holds_only_the_stages():
+    modules = {p.stem for p in (REPO / "steps").glob("*.py")} - {"__init__"}
+    assert modules == set(STAGE_NAMES)
+
+
+def test_stage_code_dependencies_are_its_imports():
+    """dvc.yaml's code deps are derived from the imports; the reader of raw data is not a dep of training."""
+    for st in STAGES:
+        assert f"steps/{st.name}.py" in st.code
+        assert set(st.code) == {imports.module_file(m).relative_to(REPO).as_posix() for m in imports.closure(st.module)}
+    distill = next(st for st in STAGES if st.name == "distill")
+    assert "steps/data.py" not in distill.code
+    assert "steps/compression/distillation.py" in distill.code
+
+
+def test_a_new_import_becomes_a_dependency(tmp_path, monkeypatch):
+    """The derivation follows the code: a module that starts importing another gets it as a dependency."""
+    (tmp_path / "steps").mkdir()
+    (tmp_path / "steps" / "__init__.py").write_text("")
+    (tmp_path / "steps" / "a.py").write_text("def f():\n    from steps import b\n")
+    (tmp_path / "steps" / "b.py").write_text("import steps.c\n")
+    (tmp_path / "steps" / "c.py").write_text("")
+    monkeypatch.setattr(imports, "SOURCE_ROOT", tmp_path)
+    imports.direct_imports.cache_clear()
+    try:
+        assert imports.closure("steps.a") == ("steps", "steps.a", "steps.b", "steps.c")
+    finally:
+        imports.direct_imports.cache_clear()

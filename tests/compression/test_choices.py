@@ -1,0 +1,38 @@
+"""Every choice-by-name registry: each entry resolves, and the config schema accepts exactly its names."""
+
+import typing
+
+import pytest
+
+from steps import config
+from steps.compression import choices
+
+REGISTRIES = {name: value for name, value in vars(choices).items() if isinstance(value, choices.Registry)}
+SCHEMA_FIELDS = {  # registry -> (schema model, field)
+    "ARCHITECTURES": (config.ArchConfig, "name"),
+    "SCHEDULES": (config.PruneConfig, "schedule"),
+    "IMPORTANCES": (config.PruneConfig, "importance"),
+    "L1_TARGETS": (config.L1Config, "target"),
+    "LR_SCHEDULES": (config.TrainConfig, "lr_schedule"),
+}
+
+
+@pytest.mark.parametrize("registry", sorted(REGISTRIES))
+def test_every_entry_resolves_to_a_callable(registry):
+    for name in REGISTRIES[registry]:
+        assert callable(REGISTRIES[registry][name]), f"{registry}[{name!r}]"
+
+
+@pytest.mark.parametrize("registry", sorted(SCHEMA_FIELDS))
+def test_the_schema_accepts_exactly_the_registry_names(registry):
+    model, field = SCHEMA_FIELDS[registry]
+    assert set(typing.get_args(model.model_fields[field].annotation)) == set(REGISTRIES[registry])
+
+
+def test_every_registry_is_tied_to_the_schema():
+    assert set(REGISTRIES) == set(SCHEMA_FIELDS)
+
+
+def test_an_unknown_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown pruning schedule 'cubicc'; choose one of \['cubic'"):
+        choices.SCHEDULES.resolve("cubicc")

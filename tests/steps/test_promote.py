@@ -1,0 +1,102 @@
+import json
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from flows.cli import app
+from steps import config, promote, quantize, tracking
+from steps.core.datasets import load_splits
+from steps.core.hashing import sha256
+from steps.core.layout import PROMOTION, int8_path, metrics_path, model_path, onnx_path
+from steps.core.names import Alias, ModelRole, Tag
+from tests.helpers import variant
+
+
+def test_promote_registers_champion_then_challenger(project_after, stage_params):
+    root = project_after("evaluate")
+    first = promote.run(stage_params, root)
+    assert first.promoted and first.alias == Alias.CHAMPION
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(stage_params.promote.model_name, Alias.CHAMPION)
+    assert int(version.version) == first.version
+    assert version.tags[Tag.MODEL_SHA256] == sha256(root / model_path(ModelRole.STUDENT))
+    assert version.tags[f"{Tag.ONNX_SHA256}.student.onnx"] == sha256(root / onnx_path(ModelRole.STUDENT))
+    assert version.tags[Tag.DEPLOYABLE] == "student.onnx"
+    # The same student again cannot beat itself by the required margin.
+    stricter = config.validate({**stage_params.model_dump(mode="json"),
+                                "promote": {**stage_params.promote.model_dump(), "min_improvement": 0.01}})
+    second = promote.run(stricter, root)
+    assert not second.promoted and second.alias == Alias.CHALLENGER
+    assert "did not beat champion" in second.reason
+    assert second.incumbent_version == first.version
+    assert client.get_model_version_by_alias(stage_params.promote.model_name, Alias.CHAMPION).version == version.version
+    assert json.loads((root / PROMOTION).read_text())["version"] == second.version
+
+
+def test_registered_champion_predicts_any_batch_size(project_after, stage_params):
+    root = project_after("promote")
+    tracking.use_store(root)
+    model = tracking.load_predictor(stage_params.promote.model_name,
+                                    tracking.aliases(stage_params.promote.model_name)[Alias.CHAMPION])
+    test = load_splits(root, ("test",))["test"]
+    for n in (1, 5):
+        assert np.asarray(model.predict(test.x[:n].numpy())).shape == (n, 10)
+
+
+def test_export_cli_writes_the_champions_onnx_files_checked_against_their_hashes(project_after, stage_params,
+                                                                                  tmp_path):
+    root = project_after("promote")
+    name = stage_params.promote.model_name
+    result = CliRunner().invoke(app, ["export", f"models:/{name}@champion", "--format", "onnx", "-o",
+                                      str(tmp_path / "out"), "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "student.onnx").read_bytes() == (root / onnx_path(ModelRole.STUDENT)).read_bytes()
+    bad = CliRunner().invoke(app, ["export", f"models:/{name}", "-o", str(tmp_path / "x"), "--root", str(root)])
+    assert bad.exit_code == 2 and "not a model URI" in " ".join(bad.output.split())
+    # Tamper with the registered artifact: the export refuses it, naming the recorded hash.
+    tracking.use_store(root)
+    version = MlflowClient().get_model_version_by_alias(name, Alias.CHAMPION)
+    stored = next((root / "mlartifacts").rglob(f"{version.run_id}/artifacts/deploy/student.onnx"))
+    stored.write_bytes(stored.read_bytes() + b"tampered")
+    tampered = CliRunner().invoke(app, ["export", f"models:/{name}/{version.version}", "-o", str(tmp_path / "t"),
+                                        "--root", str(root)])
+    assert tampered.exit_code == 1 and "was recorded at registration" in " ".join(tampered.output.split())
+
+
+def test_an_int8_deployable_is_registered_with_its_hash(project_after, stage_params):
+    root = project_after("evaluate")
+    static = variant(stage_params, quantize={"deploy": "static", "max_accuracy_drop": 1.0})
+    quantize.run(static, root)
+    decision = promote.run(static, root)
+    tags = MlflowClient().get_model_version(stage_params.promote.model_name, str(decision.version)).tags
+    assert tags[Tag.DEPLOYABLE] == "student.static.onnx"
+    int8 = root / int8_path(ModelRole.STUDENT, "static")
+    assert tags[f"{Tag.ONNX_SHA256}.student.static.onnx"] == sha256(int8)
+    assert f"{Tag.ONNX_SHA256}.student.onnx" in tags  # the fp32 file is always there too
+
+
+def test_metrics_files_name_their_mlflow_runs(project_after):
+    root = project_after("promote")
+    for stage in ("teacher", "prune", "distill", "export", "quantize"):
+        assert json.loads((root / metrics_path(stage)).read_text())["mlflow_run_id"]
+
+
+def test_gates_fail_with_the_gate_named():
+    gates = [promote.Gate("min_accuracy", 0.5, 0.9, False), promote.Gate("max_param_ratio", 0.1, 0.2, True)]
+    promoted, reason = promote.decide(gates, 0.5, None, 0.0)
+    assert not promoted and "min_accuracy" in reason and "max_param_ratio" not in reason
+    assert promote.decide(gates[1:], 0.8, None, 0.0) == (True, "passed all gates; no champion yet")
+    assert promote.decide(gates[1:], 0.8, 0.85, 0.0)[0] is False
+    assert promote.decide(gates[1:], 0.86, 0.85, 0.0)[0] is True
+
+
+@pytest.mark.parametrize("stage", ["teacher", "prune", "distill", "export", "quantize", "evaluate", "promote"])
+def test_every_stage_runs_alone_from_the_stage_before(project_after, stage):
+    """The fixture builds each stage's inputs itself: no test depends on another test having run."""
+    from steps.core.dag import STAGE_NAMES
+
+    root = project_after(STAGE_NAMES[STAGE_NAMES.index(stage) - 1])
+    assert (root / "data/processed/manifest.json").is_file()
+    assert not (root / metrics_path(stage)).exists() or stage == "evaluate"
