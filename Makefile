@@ -8,13 +8,20 @@ STAMP := $(VENV)/.installed
 RAW_DIR = $(shell $(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['data']['raw_dir'])")
 RAW_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
 
-.PHONY: run test install data repro lock dvc-yaml clean
+.PHONY: run test check install data repro lock dvc-yaml clean
 
 run: install data
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/shrinkflow run
 
 test: install data
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# The edit-test loop: unit tests of the stages, the libraries and the rules, on tiny data (no pipeline runs,
+# no servers, no benchmarks).
+check: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not integration" \
+		tests/compression tests/core tests/config tests/sources tests/steps tests/registry tests/architecture \
+		tests/flows/test_pipeline_definition.py
 
 install: $(STAMP)
 
@@ -41,9 +48,9 @@ data: install
 		exit 1; \
 	fi
 
-# The second runner: the same stages through DVC.
+# The second runner: the same stages through DVC, under the project run lock (shrinkflow repro).
 repro: install data
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/shrinkflow repro
 
 dvc-yaml: install
 	$(BIN)/shrinkflow dvc-yaml

@@ -33,7 +33,7 @@ import common
 from common import merge
 from compression import quick, seed_project, train_base
 
-from steps import config, data, distill, export, prune
+from steps import config, distill, export, prune
 from steps.core import datasets
 from steps.compression import measure, onnx_export, quantization
 from steps.compression.training import accuracy

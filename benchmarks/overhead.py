@@ -13,6 +13,9 @@ after another in this same invocation, so the ratios compare like with like:
    and the cold start: process start until the first step starts.
 3. flow again, nothing changed: every stage should be Cached; ratio to the first run.
 4. flow with one param changed (distill.temperature): which stages ran.
+5. the no-change answer as a user gets it: `shrinkflow run` as a plain command in a checkout that already
+   ran (no pre-imports, no server started for it), repeated; then the same with a Prefect server already
+   running (PREFECT_API_URL set: the flow runs, finds nothing stale and records its flow run).
 
 The timings come from wrappers around the pipeline's own doors (steps.tracking, steps.storage, each
 step's run(), the flow's cache-key function) installed in the measured process; nothing is replaced.
@@ -45,6 +48,7 @@ from steps.core.dag import STAGE_NAMES as STAGES
 PROJECT_FILES = ("steps", "flows", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore",
                  "pyproject.toml")
 CHANGED_PARAM = "distill.temperature"
+NO_CHANGE_REPEATS = 5
 
 
 # --- the measured process ---------------------------------------------------------------------------------------------
@@ -144,15 +148,17 @@ def child(mode: str, root: Path, started: float, args: list[str]) -> None:
         from flows import runtime
 
         runtime.prepare(root)
-        import flows.compress
+        import flows.compress  # noqa: F401  (imported here so its cost counts as imports)
         from prefect.server.api.server import SubprocessASGIServer
 
         from flows.cli import app
 
         watch.seconds["imports"] = time.perf_counter() - t0
         instrument(watch)
-        watch.wrap(flows.compress, "stage_key", "cache_keys")
-        watch.wrap(flows.compress, "output_hashes", "cache_keys")
+        from steps.core import staleness
+
+        watch.wrap(staleness, "stage_key", "cache_keys")
+        watch.wrap(staleness, "output_hashes", "cache_keys")
         with watch.timing("prefect_server_start"):  # the instance the flow's client then uses
             SubprocessASGIServer().start()
         out = Path(tempfile.mkstemp(prefix="overhead-cli-")[1])
@@ -216,6 +222,57 @@ def measure(mode: str, root: Path, *args: str) -> dict:
     return {"wall_s": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
+def command_wall_s(root: Path, repeats: int, extra_env: dict[str, str] | None = None) -> list[float]:
+    """Wall seconds of `shrinkflow run` as a user types it, `repeats` times; each must succeed and say so."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME")}
+    env.update(PYTHONPATH=str(root), PATH=f"{Path(sys.executable).parent}:{env['PATH']}", **(extra_env or {}))
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        proc = subprocess.run([str(Path(sys.executable).parent / "shrinkflow"), "run", "--root", str(root)],
+                              capture_output=True, text=True, env=env, cwd=root, timeout=600)
+        times.append(time.perf_counter() - started)
+        if proc.returncode != 0 or "=Cached" not in proc.stdout or "=Completed" in proc.stdout:
+            raise SystemExit(f"no-change run did not find everything cached:\n{proc.stdout[-2000:]}"
+                             f"{proc.stderr[-2000:]}")
+    return times
+
+
+@contextlib.contextmanager
+def prefect_server(work: Path):
+    """`prefect server start` on a free port (the services profile's Prefect); yields its API URL."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(work / "prefect-server"), "PREFECT_UI_ENABLED": "false",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(url + "/health", timeout=2):
+                    break
+            time.sleep(0.5)
+        else:
+            raise SystemExit("prefect server did not become healthy in 180 s")
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+def spread(times: list[float]) -> dict[str, float]:
+    mean = sum(times) / len(times)
+    return {"mean_s": mean, "min_s": min(times), "max_s": max(times), "runs": len(times)}
+
+
 def breakdown(run: dict) -> dict[str, float]:
     """Where a flow run's wall time went; 'prefect orchestration' is what is left after everything else."""
     s = run["seconds"]
@@ -233,7 +290,7 @@ def breakdown(run: dict) -> dict[str, float]:
     return parts
 
 
-def benchmark(work: Path, raw: dict) -> dict:
+def benchmark(work: Path, raw: dict, repeats: int = NO_CHANGE_REPEATS) -> dict:
     plain_root = make_project(work / "plain", raw)
     flow_root = make_project(work / "flow", raw)
     plain = measure("plain", plain_root)
@@ -241,6 +298,10 @@ def benchmark(work: Path, raw: dict) -> dict:
     rerun = measure("cli", flow_root)
     new_value = raw["distill"]["temperature"] + 1
     changed = measure("cli", flow_root, "-S", f"{CHANGED_PARAM}={new_value}")
+    no_change = spread(command_wall_s(flow_root, repeats))
+    with prefect_server(work) as api:
+        command_wall_s(flow_root, 1, {"PREFECT_API_URL": api})  # the server's first flow run registers the flow
+        no_change_server = spread(command_wall_s(flow_root, repeats, {"PREFECT_API_URL": api}))
     plain_mlflow = plain["seconds"].get("mlflow", 0.0)
     plain_compute = plain["wall_s"] - plain_mlflow
     plain_startup = plain["wall_s"] - plain["total_in_process"] + plain["seconds"].get("imports", 0.0)
@@ -255,6 +316,7 @@ def benchmark(work: Path, raw: dict) -> dict:
         "overhead_vs_plain_compute": first["wall_s"] / plain_compute - 1,
         "overhead_vs_plain_with_mlflow": first["wall_s"] / plain["wall_s"] - 1,
         "rerun_ratio": rerun["wall_s"] / first["wall_s"],
+        "no_change_command": no_change, "no_change_with_prefect_server": no_change_server,
         "cold_start_s": first["first_step_after_s"],
         "breakdown": parts,
         "plain_breakdown": {"process start + imports": plain_startup,
@@ -274,6 +336,11 @@ def markdown(r: dict) -> str:
     lines.append(f"| `shrinkflow run`, nothing changed | {r['rerun']['wall_s']:.1f} | {r['rerun_ratio']:.2f} |")
     lines.append(f"| `shrinkflow run -S {r['changed_param']}=...` | {r['changed']['wall_s']:.1f} | "
                  f"{r['changed']['wall_s'] / first:.2f} |")
+    for label, key in (("`shrinkflow run` as typed, nothing changed (local profile)", "no_change_command"),
+                       ("the same with a Prefect server running (PREFECT_API_URL)", "no_change_with_prefect_server")):
+        t = r[key]
+        lines.append(f"| {label}: mean of {t['runs']} (min-max) | {t['mean_s']:.2f} ({t['min_s']:.2f}-"
+                     f"{t['max_s']:.2f}) | {t['mean_s'] / first:.3f} |")
     lines += ["", f"Overhead of the flow over the plain script: {r['overhead_vs_plain_compute']:+.1%} "
               f"(over the plain script with MLflow: {r['overhead_vs_plain_with_mlflow']:+.1%}); the same steps' "
               "compute differs by a few percent between two runs, so also from the parts: the flow spends "
@@ -301,7 +368,8 @@ def main() -> None:
         child(args.child, args.root, args.started, args.rest)
         return
     raw = common.params(args, quick)
-    result = common.in_scratch("shrinkflow-overhead-", benchmark, raw)
+    result = common.in_scratch("shrinkflow-overhead-", functools.partial(benchmark, repeats=1 if args.quick else
+                                                                          NO_CHANGE_REPEATS), raw)
     text = markdown(result)
     print(text)
     if args.quick:

@@ -1,19 +1,25 @@
-"""The main Prefect flow: the stages of steps/core/dag.py as cached tasks.
+"""The main Prefect flow: the stages of steps/core/dag.py as cached tasks, one run at a time, one set of params.
 
-Each stage is a task whose cache key is the content of its dependency files
-(code included), its params sections and the project root: the same identity
-DVC uses, so a rerun with nothing changed is all `Cached`, and a changed
-param reruns from the first stage that reads it. After each stage the flow
-records it in dvc.lock (`dvc commit`), and at the end pushes the outputs to
-the DVC remote, so `dvc repro` and the flow agree on what is up to date.
+- One run per checkout: the flow holds the project run lock (steps/core/runlock.py) for its whole
+  duration, so a scheduled run and a run by hand never interleave.
+- One set of params: params.yaml is read once, under the lock, and every stage runs with that
+  snapshot; its hash is checked again before each stage and before each `dvc commit` (dvc.lock
+  records the file), and a change fails the run naming the file, before anything is registered.
+- Each stage is a task whose cache key is `steps.core.staleness.stage_key`: the content of its
+  dependency files (code included), its params sections and the project root, the identity DVC
+  uses; a rerun with nothing changed is all `Cached`. After each stage the flow records it in
+  dvc.lock (`dvc commit`); before promote it pushes to the DVC remote.
+- When the last run's record shows nothing stale, no task runs at all (the same check lets
+  `shrinkflow run` answer without starting Prefect).
+- MLflow: one parent run per pipeline run, the stage runs nested under it, the dataset as its input.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
+import contextlib
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -22,39 +28,46 @@ from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
 from steps import config, storage, tracking
-from steps.core import lineage, profiles
-from steps.core.dag import STAGES, Stage, stage
-from steps.core.hashing import content_hash
-from steps.core.layout import PROMOTION
+from steps.core import datasets, lineage, profiles, staleness
+from steps.core.dag import STAGE_NAMES, STAGES, Stage, stage
+from steps.core.hashing import sha256
+from steps.core.layout import PARAMS_FILE, PROMOTION
+from steps.core.names import Tag
+from steps.core.runlock import project_lock
 from steps.registry.lock import TRIGGER_ENV
 
-REGISTRY_STAGE = "promote"
-"""The stage with an output outside the project (the registry). Nothing is registered before its data
-and models are on the DVC remote: an auditor must be able to fetch them."""
+REGISTRY_STAGE = staleness.REGISTRY_STAGE
+DATA_STAGE = "data"
+"""The stage that produces the dataset; the MLflow parent run records it, so it opens after it."""
+PROFILE_SOURCE_ENV = "SHRINKFLOW_PROFILE_SOURCE"
+"""Where the CLI found the profile (it then sets SHRINKFLOW_PROFILE itself), for the run's log."""
 
 
-def stage_key(root: Path, st: Stage, params: config.Params) -> str:
-    digest = hashlib.sha256(f"{st.name}|{root.resolve()}|{params.section_hash(*st.params)}".encode())
-    for dep in st.resolved_deps(params.model_dump(mode="json")):
-        digest.update(f"|{dep}={content_hash(root / dep)}".encode())
-    if st.name == REGISTRY_STAGE:  # another registry (e.g. the services profile) is another promotion
-        digest.update(f"|registry={tracking.tracking_uri(root)}".encode())
-    return digest.hexdigest()
+class StageFailed(RuntimeError):
+    """A stage raised; the message names it (the cause is chained)."""
+
+
+class ParamsChanged(RuntimeError):
+    """params.yaml changed during the run; the message names the file and both hashes."""
+
+
+def check_params_unchanged(root: Path, at_start: str) -> None:
+    now = sha256(root / PARAMS_FILE)
+    if now != at_start:
+        raise ParamsChanged(f"{root / PARAMS_FILE} changed during the run (sha256 {at_start[:12]} at start, "
+                            f"{now[:12]} now): rerun to use the new values")
 
 
 def _cache_key(context: TaskRunContext, parameters: dict) -> str:
     root = Path(parameters["root"])
-    return stage_key(root, stage(parameters["stage_name"]), config.load(root))
-
-
-def output_hashes(root: Path, st: Stage) -> dict[str, str]:
-    return {out: content_hash(root / out) for out in (*st.outs, *st.metrics, *st.plots)}
+    return staleness.stage_key(root, stage(parameters["stage_name"]), config.validate(parameters["params"]),
+                               tracking.tracking_uri(root))
 
 
 def outputs_intact(root: Path, st: Stage, recorded: dict[str, str]) -> bool:
     """The files a (possibly cached) stage produced are on disk unchanged, and for promote the
     version it registered is still in the registry."""
-    if output_hashes(root, st) != recorded:
+    if staleness.output_hashes(root, st) != recorded:
         return False
     if st.name == REGISTRY_STAGE:
         decision = json.loads((root / PROMOTION).read_text())
@@ -70,16 +83,14 @@ def is_transient(task, task_run, state) -> bool:
 
 
 @task(cache_key_fn=_cache_key, persist_result=True, task_run_name="{stage_name}", retry_condition_fn=is_transient)
-def run_stage(root: str, stage_name: str) -> dict[str, str]:
-    """Run `steps.<stage_name>.run()`; returns the hashes of what it wrote."""
+def run_stage(root: str, stage_name: str, params: dict, params_sha256: str) -> dict[str, str]:
+    """Run `steps.<stage_name>.run()` with the run's params snapshot; returns the hashes of what it wrote."""
+    import importlib
+
     st = stage(stage_name)
-    module = importlib.import_module(st.module)
-    module.run(config.load(root), Path(root))
-    return output_hashes(Path(root), st)
-
-
-class StageFailed(RuntimeError):
-    """A stage raised; the message names it (the cause is chained)."""
+    check_params_unchanged(Path(root), params_sha256)
+    importlib.import_module(st.module).run(config.validate(params), Path(root))
+    return staleness.output_hashes(Path(root), st)
 
 
 def _result(st: Stage, state) -> dict[str, str]:
@@ -106,24 +117,38 @@ def publish(root: str, remote: str | None, cfg: config.StorageConfig) -> int:
                           f"so nothing was registered): {err}") from err
 
 
-def _run(root: str, st: Stage, refresh: bool = False):
-    # No whole-stage retries: MLflow retries each request itself (steps/tracking.py), and rerunning
-    # promote after a half-done registration would register the same student twice.
-    task_ = run_stage.with_options(refresh_cache=True) if refresh else run_stage
-    return task_(root, st.name, return_state=True)
+class Snapshot:
+    """The params of one run: read once, under the lock; every stage gets these, not the file."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.sha256 = sha256(Path(root) / PARAMS_FILE)
+        self.params = config.load(root)
+        self.dumped = self.params.model_dump(mode="json")
+
+    def run(self, st: Stage, refresh: bool = False):
+        # No whole-stage retries: MLflow retries each request itself (steps/tracking/), and rerunning
+        # promote after a half-done registration would register the same student twice.
+        task_ = run_stage.with_options(refresh_cache=True) if refresh else run_stage
+        return task_(self.root, st.name, self.dumped, self.sha256, return_state=True)
+
+    def run_recorded(self, st: Stage) -> tuple[str, dict[str, str]]:
+        """Run one stage as a cached task (again if its cached outputs are gone) and record it in dvc.lock;
+        returns the final state's name and the output hashes. Raises StageFailed: later stages must not run."""
+        state = self.run(st)
+        outputs = _result(st, state)
+        if not outputs_intact(Path(self.root), st, outputs):
+            get_run_logger().warning("cached outputs of %s are missing or changed; running it again", st.name)
+            state = self.run(st, refresh=True)
+            outputs = _result(st, state)
+        check_params_unchanged(Path(self.root), self.sha256)  # dvc.lock records params.yaml as it is now
+        storage.commit_stage(Path(self.root), st.name)
+        return state.name, outputs
 
 
 def run_recorded(root: str, st: Stage) -> str:
-    """Run one stage as a cached task (again if its cached outputs are gone) and record it in dvc.lock;
-    returns the final state's name. Raises StageFailed if it failed: later stages must not run."""
-    state = _run(root, st)
-    outputs = _result(st, state)
-    if not outputs_intact(Path(root), st, outputs):
-        get_run_logger().warning("cached outputs of %s are missing or changed; running it again", st.name)
-        state = _run(root, st, refresh=True)
-        _result(st, state)
-    storage.commit_stage(Path(root), st.name)
-    return state.name
+    """One stage with a fresh params snapshot (for the sweep's shared stages); returns its state's name."""
+    return Snapshot(root).run_recorded(st)[0]
 
 
 def _trigger(flow_run) -> str:
@@ -136,31 +161,94 @@ def _trigger(flow_run) -> str:
     return f"prefect deployment {deployment.name} ({how}), flow run {flow_run.name} ({flow_run.id})"
 
 
-def _promotion_summary(root: str) -> str:
-    """'promoted: ...' or 'not promoted: <gate>, ...' from the promote stage's decision."""
-    return json.loads((Path(root) / PROMOTION).read_text())["summary"]
+def _log_dataset(root: Path, parent_run_id: str) -> None:
+    """The processed data as the parent run's dataset input, its digest the DVC data hash."""
+    name, _ = datasets.identity(root)
+    test = datasets.load_splits(root, ("test",))["test"]
+    digest = storage.data_hash(root) or "unrecorded"
+    tracking.log_run_dataset(parent_run_id, name, digest, str(root / "data/processed"), test.x[:1].numpy(),
+                             test.y[:1].numpy(), context="pipeline")
+
+
+def _run_stages(root: str, snapshot: Snapshot, remote: str | None, flow_run) -> tuple[dict, int, dict]:
+    """Every stage in order. Those that log to MLflow are nested under one parent run, opened once the data
+    stage has produced the dataset it records (bad data stops the run before MLflow is touched)."""
+    states, outputs, pushed = {}, {}, 0
+    with contextlib.ExitStack() as parent:
+        for st in STAGES:
+            if st.name == REGISTRY_STAGE:
+                pushed = publish(root, remote, snapshot.params.storage)
+            states[st.name], outputs[st.name] = snapshot.run_recorded(st)
+            if st.name == DATA_STAGE:
+                try:
+                    parent.enter_context(_parent_run(Path(root), snapshot, flow_run))
+                except Exception as err:
+                    later = STAGES[STAGE_NAMES.index(st.name) + 1].name
+                    raise StageFailed(f"opening the pipeline's MLflow run (before stage '{later}') failed: "
+                                      f"{type(err).__name__}: {err}") from err
+    return states, pushed, outputs
+
+
+@contextlib.contextmanager
+def _parent_run(root: Path, snapshot: Snapshot, flow_run):
+    """The pipeline run's MLflow run, named after the dataset and the flow run, with the dataset as its input;
+    the stage runs opened meanwhile are nested under it."""
+    tags = {**lineage.code_tags(root), Tag.PIPELINE_RUN: str(flow_run.id),
+            Tag.PARAMS_HASH: snapshot.params.section_hash()}
+    name = f"{datasets.identity(root)[0]} {flow_run.name}"
+    with tracking.client_run(root, snapshot.params.tracking.experiment, name, tags) as run_id:
+        _log_dataset(root, run_id)
+        os.environ[lineage.PARENT_RUN_ENV] = run_id
+        try:
+            yield run_id
+        finally:
+            os.environ.pop(lineage.PARENT_RUN_ENV, None)
 
 
 @flow(name="compress", log_prints=True)
-def compress(root: str = "."):
-    """Run every stage in order; completes with each stage's final state name, how many files were pushed and
-    the promotion summary (a gate that says no is a result, not a failure)."""
+def compress(root: str = ".", force: bool = False):
+    """Run every stage in order under the project lock; completes with each stage's final state name, how many
+    files were pushed and the promotion summary (a gate that says no is a result, not a failure)."""
     logger = get_run_logger()
     root = str(Path(root).resolve())
-    params = config.load(root)  # refuse a bad params.yaml before any task runs
-    profile, source = profiles.select(Path(root))
-    remote = storage.use_profile(Path(root), profile)  # e.g. the S3 remote of the services profile
-    logger.info("profile %s (from %s)", profile.name, source)
-    flow_run = get_run_context().flow_run
-    os.environ[lineage.PIPELINE_RUN_ENV] = str(flow_run.id)
-    os.environ[TRIGGER_ENV] = _trigger(flow_run)
-    states: dict[str, str] = {}
-    pushed = 0
-    for st in STAGES:
-        if st.name == REGISTRY_STAGE:
-            pushed = publish(root, remote, params.storage)
-        states[st.name] = run_recorded(root, st)
+    with project_lock(Path(root), config.load(root).run.lock_timeout_s,
+                      on_wait=lambda holder: logger.warning("waiting for the project run lock, held by %s", holder)):
+        snapshot = Snapshot(root)
+        profile, source = profiles.select(Path(root))
+        remote = storage.use_profile(Path(root), profile)  # e.g. the S3 remote of the services profile
+        logger.info("profile %s (from %s)", profile.name, os.environ.get(PROFILE_SOURCE_ENV) or source)
+        flow_run = get_run_context().flow_run
+        os.environ[lineage.PIPELINE_RUN_ENV] = str(flow_run.id)
+        os.environ[TRIGGER_ENV] = _trigger(flow_run)
+        registry_uri = tracking.tracking_uri(Path(root))
+        record = staleness.read_record(Path(root))
+        stale = staleness.stale_stages(Path(root), snapshot.params, record, registry_uri, _version_exists(root))
+        if not stale and not force:
+            message = f"up to date (nothing changed since {record.finished}, run {record.flow_run})"
+            logger.info(message)
+            return Completed(message=message, data={"states": {st.name: "Cached" for st in STAGES}, "pushed": 0,
+                                                    "promotion": _promotion_summary(root), "up_to_date": True})
+        states, pushed, outputs = _run_stages(root, snapshot, remote, flow_run)
+        decision = json.loads((Path(root) / PROMOTION).read_text())
+        staleness.write_record(Path(root), staleness.RunRecord(
+            str(flow_run.id), datetime.now(UTC).isoformat(timespec="seconds"), registry_uri,
+            {st.name: staleness.stage_key(Path(root), st, snapshot.params, registry_uri) for st in STAGES},
+            outputs, decision["model_name"], decision["version"]))
     logger.info("pushed %d file(s) to the DVC remote", pushed)
-    summary = _promotion_summary(root)
+    summary = decision["summary"]
     logger.info(summary)
-    return Completed(message=summary, data={"states": states, "pushed": pushed, "promotion": summary})
+    return Completed(message=summary, data={"states": states, "pushed": pushed, "promotion": summary,
+                                            "up_to_date": False})
+
+
+def _version_exists(root: str):
+    def exists(name: str, version: int) -> bool:
+        tracking.use_store(Path(root))
+        return tracking.version_exists(name, version)
+
+    return exists
+
+
+def _promotion_summary(root: str) -> str:
+    """'promoted: ...' or 'not promoted: <gate>, ...' from the promote stage's decision."""
+    return json.loads((Path(root) / PROMOTION).read_text())["summary"]

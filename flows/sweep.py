@@ -42,6 +42,7 @@ from steps.core.measurement import measure_models
 from steps.core.names import ModelRole, Tag
 from steps.core.reports import close_figure
 from steps.core.results import TeacherResult
+from steps.core.runlock import project_lock
 
 SHARED_STAGES = ("data", "teacher")
 MEMBER_STAGES = ("prune", "distill")
@@ -90,9 +91,10 @@ def one_prefect_api():
 
 
 def run_sweep(root: Path, grid: dict | None = None, address: str | None = None, workers: int | None = None) -> dict:
-    """The sweep flow on its Dask task runner (see `task_runner`), all processes reporting to one Prefect API."""
+    """The sweep flow on its Dask task runner (see `task_runner`), all processes reporting to one Prefect API,
+    under the project run lock (its shared stages run in the checkout itself)."""
     params = config.load(root)
-    with one_prefect_api():
+    with project_lock(root, params.run.lock_timeout_s), one_prefect_api():
         return sweep.with_options(task_runner=task_runner(params, address, workers))(root=str(root), grid=grid)
 
 

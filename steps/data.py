@@ -1,117 +1,133 @@
-"""Data step: Fashion-MNIST IDX files -> seeded train/val/test splits + manifest.
+"""Data step: any data source -> seeded train/val/test splits + manifest.
 
-Reads the standard IDX format (as published by Zalando, or Debian's
-`dataset-fashion-mnist` package) from `data.raw_dir`. Writes uncompressed
-.npz splits and `manifest.json` with the sha256 of every file; every reader
-(`steps.core.datasets.load_splits`) re-checks those hashes, so a tampered or truncated file is
-refused with its name before any training starts.
+`data.source` picks a reader in `steps.sources` (IDX files, an image folder,
+arrays, a table) and `data.path` the folder or file it reads. Whatever the
+source, this writes the same uncompressed .npz splits (uint8 images
+(N, C, H, W) under "images", or float32 features (N, D) under "features";
+int64 labels) and `manifest.json`: the dataset's name, source, kind, class
+names, input shape, normalisation statistics of the training split, rows and
+sha256 of every split file and the sha256 of every raw input. Every reader
+(`steps.core.datasets.load_splits`) re-checks those hashes, so a tampered or
+truncated file is refused with its name before any training starts.
 """
 
 from __future__ import annotations
 
-import gzip
+import hashlib
 import json
 import shutil
-import struct
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from steps import config
-from steps.core.datasets import DataError, check_pair
+from steps import config, sources
 from steps.core.hashing import sha256
 from steps.core.layout import DATA_DIR
 from steps.core.results import DataResult
+from steps.sources import DataError, RawData, SourceOptions
+from steps.sources.base import stratified_split
 
-RAW_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-WHERE_TO_GET = (
-    "install Debian's package (apt-get install dataset-fashion-mnist, files land in "
-    "/usr/share/datasets/fashion-mnist) or download the four .gz files from "
-    "github.com/zalandoresearch/fashion-mnist (data/fashion) and set data.raw_dir in params.yaml"
-)
+Split = tuple[np.ndarray, np.ndarray]
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file (gzip or plain) of unsigned bytes into an array."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as fh:
-            raw = fh.read()
-    except (OSError, EOFError) as err:
-        raise DataError(f"{path}: cannot read ({err})") from None
-    if len(raw) < 4 or raw[:2] != b"\x00\x00":
-        raise DataError(f"{path}: not an IDX file (bad magic number)")
-    dtype_code, ndim = raw[2], raw[3]
-    if dtype_code != 0x08:
-        raise DataError(f"{path}: IDX element type 0x{dtype_code:02x} is not unsigned byte (0x08)")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(shape))
-    if len(raw) - header != expected:
-        raise DataError(f"{path}: IDX header promises {expected} bytes for shape {shape}, file has {len(raw) - header}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+def source_options(cfg: config.DataConfig, seed: int) -> SourceOptions:
+    """The reader's options: the data section's keys of the same names."""
+    feature_columns = tuple(cfg.feature_columns) if cfg.feature_columns is not None else None
+    class_names = tuple(cfg.class_names) if cfg.class_names is not None else None
+    return SourceOptions(image_size=cfg.image_size, channels=cfg.channels, label_column=cfg.label_column,
+                         feature_columns=feature_columns, class_names=class_names,
+                         test_fraction=cfg.test_fraction, seed=seed)
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write unsigned bytes as a gzipped IDX file, the format read_idx reads (for data from elsewhere)."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
+def raw_path(params: config.Params, root: Path) -> Path:
+    path = Path(params.data.path)
+    return path if path.is_absolute() else root / path
 
 
-def read_raw(raw_dir: Path) -> dict[str, np.ndarray]:
-    missing = [name for name in RAW_FILES.values() if not (raw_dir / name).is_file()]
-    if missing:
-        raise DataError(f"{raw_dir}: missing {', '.join(missing)}; {WHERE_TO_GET}")
-    arrays = {key: read_idx(raw_dir / name) for key, name in RAW_FILES.items()}
-    for part in ("train", "test"):
-        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
-        check_pair(images, labels, f"{raw_dir}/{RAW_FILES[f'{part}_images']}", len(CLASSES))
-    return arrays
+def split(raw: RawData, cfg: config.DataConfig, seed: int) -> dict[str, Split]:
+    """Hold `val_size` training rows out for validation (seeded); optional limits for quick runs.
 
-
-def split(arrays: dict[str, np.ndarray], cfg: config.DataConfig, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Seeded hold-out of `val_size` training images; optional limits for quick runs."""
+    "random" is a seeded permutation, the split of every run before data sources existed (so the
+    default Fashion-MNIST run keeps its exact rows and order). "stratified" holds out the same
+    fraction of every class (a class too small to split is refused by name) and shuffles the
+    training rows with the same seed, so a `train_limit` prefix is a random sample, not the first classes.
+    """
+    x, y = raw.train
+    if cfg.val_size >= len(y):
+        raise DataError(f"data.val_size={cfg.val_size} leaves no training rows out of {len(y)}")
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(arrays["train_labels"]))
-    if cfg.val_size >= len(order):
-        raise DataError(f"data.val_size={cfg.val_size} leaves no training images out of {len(order)}")
-    val_idx, train_idx = order[: cfg.val_size], order[cfg.val_size :]
+    if cfg.val_split == "random":
+        order = rng.permutation(len(y))
+        val_idx, train_idx = order[: cfg.val_size], order[cfg.val_size :]
+    else:
+        train_idx, val_idx = stratified_split(y, cfg.val_size / len(y), seed, raw.class_names)
+        train_idx = rng.permutation(train_idx)
     if cfg.train_limit is not None:
         train_idx = train_idx[: cfg.train_limit]
-    test_n = len(arrays["test_labels"]) if cfg.test_limit is None else cfg.test_limit
-    return {
-        "train": (arrays["train_images"][train_idx], arrays["train_labels"][train_idx]),
-        "val": (arrays["train_images"][val_idx], arrays["train_labels"][val_idx]),
-        "test": (arrays["test_images"][:test_n], arrays["test_labels"][:test_n]),
-    }
+    test_x, test_y = raw.test
+    test_idx = np.arange(len(test_y))
+    if cfg.test_limit is not None:
+        # Sources without a test split of their own list it class by class: a prefix would miss classes.
+        test_idx = test_idx if cfg.val_split == "random" else np.sort(rng.permutation(test_idx))
+        test_idx = test_idx[: cfg.test_limit]
+    splits = {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]),
+              "test": (test_x[test_idx], test_y[test_idx])}
+    _every_class_trains(splits["train"][1], raw.class_names)
+    return splits
 
 
-def write_splits(root: Path, splits: dict, raw_hashes: dict[str, str], seed: int) -> DataResult:
+def _every_class_trains(labels: np.ndarray, class_names: tuple[str, ...]) -> None:
+    missing = sorted(set(range(len(class_names))) - set(np.unique(labels).tolist()))
+    if missing:
+        names = [class_names[i] for i in missing]
+        raise DataError(f"class(es) {names} have no training rows after the validation split and "
+                        "data.train_limit; raise train_limit or lower val_size")
+
+
+def normalization(kind: str, train_x: np.ndarray) -> dict[str, list[float]]:
+    """Statistics of the training split only: per channel of pixels in [0, 1] (images), or per feature (tables).
+
+    Images: each channel's mean over a contiguous float64 copy, summed in the same order as
+    the single-channel statistics of earlier runs, so Fashion-MNIST keeps its exact values.
+    Features: a constant feature gets std 1 (it carries no information; dividing by 0 would make NaN).
+    """
+    if kind == "image":
+        pixels = train_x.astype(np.float64) / 255.0
+        channels = [np.ascontiguousarray(pixels[:, c]) for c in range(pixels.shape[1])]
+        return {"mean": [float(c.mean()) for c in channels], "std": [float(c.std()) for c in channels]}
+    values = train_x.astype(np.float64)
+    std = values.std(axis=0)
+    return {"mean": values.mean(axis=0).tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
+
+
+def raw_hashes(raw: RawData, path: Path) -> dict[str, str]:
+    """{file: sha256} of every raw input, named relative to data.path (a file: its own name)."""
+    base = path if path.is_dir() else path.parent
+    return {file.relative_to(base).as_posix(): sha256(file) for file in raw.raw_files}
+
+
+def combined_digest(hashes: dict[str, str]) -> str:
+    """One sha256 over every raw file's name and sha256: it changes when a file is added, removed or edited."""
+    lines = "".join(f"{name}\t{digest}\n" for name, digest in sorted(hashes.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def write_splits(root: Path, splits: dict[str, Split], manifest_fields: dict) -> DataResult:
     """Write splits + manifest into a temp dir, then swap it in whole."""
     out = root / DATA_DIR
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".processed.", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the data is not secret
+    key = "images" if manifest_fields["kind"] == "image" else "features"
     try:
         files = {}
-        for name, (images, labels) in splits.items():
+        for name, (x, labels) in splits.items():
             path = tmp / f"{name}.npz"
-            np.savez(path, images=images, labels=labels)
+            np.savez(path, **{key: x, "labels": labels})
             files[f"{name}.npz"] = {"sha256": sha256(path), "rows": len(labels)}
-        train_x = splits["train"][0].astype(np.float64) / 255.0
-        manifest = DataResult(dataset="fashion-mnist", classes=list(CLASSES), seed=seed, files=files, raw=raw_hashes,
-                              normalization={"mean": float(train_x.mean()), "std": float(train_x.std())})
+        manifest = DataResult(files=files, **manifest_fields)
         (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -123,13 +139,19 @@ def write_splits(root: Path, splits: dict, raw_hashes: dict[str, str], seed: int
 
 
 def run(params: config.Params, root: Path) -> DataResult:
-    """Build the splits from the raw IDX files; returns the manifest."""
-    raw_dir = Path(params.data.raw_dir)
-    if not raw_dir.is_absolute():
-        raw_dir = root / raw_dir
-    arrays = read_raw(raw_dir)
-    raw_hashes = {name: sha256(raw_dir / name) for name in RAW_FILES.values()}
-    return write_splits(root, split(arrays, params.data, params.seed), raw_hashes, params.seed)
+    """Read the raw data with its source, split it, write the splits and manifest; returns the manifest."""
+    cfg = params.data
+    path = raw_path(params, root)
+    raw = sources.read(cfg.source, path, source_options(cfg, params.seed))
+    splits = split(raw, cfg, params.seed)
+    hashes = raw_hashes(raw, path)
+    fields = {
+        "dataset": raw.name, "source": cfg.source, "kind": raw.kind, "classes": list(raw.class_names),
+        "input_shape": list(raw.train[0].shape[1:]), "feature_names": list(raw.feature_names),
+        "seed": params.seed, "raw": hashes, "raw_sha256": combined_digest(hashes),
+        "normalization": normalization(raw.kind, splits["train"][0]),
+    }
+    return write_splits(root, splits, fields)
 
 
 def main() -> None:

@@ -6,6 +6,11 @@ logits only, the teacher's outputs for a training image never change, so they
 are computed once up front (a teacher forward pass costs several student
 steps on CPU). Feature hints and attention transfer need the teacher's
 intermediate activations per batch, so they run the teacher alongside.
+A vit student can also learn the teacher's attention distributions
+(`distill.attention_maps`, MiniLM) and hidden states (`distill.hidden_states`,
+TinyBERT) through one `TransformerObjective`; from a teacher that is not a
+vit (a CNN), the hidden-state term matches the pooled features the two
+classifier heads see.
 """
 
 from __future__ import annotations
@@ -19,17 +24,52 @@ from steps import config, tracking
 from steps.compression import augment, measure
 from steps.compression.distillation import DistillationObjective, KDLoss
 from steps.compression.features import FeatureTap
-from steps.compression.models import build
+from steps.compression.transformer_distillation import TransformerObjective, attention_pairs, hidden_pairs, layer_map
+from steps.compression.vit import ViT
 from steps.compression.training import Split, StepLoss, accuracy, adam, predict_logits, train_epochs
 from steps.core import datasets, lineage
 from steps.core.layout import metrics_path, model_files
 from steps.core.names import Artifact, ModelRole
 from steps.core.results import DistillResult
-from steps.core.torchkit import load_model, save_model, setup, spec_from
+from steps.core.torchkit import build_for, load_model, save_model, setup, spec_from
 
 
 def _pairs(section: config.FeatureLossConfig) -> list[tuple[str, str]]:
     return [(p.student, p.teacher) for p in section.layers] if section.weight > 0 else []
+
+
+def pooled_layer(model: torch.nn.Module) -> str:
+    """The module whose output the final Linear reads: "pool" for a vit, the sibling before the last Linear
+    of a Sequential classifier otherwise (a CNN's last hidden ReLU, or its Flatten)."""
+    if isinstance(model, ViT):
+        return "pool"
+    modules = dict(model.named_modules())
+    last = [name for name, m in modules.items() if isinstance(m, torch.nn.Linear)][-1]
+    parent, _, index = last.rpartition(".")
+    if not index.isdigit() or int(index) == 0 or not isinstance(modules[parent], torch.nn.Sequential):
+        raise ValueError(f"distill.hidden_states: cannot find the features {type(model).__name__}'s output layer "
+                         f"{last!r} reads (it is not inside a Sequential after another layer)")
+    return f"{parent}.{int(index) - 1}" if parent else str(int(index) - 1)
+
+
+def vit_pairs(cfg: config.DistillConfig, student, teacher) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(attention map pairs, hidden state pairs) of a vit student, blocks paired by each term's layer map."""
+    maps, hidden = cfg.attention_maps, cfg.hidden_states
+    if (maps.weight > 0 or hidden.weight > 0) and not isinstance(student, ViT):
+        raise ValueError("distill.attention_maps and distill.hidden_states need a vit student")
+    if maps.weight > 0 and not isinstance(teacher, ViT):
+        raise ValueError(f"distill.attention_maps needs a vit teacher; the {cfg.teacher} model is a "
+                         f"{type(teacher).__name__} (use distill.hidden_states: pooled features)")
+
+    def blocks(name: str) -> list[tuple[int, int]]:
+        return layer_map(name, len(student.blocks), len(teacher.blocks))
+
+    map_pairs = attention_pairs(blocks(maps.layer_map)) if maps.weight > 0 else []
+    if hidden.weight == 0:
+        return map_pairs, []
+    if isinstance(teacher, ViT):
+        return map_pairs, hidden_pairs(blocks(hidden.layer_map))
+    return map_pairs, [("pool", pooled_layer(teacher))]
 
 
 def logits_only_loss(cfg: config.DistillConfig, teacher, train: Split, device) -> StepLoss:
@@ -68,16 +108,20 @@ def run(params: config.Params, root: Path) -> DistillResult:
     train, cfg = splits["train"], params.distill
     teacher_role = ModelRole.PRUNED if cfg.teacher == "pruned" else ModelRole.TEACHER
     teacher, _ = load_model(root, teacher_role, device)
-    student_spec = spec_from(cfg.student)
-    student = build(student_spec).to(device)
+    student_spec = spec_from(cfg.student, root)
+    student = build_for(root, student_spec, train.x).to(device)
     hints, attention = _pairs(cfg.hints), _pairs(cfg.attention)
+    maps, hidden = vit_pairs(cfg, student, teacher)
     trainable = list(student.parameters())
-    if hints or attention or cfg.train.augment:  # the teacher must run on every (augmented) batch
-        objective = DistillationObjective.from_models(
+    if hints or attention or maps or hidden or cfg.train.augment:  # the teacher runs on every (augmented) batch
+        objective = TransformerObjective.from_models(
             student, teacher, train.x[:2].to(device), cfg.temperature, cfg.alpha,
-            hints, attention, cfg.hints.weight, cfg.attention.weight).to(device)
+            hints, attention, cfg.hints.weight, cfg.attention.weight,
+            attention_map_layers=maps, hidden_layers=hidden, attention_map_weight=cfg.attention_maps.weight,
+            hidden_weight=cfg.hidden_states.weight).to(device)
         trainable += list(objective.parameters())  # hint regressors learn with the student
-        step_loss = feature_loss(objective, teacher, train, device, augment.for_training(cfg.train.augment, params.seed))
+        augmenter = augment.for_training(cfg.train.augment, params.seed)
+        step_loss = feature_loss(objective, teacher, train, device, augmenter)
     else:
         step_loss = logits_only_loss(cfg, teacher, train, device)
 

@@ -11,7 +11,9 @@ from steps.core import datasets, lineage
 from steps.core.layout import FP32, PLOTS_DIR, REPORT, metrics_path, onnx_path
 from steps.core.measurement import ONNXRUNTIME, measure_all, timings_of
 from steps.core.names import ModelRole
+from steps.core.perclass import class_recall, recall_frame
 from steps.core.reports import close_figure, frame, report_figure
+from steps.core.torchkit import load_model
 from steps.core.results import EvaluateReport, QuantizeResult, flatten
 
 
@@ -36,22 +38,41 @@ def run(params: config.Params, root: Path) -> EvaluateReport:
     onnx_files |= {onnx_name(name): root / v["file"] for name, v in quantized["variants"].items() if name != FP32}
     # The teacher comes first: ratios (speedup, MAC reduction) are relative to it.
     models, timed = measure_all({role.value: (root, role) for role in ModelRole}, test, cfg, params.threads, onnx_files)
+    # recall per class, named by the manifest (issue 16): the per-class table and promote's per-class gate read it
+    class_names = list(datasets.read_manifest(root)["classes"])
+    for role in ModelRole:
+        models[role.value]["class_recall"] = class_recall(load_model(root, role)[0], test, class_names)
     report = {"models": models, "threads": params.threads, "latency_batch_size": min(cfg.latency_batch_size, len(test)),
               "latency_backend": cfg.latency_backend, "test_images": len(test),
               "deploy": {"deployable": quantized["deploy"], "file": quantized["deployable"],
                          "variants": deploy_variants(quantized, timed)}}
-    figure = report_figure(report)
+    figure = report_figure(report, point_labels(params))
     (root / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
     figure.savefig(root / PLOTS_DIR / "pareto.png", dpi=120)
     with tracking.open_run(root, **lineage.stage_run(root, params, "evaluate")) as run_id:
         # "student.accuracy", "student.latency.onnxruntime.batch_1.p50", "deploy.static.accuracy", ...
-        tracking.log_metrics(numeric_leaves({**models, "deploy": report["deploy"]["variants"]}))
+        # class_recall goes as a table: class names are the dataset's, not always valid metric names
+        scalars = {name: {k: v for k, v in m.items() if k != "class_recall"} for name, m in models.items()}
+        tracking.log_metrics(numeric_leaves({**scalars, "deploy": report["deploy"]["variants"]}))
         tracking.log_table(frame(report).reset_index(), "comparison.json")
+        tracking.log_table(recall_frame(models).reset_index(), "per_class_recall.json")
         tracking.log_figure(figure, "pareto.png")
     close_figure(figure)
     result = EvaluateReport(**report, mlflow_run_id=run_id)
     result.write(root / REPORT)
     return result
+
+
+def point_labels(params: config.Params) -> dict[str, str]:
+    """What made each model, for the points of the plot a person reads."""
+    arch, prune, student = params.teacher.arch, params.prune, params.distill.student
+
+    def shape(spec) -> str:
+        return f"{spec.name} {'-'.join(map(str, [*spec.channels, *spec.hidden]))}"
+
+    return {ModelRole.TEACHER.value: f"teacher ({shape(arch)})",
+            ModelRole.PRUNED.value: f"pruned ({prune.method} {prune.target_sparsity:.0%})",
+            ModelRole.STUDENT.value: f"student ({shape(student)}, from {params.distill.teacher})"}
 
 
 def numeric_leaves(tree: dict) -> dict[str, float]:

@@ -6,17 +6,26 @@ Two methods share the loop (params `prune.method`):
 - structured: remove whole channels/neurons with torch-pruning's dependency
   graph, so the saved model really is smaller and faster. Its checkpoint keeps
   the original spec; the loader shrinks layers to the saved shapes.
+- transformer (a vit teacher): remove whole blocks, attention heads, MLP width
+  and embedding width (compression/transformer_pruning.py); the checkpoint's
+  spec records the pruned per-block widths and depth.
 The schedule gives the sparsity (fraction of weights, or of channels) after
-each round.
+each round; for transformer, each fraction of `prune.transformer` follows the
+schedule to its final value.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
+import torch
+
 from steps import config, tracking
 from steps.compression import measure, pruning, structured
+from steps.compression import transformer_pruning as tp_vit
+from steps.compression.vit import ViT, model_layout
 from steps.compression.schedules import get_schedule
 from steps.compression.training import Split, accuracy, adam, train_epochs
 from steps.core import datasets, lineage
@@ -27,6 +36,34 @@ from steps.core.torchkit import load_model, regularised_loss, save_model, setup
 
 CALIBRATION_IMAGES = 256
 """Images whose gradients rank channels for data-driven (Taylor) importance."""
+
+
+def transformer_fractions(cfg: config.PruneConfig) -> list[tp_vit.TransformerPruning]:
+    """The cumulative fractions of the original vit removed after each round: every nonzero fraction of
+    `prune.transformer` follows `prune.schedule` to its final value."""
+    t, schedule = cfg.transformer, get_schedule(cfg.schedule)
+
+    def steps(final: float) -> list[float]:
+        return schedule(final, cfg.rounds) if final > 0 else [0.0] * cfg.rounds
+
+    return [tp_vit.TransformerPruning(depth=d, heads=h, mlp=m, embedding=e, importance=t.importance,
+                                      global_heads=t.global_heads, depth_metric=t.depth_metric, round_to=cfg.round_to)
+            for d, h, m, e in zip(steps(t.depth), steps(t.heads), steps(t.mlp), steps(t.embedding), strict=True)]
+
+
+def _transformer_round(model: ViT, fractions: tp_vit.TransformerPruning, original, train: Split, device) -> None:
+    calibration = train.batch(torch.arange(min(CALIBRATION_IMAGES, len(train))), device)
+    example = calibration[0][:2]
+    # Blocks first: the global head target counts the blocks that remain.
+    depth_only = dataclasses.replace(tp_vit.round_plan(original, model, fractions), heads=0, mlp=0, embedding=0)
+    tp_vit.prune_transformer(model, example, depth_only, calibration)
+    tp_vit.prune_transformer(model, example, tp_vit.round_plan(original, model, fractions), calibration)
+
+
+def _check_method(model, cfg: config.PruneConfig) -> None:
+    if (cfg.method == "transformer") != isinstance(model, ViT) and cfg.method != "magnitude":
+        raise ValueError(f"prune.method {cfg.method} cannot prune a {type(model).__name__} teacher: "
+                         f"use prune.method transformer for a vit (teacher.arch.name: vit), structured otherwise")
 
 
 def _prune_round(model, cfg: config.PruneConfig, target: float, previous: float, train: Split,
@@ -58,13 +95,21 @@ def run(params: config.Params, root: Path) -> PruneResult:
     model, spec = load_model(root, ModelRole.TEACHER, device)
     original = measure.parameters(model)
     schedule = get_schedule(cfg.schedule)(cfg.target_sparsity, cfg.rounds)
+    _check_method(model, cfg)
     original_widths = structured.layer_widths(model) if cfg.method == "structured" else {}
+    fractions = transformer_fractions(cfg) if cfg.method == "transformer" else []
+    original_layout = model_layout(model) if fractions else None
+    if fractions:  # the curve's "target": the largest fraction a round has reached (prune.target_sparsity is unused)
+        schedule = [max(f.depth, f.heads, f.mlp, f.embedding) for f in fractions]
     curve, previous = [], 0.0
     with tracking.open_run(root, **lineage.stage_run(root, params, "prune")) as run_id:
         tracking.log_metrics({"sparsity": 0.0, "val_accuracy": accuracy(model, splits["val"]),
                               "parameters": original}, step=0)
         for round_no, target in enumerate(schedule, start=1):
-            _prune_round(model, cfg, target, previous, train, original_widths)
+            if fractions:
+                _transformer_round(model, fractions[round_no - 1], original_layout, train, device)
+            else:
+                _prune_round(model, cfg, target, previous, train, original_widths)
             previous = target
             # Pruning replaces parameters (masks, or smaller tensors): a fresh optimizer sees the new ones.
             optimizer = adam(model.parameters(), cfg.finetune.lr, cfg.finetune.weight_decay)

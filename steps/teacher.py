@@ -1,32 +1,89 @@
-"""Teacher step: train the large model that the others are compressed from."""
+"""Teacher step: train the large model that the others are compressed from, or start from a trained one.
+
+`teacher.init.from` names a trained model: a registered version (models:/NAME@alias,
+models:/NAME/VERSION; its `model_files/` safetensors + spec, checked against the version's
+sha256 tag) or a safetensors checkpoint with its .json spec beside it. It is loaded without
+pickle (checkpoint.load), must fit the data (the manifest's input shape and class count, checked
+on real samples), and `teacher.train.epochs` more epochs run on top of it (0: kept as it is, so a
+team compresses its production model without retraining it). The result records the model's
+URI and sha256; promote puts them on the registered version and the audit re-checks them.
+"""
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 from steps import config, tracking
-from steps.compression import measure
-from steps.compression.models import build
+from steps.compression import checkpoint, measure
 from steps.compression.regularization import near_zero_fraction
 from steps.compression.training import accuracy, adam, train_epochs
 from steps.core import datasets, lineage
+from steps.core.hashing import sha256
 from steps.core.layout import metrics_path, model_files
 from steps.core.names import Artifact, ModelRole
 from steps.core.results import TeacherResult
-from steps.core.torchkit import regularised_loss, save_model, setup, spec_from
+from steps.core.torchkit import build_for, check_outputs, project_importable, regularised_loss, save_model, setup, \
+    spec_from
+
+
+class InitError(ValueError):
+    """teacher.init names a model that cannot be found, loaded or used on this data; names it."""
+
+
+def resolve_init(source: str, root: Path, scratch: Path) -> tuple[str, Path]:
+    """(the exact URI or path the weights came from, the local safetensors file)."""
+    if source.startswith("models:/"):
+        try:
+            version, weights = tracking.download_model_files(source, scratch)
+        except (ValueError, LookupError) as err:
+            raise InitError(f"teacher.init.from {source!r}: {err}") from None
+        return f"models:/{tracking.ModelRef.parse(source).name}/{version}", weights
+    weights = Path(source) if Path(source).is_absolute() else root / source
+    for path in (weights, weights.with_suffix(".json")):
+        if not path.is_file():
+            raise InitError(f"teacher.init.from {source!r}: {path} does not exist (a checkpoint is a .safetensors "
+                            "file with its .json spec beside it)")
+    return source, weights
+
+
+def load_init(cfg: config.TeacherConfig, root: Path, example, scratch: Path):
+    """(model, its spec, URI, sha256) of teacher.init, refused unless it fits the data."""
+    uri, weights = resolve_init(cfg.init.source, root, scratch)
+    with project_importable(root):
+        try:
+            model, spec = checkpoint.load(weights, weights.with_suffix(".json"))
+        except (ValueError, FileNotFoundError) as err:
+            raise InitError(f"teacher.init.from {cfg.init.source!r}: {err}") from None
+    if spec.name != cfg.arch.name:
+        raise InitError(f"teacher.init.from {cfg.init.source!r} is a {spec.name!r} model but teacher.arch.name is "
+                        f"{cfg.arch.name!r}: set teacher.arch to the model's architecture")
+    wanted = spec_from(cfg.arch, root)
+    try:
+        check_outputs(model, wanted, example)
+    except ValueError as err:
+        raise InitError(f"teacher.init.from {cfg.init.source!r} does not fit this data: {err}") from None
+    return model, spec, uri, sha256(weights)
 
 
 def run(params: config.Params, root: Path) -> TeacherResult:
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
-    cfg = params.teacher
-    spec = spec_from(cfg.arch)
-    model = build(spec).to(device)
+    cfg, train = params.teacher, splits["train"]
+    init_uri = init_sha = ""
+    if cfg.init is None:
+        spec = spec_from(cfg.arch, root)
+        model = build_for(root, spec, train.x)
+    else:
+        with tempfile.TemporaryDirectory(prefix="shrinkflow-teacher-init-") as scratch:
+            model, spec, init_uri, init_sha = load_init(cfg, root, train.x, Path(scratch))
+    model = model.to(device)
     with tracking.open_run(root, **lineage.stage_run(root, params, "teacher")) as run_id:
         name, digest = datasets.identity(root)
-        train = splits["train"]
         tracking.log_dataset(name, digest, train.x[:1].numpy(), train.y[:1].numpy(), context="training")
+        if init_uri:
+            tracking.set_tags({"teacher.init": init_uri, "teacher.init_sha256": init_sha})
 
         def on_epoch(epoch: int, loss: float) -> None:
             epoch_metrics = {"train_loss": loss, "val_accuracy": accuracy(model, splits["val"])}
@@ -34,13 +91,16 @@ def run(params: config.Params, root: Path) -> TeacherResult:
                 epoch_metrics["near_zero_fraction"] = near_zero_fraction(model, cfg.train.l1.target)
             tracking.log_metrics(epoch_metrics, step=epoch)
 
-        train_epochs(
-            model, adam(model.parameters(), cfg.train.lr, cfg.train.weight_decay), len(train), cfg.train.batch_size,
-            cfg.train.epochs, regularised_loss(train, device, cfg.train, params.seed),
-            generator=generator, description="teacher", on_epoch=on_epoch, lr_schedule=cfg.train.lr_schedule,
-        )
-        result = TeacherResult(accuracy(model, splits["val"]), measure.parameters(model), run_id)
-        save_model(root, ModelRole.TEACHER, model, spec, {"stage": "teacher", "val_accuracy": result.val_accuracy})
+        if cfg.train.epochs > 0:
+            train_epochs(
+                model, adam(model.parameters(), cfg.train.lr, cfg.train.weight_decay), len(train),
+                cfg.train.batch_size, cfg.train.epochs, regularised_loss(train, device, cfg.train, params.seed),
+                generator=generator, description="teacher", on_epoch=on_epoch, lr_schedule=cfg.train.lr_schedule,
+            )
+        result = TeacherResult(accuracy(model, splits["val"]), measure.parameters(model), run_id,
+                               init_uri, init_sha, cfg.train.epochs)
+        meta = {"stage": "teacher", "val_accuracy": result.val_accuracy, "init": init_uri, "init_sha256": init_sha}
+        save_model(root, ModelRole.TEACHER, model, spec, meta)
         tracking.log_metrics({"final_val_accuracy": result.val_accuracy, "parameters": result.parameters})
         tracking.log_files([root / f for f in model_files(ModelRole.TEACHER)], Artifact.MODEL_FILES)
     result.write(root / metrics_path("teacher"))

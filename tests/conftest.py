@@ -16,7 +16,7 @@ os.environ.pop("PREFECT_API_URL", None)
 from flows import runtime  # noqa: E402
 
 runtime.prepare(_STATE)
-from tests.helpers import Snapshots, tiny_params, write_synthetic_idx  # noqa: E402
+from tests.helpers import SHARED_PREFECT_ENV, Snapshots, tiny_params, write_synthetic_idx  # noqa: E402
 
 
 @pytest.fixture
@@ -53,3 +53,21 @@ def _snapshots(tmp_path_factory, stage_params) -> Snapshots:
 def project_after(_snapshots):
     """`project_after("teacher")`: a fresh project in which every stage up to that one has run."""
     return _snapshots.restore
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_prefect_server(request, tmp_path_factory):
+    """One `prefect server start` for the session when it runs integration tests: every CLI run uses it (through
+    cli_env) instead of starting a temporary server of its own, which cost 3-11 s per run. Unit-test sessions
+    (`make check`) start nothing."""
+    if not any(item.get_closest_marker("integration") for item in request.session.items):
+        yield None
+        return
+    from tests.servers import prefect_server
+
+    with prefect_server(tmp_path_factory.mktemp("shared-prefect")) as server:
+        os.environ[SHARED_PREFECT_ENV] = server.url
+        try:
+            yield server.url
+        finally:
+            os.environ.pop(SHARED_PREFECT_ENV, None)

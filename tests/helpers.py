@@ -94,10 +94,18 @@ def small_real_params(raw_dir: Path) -> dict:
     return p
 
 
+SHARED_PREFECT_ENV = "SHRINKFLOW_TESTS_PREFECT_API_URL"
+"""Set by conftest's session-wide Prefect server: CLI runs use it instead of each starting a temporary one."""
+
+
 def cli_env() -> dict:
+    """The environment of a CLI run in a test: Prefect's state inside the project, as for a user, and the session's
+    shared Prefect server when there is one (a test about Prefect's own start-up passes PREFECT_API_URL="")."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    for key in ("PREFECT_HOME", "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "SHRINKFLOW_PROFILE"):
-        env.pop(key, None)  # the CLI puts Prefect's state inside the project, as for a user
+    for key in ("PREFECT_HOME", "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "SHRINKFLOW_PROFILE", SHARED_PREFECT_ENV):
+        env.pop(key, None)
+    if os.environ.get(SHARED_PREFECT_ENV):
+        env["PREFECT_API_URL"] = os.environ[SHARED_PREFECT_ENV]
     return env
 
 
@@ -114,7 +122,7 @@ def stage_states(output: str) -> dict[str, str]:
 
 def write_synthetic_idx(folder: Path, train: int = 600, test: int = 200) -> Path:
     """The four Fashion-MNIST file names in `folder`, holding synthetic data."""
-    from steps.data import write_idx
+    from steps.sources.idx import write_idx
 
     folder.mkdir(parents=True, exist_ok=True)
     train_x, train_y = synthetic_images(train, seed=1)

@@ -121,6 +121,8 @@ def test_overhead_benchmark_runs_quick(idx_dir, tmp_path):
     # the no-change rerun hits every stage's cache; one changed distill param reruns distill and what follows
     assert "Rerun, nothing changed: data=Cached, teacher=Cached" in result.stdout
     assert "Stages that ran after the change: distill, export, quantize, evaluate, promote." in result.stdout
+    assert "| `shrinkflow run` as typed, nothing changed (local profile): mean of 1" in result.stdout
+    assert "| the same with a Prefect server running (PREFECT_API_URL): mean of 1" in result.stdout
     assert not list(tmp_path.iterdir())
 
 
@@ -134,4 +136,20 @@ def test_widths_benchmark_runs_quick(tmp_path):
     # the rounded widths are the ones prune.round_to keeps: 25% of 32/64/128 and 256, multiples of 16
     assert "| 25% of channels, round_to 16: 16/48/96 / 192 |" in result.stdout
     assert "| 35% of channels, round_to 1: 21/42/83 / 166 |" in result.stdout
+    assert not list(tmp_path.iterdir())
+
+
+def test_transformers_benchmark_runs_quick(idx_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "transformers.py"), "--quick", "--raw-dir", str(idx_dir),
+         "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + 7 * 4  # header + (teacher, 3 pruned, 3 students) x (eager, fp32, dynamic, static)
+    for name in ("heads-pruned", "width-pruned", "depth-pruned", "attention + hidden vs logits-only"):
+        assert f"- {name}" in result.stdout
+    assert "| student from cnn | ORT static |" in result.stdout and "QLinearMatMul" in result.stdout
     assert not list(tmp_path.iterdir())

@@ -9,6 +9,7 @@ from flows.cli import audit, doctor, export, registry, run, serve, sweep
 app = typer.Typer(help="Train, prune, distill, evaluate and promote a model, reproducibly.", no_args_is_help=True)
 app.command()(run.run)
 app.command()(run.report)
+app.command()(run.repro)
 app.command("dvc-yaml")(run.dvc_yaml)
 app.command()(doctor.doctor)
 app.command()(sweep.sweep)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -20,14 +21,20 @@ def audit(
     root: RootOption = Path("."),
 ) -> None:
     """Re-prove a registered version: lineage, data by hash, params, artifact sha256, metrics (exit 1 on mismatch)."""
+    from flows.cli.run import _lock_timeout
+    from steps.core.runlock import EX_TEMPFAIL, RunLocked, project_lock
     from steps.registry import audit as audit_step
 
     root = root.resolve()
     runtime.prepare(root)
     try:
-        report = audit_step.run(root, model_uri, retrain, latency_tolerance, retrain_tolerance)
+        # Retraining runs the stages (in a worktree, from this checkout's git): one run per checkout at a time.
+        with project_lock(root, _lock_timeout(root)) if retrain else contextlib.nullcontext():
+            report = audit_step.run(root, model_uri, retrain, latency_tolerance, retrain_tolerance)
     except audit_step.AuditError as err:
         fail(str(err))
+    except RunLocked as err:
+        fail(str(err), code=EX_TEMPFAIL)
     table = Table(title=f"audit of {model_uri} (v{report.version})")
     for column in ("check", "verdict", "recorded", "observed", "detail"):
         table.add_column(column, overflow="fold")

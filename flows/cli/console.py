@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 console = Console(width=160) if not Console().is_terminal else Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # a long path must stay one word
 
 RootOption = Annotated[Path, typer.Option("--root", help="project root (holds params.yaml)")]
 

@@ -1,9 +1,15 @@
-"""`shrinkflow run`, `report` and `dvc-yaml`: the pipeline and its results."""
+"""`shrinkflow run`, `report`, `repro` and `dvc-yaml`: the pipeline and its results.
+
+`run` takes the project run lock first (before writing `-S` overrides), then asks whether anything
+is stale: when the last run's record shows every stage current, it prints the last results and
+exits without importing Prefect, MLflow or torch, or taking DVC's lock.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Annotated
 
@@ -12,41 +18,122 @@ import yaml
 
 from flows import runtime
 from flows.cli import doctor
-from flows.cli.console import RootOption, console, fail
+from flows.cli.console import RootOption, console, err_console, fail
 from flows.cli.signals import stop_promptly_on_signals
+
+LockTimeoutOption = Annotated[float | None, typer.Option(
+    "--lock-timeout", min=0, help="seconds to wait for another run of this checkout (default: run.lock_timeout_s)")]
 
 
 def run(
     set_: Annotated[list[str], typer.Option("-S", "--set-param", help="override a param: -S teacher.train.epochs=2 "
                                             "(written to params.yaml, as `dvc exp run -S` does)")] = [],  # noqa: B006
     profile: doctor.ProfileOption = None,
+    force: Annotated[bool, typer.Option("--force", help="run the flow even when nothing is stale")] = False,
+    lock_timeout: LockTimeoutOption = None,
     root: RootOption = Path("."),
 ) -> None:
     """Run the whole pipeline (data -> teacher -> prune -> distill -> export -> quantize -> evaluate -> promote)."""
+    from steps.core.runlock import EX_TEMPFAIL, RunLocked, project_lock
+
+    root = root.resolve()
+    timeout = lock_timeout if lock_timeout is not None else _lock_timeout(root)
+    try:
+        with project_lock(root, timeout, on_wait=lambda holder: err_console.print(
+                f"waiting up to {timeout:g} s for the project run lock, held by {holder}", highlight=False)):
+            _run_locked(root, set_, profile, force)
+    except RunLocked as err:
+        fail(str(err), code=EX_TEMPFAIL)
+
+
+def _lock_timeout(root: Path) -> float:
+    from steps import config
+
+    try:
+        return config.load(root).run.lock_timeout_s
+    except config.ConfigError as err:
+        fail(str(err))
+
+
+def _run_locked(root: Path, overrides: list[str], profile: str | None, force: bool) -> None:
     from steps import config
     from steps.core import profiles
 
-    root = root.resolve()
     try:
-        config.apply_overrides(root, set_) if set_ else config.load(root)
+        params = config.apply_overrides(root, overrides) if overrides else config.load(root)
     except config.ConfigError as err:
         fail(str(err))
-    chosen, _ = doctor.choose(root, profile)
+    chosen, source = doctor.choose(root, profile)
     os.environ[profiles.PROFILE_ENV] = chosen.name  # the flow resolves the same profile
+    os.environ["SHRINKFLOW_PROFILE_SOURCE"] = source
+    _check_local_store(root)
+    if not force and _up_to_date(root, params, chosen):
+        return
     runtime.prepare(root)
     doctor.preflight(root, chosen)
+    _check_prefect_home()
     from flows.compress import compress  # imports Prefect: after the environment is prepared
 
     stop_promptly_on_signals()
     try:
-        result = compress(root=str(root))
+        result = compress(root=str(root), force=force)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except Exception as err:  # the flow already logged the traceback; say it in one line
         fail(f"pipeline failed: {err}", code=1)
     print_results(root)
-    states = ", ".join(f"{k}={v}" for k, v in result["states"].items())
-    console.print(f"stages: {states}", highlight=False)
+    if result.get("up_to_date"):
+        console.print("up to date: nothing changed since the last run", highlight=False)
+    print_states(result["states"])
+
+
+def _up_to_date(root: Path, params, profile) -> bool:
+    """The no-change answer for the local profile: every stage's key and outputs as the last run left them,
+    and its registered version still in `mlflow.db`; prints the results and says so. Imports no orchestrator."""
+    from steps.core import staleness
+    from steps.core.dag import STAGE_NAMES
+    from steps.tracking import localstore
+
+    if profile.uses_services or os.environ.get("PREFECT_API_URL") or os.environ.get("MLFLOW_TRACKING_URI"):
+        return False  # against servers the flow runs (and records its flow run); it does the same check itself
+    record = staleness.read_record(root)
+    db = root / localstore.DB_FILE
+    stale = staleness.stale_stages(root, params, record, localstore.local_uri(root),
+                                   lambda name, version: localstore.version_exists(db, name, version))
+    if stale:
+        return False
+    print_results(root)
+    console.print(f"up to date (nothing changed since {record.finished}, run {record.flow_run})", highlight=False)
+    print_states({name: "Cached" for name in STAGE_NAMES})
+    return True
+
+
+def _check_local_store(root: Path) -> None:
+    """A damaged local MLflow store is refused by name before anything starts (it holds the registry)."""
+    from steps.core.sqlite import CorruptDatabase
+    from steps.tracking import localstore
+
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        try:
+            localstore.check_store(root / localstore.DB_FILE)
+        except CorruptDatabase as err:
+            fail(str(err), code=1)
+
+
+def _check_prefect_home() -> None:
+    """A damaged Prefect database is refused by name, before Prefect fails on it with a raw SQL error."""
+    from steps.core.sqlite import CorruptDatabase, check_database
+
+    db = Path(os.environ["PREFECT_HOME"]) / "prefect.db"
+    try:
+        check_database(db, "only Prefect's records of this checkout's earlier flow runs (finished stages are "
+                           "cached in files beside it)", f"Delete it (rm {db}) and run again: nothing else is lost.")
+    except CorruptDatabase as err:
+        fail(str(err), code=1)
+
+
+def print_states(states: dict[str, str]) -> None:
+    console.print("stages: " + ", ".join(f"{k}={v}" for k, v in states.items()), highlight=False)
 
 
 def report(root: RootOption = Path(".")) -> None:
@@ -64,6 +151,21 @@ def print_results(root: Path) -> None:
     promotion_file = root / PROMOTION
     promotion = json.loads(promotion_file.read_text()) if promotion_file.is_file() else None
     console.print(table(json.loads(report_file.read_text()), promotion))
+
+
+def repro(lock_timeout: LockTimeoutOption = None, root: RootOption = Path(".")) -> None:
+    """`dvc repro` (the second runner) under the project run lock, so it never overlaps a flow run."""
+    from steps.core.runlock import EX_TEMPFAIL, RunLocked, project_lock
+
+    root = root.resolve()
+    timeout = lock_timeout if lock_timeout is not None else _lock_timeout(root)
+    try:
+        with project_lock(root, timeout, on_wait=lambda holder: err_console.print(
+                f"waiting up to {timeout:g} s for the project run lock, held by {holder}", highlight=False)):
+            done = subprocess.run(["dvc", "repro"], cwd=root)
+    except RunLocked as err:
+        fail(str(err), code=EX_TEMPFAIL)
+    raise typer.Exit(done.returncode)
 
 
 def dvc_yaml(

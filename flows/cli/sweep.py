@@ -37,12 +37,15 @@ def sweep(
     runtime.prepare(root)
     from flows.cli.signals import stop_promptly_on_signals
     from flows.sweep import run_sweep
+    from steps.core.runlock import EX_TEMPFAIL, RunLocked
     from steps.core import frontier
 
     console.print(f"sweep: {len(members)} members over {', '.join(grid)}", highlight=False)
     stop_promptly_on_signals()
     try:
         result = run_sweep(root, grid, address, workers)
+    except RunLocked as err:
+        fail(str(err), code=EX_TEMPFAIL)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except Exception as err:  # the flow already logged the traceback; say it in one line

@@ -8,6 +8,8 @@ leaves a partial file that looks complete.
 A structurally pruned model (structured.py) keeps its spec but has narrower
 layers; loading rebuilds the spec's model and then shrinks each layer to the
 shapes stored in the weights file, so no pruning history needs saving.
+A custom model (custom.py) is rebuilt the same way: the spec records its factory and kwargs, so the
+user's code builds the module and the weights file gives the pruned shapes.
 A pruned ViT is the exception: its head counts (qkv holds 3 * heads *
 head_dim rows; the split is not in the weights) and depth (a count of
 blocks, not a tensor shape) cannot be read from the weights, so `save` writes the spec the model
@@ -104,7 +106,7 @@ def _shrink_to(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
 def _check_forward(model: nn.Module, spec: ModelSpec) -> None:
     """Shrunk layers must still chain: one forward pass on a blank image proves it."""
     with torch.no_grad():
-        model(torch.zeros(1, spec.in_channels, spec.image_size, spec.image_size))
+        model(torch.zeros(1, *spec.sample_shape))
 
 
 def load(weights: Path, spec_file: Path) -> tuple[nn.Module, ModelSpec]:

@@ -41,6 +41,7 @@ ARCHITECTURES = Registry("architecture", {
     "cnn": "steps.compression.models:CNN",
     "resnet": "steps.compression.models:ResNet",
     "vit": "steps.compression.vit:ViT",
+    "custom": "steps.compression.custom:build_custom",
 })
 SCHEDULES = Registry("pruning schedule", {
     "one_shot": "steps.compression.schedules:one_shot",
@@ -61,4 +62,21 @@ L1_TARGETS = Registry("L1 target", {
 LR_SCHEDULES = Registry("lr_schedule", {
     "constant": "steps.compression.training:constant_lr",
     "cosine": "steps.compression.training:cosine_lr",
+    "warmup_cosine": "steps.compression.warmup:warmup_cosine_lr",
+})
+TRANSFORMER_IMPORTANCES = Registry("transformer importance", {
+    # (model, calibration) -> torch-pruning Importance; scores are not normalised per group (global ranking)
+    "l1": "steps.compression.transformer_pruning:l1_importance",
+    "taylor": "steps.compression.transformer_pruning:taylor_importance",
+    "output_norm": "steps.compression.transformer_pruning:OutputNormImportance",
+})
+BLOCK_METRICS = Registry("block importance", {
+    # (model, x) -> (depth,) importance per block, higher = more important
+    "logit_kl": "steps.compression.transformer_pruning:logit_kl",
+    "logit_cosine": "steps.compression.transformer_pruning:logit_cosine",
+    "block_influence": "steps.compression.transformer_pruning:block_influence",
+})
+LAYER_MAPS = Registry("layer map", {
+    "uniform": "steps.compression.transformer_distillation:uniform_layer_map",
+    "last": "steps.compression.transformer_distillation:last_layer_map",
 })

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import statistics
+import os
 import time
 import zlib
 from collections.abc import Callable
@@ -43,8 +43,9 @@ def macs(model: nn.Module, example: torch.Tensor) -> int:
     return int(ops)
 
 
-def interleaved_ms(runners: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, dict[str, float]]:
-    """Wall time of each zero-argument runner: {name: {"p50", "p95"}} in ms.
+def interleaved_samples(runners: dict[str, Callable[[], object]], warmup: int,
+                        repeats: int) -> dict[str, list[float]]:
+    """Wall time in ms of every timed call of each zero-argument runner: {name: [ms, ...]}.
 
     Runners are timed interleaved (A B C A B C ..., the order rotating each
     round) after warm-up, so drift in machine load hits every one alike and
@@ -60,11 +61,23 @@ def interleaved_ms(runners: dict[str, Callable[[], object]], warmup: int, repeat
             start = time.perf_counter()
             runners[name]()
             samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: _percentiles(values) for name, values in samples.items()}
+    return samples
+
+
+def interleaved_ms(runners: dict[str, Callable[[], object]], warmup: int, repeats: int,
+                   keep_samples: bool = False) -> dict[str, dict]:
+    """{name: {"p50", "p95"}} in ms of runners timed interleaved (see interleaved_samples).
+
+    With `keep_samples`, each entry also holds "samples" (the raw list), so a caller
+    can put a confidence interval on p95 (steps/core/stats.py; this layer imports torch only).
+    """
+    timed = interleaved_samples(runners, warmup, repeats)
+    return {name: _percentiles(values) | ({"samples": values} if keep_samples else {})
+            for name, values in timed.items()}
 
 
 def latency_ms(models: dict[str, nn.Module], batch: torch.Tensor, warmup: int, repeats: int,
-               threads: int) -> dict[str, dict[str, float]]:
+               threads: int, keep_samples: bool = False) -> dict[str, dict]:
     """PyTorch eager: one forward pass on `batch` per model, at a fixed thread count, timed interleaved."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -73,26 +86,29 @@ def latency_ms(models: dict[str, nn.Module], batch: torch.Tensor, warmup: int, r
             for model in models.values():
                 stack.enter_context(evaluating(model))
             runners = {name: (lambda m=model: m(batch)) for name, model in models.items()}
-            return interleaved_ms(runners, warmup, repeats)
+            return interleaved_ms(runners, warmup, repeats, keep_samples)
     finally:
         torch.set_num_threads(previous)
 
 
 def onnx_latency_ms(files: dict[str, Path], batch: np.ndarray, warmup: int, repeats: int,
-                    threads: int) -> dict[str, dict[str, float]]:
+                    threads: int, keep_samples: bool = False) -> dict[str, dict]:
     """ONNX Runtime (CPU provider, `threads` intra-op threads): one run on `batch` per file, timed interleaved."""
     from steps.compression.onnx_export import INPUT, session
 
     feed = {INPUT: np.ascontiguousarray(batch, dtype=np.float32)}
     sessions = {name: session(path, threads) for name, path in files.items()}
     runners = {name: (lambda s=sess: s.run(None, feed)) for name, sess in sessions.items()}
-    return interleaved_ms(runners, warmup, repeats)
+    return interleaved_ms(runners, warmup, repeats, keep_samples)
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
+    """p50 and p95 as np.quantile computes them (linear interpolation), the same estimate whose
+    confidence interval steps/core/stats.quantile_ci gives; "max" bounds p95 when there are too
+    few samples for an interval."""
     ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"p50": statistics.median(ordered), "p95": p95}
+    p50, p95 = np.quantile(ordered, [0.5, 0.95])
+    return {"p50": float(p50), "p95": float(p95), "max": ordered[-1], "n": len(ordered)}
 
 
 def peak_memory_bytes(model: nn.Module, batch: torch.Tensor) -> int:
@@ -100,7 +116,13 @@ def peak_memory_bytes(model: nn.Module, batch: torch.Tensor) -> int:
 
     Replays the profiler's allocation (+) and free (-) events in time order and
     keeps the running maximum: activations plus workspace, weights excluded.
+
+    The profiler's Kineto backend logs "USDT ... profiler_start/profiler_stop" to stderr on every
+    session at any KINETO_LOG_LEVEL up to 5 (USDT is its level 5); 6 silences them. Kineto reads the
+    variable when it starts, on the first profile of the process, so it is set before that
+    (setdefault: a user who asked for Kineto's logs keeps them). The memory events are unaffected.
     """
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     from torch.profiler import ProfilerActivity, profile
 
     with evaluating(model), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:

@@ -10,6 +10,7 @@ depth cannot be read back from the weights alone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from torch import nn
@@ -23,9 +24,16 @@ class ModelSpec:
     channels: list[int] = field(default_factory=list)
     hidden: list[int] = field(default_factory=list)
     batch_norm: bool = True
+    # The data's shape. The pipeline always fills these from the manifest (torchkit.spec_from);
+    # the defaults exist for library tests and old spec files, and every spec file records its own.
     in_channels: int = 1
     image_size: int = 28
     num_classes: int = 10
+    input_shape: list[int] = field(default_factory=list)
+    """One sample's shape, [C, H, W] or [D] (features); empty = [in_channels, image_size, image_size]."""
+    # custom only (custom.py): the user's factory "package.module:function" and its keyword arguments
+    factory: str = ""
+    kwargs: dict = field(default_factory=dict)
     # vit only (see vit.py): empty block_heads/block_mlp = heads and round(embed_dim * mlp_ratio) in every
     # block; head_dim 0 = embed_dim // heads. Pruning fills them in.
     patch_size: int = 7
@@ -40,6 +48,11 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One input sample's shape: input_shape, or (in_channels, image_size, image_size) in older specs."""
+        return tuple(self.input_shape) or (self.in_channels, self.image_size, self.image_size)
 
     @classmethod
     def from_dict(cls, raw: dict) -> ModelSpec:
@@ -62,8 +75,8 @@ class MLP(nn.Sequential):
     """Flatten, then Linear+ReLU per hidden width, then the output layer."""
 
     def __init__(self, spec: ModelSpec) -> None:
-        pixels = spec.in_channels * spec.image_size**2
-        super().__init__(nn.Flatten(), *_classifier(pixels, spec.hidden, spec.num_classes))
+        inputs = math.prod(spec.sample_shape)  # pixels of an image, or a table's features
+        super().__init__(nn.Flatten(), *_classifier(inputs, spec.hidden, spec.num_classes))
 
 
 class CNN(nn.Module):

@@ -52,6 +52,20 @@ def _reader(images: np.ndarray, batch_size: int):
     return SliceReader()
 
 
+TRANSFORMER_OPS = ["MatMul", "Gemm", "Conv"]
+"""What static int8 quantizes in a transformer (a graph with LayerNormalization): the matrix products only.
+Quantizing everything put QDQ pairs around LayerNorm, Softmax and the residual adds, whose outputs int8
+cannot hold (per-channel scales for a LayerNorm's 1-d weight even failed: "Axis 1 is out-of-range"), and a
+4-block ViT's logits moved by 0.29; MatMul-only is ONNX Runtime's own advice for transformers."""
+
+
+def _static_options(prepared: Path) -> dict:
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(prepared), load_external_data=False).graph.node}
+    return {"op_types_to_quantize": TRANSFORMER_OPS} if "LayerNormalization" in ops else {}
+
+
 def quantize(fp32: Path, out: Path, method: Method, calibration: np.ndarray | None = None,
              batch_size: int = 64) -> None:
     """Write the int8 version of `fp32` to `out` (atomically). `static` needs calibration images."""
@@ -76,7 +90,7 @@ def quantize(fp32: Path, out: Path, method: Method, calibration: np.ndarray | No
                 # S8S8 (signed activations and weights) in QDQ: ONNX Runtime's recommended default on x86 CPUs.
                 quantize_static(str(prepared), str(tmp), _reader(calibration, batch_size),
                                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                                weight_type=QuantType.QInt8, per_channel=True)
+                                weight_type=QuantType.QInt8, per_channel=True, **_static_options(prepared))
 
         atomic_write(Path(out), write)
 

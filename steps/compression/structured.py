@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from steps.compression import choices
+from steps.compression.custom import refuse_unprunable
 
 ROOTS = (nn.Conv2d, nn.Linear)
 """Layers whose output channels start a pruning group."""
@@ -127,6 +128,7 @@ def _check(model: nn.Module, amount: float, importance: str, calibration) -> Non
     if not 0 <= amount < 1:
         raise ValueError(f"channel pruning amount must be in [0, 1), got {amount}")
     get_importance(importance)  # unknown names fail before any work
+    refuse_unprunable(model)  # a layer torch-pruning cannot shrink (or a checkpoint rebuild) fails by name
     if importance in NEEDS_CALIBRATION and calibration is None:
         raise ValueError(f"importance {importance!r} is data-driven: pass calibration=(x, y), a labelled batch")
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

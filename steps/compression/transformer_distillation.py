@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from steps.compression import choices
 from steps.compression.distillation import DistillationObjective, LayerPair, _features, _probe
 
 
@@ -108,17 +109,11 @@ def last_layer_map(student_depth: int, teacher_depth: int) -> list[tuple[int, in
     return [(student_depth - 1, teacher_depth - 1)]
 
 
-LAYER_MAPS: dict[str, Callable[[int, int], list[tuple[int, int]]]] = {
-    "uniform": uniform_layer_map,
-    "last": last_layer_map,
-}
+LAYER_MAPS = choices.LAYER_MAPS  # name -> (student depth, teacher depth) -> pairs: uniform, last
 
 
 def layer_map(name: str, student_depth: int, teacher_depth: int) -> list[tuple[int, int]]:
-    try:
-        mapping = LAYER_MAPS[name]
-    except KeyError:
-        raise ValueError(f"unknown layer map {name!r}; choose one of {sorted(LAYER_MAPS)}") from None
+    mapping: Callable[[int, int], list[tuple[int, int]]] = LAYER_MAPS.resolve(name)
     return mapping(student_depth, teacher_depth)
 
 

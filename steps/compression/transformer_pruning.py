@@ -30,6 +30,7 @@ in one shot.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,9 +39,10 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn import functional as F
 
+from steps.compression import choices
 from steps.compression.structured import _taylor_gradients, target_widths
 from steps.compression.training import evaluating
-from steps.compression.vit import ViT
+from steps.compression.vit import Layout, ViT, model_layout
 
 Calibration = tuple[torch.Tensor, torch.Tensor]
 """A labelled batch (x, y): images as the model takes them and class indices."""
@@ -77,29 +79,26 @@ class OutputNormImportance(tp.importance.Importance):
         return self.stats[root.dep.target.module][root.idxs].clone()
 
 
-def _taylor(model: nn.Module, calibration: Calibration | None) -> tp.importance.Importance:
+def l1_importance(model: nn.Module, calibration: Calibration | None) -> tp.importance.Importance:
+    """sum |w| of the unit's weights in each coupled layer (q, k, v rows and proj columns for a head),
+    averaged over the layers (torch-pruning's group L1); not normalised per group, so a global ranking
+    compares blocks on one scale."""
+    return tp.importance.GroupMagnitudeImportance(p=1, normalizer=None)
+
+
+def taylor_importance(model: nn.Module, calibration: Calibration | None) -> tp.importance.Importance:
+    """Molchanov et al. 2019: sum |w * dL/dw| over the unit's weights, cross-entropy on the batch."""
     _taylor_gradients(model, calibration)
     return tp.importance.GroupTaylorImportance(normalizer=None)
 
 
 Criterion = Callable[[nn.Module, Calibration | None], tp.importance.Importance]
-IMPORTANCES: dict[str, Criterion] = {
-    # name -> (model, calibration) -> per-channel scores of a group; scores are not normalised per group,
-    # so a global ranking compares blocks on one scale
-    # l1: sum |w| of the unit's weights in each coupled layer (q, k, v rows and proj columns for a head),
-    # averaged over the layers (torch-pruning's group L1)
-    "l1": lambda model, calibration: tp.importance.GroupMagnitudeImportance(p=1, normalizer=None),
-    "taylor": _taylor,  # Molchanov et al. 2019: sum |w * dL/dw| over the unit's weights, CE on the batch
-    "output_norm": OutputNormImportance,
-}
+IMPORTANCES = choices.TRANSFORMER_IMPORTANCES  # name -> Criterion: l1, taylor, output_norm
 NEEDS_CALIBRATION = {"taylor", "output_norm"}
 
 
 def get_importance(name: str) -> Criterion:
-    try:
-        return IMPORTANCES[name]
-    except KeyError:
-        raise ValueError(f"unknown transformer importance {name!r}; choose one of {sorted(IMPORTANCES)}") from None
+    return IMPORTANCES.resolve(name)
 
 
 def _check(model: nn.Module, amount: float, importance: str, calibration: Calibration | None, what: str) -> None:
@@ -311,20 +310,15 @@ def _block_influence(model: ViT, x: torch.Tensor) -> torch.Tensor:
     return torch.stack([influence[i] for i in range(len(model.blocks))])
 
 
-BLOCK_METRICS: dict[str, Callable[[ViT, torch.Tensor], torch.Tensor]] = {
-    # name -> (model, x) -> (depth,) importance per block, higher = more important
-    "logit_kl": _logit_change(_kl),
-    "logit_cosine": _logit_change(_cosine),
-    "block_influence": _block_influence,
-}
+logit_kl = _logit_change(_kl)
+logit_cosine = _logit_change(_cosine)
+block_influence = _block_influence
+BLOCK_METRICS = choices.BLOCK_METRICS  # name -> (model, x) -> (depth,) importance: logit_kl, logit_cosine, ...
 
 
 def block_importance(model: ViT, x: torch.Tensor, metric: str = "logit_kl") -> torch.Tensor:
     """Importance of each block on the batch `x` (eval mode, no gradients): one float per block."""
-    try:
-        measure = BLOCK_METRICS[metric]
-    except KeyError:
-        raise ValueError(f"unknown block importance {metric!r}; choose one of {sorted(BLOCK_METRICS)}") from None
+    measure = BLOCK_METRICS.resolve(metric)
     if not isinstance(model, ViT):
         raise TypeError(f"depth pruning needs a vit.ViT, got {type(model).__name__}")
     with evaluating(model):
@@ -381,3 +375,32 @@ def prune_transformer(model: ViT, example_inputs: torch.Tensor, plan: Transforme
     prune_mlp(model, example_inputs, plan.mlp, plan.importance, calibration, plan.round_to)
     prune_embedding(model, example_inputs, plan.embedding, plan.importance, calibration, plan.round_to)
     return model
+
+
+def round_plan(original: Layout, model: ViT, fractions: TransformerPruning) -> TransformerPruning:
+    """The plan that takes `model` to `fractions` of the ORIGINAL model's widths, as amounts of what it has now.
+
+    An iterative prune calls this each round with the schedule's cumulative
+    fractions: every target is computed from `original` (heads and depth
+    keep round(n * (1 - f)), at least one; MLP and embedding widths are rounded
+    to `round_to` as in `prune_mlp`), so rounding never compounds over
+    rounds. Each amount is 1 - target / current, which the pruning functions
+    turn back into exactly the target (their round() absorbs the float error).
+    Local head pruning assumes the blocks share their head count, as they do
+    unless heads were pruned globally; a global head target counts the blocks
+    the model has now, so apply the depth part of a round first.
+    """
+    now = model_layout(model)
+
+    def amount(target: int, current: int) -> float:
+        return max(0.0, 1 - target / current)
+
+    depth = amount(_kept(len(original.heads), fractions.depth), len(now.heads))
+    if fractions.global_heads:
+        blocks = len(now.heads)
+        heads = amount(max(blocks, round(blocks * original.heads[0] * (1 - fractions.heads))), sum(now.heads))
+    else:
+        heads = amount(_kept(original.heads[0], fractions.heads), max(now.heads))
+    mlp = amount(_keep_rounded(original.mlp[0], fractions.mlp, fractions.round_to), max(now.mlp))
+    embedding = amount(_keep_rounded(original.embed_dim, fractions.embedding, fractions.round_to), now.embed_dim)
+    return dataclasses.replace(fractions, depth=depth, heads=heads, mlp=mlp, embedding=embedding)

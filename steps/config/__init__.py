@@ -22,18 +22,21 @@ from steps.config.schema import (
     PromoteConfig,
     PruneConfig,
     QuantizeConfig,
+    RunConfig,
     ScheduleConfig,
     StorageConfig,
     SweepConfig,
     TeacherConfig,
     TrackingConfig,
     TrainConfig,
+    TransformerLossConfig,
+    TransformerPruneConfig,
 )
 
 __all__ = [
     "PARAMS_FILE", "PROFILES", "SWEEPABLE_SECTIONS", "ArchConfig", "ConfigError", "DataConfig", "DistillConfig",
     "EvaluateConfig", "ExportConfig", "FeatureLossConfig", "L1Config", "LayerPair", "Params", "PromoteConfig",
-    "PruneConfig", "QuantizeConfig", "ScheduleConfig", "StorageConfig", "SweepConfig", "SweepMember",
-    "TeacherConfig", "TrackingConfig", "TrainConfig", "apply_overrides", "format_errors", "load", "parse_grid",
+    "PruneConfig", "QuantizeConfig", "RunConfig", "ScheduleConfig", "StorageConfig", "SweepConfig", "SweepMember",
+    "TeacherConfig", "TrackingConfig", "TrainConfig", "TransformerLossConfig", "TransformerPruneConfig", "apply_overrides", "format_errors", "load", "parse_grid",
     "read_raw", "sweep_members", "validate",
 ]

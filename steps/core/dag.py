@@ -68,8 +68,9 @@ class Stage:
         return tuple(_resolve(dep, params) for dep in self.deps)
 
 
-RAW_DIR = "${data.raw_dir}"
-"""The raw IDX folder, wherever params.yaml points; DVC resolves the same template itself."""
+RAW_DIR = "${data.path}"
+"""The raw input of whichever data source (a folder or a file), wherever params.yaml points; DVC resolves
+the same template itself, so a new file in the folder or a new table changes the data stage's deps."""
 _ALL_MODELS = tuple(f for role in ModelRole for f in model_files(role))
 
 STAGES: tuple[Stage, ...] = (

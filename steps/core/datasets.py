@@ -1,4 +1,8 @@
-"""What every stage reads: the processed splits, refused unless each file's sha256 matches the manifest."""
+"""What every stage reads: the processed splits, refused unless each file's sha256 matches the manifest.
+
+Shapes, classes, kind and normalisation come from the manifest (`DataResult`), never from code:
+the same readers serve an IDX folder, an image folder, arrays and a table.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +13,38 @@ import numpy as np
 
 from steps.core.hashing import sha256
 from steps.core.layout import DATA_DIR, MANIFEST
+from steps.sources.base import DataError  # one error type for raw and processed data  # noqa: F401
 
 SPLITS = ("train", "val", "test")
+KEYS = {"image": "images", "features": "features"}
 
 
-class DataError(ValueError):
-    """Input data is missing, corrupt, tampered with or malformed; names the file."""
+def kind(manifest: dict) -> str:
+    """"image" or "features"; manifests from before data sources held images only."""
+    return manifest.get("kind", "image")
 
 
-def check_pair(images: np.ndarray, labels: np.ndarray, where: str, num_classes: int) -> None:
-    """One split's arrays are well formed: uint8 (N, 28, 28) images, N uint8 labels below `num_classes`."""
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f"{where}: expected images of shape (N, 28, 28), got {images.shape}")
-    if labels.shape != (len(images),):
-        raise DataError(f"{where}: {len(images)} images but labels of shape {labels.shape}")
+def check_pair(x: np.ndarray, labels: np.ndarray, where: str, manifest: dict) -> None:
+    """One split's arrays are what the manifest says: uint8 images or float32 features of its input
+    shape, as many integer labels below its class count."""
+    num_classes = len(manifest["classes"])
+    shape = manifest.get("input_shape")
+    images = kind(manifest) == "image"
+    if images and x.dtype != np.uint8 or not images and x.dtype != np.float32 or labels.dtype.kind not in "iu":
+        wanted = "uint8 images" if images else "float32 features"
+        raise DataError(f"{where}: expected {wanted} and integer labels, got {x.dtype}/{labels.dtype}")
+    if labels.shape != (len(x),):
+        raise DataError(f"{where}: {len(x)} images but labels of shape {labels.shape}")
     if len(labels) == 0:
         raise DataError(f"{where}: empty split")
-    if labels.dtype != np.uint8 or images.dtype != np.uint8:
-        raise DataError(f"{where}: expected uint8 arrays, got {images.dtype}/{labels.dtype}")
-    if labels.max() >= num_classes:
-        raise DataError(f"{where}: label {int(labels.max())} out of range 0..{num_classes - 1}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
+        raise DataError(f"{where}: label {bad} out of range 0..{num_classes - 1}")
+    if images and (x.ndim != 4 or (shape is not None and list(x.shape[1:]) != shape)):
+        expected = f"(N, {', '.join(map(str, shape))})" if shape else "(N, C, H, W)"
+        raise DataError(f"{where}: expected images of shape {expected}, got {x.shape}")
+    if not images and (x.ndim != 2 or list(x.shape[1:]) != shape):
+        raise DataError(f"{where}: expected features of shape (N, {shape[0]}), got {x.shape}")
 
 
 def read_manifest(root: Path) -> dict:
@@ -42,7 +58,7 @@ def read_manifest(root: Path) -> dict:
 
 
 def load_arrays(root: Path, name: str, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
-    """One split's uint8 images and labels, refused unless its sha256 matches the manifest."""
+    """One split's samples and labels, refused unless its sha256 matches the manifest."""
     path = root / DATA_DIR / f"{name}.npz"
     entry = manifest["files"].get(f"{name}.npz")
     if entry is None or not path.is_file():
@@ -50,9 +66,37 @@ def load_arrays(root: Path, name: str, manifest: dict) -> tuple[np.ndarray, np.n
     if sha256(path) != entry["sha256"]:
         raise DataError(f"{path}: sha256 does not match {MANIFEST}; the file was changed or truncated")
     with np.load(path, allow_pickle=False) as npz:
-        images, labels = npz["images"], npz["labels"]
-    check_pair(images, labels, str(path), len(manifest["classes"]))
-    return images, labels
+        x, labels = npz[KEYS[kind(manifest)]], npz["labels"]
+    if x.ndim == 3 and "input_shape" not in manifest:
+        x = x[:, None]  # a grayscale (N, H, W) split written before data sources existed
+    check_pair(x, labels, str(path), manifest)
+    return x, labels
+
+
+def input_shape(manifest: dict) -> tuple[int, ...]:
+    """One sample's shape, (C, H, W) or (D,); older manifests did not record it, their splits do."""
+    if "input_shape" in manifest:
+        return tuple(manifest["input_shape"])
+    raise DataError(f"{MANIFEST}: no input_shape (written before data sources existed); rerun the data stage")
+
+
+def normalise(x: np.ndarray, manifest: dict):
+    """float32 tensor of `x` standardised with the manifest's training statistics.
+
+    Images: pixels / 255, then (p - mean[c]) / std[c] per channel (a scalar mean/std in older manifests).
+    Features: (v - mean[j]) / std[j] per feature.
+    """
+    import torch
+
+    stats = manifest["normalization"]
+    if kind(manifest) == "image":
+        view = (1, -1, 1, 1)
+        mean = torch.tensor(np.atleast_1d(stats["mean"]), dtype=torch.float32).view(view)
+        std = torch.tensor(np.atleast_1d(stats["std"]), dtype=torch.float32).view(view)
+        return torch.from_numpy(x).float().div_(255.0).sub_(mean).div_(std)
+    mean = torch.tensor(stats["mean"], dtype=torch.float32)
+    std = torch.tensor(stats["std"], dtype=torch.float32)
+    return torch.from_numpy(x).sub(mean).div_(std)
 
 
 def load_splits(root: Path, names: tuple[str, ...] = SPLITS):
@@ -62,12 +106,10 @@ def load_splits(root: Path, names: tuple[str, ...] = SPLITS):
     from steps.compression.training import Split
 
     manifest = read_manifest(root)
-    mean, std = manifest["normalization"]["mean"], manifest["normalization"]["std"]
     result = {}
     for name in names:
-        images, labels = load_arrays(root, name, manifest)
-        x = (torch.from_numpy(images).float().div_(255.0).sub_(mean).div_(std)).unsqueeze(1)
-        result[name] = Split(x=x, y=torch.from_numpy(labels.astype(np.int64)))
+        x, labels = load_arrays(root, name, manifest)
+        result[name] = Split(x=normalise(x, manifest), y=torch.from_numpy(labels.astype(np.int64)))
     return result
 
 

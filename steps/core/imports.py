@@ -38,25 +38,42 @@ def _registry_modules() -> set[str]:
 
 @functools.cache
 def direct_imports(module: str) -> frozenset[str]:
-    """The `steps.*` modules `module` imports (packages' __init__ included)."""
+    """The `steps.*` modules `module` imports.
+
+    `from a import b` imports the module a.b when there is one, else the package a; a package
+    imported as a whole (`from steps import tracking`) counts as all its modules, since its names
+    may be served by any of them (steps.tracking resolves them lazily); the __init__ of every
+    enclosing package runs too.
+    """
     path = module_file(module)
     if path is None:
         return frozenset()
-    found: set[str] = set()
+    targets: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
+            targets |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    found = {m for m in found if m.split(".")[0] == PACKAGE and module_file(m) is not None}
-    for name in list(found):  # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                targets.add(sub if module_file(sub) is not None else node.module)
+    targets = {m for m in targets if m.split(".")[0] == PACKAGE and module_file(m) is not None}
+    found = set(targets)
+    for name in targets:
+        if module_file(name).name == "__init__.py" and name != PACKAGE:
+            found |= _package_modules(name)
+    for name in list(found):
         parts = name.split(".")
         found |= {".".join(parts[:i]) for i in range(1, len(parts))}
     if CHOICES in found and module.startswith(LIBRARY):
         found |= _registry_modules()
     found.discard(module)
     return frozenset(found)
+
+
+def _package_modules(package: str) -> set[str]:
+    base = module_file(package).parent
+    return {".".join((package, *p.relative_to(base).with_suffix("").parts)).removesuffix(".__init__")
+            for p in base.rglob("*.py") if "__pycache__" not in p.parts}
 
 
 def closure(module: str) -> tuple[str, ...]:

@@ -18,21 +18,15 @@ class LockTimeout(TimeoutError):
     """The lock was still held by another process after the timeout; the message names the holder."""
 
 
-def holder_of(path: Path) -> str:
-    """What the current holder wrote into the lock file ('' when nothing)."""
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        return ""
-
-
 @contextlib.contextmanager
 def file_lock(path: Path, timeout_s: float, holder: str, what: str = "lock",
-              on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+              on_wait: Callable[[str], None] | None = None,
+              describe: Callable[[str], str] = lambda text: text or "another process") -> Iterator[None]:
     """Hold an exclusive flock on `path` for the block, waiting up to `timeout_s`.
 
-    `holder` is written into the file while held; `on_wait(holder)` is called once when the lock
-    is busy, so a caller can tell its user whom it waits for. LockTimeout names the holder.
+    `holder` is written into the file while held; `on_wait(description of the holder)` is called
+    once when the lock is busy, so a caller can tell its user whom it waits for. LockTimeout
+    names the holder as `describe` renders what it wrote.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
@@ -44,7 +38,7 @@ def file_lock(path: Path, timeout_s: float, holder: str, what: str = "lock",
                 break
             except BlockingIOError:
                 fh.seek(0)
-                current = fh.read().strip() or "another process"
+                current = describe(fh.read().strip())
                 if time.monotonic() >= deadline:
                     raise LockTimeout(f"{what} {path} still held after {timeout_s:g} s by {current}") from None
                 if not waited and on_wait is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from steps import config
 from steps.compression import measure
 from steps.compression.training import accuracy
+from steps.core import stats
 from steps.core.layout import model_path
 from steps.core.names import ModelRole
 from steps.core.torchkit import load_model
@@ -36,15 +37,40 @@ def static_metrics(root: Path, role: ModelRole, model, test, batch) -> dict:
     }
 
 
+P95_CONFIDENCE = 0.95
+"""Confidence of the p95 interval every latency carries (p95_low, p95_high)."""
+
+
+def with_p95_interval(timing: dict) -> dict:
+    """{p50, p95, max, n, p95_low, p95_high} from a timing with raw "samples" (which are dropped).
+
+    The interval is distribution-free (order statistics, stats.quantile_ci). With fewer than
+    stats.min_samples_for_quantile(0.95, 0.95) = 72 samples there is none: p95_low and p95_high
+    are None, and a gate must fall back on "max" (the slowest call), saying so.
+    """
+    out = {k: v for k, v in timing.items() if k != "samples"}
+    samples = timing["samples"]
+    if len(samples) >= stats.min_samples_for_quantile(0.95, P95_CONFIDENCE):
+        ci = stats.quantile_ci(samples, 0.95, P95_CONFIDENCE)
+        return out | {"p95_low": ci.low, "p95_high": ci.high}
+    return out | {"p95_low": None, "p95_high": None}
+
+
+def _intervals(timed: dict[str, dict]) -> dict[str, dict]:
+    return {name: with_p95_interval(t) for name, t in timed.items()}
+
+
 def latencies(models: dict, onnx_files: dict[str, Path], batches: dict[str, object], cfg: config.EvaluateConfig,
               threads: int) -> dict[str, dict]:
-    """{backend: {batch key: {name: {p50, p95}}}}: eager models and ONNX files, each set timed interleaved."""
+    """{backend: {batch key: {name: {p50, p95, p95_low, p95_high, max, n}}}}: eager models and ONNX files,
+    each set timed interleaved."""
     out: dict[str, dict] = {EAGER: {}, ONNXRUNTIME: {}}
     for key, batch in batches.items():
-        out[EAGER][key] = measure.latency_ms(models, batch, cfg.latency_warmup, cfg.latency_repeats, threads)
+        out[EAGER][key] = _intervals(measure.latency_ms(models, batch, cfg.latency_warmup, cfg.latency_repeats,
+                                                        threads, keep_samples=True))
         if onnx_files:
-            out[ONNXRUNTIME][key] = measure.onnx_latency_ms(onnx_files, batch.numpy(), cfg.latency_warmup,
-                                                            cfg.latency_repeats, threads)
+            out[ONNXRUNTIME][key] = _intervals(measure.onnx_latency_ms(
+                onnx_files, batch.numpy(), cfg.latency_warmup, cfg.latency_repeats, threads, keep_samples=True))
     return out
 
 
@@ -77,6 +103,9 @@ def measure_all(models: dict[str, tuple[Path, ModelRole]], test, cfg: config.Eva
             metrics["onnx_bytes"] = measure.file_size(onnx_files[name])
         headline = metrics["latency"][backend][batch_key(len(big))]
         metrics["latency_p50_ms"], metrics["latency_p95_ms"] = headline["p50"], headline["p95"]
+        # the p95's confidence interval and what a gate falls back on without one (too few repeats)
+        metrics["latency_p95_low_ms"], metrics["latency_p95_high_ms"] = headline["p95_low"], headline["p95_high"]
+        metrics["latency_max_ms"], metrics["latency_samples"] = headline["max"], headline["n"]
         metrics["param_ratio"] = metrics["nonzeros"] / results[first]["nonzeros"]
         metrics["speedup"] = results[first]["latency_p50_ms"] / metrics["latency_p50_ms"]
         metrics["mac_reduction"] = results[first]["macs"] / metrics["macs"]

@@ -12,6 +12,8 @@ class Alias(StrEnum):
 class Tag(StrEnum):
     """Tags on MLflow runs and registered model versions (lineage for audits)."""
 
+    MLFLOW_PARENT_RUN = "mlflow.parentRunId"
+    """MLflow's own nesting tag: the UI shows a run with it under its parent."""
     STAGE = "shrinkflow.stage"
     PIPELINE_RUN = "shrinkflow.pipeline_run"
     GIT_COMMIT = "shrinkflow.git_commit"
@@ -29,6 +31,8 @@ class Tag(StrEnum):
     TRIGGER = "shrinkflow.trigger"
     PROMOTE_RUN = "shrinkflow.promote_run"
     EVALUATE_RUN = "shrinkflow.evaluate_run"
+    TEACHER_INIT = "shrinkflow.teacher_init"  # teacher.init.from: the model the teacher started from
+    TEACHER_INIT_SHA256 = "shrinkflow.teacher_init_sha256"  # sha256 of that safetensors file
     ARTIFACTS_SHA256 = "shrinkflow.artifacts_sha256"
     """sha256 of the JSON {artifact path: sha256} logged as artifacts.json in the promote run."""
     LAST_AUDIT = "shrinkflow.last_audit"

@@ -109,26 +109,56 @@ def promotion_line(promotion: dict) -> str:
     return f"not promoted: {where} -> @{promotion['alias']} ({promotion['reason']})"
 
 
-def report_figure(report: dict):
-    """The evaluate stage's plot: every model of one run, accuracy against latency and size."""
+def report_figure(report: dict, labels: dict[str, str] | None = None):
+    """The evaluate stage's plot: every model of one run, accuracy against p95 latency (with its 95%
+    interval as an error bar, where measured) and size; each point labelled by what made it (`labels`)."""
     data = frame(report)
-    data["latency_p50_ms"] = [report["models"][role]["latency_p50_ms"] for role in data.index]
-    latency = f"{BACKENDS[backend(report)]} CPU latency p50 (ms, batch {report['latency_batch_size']})"
-    return pareto_figure(data, latency, "shrinkflow: accuracy vs cost")
+    models = report["models"]
+    data["latency_p50_ms"] = [models[role]["latency_p95_ms"] for role in data.index]  # the plotted cost column
+    low = [models[role].get("latency_p95_low_ms") for role in data.index]
+    high = [models[role].get("latency_p95_high_ms") for role in data.index]
+    if all(v is not None for v in (*low, *high)):
+        data["latency_err_low"] = data["latency_p50_ms"] - low
+        data["latency_err_high"] = pd.Series(high, index=data.index) - data["latency_p50_ms"]
+    data["label"] = [(labels or {}).get(role, role) for role in data.index]
+    latency = f"{BACKENDS[backend(report)]} CPU latency p95 (ms, batch {report['latency_batch_size']})"
+    return pareto_figure(data, latency, "shrinkflow: accuracy vs cost (up and left is better)")
+
+
+def _readable_axis(ax, log: bool) -> None:
+    """Plain tick labels (12k, 300k, 1.2M): matplotlib's log axis labels minor ticks as 3x10^5 4x10^5 when the
+    data spans less than a decade, and they overlap; here only 1-2-5 ticks are labelled, minor ones are not."""
+    from matplotlib import ticker
+
+    def human(value: float, _pos=None) -> str:
+        for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= scale:
+                return f"{value / scale:g}{suffix}"
+        return f"{value:g}"
+
+    if log:
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(nbins=6))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(human))
 
 
 def pareto_figure(data: pd.DataFrame, latency_label: str, title: str, fronts: dict[str, str] | None = None):
     """Accuracy against latency and against non-zero parameters: up and left is better on both panels.
 
+    Points are labelled by the `label` column (what made them), else by `settings`, else by the index.
     With `fronts` ({cost column: boolean column}), the models on each panel's Pareto frontier are
     drawn red and joined by a step line, and only they are labelled (a sweep has many points).
+    Optional `latency_err_low`/`latency_err_high` columns draw the latency interval as error bars.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11 if fronts else 10, 4.5 if fronts else 4), sharey=True)
+    names = data["label"] if "label" in data else data["settings"] if "settings" in data else data.index.to_series()
+    fig, axes = plt.subplots(1, 2, figsize=(12 if fronts else 11, 4.8 if fronts else 4.4), sharey=True)
     panels = (("latency_p50_ms", latency_label, False), ("nonzeros", "non-zero parameters", True))
     for ax, (cost, label, log) in zip(axes, panels, strict=True):
         labelled = data
@@ -139,11 +169,16 @@ def pareto_figure(data: pd.DataFrame, latency_label: str, title: str, fronts: di
             ax.step(labelled[cost], labelled["accuracy"] * 100, where="post", color="tab:red", alpha=0.6)
         else:
             ax.scatter(data[cost], data["accuracy"] * 100)
+        if cost == "latency_p50_ms" and "latency_err_low" in data:
+            ax.errorbar(data[cost], data["accuracy"] * 100, xerr=[data["latency_err_low"], data["latency_err_high"]],
+                        fmt="none", ecolor="tab:blue", alpha=0.5, capsize=3)
         for name, row in labelled.iterrows():
-            ax.annotate(name, (row[cost], row["accuracy"] * 100), textcoords="offset points",
+            ax.annotate(str(names[name]), (row[cost], row["accuracy"] * 100), textcoords="offset points",
                         xytext=(5, -10) if fronts else (6, -4), fontsize=7 if fronts else 8)
         if log:
             ax.set_xscale("log")
+        _readable_axis(ax, log)
+        ax.margins(x=0.25)  # room for the labels of the outermost points
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")

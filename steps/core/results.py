@@ -50,11 +50,22 @@ class DataResult(StageResult):
     """The manifest: what every later stage reads about the data (written as manifest.json)."""
 
     dataset: str
+    source: str
+    """The `data.source` reader that read the raw data."""
+    kind: str
+    """"image" (uint8 (N, C, H, W) in the splits) or "features" (float32 (N, D))."""
     classes: list[str]
+    input_shape: list[int]
+    """One sample's shape: [C, H, W] or [D]."""
+    feature_names: list[str]
     seed: int
     files: dict[str, dict]
     raw: dict[str, str]
-    normalization: dict[str, float]
+    """{raw file relative to data.path: sha256}."""
+    raw_sha256: str
+    """One sha256 over every raw file's name and sha256."""
+    normalization: dict[str, list[float]]
+    """{"mean": [...], "std": [...]} of the training split: per channel (images) or per feature (tables)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,12 @@ class TeacherResult(StageResult):
     val_accuracy: float
     parameters: int
     mlflow_run_id: str
+    init_uri: str = ""
+    """Where the starting weights came from (teacher.init.from); empty when trained from scratch."""
+    init_sha256: str = ""
+    """sha256 of the starting safetensors file."""
+    epochs: int = -1
+    """teacher.train.epochs that ran on top (0: the init model as it is); -1 in results from before init."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ Checks, in order (each one a row of the verdict table):
    compared: exact for accuracy, counts and sizes (CPU results are deterministic), within a stated relative
    tolerance for latency, on the backend the evaluate run timed (ONNX Runtime on the registered deployable
    ONNX file, or PyTorch eager); the served pyfunc model's accuracy must equal it too;
+5b. decision: the promotion's paired test against the champion it faced (McNemar, bootstrap interval, worst
+   class) is recomputed from both registered versions on the fetched test split and must equal what the
+   decision recorded and tagged;
 6. retrain (optional): the pipeline's training stages rerun at the recorded commit in a temporary git worktree,
    on the verified data and the logged params; the new student must match within a stated tolerance.
 The report (JSON and Markdown) goes to `<root>/audits/` and to an MLflow run; any failed check fails the audit.
@@ -125,8 +128,11 @@ def run(root: Path, model_uri: str, retrain: bool = False, latency_tolerance: fl
         data_ok = _guard(report, "data", lambda: _data(root, tags, work))
         params_doc = _guard_value(report, "params", lambda: _params(root, tags))
         artifacts_ok = _guard(report, "artifacts", lambda: _artifacts(name, version, tags, work))
+        if Tag.TEACHER_INIT in tags:
+            _guard(report, "teacher_init", lambda: _teacher_init(root, tags, work))
         if data_ok and artifacts_ok:
             _guard(report, "metrics", lambda: _metrics(root, name, version, tags, work, latency_tolerance))
+            _guard(report, "decision", lambda: _decision(name, version, tags, work))
         else:
             report.checks.append(Check("metrics", None, "needs verified data and artifacts"))
         if retrain:
@@ -220,6 +226,18 @@ def _artifacts(name: str, version: int, tags: dict[str, str], work: Path) -> lis
     return rows
 
 
+def _teacher_init(root: Path, tags: dict[str, str], work: Path) -> list[Check]:
+    """The model the teacher started from (teacher.init) still has the sha256 recorded at promotion."""
+    source, recorded = tags[Tag.TEACHER_INIT], tags.get(Tag.TEACHER_INIT_SHA256, "unrecorded")
+    if source.startswith("models:/"):
+        _, weights = tracking.download_model_files(source, work / "teacher-init")
+    else:
+        weights = Path(source) if Path(source).is_absolute() else root / source
+    now = sha256(weights) if weights.is_file() else "missing"
+    return [Check("teacher_init.sha256", now == recorded, f"{source} vs the version's teacher-init tag",
+                  recorded=recorded[:16], observed=now[:16])]
+
+
 def _metrics(root: Path, name: str, version: int, tags: dict[str, str], work: Path,
              latency_tolerance: float) -> list[Check]:
     import numpy as np
@@ -239,6 +257,7 @@ def _metrics(root: Path, name: str, version: int, tags: dict[str, str], work: Pa
         onnx_files = {"student": student_onnx}
     measured = measure_models({"student": (work, ModelRole.STUDENT)}, test, params.evaluate, params.threads,
                               onnx_files)["student"]
+    backend = "the registered ONNX file in ONNX Runtime" if onnx_files else "PyTorch eager"
     logged = tracking.run_record(tags[Tag.EVALUATE_RUN]).data.metrics
     rows = []
     for key in (*EXACT_METRICS, *MEASURED_METRICS):
@@ -250,7 +269,8 @@ def _metrics(root: Path, name: str, version: int, tags: dict[str, str], work: Pa
         if key in EXACT_METRICS:
             ok, rule = now == recorded, "exact"
         else:
-            ok, rule = abs(now - recorded) <= latency_tolerance * recorded, f"within {latency_tolerance:.0%}"
+            ok = abs(now - recorded) <= latency_tolerance * recorded
+            rule = f"within {latency_tolerance:.0%}, timed on {backend} as the evaluate run was"
         rows.append(Check(f"metric {key}", ok, rule, recorded=f"{recorded:.6g}", observed=f"{now:.6g}"))
     # Compared as counts of correct predictions: the evaluate step computes accuracy in float32.
     served = tracking.load_predictor(name, version)
@@ -261,6 +281,37 @@ def _metrics(root: Path, name: str, version: int, tags: dict[str, str], work: Pa
                       "correct predictions of the registered pyfunc model on the fetched test split, exact",
                       recorded=f"{recorded_correct}/{len(test.y)}", observed=f"{correct}/{len(test.y)}"))
     return rows
+
+
+def _decision(name: str, version: int, tags: dict[str, str], work: Path) -> list[Check]:
+    """Recompute the promotion's paired test vs the champion it faced (both versions served by the registry,
+    on the fetched test split, with the logged promote params and the fixed bootstrap seed): every statistic
+    the decision recorded must come out the same."""
+    from steps.core.datasets import load_splits, read_manifest
+    from steps.core.stats import worst_of
+    from steps.registry import comparison
+    from steps.registry.history import STATISTIC_TAG, statistics_tags
+
+    decision = _logged_json(tags[Tag.PROMOTE_RUN], "decision.json")
+    recorded, champion = decision.get("statistics") or {}, decision.get("incumbent_version")
+    if champion is None or not recorded:
+        return [Check("decision statistics", None, "no champion at decision time: nothing was compared")]
+    cfg = config.validate(_logged_json(tags[Tag.PROMOTE_RUN], "params.json")).promote
+    test = load_splits(work, ("test",))["test"]
+    x, y = test.x.numpy(), test.y.numpy()
+    classes = list(read_manifest(work)["classes"])
+    before, now = comparison.served_labels(name, champion, x), comparison.served_labels(name, version, x)
+    drops = comparison.class_drops(y, before, now, classes, cfg)
+    redone = comparison.statistics(comparison.compare(y, before, now, classes, cfg), worst_of(drops))
+    # compared as the version's tags print them (6 significant digits) and against the tags themselves
+    want, got, p_key = statistics_tags(recorded), statistics_tags(redone), f"{STATISTIC_TAG}.p_value"
+    differing = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k) or tags.get(k) != want.get(k))
+    return [Check("decision statistics", not differing,
+                  f"paired test vs champion v{champion} recomputed: " + (
+                      "differs in " + ", ".join(f"{k.rsplit('.', 1)[-1]} (recorded {want.get(k)}, tagged "
+                                                f"{tags.get(k)}, now {got.get(k)})" for k in differing)
+                      if differing else f"{len(want)} statistics equal, verdict {redone['verdict']}"),
+                  recorded=f"p={want.get(p_key)}", observed=f"p={got.get(p_key)}")]
 
 
 def _retrain(root: Path, tags: dict[str, str], params_doc: dict, work: Path, tolerance: float) -> list[Check]:

@@ -16,6 +16,9 @@ from steps.core.names import Tag
 from steps.registry.lock import actor
 
 HISTORY_EXPERIMENT = "shrinkflow-promotion-history"
+STATISTIC_TAG = "shrinkflow.statistic"
+"""Prefix: `shrinkflow.statistic.<name>` on a version and a history event holds one number of the paired test
+(p_value, ci_low_pt, ..., worst_class). Here rather than in steps.core.names.Tag until that file's owner moves it."""
 
 
 def version_str(v: int | None) -> str:
@@ -36,8 +39,15 @@ class Event:
     gates: dict[str, str] = field(default_factory=dict)  # name -> "pass 0.91 (limit 0.88)"
     metrics: dict[str, float] = field(default_factory=dict)
     lineage: dict[str, str] = field(default_factory=dict)  # git commit, data hash, params hash, ...
+    statistics: dict = field(default_factory=dict)  # the paired test vs the champion (registry/comparison.py)
     trigger: str = field(default_factory=actor)
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+
+
+def statistics_tags(statistics: dict) -> dict[str, str]:
+    """Tags of the decision's statistics: numbers to 6 significant digits (the audit compares at that
+    precision), names as they are."""
+    return {f"{STATISTIC_TAG}.{k}": (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in statistics.items()}
 
 
 def record(event: Event) -> str:
@@ -57,6 +67,7 @@ def record(event: Event) -> str:
         Tag.MOVES: "; ".join(event.moves) or "none",
         Tag.TIME: event.time,
         **{f"{Tag.GATE}.{k}": v for k, v in event.gates.items()},
+        **statistics_tags(event.statistics),
         **event.lineage,
     }
     document = {"seq": seq, **event.__dict__}
@@ -76,5 +87,7 @@ def events(model_name: str) -> list[dict]:
             "champion_after": t[Tag.HISTORY_CHAMPION_AFTER], "moves": t.get(Tag.MOVES, ""),
             "reason": t.get(Tag.REASON, ""), "trigger": t.get(Tag.TRIGGER, ""), "prev": t.get(Tag.HISTORY_PREV),
             "run_id": run.info.run_id,
+            "statistics": {k.removeprefix(f"{STATISTIC_TAG}."): v for k, v in t.items()
+                           if k.startswith(f"{STATISTIC_TAG}.")},
         })
     return sorted(out, key=lambda e: e["seq"])

@@ -160,3 +160,35 @@ def download_deployable(mv, dest: Path) -> dict[str, str]:
         for file in expected:
             shutil.move(local / file, dest / file)
     return expected
+
+
+def download_model_files(uri: str, dest: Path) -> tuple[int, Path]:
+    """The safetensors weights and JSON spec logged as `model_files/` with a registered version, into `dest`.
+
+    `uri` is models:/NAME@ALIAS or models:/NAME/VERSION. Returns (the version number it resolved to,
+    the weights file; its spec is the .json of the same name). The weights must have the sha256 that
+    the version's model tag recorded at registration, or ValueError names both. Nothing is unpickled.
+    """
+    ref = ModelRef.parse(uri)
+    version = ref.resolve()
+    mv = model_version(ref.name, version)
+    run_id = mv.tags.get(Tag.PROMOTE_RUN, mv.run_id)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="shrinkflow-model-files-") as scratch:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=Artifact.MODEL_FILES,
+                                                             dst_path=scratch))
+        except MlflowException as err:
+            raise ValueError(f"{uri} (version {version}): no {Artifact.MODEL_FILES}/ artifacts "
+                             f"({err.message})") from None
+        weights = sorted(local.glob("*.safetensors"))
+        if len(weights) != 1 or not weights[0].with_suffix(".json").is_file():
+            raise ValueError(f"{uri} (version {version}): {Artifact.MODEL_FILES}/ should hold one .safetensors file "
+                             f"and its .json spec, found {sorted(p.name for p in local.iterdir())}")
+        expected, got = mv.tags.get(Tag.MODEL_SHA256), sha256(weights[0])
+        if expected is not None and got != expected:
+            raise ValueError(f"{uri} (version {version}): {weights[0].name} has sha256 {got}, but {expected} was "
+                             "recorded at registration")
+        for path in (weights[0], weights[0].with_suffix(".json")):
+            shutil.move(path, dest / path.name)
+    return version, dest / weights[0].name

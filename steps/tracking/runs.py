@@ -8,6 +8,7 @@ stages open their own), so everything about one of those takes its run id.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +17,11 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
+from steps.core.names import Tag
 from steps.core.results import flatten
 from steps.tracking.store import experiment_id, use_store
 
-PARENT_RUN_TAG = "mlflow.parentRunId"
-"""MLflow's own nesting tag: the UI shows a run with it under its parent."""
+PARENT_RUN_TAG = Tag.MLFLOW_PARENT_RUN
 
 
 @contextlib.contextmanager
@@ -82,6 +83,19 @@ def set_tags(tags: dict[str, str]) -> None:
 
 
 # --- any run, by id --------------------------------------------------------------------------------------------------
+
+def log_run_dataset(run_id: str, name: str, digest: str, source: str, features, targets, context: str) -> None:
+    """A dataset input of run `run_id` (MLflow's dataset lineage): name, digest, source and the schema of the
+    example `features`/`targets` arrays."""
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    with warnings.catch_warnings():  # a local path matches two equivalent source types; MLflow warns and picks one
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=source)
+    MlflowClient().log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(),
+                                                    [InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+
 
 def log_run_params(run_id: str, params: dict) -> None:
     client = MlflowClient()

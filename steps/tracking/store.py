@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from steps.core.profiles import redact  # noqa: E402
+from steps.tracking.localstore import check_store, local_uri  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*noload.*")  # MLflow's own SQLAlchemy usage
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
@@ -77,12 +78,17 @@ def check_server(uri: str, timeout_s: float = 5) -> str:
 
 
 def tracking_uri(root: Path) -> str:
-    return USER_TRACKING_URI or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+    return USER_TRACKING_URI or local_uri(root)
 
 
 def use_store(root: Path) -> None:
-    mlflow.set_tracking_uri(tracking_uri(root))
-    mlflow.set_registry_uri(tracking_uri(root))
+    """Point MLflow at the project's store; a damaged local `mlflow.db` is refused by name before MLflow opens it
+    (MLflow would fail later with a raw SQL error)."""
+    uri = tracking_uri(root)
+    if uri.startswith("sqlite:///"):
+        check_store(Path(uri.removeprefix("sqlite:///")))
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
 
 
 def record_into(uri: str) -> None:

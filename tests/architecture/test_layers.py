@@ -47,7 +47,7 @@ def violations(package: str, forbidden, allowed=lambda name: False) -> list[str]
 
 
 CONFIG_MAY_IMPORT = ("steps.config", "steps.compression.choices", "steps.core.layout", "steps.core.files",
-                     "steps.core.names")
+                     "steps.core.names", "steps.sources")
 OUTSIDE_SYSTEMS = ("mlflow", "prefect", "prefect_dask", "dvc", "dask", "distributed")
 RULES = {
     # the torch library: no outside system, nothing of shrinkflow but itself and core.files
@@ -56,6 +56,8 @@ RULES = {
     # the schema reads registry names without torch; loading needs only paths, files and names
     "steps.config": (OUTSIDE_SYSTEMS + ("torch", "flows", "steps"),
                      lambda n: n in ("steps", "steps.compression") or n.startswith(CONFIG_MAY_IMPORT)),
+    # readers of raw data: numpy, Pillow, pandas; nothing of shrinkflow but themselves
+    "steps.sources": (OUTSIDE_SYSTEMS + ("torch", "flows", "steps"), lambda n: n.startswith("steps.sources")),
     "steps.core": (OUTSIDE_SYSTEMS + ("flows", "steps.tracking", "steps.storage", "steps.registry",
                                       *STAGE_MODULES), lambda n: False),
     "steps.tracking": (("prefect", "dvc", "flows", "steps.storage", "steps.registry", *STAGE_MODULES),

@@ -65,6 +65,7 @@ SPECS = {
     "cnn": SPEC,
     "resnet": ModelSpec(name="resnet", channels=[4, 8], hidden=[16]),
     "vit": ModelSpec(name="vit", embed_dim=16, depth=2, heads=2),
+    "custom": ModelSpec(name="custom", factory="tests.custom_model:small_net", kwargs={"width": 4}),
 }
 
 

@@ -14,6 +14,9 @@ SCHEMA_FIELDS = {  # registry -> (schema model, field)
     "IMPORTANCES": (config.PruneConfig, "importance"),
     "L1_TARGETS": (config.L1Config, "target"),
     "LR_SCHEDULES": (config.TrainConfig, "lr_schedule"),
+    "TRANSFORMER_IMPORTANCES": (config.TransformerPruneConfig, "importance"),
+    "BLOCK_METRICS": (config.TransformerPruneConfig, "depth_metric"),
+    "LAYER_MAPS": (config.TransformerLossConfig, "layer_map"),
 }
 
 

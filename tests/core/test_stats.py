@@ -282,3 +282,20 @@ def test_compare_paired_rejects_predictions_of_a_different_length():
     y, champion, challenger = predictions(*paired(both_right=20, b=2, c=3))
     with pytest.raises(ValueError, match="same shape"):
         stats.compare_paired(y, champion, challenger[:-1], NAMES, significance=0.05, non_inferiority_pt=None)
+
+
+def test_wilson_and_newcombe_against_published_values():
+    """Newcombe (1998), Stat Med 17:873, table II: 56/70 vs 48/80 -> 95% CI of the difference 0.0524 to 0.3339;
+    Wilson for 81/263 at 95%: 0.2553 to 0.3662 (his table I)."""
+    from steps.core.stats import class_drops_unpaired, wilson_interval
+
+    low, high = wilson_interval(81, 263, 0.95)
+    assert (round(low, 4), round(high, 4)) == (0.2553, 0.3662)
+    [drop] = class_drops_unpaired([56 / 70], [48 / 80], [70], ["a"], 0.95)  # equal n only: use his exact counts below
+    assert drop.drop_pt == pytest.approx(20.0)
+    r_low, _ = wilson_interval(56, 70, 0.95)
+    _, c_high = wilson_interval(48, 80, 0.95)
+    newcombe_low = 0.2 - ((0.8 - r_low) ** 2 + (c_high - 0.6) ** 2) ** 0.5
+    assert round(newcombe_low, 4) == 0.0524
+    [perfect] = class_drops_unpaired([1.0], [11 / 16], [16], ["x"], 0.9)  # Wald's interval collapses at 1.0
+    assert 0 < perfect.drop_low_pt < perfect.drop_pt

@@ -66,6 +66,17 @@ def test_audit_of_a_fresh_version_passes_and_is_reported(project):
     assert tracking.model_version("fashion-student", 1).tags[Tag.LAST_AUDIT].startswith("pass")
 
 
+def test_latency_is_re_measured_on_the_backend_the_evaluate_run_timed(project):
+    """The default backend is ONNX Runtime: the audit times the registered ONNX file, not the eager model
+    (comparing eager latency with a recorded ONNX Runtime one failed every audit of the default champion)."""
+    assert yaml.safe_load((project / "params.yaml").read_text())["evaluate"]["latency_backend"] == "onnxruntime"
+    report = audit.run(project, MODEL_URI, **LOOSE)
+    rows = {c.name: c for c in report.checks}
+    for key in ("latency_p50_ms", "latency_p95_ms"):
+        assert rows[f"metric {key}"].passed
+        assert "timed on the registered ONNX file in ONNX Runtime" in rows[f"metric {key}"].detail
+
+
 def test_data_tampered_on_the_remote_is_named(project):
     tracking.use_store(project)
     tags = tracking.model_version("fashion-student", 1).tags

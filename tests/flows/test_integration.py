@@ -97,6 +97,19 @@ def test_rerun_with_nothing_changed_is_all_cached(project, first_run):
     assert len(versions) == 1  # a cached promote registers nothing new
 
 
+def test_a_no_change_run_answers_without_prefect_mlflow_torch_or_dvc(project, first_run, tmp_path):
+    """The local no-change path imports none of them: here each one fails to import, and the run still answers."""
+    for name in ("prefect", "mlflow", "torch", "dvc"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('{name} imported on the no-change path')")
+    result = shrinkflow(project, "run", extra_env={"PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}",
+                                                   "PREFECT_API_URL": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stage_states(result.stdout) == {name: "Cached" for name in STAGE_NAMES}
+    assert re.search(r"up to date \(nothing changed since \S+, run [0-9a-f-]{36}\)", result.stdout)
+    assert "student" in result.stdout  # the last results table
+
+
 def test_changed_param_reruns_from_first_affected_stage(project, first_run):
     result = shrinkflow(project, "run", "-S", "distill.alpha=0.3")
     assert result.returncode == 0, result.stderr[-3000:]

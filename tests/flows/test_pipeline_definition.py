@@ -22,7 +22,7 @@ def test_stage_order_is_the_product_order():
 
 def test_flow_runs_the_pipeline_stages_in_order():
     """The flow iterates STAGES itself; no stage list of its own that could drift."""
-    source = inspect.getsource(compress.compress.fn)
+    source = inspect.getsource(compress._run_stages)
     loops = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.For)]
     assert any(isinstance(loop.iter, ast.Name) and loop.iter.id == "STAGES" for loop in loops)
 

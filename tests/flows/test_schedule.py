@@ -42,7 +42,7 @@ def test_serve_refuses_without_a_prefect_server(tmp_path, idx_dir):
     root = tmp_path / "p"
     root.mkdir()
     write_params(root, tiny_params(idx_dir))
-    env = {**cli_env(), "PYTHONPATH": str(REPO)}
+    env = {**cli_env(), "PYTHONPATH": str(REPO), "PREFECT_API_URL": ""}  # no server: not even the tests' shared one
     out = subprocess.run([str(BIN / "shrinkflow"), "serve", "--root", str(root)], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 2 and "prefect server start" in " ".join(out.stderr.split())

@@ -43,6 +43,7 @@ def swept(tmp_path_factory, idx_dir):
 
 
 @pytest.mark.integration
+@pytest.mark.integration
 def test_each_member_is_a_nested_run_with_its_stages_nested_under_it(swept):
     root, _, parent = swept
     assert parent.info.status == "FINISHED"
@@ -64,6 +65,7 @@ def test_each_member_is_a_nested_run_with_its_stages_nested_under_it(swept):
 
 
 @pytest.mark.integration
+@pytest.mark.integration
 def test_shared_stages_ran_once_in_the_project(swept):
     root, result, parent = swept
     assert "shared stages: data=Completed, teacher=Completed" in result.stdout
@@ -79,6 +81,7 @@ def test_shared_stages_ran_once_in_the_project(swept):
         assert member_params["distill"]["temperature"] == 3
 
 
+@pytest.mark.integration
 @pytest.mark.integration
 def test_the_frontier_is_logged_to_the_parent_and_nothing_is_promoted(swept):
     root, result, parent = swept

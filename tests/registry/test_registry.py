@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from steps import config, data, export, promote, quantize, tracking
-from steps.core.datasets import load_splits
+from steps.core.datasets import load_splits, read_manifest
+from steps.core.perclass import class_recall
 from steps.registry import aliases, history, lock
 from steps.compression.models import build
 from steps.compression.training import accuracy
@@ -35,7 +36,7 @@ def make_project(root: Path, idx_dir: Path, **promote_overrides) -> config.Param
     import torch
 
     raw = tiny_params(idx_dir, experiment="registry-tests")
-    raw["promote"].update({"model_name": MODEL, "max_latency_ms": 50.0, "min_accuracy": 0.0, **promote_overrides})
+    raw["promote"].update({"model_name": MODEL, "max_latency_p95_ms": 50.0, "min_accuracy": 0.0, **promote_overrides})
     root.mkdir(parents=True, exist_ok=True)
     write_params(root, raw)
     params = config.validate(raw)
@@ -43,13 +44,17 @@ def make_project(root: Path, idx_dir: Path, **promote_overrides) -> config.Param
     test = load_splits(root, ("test",))["test"]
     torch.manual_seed(0)
     models = {}
+    classes = read_manifest(root)["classes"]
     for role, arch in ((ModelRole.TEACHER, params.teacher.arch), (ModelRole.PRUNED, params.teacher.arch),
                        (ModelRole.STUDENT, params.distill.student)):
-        model = build(spec_from(arch))
-        save_model(root, role, model, spec_from(arch), {})
+        model = build(spec_from(arch, root))
+        save_model(root, role, model, spec_from(arch, root), {})
         models[role] = {"accuracy": accuracy(model, test), "parameters": sum(p.numel() for p in model.parameters()),
-                        "file_bytes": (root / f"models/{role}.safetensors").stat().st_size, "latency_p50_ms": 1.0}
-    models[ModelRole.TEACHER]["accuracy"] = models[ModelRole.STUDENT]["accuracy"]  # no drop
+                        "file_bytes": (root / f"models/{role}.safetensors").stat().st_size, "latency_p50_ms": 1.0,
+                        "latency_p95_ms": 1.0, "latency_p95_low_ms": 0.9, "latency_p95_high_ms": 1.0,
+                        "class_recall": class_recall(model, test, classes)}
+    for key in ("accuracy", "class_recall"):  # no drop, overall or per class
+        models[ModelRole.TEACHER][key] = models[ModelRole.STUDENT][key]
     export.run(params, root)  # the ONNX files promote registers with the version
     quantize.run(params, root)
     (root / REPORT).parent.mkdir(exist_ok=True)
@@ -87,17 +92,20 @@ def test_each_gate_is_logged_with_the_candidate_and_failure_names_it(project):
     name = params.promote.model_name
     first = promote.run(params, root)
     assert first.promoted and first.summary == f"promoted: {name} v1 -> @champion"
-    slow = promote.run(with_promote(params, max_latency_ms=0.5, min_improvement=0.5), root)
+    # issue 18: the latency gate reads p95's interval (upper end 1.0 ms here), and beating the champion is a paired
+    # test (the same student ties itself, which no longer takes @champion) instead of min_improvement
+    slow = promote.run(with_promote(params, max_latency_p95_ms=0.5), root)
     assert not slow.promoted and slow.alias == Alias.CHALLENGER
-    assert slow.failed_gates == ["max_latency_ms", "min_improvement"]
-    assert slow.summary.startswith("not promoted: max_latency_ms, min_improvement")
+    assert slow.failed_gates == ["max_latency_p95_ms", "beat_champion"]
+    assert slow.summary.startswith("not promoted: max_latency_p95_ms, beat_champion")
     tracking.use_store(root)
     tags = tracking.model_version(name, 2).tags
-    for gate in ("min_accuracy", "max_accuracy_drop", "max_param_ratio", "max_latency_ms", "min_improvement"):
+    for gate in ("min_accuracy", "max_accuracy_drop", "max_param_ratio", "max_latency_p95_ms", "beat_champion",
+                 "max_class_drop_pt.teacher", "max_class_drop_pt.champion"):
         assert tags[f"shrinkflow.gate.{gate}"].split()[0] == ("fail" if gate in slow.failed_gates else "pass")
     assert tags[Tag.DECISION] == "rejected" and tags[Tag.TRIGGER]
     run = tracking.run_record(tags[Tag.PROMOTE_RUN])
-    assert run.data.metrics["gate.max_latency_ms"] == 1.0 and run.data.metrics["promoted"] == 0.0
+    assert run.data.metrics["gate.max_latency_p95_ms"] == 1.0 and run.data.metrics["promoted"] == 0.0
     assert tracking.aliases(name) == {"champion": 1, "challenger": 2}
 
 
@@ -129,15 +137,16 @@ def test_champion_loads_as_pyfunc_with_signature_and_example(project):
 def test_history_explains_promotion_rejection_force_and_rollback_and_survives_a_new_client(project):
     root, params = project
     name = params.promote.model_name
+    # issue 18 changed one rule here: a tie (the same student again) is rejected, where min_improvement 0 let it
+    # take @champion; so v2 is the rejected one, then forced, then rolled back to v1
     promote.run(params, root)  # v1 champion
-    promote.run(params, root)  # v2 ties v1: min_improvement 0 -> champion, v1 previous
-    promote.run(with_promote(params, min_improvement=0.9), root)  # v3 rejected
+    promote.run(params, root)  # v2 ties v1: no evidence it is better -> rejected, @challenger
     tracking.use_store(root)
-    forced = aliases.force_promote(name, 3, "hotfix for customer X", timeout_s=10)
-    assert forced.champion_before == 2 and tracking.aliases(name)[Alias.PREVIOUS] == 2
+    forced = aliases.force_promote(name, 2, "hotfix for customer X", timeout_s=10)
+    assert forced.champion_before == 1 and tracking.aliases(name)[Alias.PREVIOUS] == 1
     back = aliases.rollback(name, "hotfix broke things", timeout_s=10)
-    assert (back.champion_before, back.champion_after) == (3, 2)
-    assert tracking.aliases(name) == {"champion": 2}  # previous consumed; v3 is no longer the challenger
+    assert (back.champion_before, back.champion_after) == (2, 1)
+    assert tracking.aliases(name) == {"champion": 1}  # previous consumed; v2 is no longer the challenger
     with pytest.raises(aliases.RegistryError, match="no @previous"):
         aliases.rollback(name, "again", timeout_s=10)
 
@@ -146,12 +155,14 @@ def test_history_explains_promotion_rejection_force_and_rollback_and_survives_a_
     assert out.returncode == 0, out.stderr
     events = json.loads(out.stdout)
     assert [(e["seq"], e["event"], e["version"]) for e in events] == [
-        (1, "promoted", 1), (2, "promoted", 2), (3, "rejected", 3), (4, "forced", 3), (5, "rollback", 2)]
+        (1, "promoted", 1), (2, "rejected", 2), (3, "forced", 2), (4, "rollback", 1)]
     assert [e["prev"] for e in events] == ["none", *[e["run_id"] for e in events[:-1]]]
     for before, after in zip(events, events[1:], strict=False):
         assert after["champion_before"] == before["champion_after"]  # an unbroken chain of alias moves
-    assert "did not beat champion" in events[2]["reason"] and "hotfix for customer X" == events[3]["reason"]
-    assert tracking.model_version(name, 3).tags[Tag.DECISION] == "rolled-back"
+    assert "did not beat champion" in events[1]["reason"] and "hotfix for customer X" == events[2]["reason"]
+    # the paired test, in the history: a tie is within the non-inferiority margin but neither smaller nor faster
+    assert events[1]["statistics"]["verdict"] == "non_inferior" and "neither smaller nor faster" in events[1]["reason"]
+    assert tracking.model_version(name, 2).tags[Tag.DECISION] == "rolled-back"
     table = cli(root, "registry", "history", name)
     assert "rollback" in table.stdout and "hotfix broke things" in table.stdout
 
@@ -176,14 +187,15 @@ def test_cli_force_needs_reason_and_rollback_reports(project):
     assert no_reason.exit_code == 2 and "reason" in no_reason.stderr
     missing = cli(root, "promote", name, "99", "--force", "--reason", "x")
     assert missing.exit_code == 1 and "v99" in missing.stderr
-    forced = cli(root, "promote", name, "1", "--force", "--reason", "rollback drill")
+    # issue 18: the tie v2 no longer takes @champion by itself, so the drill forces v2 (it forced v1 back over v2)
+    forced = cli(root, "promote", name, "2", "--force", "--reason", "rollback drill")
     assert forced.exit_code == 0, forced.stderr
     tracking.use_store(root)
-    assert tracking.aliases(name)["champion"] == 1
+    assert tracking.aliases(name)["champion"] == 2
     event = history.events(name)[-1]
     assert event["event"] == "forced" and event["trigger"].startswith("shrinkflow CLI")
     rolled = cli(root, "registry", "rollback", name, "--reason", "drill over")
-    assert rolled.exit_code == 0 and "v1 -> v2" in rolled.stdout
+    assert rolled.exit_code == 0 and "v2 -> v1" in rolled.stdout
 
 
 def test_a_crash_before_the_decision_leaves_the_champion_and_history_untouched(project):
@@ -282,3 +294,28 @@ def test_registry_lock_on_a_server_excludes_and_breaks_stale_leases(tmp_path):
                                           {"holder": "dead", "token": "x", "expires": f"{time.time() - 1:.3f}"})
         assert contend(name, 0.5) == "acquired"
         assert tracking.lock_model_tags(lock.LOCK_PREFIX + name) is None
+
+
+def test_the_decision_records_its_statistics_and_the_audit_recomputes_them(project):
+    from steps.registry import audit
+    from steps.registry.history import STATISTIC_TAG
+
+    root, params = project
+    name = params.promote.model_name
+    promote.run(params, root)
+    second = promote.run(params, root)
+    recorded = json.loads((root / PROMOTION).read_text())
+    assert recorded["statistics"] == second.statistics and second.statistics["n"] == len(load_splits(root)["test"].y)
+    assert second.statistics["mcnemar_b"] == second.statistics["mcnemar_c"] == 0  # the same student: no disagreement
+    tracking.use_store(root)
+    tags = dict(tracking.model_version(name, 2).tags)
+    assert tags[f"{STATISTIC_TAG}.verdict"] == "non_inferior" and f"{STATISTIC_TAG}.worst_class" in tags
+    assert history.events(name)[-1]["statistics"]["p_value"] == tags[f"{STATISTIC_TAG}.p_value"]
+    [check] = audit._decision(name, 2, tags, root)
+    assert check.passed, check.detail
+    # a statistic edited after the fact is caught, named
+    tampered = {**tags, f"{STATISTIC_TAG}.ci_low_pt": "1.5"}
+    [bad] = audit._decision(name, 2, tampered, root)
+    assert bad.passed is False and "ci_low_pt" in bad.detail
+    [none] = audit._decision(name, 1, dict(tracking.model_version(name, 1).tags), root)
+    assert none.passed is None and "no champion" in none.detail

@@ -1,16 +1,18 @@
-import gzip
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
 from steps import config, data
 from steps.core import datasets
 from steps.core.layout import DATA_DIR, MANIFEST
-from steps.data import write_idx
-from tests.helpers import synthetic_images, tiny_params
+from steps.sources import DataError
+from steps.sources.idx import read_idx, write_idx
+from tests.helpers import tiny_params
 
 
 @pytest.fixture
@@ -18,38 +20,39 @@ def params(idx_dir) -> config.Params:
     return config.validate(tiny_params(idx_dir))
 
 
-def test_read_idx_round_trips(tmp_path: Path):
-    images, _ = synthetic_images(5, seed=0)
-    write_idx(tmp_path / "x.gz", images)
-    np.testing.assert_array_equal(data.read_idx(tmp_path / "x.gz"), images)
+def with_data(params_dict: dict, **data_keys) -> config.Params:
+    """tiny_params with its data section replaced (raw_dir would win over path)."""
+    p = {**params_dict, "data": {"val_size": data_keys.pop("val_size", 20), **data_keys}}
+    return config.validate(p)
 
 
-def test_read_idx_refuses_bad_magic_and_truncation(tmp_path: Path):
-    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x01\x02\x08\x01\x00\x00\x00\x01\x05"))
-    with pytest.raises(data.DataError, match="bad.gz: not an IDX file"):
-        data.read_idx(tmp_path / "bad.gz")
-    images, _ = synthetic_images(4, seed=0)
-    write_idx(tmp_path / "ok.gz", images)
-    raw = gzip.decompress((tmp_path / "ok.gz").read_bytes())
-    (tmp_path / "short.gz").write_bytes(gzip.compress(raw[:-10]))
-    with pytest.raises(data.DataError, match="short.gz: IDX header promises"):
-        data.read_idx(tmp_path / "short.gz")
+def write_png_folder(root: Path, classes: int, per_class: int, size: tuple[int, int], mode: str, ext="png") -> Path:
+    rng = np.random.default_rng(classes)
+    for c in range(classes):
+        folder = root / f"class_{c:02d}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+            pixels = rng.integers(0, 40, size=shape, dtype=np.uint8) + np.uint8(c * 15)
+            Image.fromarray(pixels, mode).save(folder / f"{i}.{ext}")
+    return root
 
 
-def test_missing_raw_files_say_where_to_get_them(tmp_path: Path, params):
+def test_missing_raw_files_name_the_folder(tmp_path: Path):
     bad = config.validate(tiny_params(tmp_path / "nowhere"))
-    with pytest.raises(data.DataError, match="dataset-fashion-mnist"):
+    with pytest.raises(DataError, match="nowhere"):
         data.run(bad, tmp_path)
 
 
-def test_labels_out_of_range_are_refused(tmp_path: Path, idx_dir: Path):
+def test_labels_out_of_class_names_are_refused(tmp_path: Path, idx_dir: Path):
     for f in idx_dir.iterdir():
         shutil.copy(f, tmp_path / f.name)
-    labels = data.read_idx(idx_dir / "train-labels-idx1-ubyte.gz").copy()
+    labels = read_idx(idx_dir / "train-labels-idx1-ubyte.gz").copy()
     labels[3] = 12
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels)
-    with pytest.raises(data.DataError, match="label 12 out of range"):
-        data.read_raw(tmp_path)
+    bad = config.validate(tiny_params(tmp_path))  # 10 class_names in the default params, 13 classes in the files
+    with pytest.raises(DataError, match="class_names lists 10 names but the data has 13 classes"):
+        data.run(bad, tmp_path)
 
 
 def test_split_is_seeded_disjoint_and_hashed(tmp_path: Path, params):
@@ -60,9 +63,28 @@ def test_split_is_seeded_disjoint_and_hashed(tmp_path: Path, params):
     assert (tmp_path / DATA_DIR / "train.npz").read_bytes() == first
     splits = datasets.load_splits(tmp_path)
     assert abs(float(splits["train"].x.mean())) < 0.05  # normalised with the train split's own mean
-    reseeded = config.validate({**tiny_params(params.data.raw_dir), "seed": 1})
+    assert splits["train"].x.shape[1:] == (1, 28, 28)
+    reseeded = config.validate({**tiny_params(params.data.path), "seed": 1})
     data.run(reseeded, tmp_path)
     assert (tmp_path / DATA_DIR / "train.npz").read_bytes() != first
+
+
+def test_random_split_is_the_seeded_permutation_of_earlier_runs(tmp_path: Path, params):
+    """val_split: random keeps the rows (and their order) every run before data sources had."""
+    data.run(params, tmp_path)
+    train_x = read_idx(Path(params.data.path) / "train-images-idx3-ubyte.gz")
+    order = np.random.default_rng(params.seed).permutation(len(train_x))
+    with np.load(tmp_path / DATA_DIR / "val.npz") as npz:
+        np.testing.assert_array_equal(npz["images"][:, 0], train_x[order[:100]])
+
+
+def test_stratified_split_keeps_class_proportions(tmp_path: Path):
+    root = write_png_folder(tmp_path / "imgs", classes=3, per_class=30, size=(10, 10), mode="L")
+    p = with_data(tiny_params(root), source="image_folder", path=str(root), val_size=15)
+    manifest = data.run(p, tmp_path)
+    with np.load(tmp_path / DATA_DIR / "val.npz") as npz:
+        assert np.bincount(npz["labels"]).tolist() == [5, 5, 5]
+    assert manifest.files["val.npz"]["rows"] == 15
 
 
 def test_tampered_split_is_refused_naming_the_file(tmp_path: Path, params):
@@ -71,19 +93,93 @@ def test_tampered_split_is_refused_naming_the_file(tmp_path: Path, params):
     blob = bytearray(path.read_bytes())
     blob[-1] ^= 0xFF
     path.write_bytes(bytes(blob))
-    with pytest.raises(data.DataError, match="val.npz: sha256 does not match"):
+    with pytest.raises(DataError, match="val.npz: sha256 does not match"):
         datasets.load_splits(tmp_path)
 
 
-def test_manifest_lists_raw_hashes(tmp_path: Path, params):
+def test_manifest_lists_raw_hashes_and_shape(tmp_path: Path, params):
     data.run(params, tmp_path)
     manifest = json.loads((tmp_path / MANIFEST).read_text())
-    assert set(manifest["raw"]) == set(data.RAW_FILES.values())
+    assert set(manifest["raw"]) == {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                    "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
     assert manifest["raw"]["train-images-idx3-ubyte.gz"] == data.sha256(
-        Path(params.data.raw_dir) / "train-images-idx3-ubyte.gz")
+        Path(params.data.path) / "train-images-idx3-ubyte.gz")
+    assert manifest["source"] == "idx" and manifest["kind"] == "image" and manifest["input_shape"] == [1, 28, 28]
+    assert manifest["classes"] == list(params.data.class_names)
+    assert len(manifest["normalization"]["mean"]) == 1
 
 
 def test_data_writes_the_manifest_it_returns(tmp_path: Path, params):
     result = data.run(params, tmp_path)
     assert result.files["train.npz"]["rows"] == 500
     assert json.loads((tmp_path / MANIFEST).read_text()) == result.to_dict()
+
+
+@pytest.mark.parametrize("classes,size,mode,ext,image_size", [
+    (3, (20, 20), "RGB", "png", None), (12, (9, 13), "L", "jpg", 16), (3, (40, 30), "RGB", "jpeg", 12)])
+def test_image_folder_through_the_data_stage(tmp_path: Path, classes, size, mode, ext, image_size):
+    root = write_png_folder(tmp_path / "imgs", classes, per_class=8, size=size, mode=mode, ext=ext)
+    p = with_data(tiny_params(root), source="image_folder", path=str(root), val_size=classes * 2,
+                  image_size=image_size, test_fraction=0.25)
+    manifest = data.run(p, tmp_path)
+    channels = 3 if mode == "RGB" else 1
+    side = image_size or size[0]
+    assert manifest.input_shape == [channels, side, side] and len(manifest.classes) == classes
+    assert manifest.classes[0] == "class_00" and len(manifest.normalization["mean"]) == channels
+    assert len(manifest.raw) == classes * 8
+    splits = datasets.load_splits(tmp_path)
+    assert splits["train"].x.shape[1:] == (channels, side, side)
+    assert sum(e["rows"] for e in manifest.files.values()) == classes * 8
+
+
+def test_a_new_image_changes_the_raw_digest(tmp_path: Path):
+    root = write_png_folder(tmp_path / "imgs", 3, per_class=6, size=(8, 8), mode="L")
+    p = with_data(tiny_params(root), source="image_folder", path=str(root), val_size=3)
+    before = data.run(p, tmp_path).raw_sha256
+    Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(root / "class_01" / "new.png")
+    assert data.run(p, tmp_path).raw_sha256 != before
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_table_is_standardised_with_training_statistics(tmp_path: Path, suffix):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(5, 2, 120), "b": rng.normal(-3, 0.5, 120),
+                          "kind": np.repeat(["x", "y", "z"], 40)})
+    path = tmp_path / f"t.{suffix}"
+    frame.to_parquet(path) if suffix == "parquet" else frame.to_csv(path, index=False)
+    p = with_data(tiny_params(path), source="table", path=str(path), label_column="kind", val_size=12)
+    manifest = data.run(p, tmp_path)
+    assert manifest.kind == "features" and manifest.input_shape == [2] and manifest.classes == ["x", "y", "z"]
+    assert manifest.feature_names == ["a", "b"]
+    splits = datasets.load_splits(tmp_path)
+    train = splits["train"].x
+    assert train.shape[1] == 2 and float(train.mean(0).abs().max()) < 1e-5
+    assert abs(float(train.std(0, unbiased=False).mean()) - 1) < 1e-4
+    with np.load(tmp_path / DATA_DIR / "train.npz") as npz:
+        assert npz["features"].dtype == np.float32
+        np.testing.assert_allclose(manifest.normalization["mean"], npz["features"].mean(0), rtol=1e-5)
+
+
+def test_arrays_npz_through_the_data_stage(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "set.npz"
+    np.savez(path, x=rng.integers(0, 255, (60, 3, 12, 12), dtype=np.uint8), y=np.arange(60) % 4)
+    p = with_data(tiny_params(path), source="arrays", path=str(path), val_size=8,
+                  class_names=["a", "b", "c", "d"])
+    manifest = data.run(p, tmp_path)
+    assert manifest.input_shape == [3, 12, 12] and manifest.classes == ["a", "b", "c", "d"]
+    assert manifest.dataset == "set" and list(manifest.raw) == ["set.npz"]
+
+
+def test_a_class_too_small_for_the_split_is_refused_by_name(tmp_path: Path):
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"f": range(23), "y": ["common"] * 21 + ["rare"] * 2}).to_csv(path, index=False)
+    p = with_data(tiny_params(path), source="table", path=str(path), label_column="y", val_size=4)
+    with pytest.raises(DataError, match="'rare' has 1 row"):
+        data.run(p, tmp_path)
+
+
+def test_raw_dir_is_read_as_path():
+    raw = tiny_params(Path("/some/where"))
+    assert "raw_dir" in raw["data"]
+    assert config.validate(raw).data.path == "/some/where"

@@ -1,0 +1,68 @@
+"""Champion vs challenger on one test split, as the promote stage decides it and the audit recomputes it.
+
+One function for both callers, so the audit's numbers are the decision's numbers: both models are
+scored through the registry (`tracking.load_predictor`, what is served), and the bootstrap seed is
+fixed, so the same versions on the same data give the same p-value and interval to the last digit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+
+from steps import config, tracking
+from steps.core import stats
+
+BOOTSTRAP_SEED = 0
+BATCH = 1024
+
+
+def served_labels(model_name: str, version: int, x: np.ndarray) -> np.ndarray:
+    """Predicted classes of a registered version on `x` (its pyfunc model, in batches)."""
+    predict = tracking.load_predictor(model_name, int(version)).predict
+    logits = np.concatenate([np.asarray(predict(x[i: i + BATCH])) for i in range(0, len(x), BATCH)])
+    return logits.argmax(1)
+
+
+def interval_confidence(cfg: config.PromoteConfig) -> float:
+    """Two-sided confidence of the bootstrap interval: 1 - 2 * significance, so that its low end is the
+    one-sided bound at the level of the one-sided McNemar test (0.05 -> a 90% interval)."""
+    return 1.0 - 2.0 * cfg.significance
+
+
+def compare(y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, class_names: list[str],
+            cfg: config.PromoteConfig) -> stats.PairedComparison:
+    return stats.compare_paired(y, champion, challenger, class_names, significance=cfg.significance,
+                                non_inferiority_pt=cfg.non_inferiority_pt, confidence=interval_confidence(cfg),
+                                resamples=cfg.bootstrap_resamples, seed=BOOTSTRAP_SEED)
+
+
+def class_confidence(cfg: config.PromoteConfig, classes: int) -> float:
+    """Two-sided confidence of each per-class interval: Bonferroni over the classes (1 - 2 * significance / K),
+    so that a model no class of which really drops past the limit is refused by noise with probability at most
+    `significance` in all, not K times that (10 classes, 10 chances)."""
+    return 1.0 - 2.0 * cfg.significance / max(1, classes)
+
+
+def class_drops(y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, class_names: list[str],
+                cfg: config.PromoteConfig) -> list[stats.ClassDropBound]:
+    present = len(np.unique(y))
+    return stats.class_drops_paired(y, champion, challenger, class_names, class_confidence(cfg, present),
+                                    cfg.bootstrap_resamples, BOOTSTRAP_SEED)
+
+
+def statistics(comparison: stats.PairedComparison, worst: stats.ClassDropBound) -> dict:
+    """The numbers a decision records (promotion.json, the version's tags, the history) and the audit checks."""
+    return {
+        "verdict": str(comparison.verdict), "n": comparison.n, "mcnemar_b": comparison.mcnemar.b,
+        "mcnemar_c": comparison.mcnemar.c, "p_value": comparison.mcnemar.p_challenger_better,
+        "difference_pt": comparison.difference.estimate * 100, "ci_low_pt": comparison.difference.low * 100,
+        "ci_high_pt": comparison.difference.high * 100, "ci_confidence": comparison.difference.confidence,
+        "champion_accuracy": comparison.champion_accuracy, "challenger_accuracy": comparison.challenger_accuracy,
+        "worst_class": worst.name, "worst_class_drop_pt": worst.drop_pt, "worst_class_drop_low_pt": worst.drop_low_pt,
+    }
+
+
+def drop_dict(drop: stats.ClassDropBound) -> dict:
+    return asdict(drop)
