@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-RAW_DIR = $(shell $(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['data']['raw_dir'])")
+# The IDX folder when params.yaml reads Fashion-MNIST's IDX files (raw_dir, the old name, wins over path as in
+# steps/config); empty for any other source, whose files are the team's own and not ours to fetch.
+RAW_DIR = $(shell $(BIN)/python -c "import yaml; d = yaml.safe_load(open('params.yaml'))['data']; print((d.get('raw_dir') or d.get('path') or '') if d.get('source', 'idx') == 'idx' else '')")
 RAW_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
 
 .PHONY: run test check install data repro lock dvc-yaml clean
@@ -35,7 +37,8 @@ $(STAMP): requirements.lock pyproject.toml
 # Fashion-MNIST's IDX files: Debian's dataset-fashion-mnist package when apt-get is here,
 # otherwise say where to put them.
 data: install
-	@missing=""; for f in $(RAW_FILES); do test -f "$(RAW_DIR)/$$f" || missing="$$missing $$f"; done; \
+	@if [ -z "$(RAW_DIR)" ]; then exit 0; fi; \
+	missing=""; for f in $(RAW_FILES); do test -f "$(RAW_DIR)/$$f" || missing="$$missing $$f"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$(RAW_DIR)" = "/usr/share/datasets/fashion-mnist" ] && command -v apt-get >/dev/null; then \
 		echo "Fashion-MNIST not found: installing Debian's dataset-fashion-mnist"; \
@@ -44,7 +47,7 @@ data: install
 	else \
 		echo "Fashion-MNIST files missing in $(RAW_DIR):$$missing"; \
 		echo "Download them from github.com/zalandoresearch/fashion-mnist (data/fashion) into that folder,"; \
-		echo "or point data.raw_dir in params.yaml at where they are."; \
+		echo "or point data.path in params.yaml at where they are."; \
 		exit 1; \
 	fi
 
