@@ -32,6 +32,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m flows.runtime  # a migrated empty Prefect database: a new checkout's first run skips migrating
 	touch $@
 
 # Fashion-MNIST's IDX files: Debian's dataset-fashion-mnist package when apt-get is here,

@@ -15,6 +15,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+PROJECT_FILES = ("steps", "flows", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore",
+                 "pyproject.toml")
+"""What a checkout of the project needs to run the pipeline (tests/helpers.py copies the same for its projects)."""
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -64,6 +67,23 @@ def params(args: argparse.Namespace, quick: Callable[[dict], dict], recipe: dict
         _override(raw, item)
     raw["tracking"]["experiment"] = "benchmark"
     return raw
+
+
+def make_project(dest: Path, raw: dict) -> Path:
+    """A clean checkout in `dest`: the project's code and DVC files, committed to a new git repo, with `raw` params."""
+    for rel in PROJECT_FILES:
+        src, dst = REPO / rel, dest / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "benchmark project"], cwd=dest, check=True)
+    return dest
 
 
 def in_scratch(prefix: str, benchmark: Callable[[Path, dict], Any], raw: dict) -> Any:

@@ -1,7 +1,10 @@
 """Distill step: a small student learns from a teacher's soft targets.
 
 The teacher is the pruned model (prune-then-distill, the default) or the
-unpruned one (`distill.teacher`), so each path can be compared alone. With
+unpruned one (`distill.teacher`), so each path can be compared alone. With a
+budget (`target:`), the student is the model the budget search chose (the
+pruned model, which fits the budget) and the unpruned teacher distills into it;
+`distill.student` and `distill.teacher` are then unused. With
 logits only, the teacher's outputs for a training image never change, so they
 are computed once up front (a teacher forward pass costs several student
 steps on CPU). Feature hints and attention transfer need the teacher's
@@ -106,10 +109,17 @@ def run(params: config.Params, root: Path) -> DistillResult:
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
     train, cfg = splits["train"], params.distill
-    teacher_role = ModelRole.PRUNED if cfg.teacher == "pruned" else ModelRole.TEACHER
+    # With a budget the search chose the student (the pruned model) and the unpruned teacher distills into it.
+    budgeted = params.target.active
+    teacher_role = ModelRole.PRUNED if cfg.teacher == "pruned" and not budgeted else ModelRole.TEACHER
+    # The teacher loads first: rebuilding it draws from the seeded RNG, so the student's initialisation
+    # (drawn next) is the one every earlier run of these params had.
     teacher, _ = load_model(root, teacher_role, device)
-    student_spec = spec_from(cfg.student, root)
-    student = build_for(root, student_spec, train.x).to(device)
+    if budgeted:
+        student, student_spec = load_model(root, ModelRole.PRUNED, device)
+    else:
+        student_spec = spec_from(cfg.student, root)
+        student = build_for(root, student_spec, train.x).to(device)
     hints, attention = _pairs(cfg.hints), _pairs(cfg.attention)
     maps, hidden = vit_pairs(cfg, student, teacher)
     trainable = list(student.parameters())

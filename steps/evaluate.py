@@ -7,7 +7,7 @@ from pathlib import Path
 
 from steps import config, tracking
 from steps.compression.training import seed_everything
-from steps.core import datasets, lineage
+from steps.core import budget, datasets, lineage
 from steps.core.layout import FP32, PLOTS_DIR, REPORT, metrics_path, onnx_path
 from steps.core.measurement import ONNXRUNTIME, measure_all, timings_of
 from steps.core.names import ModelRole
@@ -46,6 +46,7 @@ def run(params: config.Params, root: Path) -> EvaluateReport:
               "latency_backend": cfg.latency_backend, "test_images": len(test),
               "deploy": {"deployable": quantized["deploy"], "file": quantized["deployable"],
                          "variants": deploy_variants(quantized, timed)}}
+    report["target"] = target_check(params, root, test, quantized)
     figure = report_figure(report, point_labels(params))
     (root / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
     figure.savefig(root / PLOTS_DIR / "pareto.png", dpi=120)
@@ -63,6 +64,20 @@ def run(params: config.Params, root: Path) -> EvaluateReport:
     return result
 
 
+def target_check(params: config.Params, root: Path, test, quantized: dict) -> dict | None:
+    """With a budget: the deployable file timed on the budget's terms (its batch size, the search's
+    verification repeats), and the limits it is over; None without one."""
+    target = params.target
+    if not target.active:
+        return None
+    batch = budget.timed_batch(test, target.batch_size)
+    timing = budget.Timing(target.batch_size, params.threads, target.search.warmup, target.search.verify_repeats)
+    measured = {"precision": quantized["deploy"], **budget.file_cost(root / quantized["deployable"], batch, timing),
+                **budget.counts(load_model(root, ModelRole.STUDENT)[0], batch)}
+    return {"budget": {**target.limits(), "batch_size": target.batch_size}, "measured": measured,
+            "violations": budget.violations(measured, target)}
+
+
 def point_labels(params: config.Params) -> dict[str, str]:
     """What made each model, for the points of the plot a person reads."""
     arch, prune, student = params.teacher.arch, params.prune, params.distill.student
@@ -70,6 +85,11 @@ def point_labels(params: config.Params) -> dict[str, str]:
     def shape(spec) -> str:
         return f"{spec.name} {'-'.join(map(str, [*spec.channels, *spec.hidden]))}"
 
+    if params.target.active:
+        budget_text = ", ".join(f"{k} {v:g}" for k, v in params.target.limits().items())
+        return {ModelRole.TEACHER.value: f"teacher ({shape(arch)})",
+                ModelRole.PRUNED.value: f"searched for {budget_text}",
+                ModelRole.STUDENT.value: "student (teacher distilled into the searched widths)"}
     return {ModelRole.TEACHER.value: f"teacher ({shape(arch)})",
             ModelRole.PRUNED.value: f"pruned ({prune.method} {prune.target_sparsity:.0%})",
             ModelRole.STUDENT.value: f"student ({shape(student)}, from {params.distill.teacher})"}

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from steps import config, storage, tracking
-from steps.core import datasets, lineage, stats
+from steps.core import budget, datasets, lineage, stats
 from steps.core.dag import LINEAGE_SECTIONS
 from steps.core.files import write_json
 from steps.core.hashing import sha256
@@ -129,8 +129,11 @@ def quality_gates(report: dict, cfg: config.PromoteConfig, class_names: list[str
     gates = [
         Gate("min_accuracy", student["accuracy"], cfg.min_accuracy, student["accuracy"] >= cfg.min_accuracy),
         Gate("max_accuracy_drop", drop, cfg.max_accuracy_drop, drop <= cfg.max_accuracy_drop),
-        Gate("max_param_ratio", ratio, cfg.max_param_ratio, ratio <= cfg.max_param_ratio),
     ]
+    if report.get("target"):  # the budget says how small the model must be: it replaces the ratio knob
+        gates += target_gates(report["target"])
+    else:
+        gates.append(Gate("max_param_ratio", ratio, cfg.max_param_ratio, ratio <= cfg.max_param_ratio))
     if cfg.max_size_ratio is not None:
         size = student["file_bytes"] / teacher["file_bytes"]
         gates.append(Gate("max_size_ratio", size, cfg.max_size_ratio, size <= cfg.max_size_ratio))
@@ -138,6 +141,21 @@ def quality_gates(report: dict, cfg: config.PromoteConfig, class_names: list[str
         gates.append(latency_gate(student, cfg.max_latency_p95_ms))
     if cfg.max_class_drop_pt is not None and class_names is not None and support is not None:
         gates.append(teacher_class_gate(student, teacher, class_names, support, cfg))
+    return gates
+
+
+def target_gates(target: dict) -> list[Gate]:
+    """One gate per budget limit, on the deployable as evaluate re-measured it (latency: the upper end of the
+    p95 interval at the budget's batch size)."""
+    measured, gates = target["measured"], []
+    for key, limit in target["budget"].items():
+        if key not in budget.MEASURED:
+            continue  # batch_size
+        value = measured[budget.MEASURED[key]]
+        detail = (f"{measured['precision']}, batch {target['budget']['batch_size']}: p95 "
+                  f"{measured[budget.LATENCY]:.4g} ms, 95% CI [{measured['latency_p95_low_ms']:.4g}, {value:.4g}]"
+                  if key == budget.LATENCY else measured["precision"])
+        gates.append(Gate(f"target.{key}", value, limit, value <= limit, detail))
     return gates
 
 
@@ -345,6 +363,7 @@ def lineage_tags(root: Path, params: config.Params, report: dict, run_id: str) -
         Tag.EVALUATE_RUN: report.get("mlflow_run_id", "unrecorded"),
         Tag.ACCURACY: f"{report['models'][ModelRole.STUDENT]['accuracy']:.6f}",
         **teacher_init_tags(root),
+        **{f"{Tag.TARGET}.{k}": f"{v:g}" for k, v in ((report.get("target") or {}).get("budget") or {}).items()},
     }
 
 

@@ -12,6 +12,11 @@ Two methods share the loop (params `prune.method`):
 The schedule gives the sparsity (fraction of weights, or of channels) after
 each round; for transformer, each fraction of `prune.transformer` follows the
 schedule to its final value.
+
+With a budget in params.yaml (`target:`), none of that runs: the stage searches
+per-layer widths and the deployable precision for the most accurate model
+inside the budget (steps/core/search.py), logs the sensitivity heat-map and the
+frontier, and saves the chosen candidate as the pruned model.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from steps.compression import transformer_pruning as tp_vit
 from steps.compression.vit import ViT, model_layout
 from steps.compression.schedules import get_schedule
 from steps.compression.training import Split, accuracy, adam, train_epochs
-from steps.core import datasets, lineage
+from steps.core import datasets, lineage, search, search_plots
 from steps.core.layout import metrics_path, model_files
 from steps.core.names import Artifact, ModelRole
 from steps.core.results import PruneResult
@@ -88,7 +93,39 @@ def _measured_sparsity(model, cfg: config.PruneConfig, original_params: int) -> 
     return 1 - measure.parameters(model) / original_params
 
 
+def run_search(params: config.Params, root: Path) -> PruneResult:
+    """The budget search instead of the prune knobs; BudgetUnreachable (a clean stop) when nothing fits."""
+    device, generator = setup(params)
+    splits = datasets.load_splits(root, ("train", "val"))
+    teacher, spec = load_model(root, ModelRole.TEACHER, device)
+    if isinstance(teacher, ViT):
+        raise ValueError("target: the budget search cuts channels of cnn, mlp, resnet and custom teachers; "
+                         "a vit teacher is pruned with prune.method transformer (leave target unset)")
+    original = measure.parameters(teacher)
+    with tracking.open_run(root, **lineage.stage_run(root, params, "prune")) as run_id:
+        outcome = search.search(teacher, splits["train"], splits["val"], params, root, device, generator)
+        record, model = outcome.record(), outcome.model
+        tracking.log_dict(record, "search.json")
+        for name, figure in (("sensitivity.png", search_plots.sensitivity_figure(outcome)),
+                             ("frontier.png", search_plots.frontier_figure(outcome))):
+            tracking.log_figure(figure, name)
+            search_plots.close(figure)
+        chosen = outcome.chosen
+        tracking.log_metrics({"search.val_accuracy": chosen["val_accuracy"], "parameters": chosen["parameters"],
+                              "search.latency_p95_high_ms": chosen["latency_p95_high_ms"],
+                              "search.settings_measured": len(outcome.frontier)})
+        result = PruneResult("search", 1 - measure.parameters(model) / original, measure.parameters(model),
+                             chosen["val_accuracy"], pruning.layer_sparsity(model), [], run_id, record)
+        save_model(root, ModelRole.PRUNED, model, spec,
+                   {"stage": "prune", "method": "search", "precision": chosen["precision"]})
+        tracking.log_files([root / f for f in model_files(ModelRole.PRUNED)], Artifact.MODEL_FILES)
+    result.write(root / metrics_path("prune"))
+    return result
+
+
 def run(params: config.Params, root: Path) -> PruneResult:
+    if params.target.active:
+        return run_search(params, root)
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
     train, cfg = splits["train"], params.prune

@@ -2,7 +2,8 @@
 
 Each method in `quantize.methods` writes `models/int8/student.<method>.onnx`.
 Accuracy of fp32 and of every int8 file is measured with ONNX Runtime on
-the test split; the file chosen by `quantize.deploy` must stay within
+the test split; the file chosen by `quantize.deploy` (with a budget: the
+precision the search chose, metrics/prune.json) must stay within
 `quantize.max_accuracy_drop` of fp32 or the stage fails with the numbers.
 Latency is not measured here: the evaluate step times every file side by
 side. metrics/quantize.json names the deployable file for the promote step.
@@ -21,14 +22,27 @@ from steps.compression import measure, onnx_export, quantization
 from steps.core import datasets, lineage
 from steps.core.hashing import sha256
 from steps.core.layout import FP32, INT8_DIR, metrics_path, variant_path
-from steps.core.results import QuantizeResult
+from steps.core.results import PruneResult, QuantizeResult
 
 
 def onnx_accuracy(path: Path, x: np.ndarray, y: np.ndarray, threads: int) -> float:
     return float((onnx_export.predict(onnx_export.session(path, threads), x).argmax(1) == y).mean())
 
 
-def build(params: config.Params, root: Path) -> tuple[dict[str, dict], int]:
+def deployment(params: config.Params, root: Path) -> tuple[list[str], str]:
+    """(the int8 methods to build, the deployable variant): quantize.methods and quantize.deploy, or, with a
+    budget, the precision the search chose (built too if quantize.methods lacks it)."""
+    cfg = params.quantize
+    if not params.target.active:
+        return list(cfg.methods), cfg.deploy
+    chosen = PruneResult.read(root / metrics_path("prune")).deploy_precision
+    if chosen is None:
+        raise ValueError(f"{metrics_path('prune')} holds no budget search although params.yaml sets target: "
+                         "rerun the prune stage")
+    return [*cfg.methods, *([chosen] if chosen not in (FP32, *cfg.methods) else [])], chosen
+
+
+def build(params: config.Params, root: Path, methods: list[str]) -> tuple[dict[str, dict], int]:
     """Write the int8 files; ({variant: {file, accuracy, accuracy_drop, file_bytes, ...}}, test images used).
 
     fp32 comes first."""
@@ -36,19 +50,19 @@ def build(params: config.Params, root: Path) -> tuple[dict[str, dict], int]:
     out_dir = root / INT8_DIR
     shutil.rmtree(out_dir, ignore_errors=True)  # a method dropped from params must not leave its file behind
     out_dir.mkdir(parents=True)
-    splits = datasets.load_splits(root, ("train", "test") if "static" in cfg.methods else ("test",))
+    splits = datasets.load_splits(root, ("train", "test") if "static" in methods else ("test",))
     calibration = None
-    if "static" in cfg.methods:
+    if "static" in methods:
         train_x = splits["train"].x.numpy()
         calibration = quantization.calibration_slice(train_x, min(cfg.calibration_images, len(train_x)), params.seed)
     fp32 = root / variant_path(FP32)
     onnx_export.check(fp32)
-    for method in cfg.methods:
+    for method in methods:
         quantization.quantize(fp32, root / variant_path(method), method, calibration)
         onnx_export.check(root / variant_path(method))
     x, y = splits["test"].x[: cfg.eval_images].numpy(), splits["test"].y[: cfg.eval_images].numpy()
     variants = {}
-    for name in (FP32, *cfg.methods):
+    for name in (FP32, *methods):
         path = root / variant_path(name)
         variants[name] = {"file": variant_path(name), "accuracy": onnx_accuracy(path, x, y, params.threads),
                           "file_bytes": measure.file_size(path), "sha256": sha256(path)}
@@ -60,14 +74,15 @@ def build(params: config.Params, root: Path) -> tuple[dict[str, dict], int]:
 
 def run(params: config.Params, root: Path) -> QuantizeResult:
     cfg = params.quantize
-    variants, images = build(params, root)
+    methods, deploy = deployment(params, root)
+    variants, images = build(params, root, methods)
     with tracking.open_run(root, **lineage.stage_run(root, params, "quantize")) as run_id:
         tracking.log_metrics({f"{name}.{k}": v for name, m in variants.items() for k, v in m.items()
                               if isinstance(v, float | int)})
-    result = QuantizeResult(variants, cfg.deploy, variant_path(cfg.deploy), images, cfg.calibration_images,
+    result = QuantizeResult(variants, deploy, variant_path(deploy), images, cfg.calibration_images,
                             cfg.max_accuracy_drop, run_id)
     result.write(root / metrics_path("quantize"))
-    check_tolerance(variants, cfg.deploy, cfg.max_accuracy_drop, images)
+    check_tolerance(variants, deploy, cfg.max_accuracy_drop, images)
     return result
 
 

@@ -1,17 +1,33 @@
 """Benchmarks are scripts, not timed tests: here we only check that each one runs on tiny settings."""
 
+import importlib.util
 import os
 import subprocess
 import sys
 
-from tests.helpers import REPO
+from tests.helpers import PROJECT_FILES, REPO
+
+
+def test_benchmark_projects_copy_what_test_projects_copy():
+    """benchmarks/common.py keeps its own copy of the project list (benchmarks never import tests): the same files."""
+    spec = importlib.util.spec_from_file_location("benchmarks_common", REPO / "benchmarks" / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    assert common.PROJECT_FILES == PROJECT_FILES
+
+
+# Smaller than --quick alone (which stays runnable on the full dataset): the synthetic data is learnt from a few
+# hundred images, and these tests check that the scripts run, not their numbers.
+TINY_DATA = ("-S", "data.val_size=100", "-S", "data.train_limit=300", "-S", "data.test_limit=100")
+ONE_TIMING = ("-S", "evaluate.latency_warmup=0", "-S", "evaluate.latency_repeats=1")
 
 
 def test_compression_benchmark_runs_quick(idx_dir, tmp_path):
     def run():
         return subprocess.run(
             [sys.executable, str(REPO / "benchmarks" / "compression.py"), "--quick", "--raw-dir", str(idx_dir),
-             "--out", str(tmp_path / "out"), "--seeds", "2", "--jobs", "2", "--work", str(tmp_path / "work")],
+             "--out", str(tmp_path / "out"), "--seeds", "2", "--jobs", "2", "--work", str(tmp_path / "work"),
+             *TINY_DATA, *ONE_TIMING],
             cwd=REPO, capture_output=True, text=True, timeout=600,
             env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},  # set in-process by MLflow
         )
@@ -38,7 +54,7 @@ def test_compression_benchmark_runs_quick(idx_dir, tmp_path):
 def test_deploy_benchmark_runs_quick(idx_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "deploy.py"), "--quick", "--raw-dir", str(idx_dir),
-         "--out", str(tmp_path)],
+         "--out", str(tmp_path), *TINY_DATA, *ONE_TIMING],
         cwd=REPO, capture_output=True, text=True, timeout=600,
         env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
     )
@@ -142,7 +158,7 @@ def test_widths_benchmark_runs_quick(tmp_path):
 def test_transformers_benchmark_runs_quick(idx_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "transformers.py"), "--quick", "--raw-dir", str(idx_dir),
-         "--out", str(tmp_path)],
+         "--out", str(tmp_path), *TINY_DATA, *ONE_TIMING],
         cwd=REPO, capture_output=True, text=True, timeout=900,
         env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
     )

@@ -193,14 +193,16 @@ class DistillationObjective(nn.Module):
         attention_layers: Sequence[LayerPair] = (),
         hint_weight: float = 1.0,
         attention_weight: float = 1.0,
+        **extra,
     ) -> DistillationObjective:
         """Probe both models once on `example_input` (eval mode, no grad) to learn the hint widths.
 
         Raises ValueError naming a layer that does not exist, gives a
         non-2-D/4-D hint feature, pairs a 2-D with a 4-D feature, or is not
-        4-D for attention transfer.
+        4-D for attention transfer. `extra` are a subclass's own layer pairs and
+        weights (see _extra_pairs), probed in the same pass.
         """
-        pairs = list(hint_layers) + list(attention_layers)
+        pairs = list(hint_layers) + list(attention_layers) + cls._extra_pairs(extra)
         s_shapes = _probe(student, [s for s, _ in pairs], example_input)
         t_shapes = _probe(teacher, [t for _, t in pairs], example_input)
         for s, t in hint_layers:
@@ -214,7 +216,20 @@ class DistillationObjective(nn.Module):
         return cls(temperature, alpha, hint_layers=hint_layers,
                    hint_channels=[(s_shapes[s][1], t_shapes[t][1]) for s, t in hint_layers],
                    hint_ndims=[len(s_shapes[s]) for s, _ in hint_layers], attention_layers=attention_layers,
-                   hint_weight=hint_weight, attention_weight=attention_weight)
+                   hint_weight=hint_weight, attention_weight=attention_weight,
+                   **cls._extra_arguments(s_shapes, t_shapes, extra))
+
+    @classmethod
+    def _extra_pairs(cls, extra: dict) -> list[LayerPair]:
+        """The (student, teacher) layers a subclass's own terms read, to probe with the rest."""
+        if extra:
+            raise TypeError(f"{cls.__name__}.from_models got unexpected arguments: {', '.join(sorted(extra))}")
+        return []
+
+    @classmethod
+    def _extra_arguments(cls, s_shapes: dict, t_shapes: dict, extra: dict) -> dict:
+        """A subclass's constructor arguments from the probed shapes (checked); none here."""
+        return {}
 
     def forward(
         self,

@@ -178,52 +178,32 @@ class TransformerObjective(DistillationObjective):
         return list(dict.fromkeys(super().teacher_layers + extra))
 
     @classmethod
-    def from_models(
-        cls,
-        student: nn.Module,
-        teacher: nn.Module,
-        example_input: torch.Tensor,
-        temperature: float,
-        alpha: float,
-        hint_layers: Sequence[LayerPair] = (),
-        attention_layers: Sequence[LayerPair] = (),
-        hint_weight: float = 1.0,
-        attention_weight: float = 1.0,
-        *,
-        attention_map_layers: Sequence[LayerPair] = (),
-        hidden_layers: Sequence[LayerPair] = (),
-        attention_map_weight: float = 1.0,
-        hidden_weight: float = 1.0,
-    ) -> TransformerObjective:
-        """Probe both models on `example_input` (eval mode, no grad) for the hint and hidden widths.
+    def _extra_pairs(cls, extra: dict) -> list[LayerPair]:
+        """from_models also takes attention_map_layers, hidden_layers and their weights (keywords)."""
+        unknown = set(extra) - {"attention_map_layers", "hidden_layers", "attention_map_weight", "hidden_weight"}
+        if unknown:
+            raise TypeError(f"{cls.__name__}.from_models got unexpected arguments: {', '.join(sorted(unknown))}")
+        return [*extra.get("attention_map_layers", ()), *extra.get("hidden_layers", ())]
 
-        Raises ValueError naming a layer pair whose features cannot be
-        compared: the base objective's checks, attention maps that are not
-        (B, H, N, N) with equal N, hidden states that differ in any dim but
-        the last.
-        """
-        base = DistillationObjective.from_models(student, teacher, example_input, temperature, alpha, hint_layers,
-                                                 attention_layers, hint_weight, attention_weight)
-        pairs = list(attention_map_layers) + list(hidden_layers)
-        s_shapes = _probe(student, [s for s, _ in pairs], example_input)
-        t_shapes = _probe(teacher, [t for _, t in pairs], example_input)
-        for s, t in attention_map_layers:
+    @classmethod
+    def _extra_arguments(cls, s_shapes: dict, t_shapes: dict, extra: dict) -> dict:
+        """Raises ValueError naming a pair that cannot be compared: attention maps that are not (B, H, N, N)
+        with equal N, hidden states that differ in any dim but the last."""
+        maps, hidden = list(extra.get("attention_map_layers", ())), list(extra.get("hidden_layers", ()))
+        for s, t in maps:
             ss, ts = s_shapes[s], t_shapes[t]
             if len(ss) != 4 or len(ts) != 4 or ss[-1] != ss[-2] or ss[-2:] != ts[-2:]:
                 raise ValueError(f"attention map pair ({s!r}, {t!r}): shapes {tuple(ss)} and {tuple(ts)} must both "
                                  f"be (B, heads, N, N) with the same N (tap blocks.<i>.attn.attn_probs)")
-        for s, t in hidden_layers:
+        for s, t in hidden:
             ss, ts = s_shapes[s], t_shapes[t]
             if len(ss) < 2 or ss[:-1] != ts[:-1]:
                 raise ValueError(f"hidden pair ({s!r}, {t!r}): shapes {tuple(ss)} and {tuple(ts)} must agree in "
                                  f"every dim but the last")
-        return cls(temperature, alpha, hint_layers=base.hint_layers,
-                   hint_channels=[(h.student_channels, h.teacher_channels) for h in base.hints],
-                   hint_ndims=[h.ndim for h in base.hints], attention_layers=base.attention_layers,
-                   hint_weight=hint_weight, attention_weight=attention_weight,
-                   attention_map_layers=attention_map_layers, hidden_layers=hidden_layers,
-                   hidden_dims=[(s_shapes[s][-1], t_shapes[t][-1]) for s, t in hidden_layers],
-                   attention_map_weight=attention_map_weight, hidden_weight=hidden_weight)
+        return {"attention_map_layers": maps, "hidden_layers": hidden,
+                "hidden_dims": [(s_shapes[s][-1], t_shapes[t][-1]) for s, t in hidden],
+                "attention_map_weight": extra.get("attention_map_weight", 1.0),
+                "hidden_weight": extra.get("hidden_weight", 1.0)}
 
     def terms(
         self,

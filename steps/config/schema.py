@@ -12,16 +12,14 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from steps.compression import choices
+from steps.config.base import Section as _Section
+from steps.config.target import TargetConfig
 from steps.sources import SOURCES
 
 _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 class ArchConfig(_Section):
     """A model architecture by registry name (see steps.compression.models)."""
@@ -413,6 +411,7 @@ class Params(_Section):
     schedule: ScheduleConfig
     storage: StorageConfig
     run: RunConfig
+    target: TargetConfig = Field(description="the budget: when a limit is set, the prune stage searches for the model")
 
     def section_hash(self, *keys: str) -> str:
         """sha256 of the named top-level sections (all when none), for cache keys and tags."""

@@ -77,23 +77,26 @@ STAGES: tuple[Stage, ...] = (
     Stage("data", inputs=(RAW_DIR,), params=("seed", "data"), outs=(DATA_DIR,)),
     Stage("teacher", inputs=(DATA_DIR,), params=("seed", "device", "threads", "teacher"),
           outs=model_files(ModelRole.TEACHER), metrics=(metrics_path("teacher"),)),
-    Stage("prune", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER)), params=("seed", "device", "threads", "prune"),
+    # with a budget (target), prune searches the widths and precision instead
+    Stage("prune", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER)),
+          params=("seed", "device", "threads", "prune", "target"),
           outs=model_files(ModelRole.PRUNED), metrics=(metrics_path("prune"),)),
-    # distill.teacher chooses which one teaches
+    # distill.teacher chooses which one teaches; with a budget, the teacher distills into the searched model
     Stage("distill", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER), *model_files(ModelRole.PRUNED)),
-          params=("seed", "device", "threads", "distill"), outs=model_files(ModelRole.STUDENT),
+          params=("seed", "device", "threads", "distill", "target"), outs=model_files(ModelRole.STUDENT),
           metrics=(metrics_path("distill"),)),
     Stage("export", inputs=(DATA_DIR, *_ALL_MODELS), params=("threads", "export"),
           outs=tuple(onnx_path(role) for role in ModelRole), metrics=(metrics_path("export"),)),
-    Stage("quantize", inputs=(DATA_DIR, onnx_path(ModelRole.STUDENT)), params=("seed", "threads", "quantize"),
-          outs=(INT8_DIR,), metrics=(metrics_path("quantize"),)),
+    # metrics/prune.json: the precision a budget search chose to deploy
+    Stage("quantize", inputs=(DATA_DIR, onnx_path(ModelRole.STUDENT), metrics_path("prune")),
+          params=("seed", "threads", "quantize", "target"), outs=(INT8_DIR,), metrics=(metrics_path("quantize"),)),
     Stage("evaluate", inputs=(DATA_DIR, *_ALL_MODELS, *(onnx_path(role) for role in ModelRole), INT8_DIR,
                               metrics_path("quantize")),
-          params=("threads", "evaluate"), metrics=(REPORT,), plots=(f"{PLOTS_DIR}/pareto.png",)),
+          params=("threads", "evaluate", "target"), metrics=(REPORT,), plots=(f"{PLOTS_DIR}/pareto.png",)),
     # the deployable ONNX files are logged with the registered version
     Stage("promote", inputs=(DATA_DIR, REPORT, *model_files(ModelRole.STUDENT), onnx_path(ModelRole.STUDENT),
                              INT8_DIR, metrics_path("quantize")),
-          params=("promote", "tracking"), metrics=(PROMOTION,)),
+          params=("promote", "tracking", "target"), metrics=(PROMOTION,)),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)

@@ -56,6 +56,13 @@ class Tag(StrEnum):
     """File name of the deployable ONNX artifact among those logged with the version."""
     ONNX_SHA256 = "shrinkflow.onnx_sha256"
     """Prefix: `shrinkflow.onnx_sha256.<file name>` holds that ONNX artifact's sha256."""
+    TARGET = "shrinkflow.target"
+    """Prefix: `shrinkflow.target.<limit>` holds the budget (params `target:`) the version was searched for."""
+
+
+STATISTIC_TAG = "shrinkflow.statistic"
+"""Prefix: `shrinkflow.statistic.<name>` on a version and a history event holds one number of the paired test
+(p_value, ci_low_pt, ..., worst_class); steps/registry/history.py writes them, the audit recomputes them."""
 
 
 class Artifact(StrEnum):

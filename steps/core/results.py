@@ -30,8 +30,10 @@ class StageResult:
         """The result a stage wrote to `path`; ValueError naming the file when it is not this stage's shape."""
         raw = json.loads(Path(path).read_text())
         names = {f.name for f in dataclasses.fields(cls)}
-        if not names <= set(raw):
-            raise ValueError(f"{path}: not a {cls.__name__} (missing {', '.join(sorted(names - set(raw)))}); "
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        if not required <= set(raw):
+            raise ValueError(f"{path}: not a {cls.__name__} (missing {', '.join(sorted(required - set(raw)))}); "
                              "rerun the stage that writes it")
         return cls(**{k: v for k, v in raw.items() if k in names})
 
@@ -91,6 +93,13 @@ class PruneResult(StageResult):
     curve: list[dict]
     """One point per round: round, target, measured sparsity, parameters, val_accuracy."""
     mlflow_run_id: str
+    search: dict | None = None
+    """With a budget (params `target:`): the search's budget, sensitivity, frontier, candidates and choice."""
+
+    @property
+    def deploy_precision(self) -> str | None:
+        """The deployable form the budget search chose (fp32 or an int8 method); None without a search."""
+        return self.search["chosen"]["precision"] if self.search else None
 
 
 @dataclass(frozen=True)
@@ -136,3 +145,5 @@ class EvaluateReport(StageResult):
     test_images: int
     deploy: dict
     mlflow_run_id: str
+    target: dict | None = None
+    """With a budget: the deployable file re-measured on the budget's terms ({budget, measured, violations})."""

@@ -12,13 +12,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from steps import tracking
-from steps.core.names import Tag
+from steps.core.names import STATISTIC_TAG, Tag
 from steps.registry.lock import actor
 
 HISTORY_EXPERIMENT = "shrinkflow-promotion-history"
-STATISTIC_TAG = "shrinkflow.statistic"
-"""Prefix: `shrinkflow.statistic.<name>` on a version and a history event holds one number of the paired test
-(p_value, ci_low_pt, ..., worst_class). Here rather than in steps.core.names.Tag until that file's owner moves it."""
 
 
 def version_str(v: int | None) -> str:

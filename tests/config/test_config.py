@@ -32,6 +32,12 @@ def test_committed_params_yaml_is_valid():
         (lambda p: p["quantize"].update(methods=["int4"]), "quantize.methods.0"),
         (lambda p: p["export"].update(exporter="dynamo", opset=17), "the dynamo exporter needs opset >= 18"),
         (lambda p: p["evaluate"].update(latency_backend="tensorrt"), "evaluate.latency_backend"),
+        (lambda p: p["target"].update(latency_ms=0.2), "target.latency_ms: unknown key"),
+        (lambda p: p["target"].update(latency_p95_ms=-1), "target.latency_p95_ms"),
+        (lambda p: p["target"]["search"].update(widths=[0.5, 1.5]), "target.search.widths: Value error, every width "
+                                                                     "must be a fraction in (0, 1), got [1.5]"),
+        (lambda p: p["target"]["search"].update(precisions=["int4"]), "target.search.precisions.0"),
+        (lambda p: p["target"]["search"].update(search_repeats=10), "target.search.search_repeats"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(mutate, expected):
@@ -40,6 +46,20 @@ def test_bad_values_are_refused_naming_the_key(mutate, expected):
     with pytest.raises(config.ConfigError) as err:
         config.validate(raw)
     assert expected in str(err.value)
+
+
+def test_a_budget_turns_the_search_on_and_the_committed_params_have_none():
+    assert not config.load(REPO).target.active
+    raw = default_params()
+    raw["target"].update(latency_p95_ms=0.2)
+    target = config.validate(raw).target
+    assert target.active and target.limits() == {"latency_p95_ms": 0.2}
+
+
+def test_an_override_sets_a_budget(tmp_path: Path):
+    write_params(tmp_path, default_params())
+    config.apply_overrides(tmp_path, ["target.latency_p95_ms=0.2"])
+    assert config.load(tmp_path).target.latency_p95_ms == 0.2
 
 
 def test_error_shows_the_bad_value():

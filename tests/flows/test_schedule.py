@@ -70,9 +70,22 @@ def finished_run_started_after(api: str, since: datetime, serve: subprocess.Pope
 
 
 @contextlib.contextmanager
+def ctrl_c_reaches_children():
+    """Children started inside this block get SIGINT's default action, as in a terminal. A background job (CI's
+    `make test` is one) starts with SIGINT ignored, which children inherit: `shrinkflow serve` then ignored the
+    Ctrl-C below and every run of this test waited 30 s for the SIGKILL. A handler, unlike SIG_IGN, is reset to
+    the default at exec."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
+@contextlib.contextmanager
 def serving(root: Path, api: str, log: Path):
     env = {**cli_env(), "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PYTHONPATH": str(REPO)}
-    with log.open("w") as out:
+    with log.open("w") as out, ctrl_c_reaches_children():
         serve = subprocess.Popen([str(BIN / "shrinkflow"), "serve", "--root", str(root), "--interval", "3"], env=env,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:

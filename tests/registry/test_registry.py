@@ -298,7 +298,7 @@ def test_registry_lock_on_a_server_excludes_and_breaks_stale_leases(tmp_path):
 
 def test_the_decision_records_its_statistics_and_the_audit_recomputes_them(project):
     from steps.registry import audit
-    from steps.registry.history import STATISTIC_TAG
+    from steps.core.names import STATISTIC_TAG
 
     root, params = project
     name = params.promote.model_name

@@ -18,6 +18,9 @@ from tests.reliability.registry_safety import assert_registry_safe, local_uri
 pytestmark = pytest.mark.integration
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+ONE_BOTO_ATTEMPT = {"AWS_MAX_ATTEMPTS": "1"}
+"""botocore retries a refused connection itself, with back-off (7-12 s per push here); the retries under test
+are the pipeline's own, so each of its push attempts makes one request and fails at once."""
 BUCKET = "shrinkflow-test"
 
 
@@ -49,7 +52,8 @@ def test_unreachable_s3_remote_fails_publishing_and_registers_nothing(tmp_path: 
     assert client.list_objects_v2(Bucket=BUCKET, Prefix="dvc/")["KeyCount"] > 0
 
     server.stop()
-    second = shrinkflow(root, "run", "-S", "distill.alpha=0.2", extra_env=CREDENTIALS)
+    second = shrinkflow(root, "run", "-S", "distill.alpha=0.2", "-S", "storage.retry_backoff_s=0.1",
+                        extra_env={**CREDENTIALS, **ONE_BOTO_ATTEMPT})
     assert second.returncode == 1
     assert "publishing to the DVC remote failed" in second.stderr
     assert f"s3://{BUCKET}/dvc" in second.stderr

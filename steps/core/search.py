@@ -1,0 +1,244 @@
+"""The budget search the prune stage runs when params.yaml sets `target:`.
+
+1. Sensitivity: each prunable layer of the teacher cut alone to each `target.search.widths` fraction,
+   scored on the validation split; deterministic, so cached by what it depends on (the teacher file, the
+   images, the widths, the ranking).
+2. Search, per deployable precision: the greedy walk of compression/width_search.py, each setting it
+   visits measured as the deployable file it would become (steps/core/budget.py) and held, by its p95,
+   against each limit less target.search.margin. Measurements are cached
+   per architecture, precision, timing and machine: a later run does not re-time what it timed before.
+3. Verify: the `target.search.candidates` fitting settings with the best predicted accuracy are built,
+   fine-tuned (prune.finetune) and measured afresh with more repeats, now by the upper end of the p95's
+   interval (promote's rule); the most accurate one that still fits (and reaches target.min_accuracy) is
+   the result. None fits: BudgetUnreachable, naming how close
+   the best came, and nothing is promoted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from steps import config
+from steps.compression import quantization, width_search
+from steps.compression.training import Split, accuracy, adam, train_epochs
+from steps.core import budget
+from steps.core.files import write_json
+from steps.core.hashing import sha256
+from steps.core.layout import STATE_DIR, model_path
+from steps.core.names import ModelRole
+from steps.core.torchkit import regularised_loss
+
+CACHE_DIR = f"{STATE_DIR}/cache/search"
+CALIBRATION_IMAGES = 256
+"""Images whose gradients rank channels for data-driven (Taylor) importance, as the prune stage uses; also
+the static int8 calibration of a measured setting (its latency does not depend on the scales it gets; the
+quantize stage calibrates the deployable with quantize.calibration_images)."""
+
+
+class BudgetUnreachable(ValueError):
+    """No model the search can build meets the budget; the message says how close the best came."""
+
+
+@dataclass
+class SearchOutcome:
+    model: torch.nn.Module
+    """The chosen candidate, fine-tuned."""
+    chosen: dict
+    candidates: list[dict]
+    frontier: list[dict]
+    """Every setting measured while searching (precision, widths, cost, predicted accuracy, fits)."""
+    sensitivity: width_search.Sensitivity
+    base_accuracy: float
+    layer_widths: dict[str, int]
+    """{prunable layer: the teacher's width}."""
+    budget: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        """What metrics/prune.json keeps of the search (JSON-able; the model is saved as the pruned model)."""
+        return {"budget": self.budget, "layer_widths": self.layer_widths, "layers": list(self.layer_widths),
+                "chosen": self.chosen,
+                "candidates": self.candidates, "frontier": self.frontier, "base_val_accuracy": self.base_accuracy,
+                "sensitivity": {layer: {str(w): d for w, d in drops.items()}
+                                for layer, drops in self.sensitivity.items()}}
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _machine() -> list:
+    import onnxruntime
+
+    return [platform.node(), platform.machine(), os.cpu_count(), onnxruntime.__version__, torch.__version__]
+
+
+class SearchCache:
+    """JSON files under .shrinkflow/cache/search: one per sensitivity table, one table of measured costs."""
+
+    def __init__(self, root: Path) -> None:
+        self.folder = root / CACHE_DIR
+        self._costs_file = self.folder / "costs.json"
+        self.costs: dict[str, dict] = json.loads(self._costs_file.read_text()) if self._costs_file.is_file() else {}
+
+    def sensitivity(self, key: str) -> dict | None:
+        path = self.folder / f"sensitivity-{key}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def keep_sensitivity(self, key: str, base: float, table: width_search.Sensitivity) -> None:
+        write_json(self.folder / f"sensitivity-{key}.json",
+                   {"base": base, "table": {layer: {str(w): d for w, d in t.items()} for layer, t in table.items()}})
+
+    def cost(self, key: str, measure) -> dict:
+        if key in self.costs:
+            return self.costs[key]
+        self.costs[key] = measure()
+        write_json(self._costs_file, self.costs)
+        return self.costs[key]
+
+
+def _sensitivity(root: Path, cache: SearchCache, layers, make, val: Split, params: config.Params):
+    search = params.target.search
+    scored = Split(val.x[: search.sensitivity_images], val.y[: search.sensitivity_images])
+    key = _key(sha256(root / model_path(ModelRole.TEACHER)), hashlib.sha256(scored.x.numpy().tobytes()).hexdigest(),
+               [(layer.name, layer.levels) for layer in layers], params.prune.importance, params.seed)
+    hit = cache.sensitivity(key)
+    if hit is not None:
+        return hit["base"], {layer: {int(w): d for w, d in t.items()} for layer, t in hit["table"].items()}
+    base, table = width_search.sensitivity(layers, lambda setting: accuracy(make(setting), scored))
+    cache.keep_sensitivity(key, base, table)
+    return base, table
+
+
+def _int8_calibration(train: Split, params: config.Params) -> np.ndarray | None:
+    if "static" not in params.target.search.precisions:
+        return None
+    x = train.x.numpy()
+    return quantization.calibration_slice(x, min(CALIBRATION_IMAGES, len(x)), params.seed)
+
+
+def _point_record(layers, p: width_search.Point) -> dict:
+    return {"precision": p.tag, "widths": {layer.name: w for layer, w in zip(layers, p.setting, strict=True)},
+            "predicted_accuracy": p.predicted_accuracy, "excess": p.excess, "fits": p.fits, **p.cost}
+
+
+def _candidates(path: list[width_search.Point], points: list[width_search.Point], k: int) -> list:
+    """The k fitting settings to fine-tune: those the walks stepped through first (the first fit and the ones
+    narrowed past it, with room under the budget), best predicted accuracy first; then other fitting ones."""
+    def best(ps):
+        return sorted((p for p in ps if p.fits), key=lambda p: -p.predicted_accuracy)
+
+    chosen = best(path)[:k]
+    return chosen + [p for p in best(points) if p not in chosen][: k - len(chosen)]
+
+
+def _closest(points: list[width_search.Point]) -> width_search.Point:
+    return min(points, key=lambda p: (p.excess, -p.predicted_accuracy))
+
+
+def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Params, root: Path,
+           device: torch.device, generator: torch.Generator) -> SearchOutcome:
+    """The most accurate fine-tuned model inside `params.target`, or BudgetUnreachable."""
+    target, prune, opts = params.target, params.prune, params.target.search
+    layers = width_search.layers_of(teacher, opts.widths, prune.round_to)
+    example, ranking_batch = train.x[:2], (train.x[:CALIBRATION_IMAGES], train.y[:CALIBRATION_IMAGES])
+    teacher = teacher.cpu().eval()
+
+    def make(setting):
+        return width_search.build(teacher, layers, setting, example, prune.importance, ranking_batch)
+
+    cache = SearchCache(root)
+    base, table = _sensitivity(root, cache, layers, make, val, params)
+    batch, calibration = budget.timed_batch(val, target.batch_size), _int8_calibration(train, params)
+    searching = budget.Timing(target.batch_size, params.threads, opts.warmup, opts.search_repeats)
+    arch = [type(teacher).__name__, list(example.shape[1:]), [(layer.name, layer.width) for layer in layers]]
+
+    def measure_in(precision: str):
+        def measure(setting):
+            key = _key(arch, setting, precision, searching, _machine())
+            return cache.cost(key, lambda: budget.cost(make(setting), batch, precision, searching, calibration))
+        return measure
+
+    points, path = [], []
+    for precision in opts.precisions:  # every setting measured, once per precision
+        walk = width_search.greedy(layers, table, base, measure_in(precision),
+                                   lambda c: budget.excess(c, target, opts.margin, upper=False), tag=precision,
+                                   fits_wanted=opts.candidates)
+        points += [p for p in walk.measured if (p.setting, p.tag) not in {(q.setting, q.tag) for q in points}]
+        path += walk.path
+    fitting = _candidates(path, points, opts.candidates)
+    if not fitting:
+        raise _unreachable_by_search(layers, _closest(points), target)
+    verifier = _Verifier(train, val, params, device, generator, batch, calibration)
+    verified = [verifier.verify(make(p.setting), layers, p, i, len(fitting)) for i, p in enumerate(fitting, start=1)]
+    accepted = [v for v in verified if v["fits"]]
+    if not accepted:
+        raise _unreachable_when_verified(verified, target)
+    chosen = max(accepted, key=lambda v: v["val_accuracy"])
+    records = [_point_record(layers, p) for p in points]
+    candidates = [{k: v for k, v in c.items() if k != "model"} for c in verified]
+    return SearchOutcome(chosen["model"], {k: v for k, v in chosen.items() if k != "model"}, candidates, records,
+                         table, base, {layer.name: layer.width for layer in layers},
+                         {**target.limits(), "batch_size": target.batch_size, "min_accuracy": target.min_accuracy})
+
+
+def _widths(layers, setting) -> str:
+    return ", ".join(f"{layer.name} {w}/{layer.width}" for layer, w in zip(layers, setting, strict=True))
+
+
+def _unreachable_by_search(layers, best: width_search.Point, target: config.TargetConfig) -> BudgetUnreachable:
+    return BudgetUnreachable(
+        f"no model the search can build meets target {target.limits()}: the closest, "
+        f"{_widths(layers, best.setting)} in {budget.describe(best.cost)}, is over by "
+        f"{'; '.join(budget.violations(best.cost, target, target.search.margin, upper=False))} (the narrowest "
+        f"widths target.search.widths allows; allow narrower ones, or loosen the budget)")
+
+
+def _unreachable_when_verified(verified: list[dict], target: config.TargetConfig) -> BudgetUnreachable:
+    best = min(verified, key=lambda v: v["excess"])
+    return BudgetUnreachable(
+        f"target {target.limits()}: {len(verified)} candidate(s) fitted while searching but none after "
+        f"fine-tuning and re-measuring; the best: {budget.describe(best)}, val accuracy "
+        f"{best['val_accuracy']:.4f}: {'; '.join(best['violations'])} (re-run on a quieter machine, or "
+        "loosen the budget)")
+
+
+@dataclass(frozen=True)
+class _Verifier:
+    """What fine-tuning and re-measuring a candidate needs."""
+
+    train: Split
+    val: Split
+    params: config.Params
+    device: torch.device
+    generator: torch.Generator
+    batch: torch.Tensor
+    calibration: np.ndarray | None
+
+    def verify(self, model, layers, point: width_search.Point, index: int, total: int) -> dict:
+        """Fine-tune one candidate (prune.finetune), then measure it afresh with the verification repeats."""
+        ft, target = self.params.prune.finetune, self.params.target
+        model = model.to(self.device)
+        train_epochs(model, adam(model.parameters(), ft.lr, ft.weight_decay), len(self.train), ft.batch_size,
+                     ft.epochs, regularised_loss(self.train, self.device, ft, self.params.seed + index),
+                     generator=self.generator, description=f"search candidate {index}/{total} ({point.tag})",
+                     lr_schedule=ft.lr_schedule)
+        val_accuracy = accuracy(model, self.val)
+        timing = budget.Timing(target.batch_size, self.params.threads, target.search.warmup,
+                               target.search.verify_repeats)
+        measured = budget.cost(model, self.batch, point.tag, timing, self.calibration)
+        problems = budget.violations(measured, target, target.search.margin)
+        if target.min_accuracy is not None and val_accuracy < target.min_accuracy:
+            problems.append(f"val accuracy {val_accuracy:.4f} < target.min_accuracy {target.min_accuracy}")
+        return {"model": model, "candidate": index,
+                "widths": {layer.name: w for layer, w in zip(layers, point.setting, strict=True)},
+                "predicted_accuracy": point.predicted_accuracy, "val_accuracy": val_accuracy,
+                "excess": budget.excess(measured, target, target.search.margin), "fits": not problems,
+                "violations": problems, **measured}

@@ -1,0 +1,98 @@
+"""The budget search (params `target:`) as the prune stage runs it, and what the later stages do with its choice."""
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from steps import distill, evaluate, export, promote, prune, quantize, tracking
+from steps.compression import measure
+from steps.core import search
+from steps.core.layout import model_path
+from steps.core.names import ModelRole, Tag
+from steps.core.torchkit import load_model
+from tests.helpers import variant
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+QUICK = {"precisions": ["fp32"], "candidates": 1, "search_repeats": 72, "verify_repeats": 72, "warmup": 2,
+         "widths": [0.75, 0.5, 0.25]}
+
+
+def with_target(params, **limits):
+    search_opts = {**QUICK, **limits.pop("search", {})}
+    return variant(params, target={**limits, "search": search_opts})
+
+
+def teacher_parameters(root) -> int:
+    return measure.parameters(load_model(root, ModelRole.TEACHER)[0])
+
+
+def test_the_search_meets_a_parameter_budget_that_a_fixed_setting_misses(project_after, stage_params):
+    root = project_after("teacher")
+    limit = int(teacher_parameters(root) * 0.35)
+    fixed = prune.run(variant(stage_params, prune={"method": "structured", "target_sparsity": 0.3}), root)
+    assert fixed.parameters > limit  # the hand-set 30% of channels is too big for this budget
+    result = prune.run(with_target(stage_params, parameters=limit), root)
+    pruned, _ = load_model(root, ModelRole.PRUNED)
+    assert result.method == "search"
+    assert measure.parameters(pruned) == result.parameters == result.search["chosen"]["parameters"] <= limit
+    assert result.search["chosen"]["fits"] and result.search["budget"]["parameters"] == limit
+    assert any(not p["fits"] for p in result.search["frontier"])  # the full widths, at least, did not fit
+
+
+def test_an_impossible_budget_is_refused_saying_how_close_the_best_came(project_after, stage_params):
+    root = project_after("teacher")
+    over = r"parameters \d+ > 9 \(10 less the 10% margin\).*narrowest widths"
+    with pytest.raises(search.BudgetUnreachable, match=over) as err:
+        prune.run(with_target(stage_params, parameters=10), root)
+    assert "features.0" in str(err.value)  # the closest setting's widths are named
+    assert not (root / model_path(ModelRole.PRUNED)).exists()  # nothing was saved to promote
+
+
+def test_sensitivity_is_deterministic_and_both_tables_are_cached(project_after, stage_params):
+    root = project_after("teacher")
+    params = with_target(stage_params, parameters=int(teacher_parameters(root) * 0.5))
+    first = prune.run(params, root).search
+    cache = search.SearchCache(root)
+    measured = dict(cache.costs)
+    sensitivity_files = sorted(cache.folder.glob("sensitivity-*.json"))
+    assert len(sensitivity_files) == 1 and measured
+    again = prune.run(params, root).search
+    assert search.SearchCache(root).costs == measured  # every setting came from the cache: nothing re-timed
+    assert again["frontier"] == first["frontier"]
+    for path in sensitivity_files:
+        path.unlink()
+    recomputed = prune.run(params, root).search
+    assert recomputed["sensitivity"] == first["sensitivity"]
+    assert json.loads(sensitivity_files[0].read_text())["table"] == first["sensitivity"]
+
+
+def test_the_chosen_precision_is_deployed_gated_on_the_budget_and_recorded_on_the_version(project_after,
+                                                                                            stage_params):
+    root = project_after("export")
+    params = with_target(stage_params, latency_p95_ms=1000.0, search={"precisions": ["dynamic"]})
+    for stage in (prune, distill, export):
+        stage.run(params, root)
+    assert load_model(root, ModelRole.STUDENT)[0].features[0].out_channels == \
+        load_model(root, ModelRole.PRUNED)[0].features[0].out_channels  # the searched model is the student
+    assert quantize.run(params, root).deploy == "dynamic"  # quantize.methods is [] in the tiny params
+    report = evaluate.run(params, root)
+    assert report.target["measured"]["precision"] == "dynamic" and report.target["violations"] == []
+    decision = promote.run(params, root)
+    gates = {g.name: g for g in decision.gates}
+    assert gates["target.latency_p95_ms"].passed and "max_param_ratio" not in gates  # the budget replaces the knob
+    assert gates["target.latency_p95_ms"].value == report.target["measured"]["latency_p95_high_ms"]
+    tracking.use_store(root)
+    tags = MlflowClient().get_model_version(params.promote.model_name, str(decision.version)).tags
+    assert tags[f"{Tag.TARGET}.latency_p95_ms"] == "1000" and tags[f"{Tag.TARGET}.batch_size"] == "1"
+
+
+def test_a_deployable_over_the_budget_fails_its_gate_naming_the_limit():
+    report = {"measured": {"precision": "fp32", "latency_p95_ms": 0.3, "latency_p95_low_ms": 0.25,
+                           "latency_p95_high_ms": 0.4, "size_kb": 90.0, "parameters": 5000, "macs": 10**6},
+              "budget": {"latency_p95_ms": 0.2, "size_kb": 100.0, "batch_size": 1}}
+    gates = {g.name: g for g in promote.target_gates(report)}
+    assert not gates["target.latency_p95_ms"].passed and gates["target.latency_p95_ms"].value == 0.4
+    assert gates["target.size_kb"].passed
+    assert "95% CI [0.25, 0.4]" in gates["target.latency_p95_ms"].verdict
