@@ -37,7 +37,7 @@ import yaml
 import common
 from common import merge
 from steps import config, data, distill, evaluate, export, prune, quantize, teacher
-from steps.compression import measure, onnx_export, width_search
+from steps.compression import measure, width_search
 from steps.compression.models import build
 from steps.compression.training import adam, train_epochs
 from steps.core import budget, datasets
@@ -71,8 +71,7 @@ def timing(params: config.Params, batch_size: int) -> budget.Timing:
 def onnx_test_accuracy(model, precision: str, test, calibration) -> float:
     with tempfile.TemporaryDirectory() as scratch:
         path = budget.deployable_file(model.cpu().eval(), test.x[:1], precision, Path(scratch), calibration)
-        logits = onnx_export.predict(onnx_export.session(path, 2), test.x.numpy())
-    return float((logits.argmax(1) == test.y.numpy()).mean())
+        return quantize.onnx_accuracy(path, test.x.numpy(), test.y.numpy(), 2)
 
 
 def distill_into(student, params: config.Params, root: Path) -> torch.nn.Module:
@@ -119,9 +118,8 @@ def hand_set_files(models, root: Path, out: Path) -> list[dict]:
             folder = out / f"hand{i}-{precision}"
             folder.mkdir(parents=True)
             path = budget.deployable_file(model.cpu().eval(), test.x[:1], precision, folder, calibration)
-            logits = onnx_export.predict(onnx_export.session(path, 2), test.x.numpy())
             rows.append({"model": label, "precision": precision, "file": str(path),
-                         "accuracy": float((logits.argmax(1) == test.y.numpy()).mean())})
+                         "accuracy": quantize.onnx_accuracy(path, test.x.numpy(), test.y.numpy(), 2)})
     return rows
 
 
