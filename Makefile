@@ -15,8 +15,12 @@ RAW_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-i
 run: install data
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/shrinkflow run
 
+# Two pytest-xdist workers: a serial run kept about one of the two cores busy (servers starting, subprocesses
+# importing). Tests sharing a module fixture stay on one worker; slow tiers go first (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: install data
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # The edit-test loop: unit tests of the stages, the libraries and the rules, on tiny data (no pipeline runs,
 # no servers, no benchmarks).

@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (`make test` runs two workers on two cores) each worker's torch (GNU OpenMP) threads would
+# spin while the other worker holds the cores; waiting passively costs nothing to a lone process. Set before torch
+# is imported here or in any subprocess a test starts (they inherit it).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # Prefect and MLflow read settings at import time: isolate them before anything imports them.
 _STATE = Path(tempfile.mkdtemp(prefix="shrinkflow-tests-"))
 os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
@@ -71,3 +77,23 @@ def shared_prefect_server(request, tmp_path_factory):
             yield server.url
         finally:
             os.environ.pop(SHARED_PREFECT_ENV, None)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
+def pytest_collection_modifyitems(config, items):
+    """For pytest-xdist's `--dist loadgroup` (the Makefile's `make test`): tests that share a module-scoped fixture
+    (a pipeline run, a server stack) form one group, so one worker builds it once; and the slow tiers go first
+    (pipeline runs and servers, then the benchmark scripts, then unit tests), so the short tests fill in at the end
+    and the two workers finish together. Order within a tier stays the collection order."""
+    if not getattr(config.option, "numprocesses", None):
+        return
+    for item in items:
+        if any(defs[-1].scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=_tier)
+
+
+def _tier(item) -> int:
+    if item.get_closest_marker("integration"):
+        return 0
+    return 1 if item.path.name == "test_benchmarks.py" else 2

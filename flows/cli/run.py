@@ -72,15 +72,18 @@ def _run_locked(root: Path, overrides: list[str], profile: str | None, force: bo
     runtime.prepare(root)
     doctor.preflight(root, chosen)
     _check_prefect_home()
-    from flows.compress import compress  # imports Prefect: after the environment is prepared
+    with runtime.temporary_api() as server:  # starts now, while this process imports the flow
+        from flows.compress import compress  # imports Prefect: after the environment is prepared
 
-    stop_promptly_on_signals()
-    try:
-        result = compress(root=str(root), force=force)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    except Exception as err:  # the flow already logged the traceback; say it in one line
-        fail(f"pipeline failed: {err}", code=1)
+        stop_promptly_on_signals()
+        try:
+            if server is not None:
+                server.wait_until_ready(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+            result = compress(root=str(root), force=force)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except Exception as err:  # the flow already logged the traceback; say it in one line
+            fail(f"pipeline failed: {err}", code=1)
     print_results(root)
     if result.get("up_to_date"):
         console.print("up to date: nothing changed since the last run", highlight=False)

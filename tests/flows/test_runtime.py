@@ -1,11 +1,19 @@
-"""A new Prefect home starts from the migrated template database that `make install` builds."""
+"""A new Prefect home starts from the migrated template database that `make install` builds; `shrinkflow run`
+starts Prefect's temporary server itself, before importing Prefect, and it never outlives the run."""
 
+import os
 import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 
 from flows import runtime
+from tests.helpers import REPO
 
 
 @pytest.fixture
@@ -49,3 +57,68 @@ def test_a_configured_database_is_left_to_prefect(tmp_path, template, monkeypatc
     home.mkdir()
     assert not runtime.seed_home(home)
     assert not (home / runtime.DATABASE).exists()
+
+
+# --- the temporary server `shrinkflow run` starts before it imports Prefect ------------------------------------------
+
+def _served_home(tmp_path):
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    runtime.seed_home(home)  # the migrated template `make install` built, as prepare() copies it
+    return home
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_the_temporary_server_answers_and_stops(tmp_path):
+    server = runtime.TemporaryServer(_served_home(tmp_path))
+    try:
+        server.wait_until_ready(120)
+        with urllib.request.urlopen(f"{server.url}/health", timeout=5) as response:
+            assert response.status == 200
+    finally:
+        server.stop()
+    assert server.process.returncode is not None
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{server.url}/health", timeout=5)
+
+
+def test_the_temporary_server_dies_with_the_run_that_started_it(tmp_path):
+    """SIGKILL of `shrinkflow run` leaves no orphaned server (PR_SET_PDEATHSIG)."""
+    script = ("import sys, time; from pathlib import Path; from flows import runtime; "
+              "s = runtime.TemporaryServer(Path(sys.argv[1])); print(s.process.pid, flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", script, str(_served_home(tmp_path))], stdout=subprocess.PIPE,
+                              text=True, cwd=REPO)
+    server_pid = int(parent.stdout.readline())
+    assert _alive(server_pid)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(server_pid)
+
+
+def test_a_server_that_cannot_start_is_named_with_its_log(tmp_path):
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    (home / runtime.DATABASE).write_bytes(b"not a database" * 100)
+    server = runtime.TemporaryServer(home)
+    try:
+        with pytest.raises(runtime.ServerStartFailed, match="exited with code"):
+            server.wait_until_ready(120)
+    finally:
+        server.stop()
+
+
+def test_a_configured_api_is_used_as_it_is(monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", "http://prefect.example:4200/api")
+    with runtime.temporary_api() as server:
+        assert server is None
+        assert os.environ["PREFECT_API_URL"] == "http://prefect.example:4200/api"
