@@ -99,8 +99,8 @@ class TemporaryServer:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
                  "--fd", str(listener.fileno()), "--log-level", "error", "--lifespan", "on"],
-                env={**os.environ, **self.ENV, "PREFECT_HOME": str(home)}, pass_fds=(listener.fileno(),), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                env={**os.environ, **self.ENV, "PREFECT_HOME": str(home)}, pass_fds=(listener.fileno(),),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
     def wait_until_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

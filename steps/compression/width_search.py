@@ -97,7 +97,9 @@ class Point:
     excess: float
     predicted_accuracy: float
     tag: str = ""
-    """What made it, e.g. the precision it was measured in."""
+    """The precision it was measured in."""
+    origin: str = "greedy"
+    """What proposed it: the greedy walk, or the uniform baseline (every layer cut to one fraction)."""
 
     @property
     def fits(self) -> bool:
@@ -173,3 +175,29 @@ def greedy(layers: list[Layer], table: Sensitivity, base: float, measure: Callab
             break
         walk.path.append(_best_move(walk.end, moves))
     return walk
+
+
+def uniform(layers: list[Layer], fractions: list[float], round_to: int) -> list[Setting]:
+    """The settings a person would set by hand: every layer cut to the same fraction (rounded as the levels
+    are), widest first."""
+    settings = [tuple(level(layer.width, f, round_to) if f < 1 else layer.width for layer in layers)
+                for f in sorted(set(fractions), reverse=True)]
+    return list(dict.fromkeys(settings))
+
+
+def widest_uniform_fit(layers: list[Layer], fractions: list[float], round_to: int, table: Sensitivity, base: float,
+                       measure: Callable[[Setting], dict], excess: Callable[[dict], float],
+                       tag: str = "") -> list[Point]:
+    """The uniform settings measured from the widest until one fits (that one last, if any).
+
+    The greedy walk trusts the sensitivity table, which is scored without fine-tuning; a uniform cut is the
+    hand-set baseline it must beat. Verifying the widest uniform fit beside the walk's candidates means the
+    search never returns a model less accurate after fine-tuning than that baseline."""
+    points = []
+    for setting in uniform(layers, fractions, round_to):
+        cost = measure(setting)
+        points.append(Point(setting, cost, excess(cost), predicted_accuracy(layers, table, base, setting), tag,
+                            origin="uniform"))
+        if points[-1].fits:
+            break
+    return points

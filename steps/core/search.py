@@ -7,7 +7,9 @@
    visits measured as the deployable file it would become (steps/core/budget.py) and held, by its p95,
    against each limit less target.search.margin. Measurements are cached
    per architecture, precision, timing and machine: a later run does not re-time what it timed before.
-3. Verify: the `target.search.candidates` fitting settings with the best predicted accuracy are built,
+3. Verify: the `target.search.candidates` fitting settings with the best predicted accuracy, and the widest
+   uniform setting that fits (every layer cut to one `target.search.widths` fraction: the hand-set baseline
+   the walk must beat, since its sensitivity table is scored without fine-tuning), are built,
    fine-tuned (prune.finetune) and measured afresh with more repeats, now by the upper end of the p95's
    interval (promote's rule); the most accurate one that still fits (and reaches target.min_accuracy) is
    the result. None fits: BudgetUnreachable, naming how close
@@ -125,7 +127,8 @@ def _int8_calibration(train: Split, params: config.Params) -> np.ndarray | None:
 
 
 def _point_record(layers, p: width_search.Point) -> dict:
-    return {"precision": p.tag, "widths": {layer.name: w for layer, w in zip(layers, p.setting, strict=True)},
+    return {"precision": p.tag, "origin": p.origin,
+            "widths": {layer.name: w for layer, w in zip(layers, p.setting, strict=True)},
             "predicted_accuracy": p.predicted_accuracy, "excess": p.excess, "fits": p.fits, **p.cost}
 
 
@@ -166,14 +169,23 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
             return cache.cost(key, lambda: budget.cost(make(setting), batch, precision, searching, calibration))
         return measure
 
-    points, path = [], []
+    def excess(cost):
+        return budget.excess(cost, target, opts.margin, upper=False)
+
+    points, path, baselines = [], [], []
     for precision in opts.precisions:  # every setting measured, once per precision
-        walk = width_search.greedy(layers, table, base, measure_in(precision),
-                                   lambda c: budget.excess(c, target, opts.margin, upper=False), tag=precision,
+        walk = width_search.greedy(layers, table, base, measure_in(precision), excess, tag=precision,
                                    fits_wanted=opts.candidates)
-        points += [p for p in walk.measured if (p.setting, p.tag) not in {(q.setting, q.tag) for q in points}]
+        measured = walk.measured
+        if any(p.fits for p in walk.path):  # else not even the narrowest setting fits: no uniform one can
+            uniform = width_search.widest_uniform_fit(layers, opts.widths, prune.round_to, table, base,
+                                                      measure_in(precision), excess, tag=precision)
+            measured = measured + uniform
+            baselines += [p for p in uniform if p.fits]
+        points += [p for p in measured if (p.setting, p.tag) not in {(q.setting, q.tag) for q in points}]
         path += walk.path
     fitting = _candidates(path, points, opts.candidates)
+    fitting += [b for b in baselines if (b.setting, b.tag) not in {(p.setting, p.tag) for p in fitting}]
     if not fitting:
         raise _unreachable_by_search(layers, _closest(points), target)
     verifier = _Verifier(train, val, params, device, generator, batch, calibration)
@@ -237,7 +249,7 @@ class _Verifier:
         problems = budget.violations(measured, target, target.search.margin)
         if target.min_accuracy is not None and val_accuracy < target.min_accuracy:
             problems.append(f"val accuracy {val_accuracy:.4f} < target.min_accuracy {target.min_accuracy}")
-        return {"model": model, "candidate": index,
+        return {"model": model, "candidate": index, "origin": point.origin,
                 "widths": {layer.name: w for layer, w in zip(layers, point.setting, strict=True)},
                 "predicted_accuracy": point.predicted_accuracy, "val_accuracy": val_accuracy,
                 "excess": budget.excess(measured, target, target.search.margin), "fits": not problems,

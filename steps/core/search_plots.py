@@ -58,8 +58,9 @@ def frontier_figure(outcome):
         ax.scatter([c[column]], [c["val_accuracy"] * 100], marker="*" if chosen else "D", s=160 if chosen else 50,
                    color="tab:red" if chosen else "tab:green", zorder=3)
         widths = "/".join(str(c["widths"][layer]) for layer in outcome.layer_widths)
-        ax.annotate(f"{'chosen ' if chosen else ''}{c['precision']} {widths}", (c[column], c["val_accuracy"] * 100),
-                    textcoords="offset points", xytext=(6, 4), fontsize=8)
+        label = f"{'chosen ' if chosen else ''}{c['precision']} {c.get('origin', 'greedy')} {widths}"
+        ax.annotate(label, (c[column], c["val_accuracy"] * 100), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8)
     if outcome.budget.get(key) is not None:
         ax.axvline(outcome.budget[key], color="tab:red", linestyle="--",
                    label=f"budget {key} = {outcome.budget[key]:g}")

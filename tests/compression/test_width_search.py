@@ -83,3 +83,18 @@ def test_greedy_narrows_past_the_first_fit_for_candidates_with_room_under_the_bu
                                fits_wanted=2)
     fitting = [p for p in walk.path if p.fits]
     assert len(fitting) == 2 and sum(fitting[1].setting) < sum(fitting[0].setting) <= 50
+
+
+def test_uniform_settings_cut_every_layer_to_one_fraction_widest_first():
+    layers = width_search.layers_of(tiny_cnn(), [0.75, 0.5, 0.25], round_to=4)
+    assert width_search.uniform(layers, [0.25, 0.5, 0.75], round_to=4) == [(4, 12, 24), (4, 8, 16), (4, 4, 8)]
+
+
+def test_the_widest_uniform_setting_that_fits_is_measured_last_and_marked_as_the_baseline():
+    layers = width_search.layers_of(tiny_cnn(), [0.75, 0.5, 0.25], round_to=4)
+    table = {layer.name: {w: 0.1 for w in layer.levels[1:]} for layer in layers}
+    points = width_search.widest_uniform_fit(layers, [0.75, 0.5, 0.25], 4, table, 0.9, lambda s: {"v": sum(s)},
+                                             lambda c: max(0.0, c["v"] / 28 - 1), tag="fp32")
+    assert [p.setting for p in points] == [(4, 12, 24), (4, 8, 16)]  # 40 is over 28, 28 fits: no narrower one
+    assert [p.fits for p in points] == [False, True]
+    assert {p.origin for p in points} == {"uniform"} and {p.tag for p in points} == {"fp32"}

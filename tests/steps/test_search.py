@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from steps import distill, evaluate, export, promote, prune, quantize, tracking
-from steps.compression import measure
+from steps.compression import measure, width_search
 from steps.core import search
 from steps.core.layout import model_path
 from steps.core.names import ModelRole, Tag
@@ -39,6 +39,12 @@ def test_the_search_meets_a_parameter_budget_that_a_fixed_setting_misses(project
     assert measure.parameters(pruned) == result.parameters == result.search["chosen"]["parameters"] <= limit
     assert result.search["chosen"]["fits"] and result.search["budget"]["parameters"] == limit
     assert any(not p["fits"] for p in result.search["frontier"])  # the full widths, at least, did not fit
+    # the hand-set baseline is verified beside the walk's candidate: the widest uniform cut that fits
+    uniform = [c for c in result.search["candidates"] if c["origin"] == "uniform"]
+    assert len(uniform) == 1 and {c["origin"] for c in result.search["candidates"]} == {"greedy", "uniform"}
+    round_to = stage_params.prune.round_to
+    layers = width_search.layers_of(load_model(root, ModelRole.TEACHER)[0], QUICK["widths"], round_to)
+    assert tuple(uniform[0]["widths"].values()) in width_search.uniform(layers, QUICK["widths"], round_to)
 
 
 def test_an_impossible_budget_is_refused_saying_how_close_the_best_came(project_after, stage_params):
