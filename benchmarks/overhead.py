@@ -12,7 +12,9 @@ after another in this same invocation, so the ratios compare like with like:
    (imports, Prefect server start, Prefect orchestration incl. cache keys, MLflow, DVC commit, DVC push),
    and the cold start: process start until the first step starts. As in the CLI, Prefect's temporary
    server starts before the imports; "Prefect server start" is what is left of its start-up after them.
-3. flow again, nothing changed: every stage should be Cached; ratio to the first run.
+3. flow again, nothing changed: every stage should be Cached; ratio to the first run. The flow itself runs
+   (Prefect server started, flow run recorded) and finds nothing stale, as a scheduled run does; the
+   command as a user types it answers before starting anything (5.).
 4. flow with one param changed (distill.temperature): which stages ran.
 5. the no-change answer as a user gets it: `shrinkflow run` as a plain command in a checkout that already
    ran (no pre-imports, no server started for it), repeated; then the same with a Prefect server already

@@ -100,7 +100,7 @@ class TemporaryServer:
                 [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
                  "--fd", str(listener.fileno()), "--log-level", "error", "--lifespan", "on"],
                 env={**os.environ, **self.ENV, "PREFECT_HOME": str(home)}, pass_fds=(listener.fileno(),),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with(os.getpid()))
 
     def wait_until_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -130,27 +130,39 @@ class TemporaryServer:
         return text[-2000:] or f"(nothing in {self.log})"
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG; elsewhere nothing)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _die_with(parent: int):
+    """For the child between fork and exec: SIGTERM when `parent` dies (Linux prctl PR_SET_PDEATHSIG, resolved
+    here, in the parent; elsewhere nothing). A parent that died before the prctl took effect is caught by
+    comparing the child's parent pid afterwards."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def in_child() -> None:
+        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return in_child
 
 
 @contextlib.contextmanager
 def temporary_api() -> Iterator[TemporaryServer | None]:
     """When no Prefect API is configured (the local profile), start Prefect's temporary server now and point
     PREFECT_API_URL at it, before Prefect is imported; yields it (call `wait_until_ready` before the first
-    flow), or None when PREFECT_API_URL is already set (a real server). Call after `prepare`."""
+    flow), or None when PREFECT_API_URL is already set (a real server). Call after `prepare`. Like the
+    profiles (steps/core/profiles.py), it reads the API address from the environment only, not from a Prefect
+    profile file."""
     if os.environ.get("PREFECT_API_URL"):
         yield None
         return
     if "prefect" in sys.modules:
         raise RuntimeError("temporary_api() must run before Prefect is imported: it reads PREFECT_API_URL once")
     server = TemporaryServer(Path(os.environ["PREFECT_HOME"]))
-    # Stopped at exit, after Prefect's log and event workers have drained (they register their exit handlers
-    # later, so they run first); stopping it when the flow returns would leave them retrying a closed port.
+    # Stopped at exit, after Prefect's log and event workers have drained (they drain in threading's exit hooks,
+    # which run before atexit's); stopping it when the flow returns would leave them retrying a closed port.
     atexit.register(server.stop)
     os.environ["PREFECT_API_URL"] = server.url
     try:

@@ -85,7 +85,7 @@ def pytest_collection_modifyitems(config, items):
     (a pipeline run, a server stack) form one group, so one worker builds it once; and the slow tiers go first
     (pipeline runs and servers, then the benchmark scripts, then unit tests), so the short tests fill in at the end
     and the two workers finish together. Order within a tier stays the collection order."""
-    if not getattr(config.option, "numprocesses", None):
+    if not getattr(config.option, "loadgroup", False):  # set on each xdist worker (workers see numprocesses=None)
         return
     for item in items:
         if any(defs[-1].scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values()):

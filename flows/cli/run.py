@@ -82,6 +82,8 @@ def _run_locked(root: Path, overrides: list[str], profile: str | None, force: bo
             result = compress(root=str(root), force=force)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        except runtime.ServerStartFailed as err:  # before any stage: nothing ran
+            fail(str(err), code=1)
         except Exception as err:  # the flow already logged the traceback; say it in one line
             fail(f"pipeline failed: {err}", code=1)
     print_results(root)

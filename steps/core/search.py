@@ -182,7 +182,9 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
                                                       measure_in(precision), excess, tag=precision)
             measured = measured + uniform
             baselines += [p for p in uniform if p.fits]
-        points += [p for p in measured if (p.setting, p.tag) not in {(q.setting, q.tag) for q in points}]
+        for p in measured:  # a setting both the walk and the uniform cuts visited is one point
+            if (p.setting, p.tag) not in {(q.setting, q.tag) for q in points}:
+                points.append(p)
         path += walk.path
     fitting = _candidates(path, points, opts.candidates)
     fitting += [b for b in baselines if (b.setting, b.tag) not in {(p.setting, p.tag) for p in fitting}]

@@ -97,6 +97,18 @@ def test_rerun_with_nothing_changed_is_all_cached(project, first_run):
     assert len(versions) == 1  # a cached promote registers nothing new
 
 
+def test_without_a_prefect_api_the_run_starts_its_own_temporary_server_first(project, first_run):
+    """As a user runs it (no PREFECT_API_URL): `shrinkflow run` starts Prefect's temporary server itself, before it
+    imports Prefect (flows/runtime.py), instead of Prefect's client starting one at its first request."""
+    log = project / ".shrinkflow" / "prefect" / "temporary-server.log"
+    log.unlink(missing_ok=True)
+    result = shrinkflow(project, "run", "--force", extra_env={"PREFECT_API_URL": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stage_states(result.stdout) == {name: "Cached" for name in STAGE_NAMES}
+    assert log.is_file()  # only runtime.TemporaryServer writes it
+    assert "Starting temporary server" not in result.stdout + result.stderr  # what Prefect's own server logs
+
+
 def test_a_no_change_run_answers_without_prefect_mlflow_torch_or_dvc(project, first_run, tmp_path):
     """The local no-change path imports none of them: here each one fails to import, and the run still answers."""
     for name in ("prefect", "mlflow", "torch", "dvc"):
