@@ -16,11 +16,12 @@ run: install data
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/shrinkflow run
 
 # Two pytest-xdist workers: a serial run kept about one of the two cores busy (servers starting, subprocesses
-# importing). Tests sharing a module fixture stay on one worker; slow tiers go first (tests/conftest.py).
+# importing). A module runs on one worker (its module fixtures are built once); slow tiers go first
+# (tests/conftest.py). Not --dist loadgroup: with pytest 9.2 it silently stops grouping (pytest-xdist #1386).
 TEST_WORKERS ?= 2
 
 test: install data
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # The edit-test loop: unit tests of the stages, the libraries and the rules, on tiny data (no pipeline runs,
 # no servers, no benchmarks).

@@ -79,21 +79,16 @@ def shared_prefect_server(request, tmp_path_factory):
             os.environ.pop(SHARED_PREFECT_ENV, None)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
-    """For pytest-xdist's `--dist loadgroup` (the Makefile's `make test`): tests that share a module-scoped fixture
-    (a pipeline run, a server stack) form one group, so one worker builds it once; and the slow tiers go first
-    (pipeline runs and servers, then the benchmark scripts, then unit tests), so the short tests fill in at the end
-    and the two workers finish together. Order within a tier stays the collection order."""
-    if not getattr(config.option, "loadgroup", False):  # set on each xdist worker (workers see numprocesses=None)
-        return
-    for item in items:
-        if any(defs[-1].scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    items.sort(key=_tier)
+    """Under pytest-xdist (`make test`: `--dist loadscope`, one module at a time on a worker, so a module-scoped
+    fixture such as a pipeline run or a server stack is built once): the slow tiers first (pipeline runs and
+    servers, then the benchmark scripts, then unit tests), so the short modules fill in at the end and the two
+    workers finish together. The order within a tier is the collection order; every worker sorts alike."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=_tier)
 
 
 def _tier(item) -> int:
     if item.get_closest_marker("integration"):
         return 0
-    return 1 if item.path.name == "test_benchmarks.py" else 2
+    return 1 if "benchmarks" in item.path.parts else 2

