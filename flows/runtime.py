@@ -164,11 +164,15 @@ def temporary_api() -> Iterator[TemporaryServer | None]:
     # Stopped at exit, after Prefect's log and event workers have drained (they drain in threading's exit hooks,
     # which run before atexit's); stopping it when the flow returns would leave them retrying a closed port.
     atexit.register(server.stop)
-    os.environ["PREFECT_API_URL"] = server.url
+    # No UI is served and the server is gone after the run: no "View at <url>" link to a page that isn't there
+    # (Prefect derives the UI address from PREFECT_API_URL unless PREFECT_UI_URL is set).
+    added = {"PREFECT_API_URL": server.url, **({} if "PREFECT_UI_URL" in os.environ else {"PREFECT_UI_URL": ""})}
+    os.environ.update(added)
     try:
         yield server
     finally:
-        os.environ.pop("PREFECT_API_URL", None)
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def build_template() -> Path:

@@ -107,6 +107,7 @@ def test_without_a_prefect_api_the_run_starts_its_own_temporary_server_first(pro
     assert stage_states(result.stdout) == {name: "Cached" for name in STAGE_NAMES}
     assert log.is_file()  # only runtime.TemporaryServer writes it
     assert "Starting temporary server" not in result.stdout + result.stderr  # what Prefect's own server logs
+    assert "View at" not in result.stdout + result.stderr  # no link to a UI that is not served
 
 
 def test_a_no_change_run_answers_without_prefect_mlflow_torch_or_dvc(project, first_run, tmp_path):
