@@ -158,7 +158,7 @@ def child(mode: str, root: Path, started: float, args: list[str]) -> None:
             watch.wrap(staleness, "stage_key", "cache_keys")
             watch.wrap(staleness, "output_hashes", "cache_keys")
             with watch.timing("prefect_server_start"):  # the server the CLI's flow then uses (PREFECT_API_URL)
-                server.wait_until_ready(180)
+                server.wait_until_ready()
             out = Path(tempfile.mkstemp(prefix="overhead-cli-")[1])
             with open(out, "w") as fh, contextlib.redirect_stdout(fh):
                 try:

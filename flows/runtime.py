@@ -73,6 +73,9 @@ def seed_home(home: Path) -> bool:
     return True
 
 
+STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
+
 class ServerStartFailed(RuntimeError):
     """Prefect's temporary server exited or did not answer in time; the message has the tail of its log."""
 
@@ -102,7 +105,10 @@ class TemporaryServer:
                 env={**os.environ, **self.ENV, "PREFECT_HOME": str(home)}, pass_fds=(listener.fileno(),),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with(os.getpid()))
 
-    def wait_until_ready(self, timeout_s: float) -> None:
+    def wait_until_ready(self, timeout_s: float | None = None) -> None:
+        """Until /api/health answers; by default as long as Prefect waits for its own temporary server."""
+        if timeout_s is None:
+            timeout_s = float(os.environ.get(STARTUP_TIMEOUT, environment.DEFAULTS[STARTUP_TIMEOUT]))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -114,7 +120,7 @@ class TemporaryServer:
                         return
             time.sleep(0.05)
         raise ServerStartFailed(f"Prefect's temporary server at {self.url} did not answer within {timeout_s:g} s "
-                                f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS): {self._log_tail()}")
+                                f"({STARTUP_TIMEOUT}): {self._log_tail()}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

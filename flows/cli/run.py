@@ -78,7 +78,7 @@ def _run_locked(root: Path, overrides: list[str], profile: str | None, force: bo
         stop_promptly_on_signals()
         try:
             if server is not None:
-                server.wait_until_ready(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+                server.wait_until_ready()
             result = compress(root=str(root), force=force)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None

@@ -145,6 +145,13 @@ def narrowest(layers: list[Layer]) -> Setting:
     return tuple(layer.levels[-1] for layer in layers)
 
 
+def measured_point(layers: list[Layer], table: Sensitivity, base: float, setting: Setting,
+                   measure: Callable[[Setting], dict], excess: Callable[[dict], float], tag: str = "",
+                   origin: str = "greedy") -> Point:
+    cost = measure(setting)
+    return Point(setting, cost, excess(cost), predicted_accuracy(layers, table, base, setting), tag, origin)
+
+
 def greedy(layers: list[Layer], table: Sensitivity, base: float, measure: Callable[[Setting], dict],
            excess: Callable[[dict], float], tag: str = "", fits_wanted: int = 1) -> Walk:
     """Narrow one layer a step at a time until `fits_wanted` settings on the path fit or none can narrow further.
@@ -161,8 +168,7 @@ def greedy(layers: list[Layer], table: Sensitivity, base: float, measure: Callab
     walk = Walk()
 
     def point(setting: Setting) -> Point:
-        cost = measure(setting)
-        p = Point(setting, cost, excess(cost), predicted_accuracy(layers, table, base, setting), tag)
+        p = measured_point(layers, table, base, setting, measure, excess, tag)
         walk.measured.append(p)
         return p
 
@@ -180,8 +186,8 @@ def greedy(layers: list[Layer], table: Sensitivity, base: float, measure: Callab
 def uniform(layers: list[Layer], fractions: list[float], round_to: int) -> list[Setting]:
     """The settings a person would set by hand: every layer cut to the same fraction (rounded as the levels
     are), widest first."""
-    settings = [tuple(level(layer.width, f, round_to) if f < 1 else layer.width for layer in layers)
-                for f in sorted(set(fractions), reverse=True)]
+    widest_first = sorted(set(fractions), reverse=True)
+    settings = [tuple(level(layer.width, f, round_to) for layer in layers) for f in widest_first]
     return list(dict.fromkeys(settings))
 
 
@@ -195,9 +201,7 @@ def widest_uniform_fit(layers: list[Layer], fractions: list[float], round_to: in
     search never returns a model less accurate after fine-tuning than that baseline."""
     points = []
     for setting in uniform(layers, fractions, round_to):
-        cost = measure(setting)
-        points.append(Point(setting, cost, excess(cost), predicted_accuracy(layers, table, base, setting), tag,
-                            origin="uniform"))
+        points.append(measured_point(layers, table, base, setting, measure, excess, tag, origin="uniform"))
         if points[-1].fits:
             break
     return points

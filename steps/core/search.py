@@ -142,6 +142,16 @@ def _candidates(path: list[width_search.Point], points: list[width_search.Point]
     return chosen + [p for p in best(points) if p not in chosen][: k - len(chosen)]
 
 
+def _new(points: list[width_search.Point], known: list[width_search.Point]) -> list[width_search.Point]:
+    """`points` whose (setting, precision) is not in `known` or earlier in `points`."""
+    seen, out = {(q.setting, q.tag) for q in known}, []
+    for p in points:
+        if (p.setting, p.tag) not in seen:
+            seen.add((p.setting, p.tag))
+            out.append(p)
+    return out
+
+
 def _closest(points: list[width_search.Point]) -> width_search.Point:
     return min(points, key=lambda p: (p.excess, -p.predicted_accuracy))
 
@@ -182,12 +192,10 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
                                                       measure_in(precision), excess, tag=precision)
             measured = measured + uniform
             baselines += [p for p in uniform if p.fits]
-        for p in measured:  # a setting both the walk and the uniform cuts visited is one point
-            if (p.setting, p.tag) not in {(q.setting, q.tag) for q in points}:
-                points.append(p)
+        points += _new(measured, points)  # a setting both the walk and the uniform cuts visited is one point
         path += walk.path
     fitting = _candidates(path, points, opts.candidates)
-    fitting += [b for b in baselines if (b.setting, b.tag) not in {(p.setting, p.tag) for p in fitting}]
+    fitting += _new(baselines, fitting)
     if not fitting:
         raise _unreachable_by_search(layers, _closest(points), target)
     verifier = _Verifier(train, val, params, device, generator, batch, calibration)
