@@ -13,7 +13,7 @@ fractions of its channels (multiples of 8), and the default student architecture
 training as the searched model (prune.finetune, then distill.train epochs of distillation from the
 teacher), in fp32 and dynamic int8. Accuracy is the deployable file's on the test split (ONNX Runtime).
 At the end every deployable (the searched ones and all hand-set ones) is timed side by side, interleaved,
-at each budget's batch size (target.search.verify_repeats calls): the machine's speed drifts over minutes
+at each budget's batch size (as long as the search's verification times one file): the machine's speed drifts over minutes
 by more than a budget's margin, so both arms are judged on one measurement. At each budget the hand-set
 row is the most accurate hand-set file whose p95 interval lies inside the budget there; the searched
 model's row also gives evaluate's own re-measurement (what promote gates on).
@@ -58,14 +58,9 @@ def quick(raw: dict) -> dict:
         "teacher": {"train": {"epochs": 1}}, "prune": {"finetune": {"epochs": 1}},
         "distill": {"train": {"epochs": 1}},
         "evaluate": {"latency_batch_size": 32, "latency_warmup": 1, "latency_repeats": 3},
-        "target": {"search": {"search_repeats": 72, "verify_repeats": 72, "candidates": 1,
-                              "sensitivity_images": 200}},
+        "target": {"search": {"search_repeats": 72, "verify_repeats": 72, "search_seconds": 0, "verify_seconds": 0,
+                              "candidates": 1, "sensitivity_images": 200}},
     })
-
-
-def timing(params: config.Params, batch_size: int) -> budget.Timing:
-    opts = params.target.search
-    return budget.Timing(batch_size, params.threads, opts.warmup, opts.verify_repeats)
 
 
 def onnx_test_accuracy(model, precision: str, test, calibration) -> float:
@@ -152,10 +147,11 @@ def searched(params_raw: dict, root: Path, limit: float, batch_size: int, out: P
 def side_by_side(files: dict[str, str], test, params: config.Params, batch_size: int) -> dict[str, dict]:
     """Every deployable timed interleaved in one session (A B C A B C ...): the machine's speed drifts by
     more than the budgets' margins over minutes here, so both arms are judged on the same measurement."""
-    t = timing(params, batch_size)
+    t = budget.verify_timing(params, batch_size)
     batch = budget.timed_batch(test, batch_size).numpy()
+    # each file timed as long as a verification times one
     timed = measure.onnx_latency_ms({k: Path(v) for k, v in files.items()}, batch, t.warmup, t.repeats, t.threads,
-                                    keep_samples=True)
+                                    keep_samples=True, min_seconds=t.seconds * len(files))
     return {name: with_p95_interval(v) for name, v in timed.items()}
 
 
@@ -177,7 +173,8 @@ def benchmark(work: Path, raw: dict, fractions: list[float], big_batch: int, big
     teacher.run(params, root)
     test = datasets.load_splits(root, ("test",))["test"]
     teach, _ = load_model(root, ModelRole.TEACHER)
-    reference = {b: budget.cost(teach, budget.timed_batch(test, b), "fp32", timing(params, b)) for b in (1, big_batch)}
+    reference = {b: budget.cost(teach, budget.timed_batch(test, b), "fp32", budget.verify_timing(params, b))
+                 for b in (1, big_batch)}
     budgets = [(f * reference[1]["latency_p95_ms"], 1) for f in fractions]
     budgets.append((big_fraction * reference[big_batch]["latency_p95_ms"], big_batch))
     start = time.perf_counter()

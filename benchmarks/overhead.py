@@ -276,9 +276,21 @@ def breakdown(run: dict) -> dict[str, float]:
     return parts
 
 
-def benchmark(work: Path, raw: dict, repeats: int = NO_CHANGE_REPEATS, warm_up: bool = True) -> dict:
+@contextlib.contextmanager
+def running_prefect(work: Path, api: str | None):
+    """`api` when given (a Prefect server already running), else one started for the measurement."""
+    if api:
+        yield api
+        return
+    with prefect_server(work) as url:
+        yield url
+
+
+def benchmark(work: Path, raw: dict, repeats: int = NO_CHANGE_REPEATS, warm_up: bool = True,
+              prefect_api: str | None = None) -> dict:
     """Every measurement, in order. `warm_up`: let the Prefect server's first flow run (which registers the flow)
-    go unmeasured; --quick skips it, its numbers are not kept."""
+    go unmeasured; --quick skips it, its numbers are not kept. `prefect_api`: measure 5.'s second part against
+    that server instead of starting one."""
     plain_root = common.make_project(work / "plain", raw)
     flow_root = common.make_project(work / "flow", raw)
     plain = measure("plain", plain_root)
@@ -287,7 +299,7 @@ def benchmark(work: Path, raw: dict, repeats: int = NO_CHANGE_REPEATS, warm_up: 
     new_value = raw["distill"]["temperature"] + 1
     changed = measure("cli", flow_root, "-S", f"{CHANGED_PARAM}={new_value}")
     no_change = spread(command_wall_s(flow_root, repeats))
-    with prefect_server(work) as api:
+    with running_prefect(work, prefect_api) as api:
         if warm_up:
             command_wall_s(flow_root, 1, {"PREFECT_API_URL": api})  # the server's first flow run registers the flow
         no_change_server = spread(command_wall_s(flow_root, repeats, {"PREFECT_API_URL": api}))
@@ -348,6 +360,8 @@ def markdown(r: dict) -> str:
 
 def main() -> None:
     parser = common.parser(__doc__)
+    parser.add_argument("--prefect-api", help="a running Prefect server's API URL for the no-change run with a "
+                        "server (default: start one with `prefect server start`)")
     parser.add_argument("--child", choices=("plain", "cli"), help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
@@ -357,7 +371,9 @@ def main() -> None:
         child(args.child, args.root, args.started, args.rest)
         return
     raw = common.params(args, quick)
-    measured = functools.partial(benchmark, repeats=1, warm_up=False) if args.quick else benchmark
+    measured = functools.partial(benchmark, prefect_api=args.prefect_api)
+    if args.quick:
+        measured = functools.partial(measured, repeats=1, warm_up=False)
     result = common.in_scratch("shrinkflow-overhead-", measured, raw)
     text = markdown(result)
     print(text)

@@ -66,13 +66,13 @@ def run(params: config.Params, root: Path) -> EvaluateReport:
 
 def target_check(params: config.Params, root: Path, test, quantized: dict) -> dict | None:
     """With a budget: the deployable file timed on the budget's terms (its batch size, the search's
-    verification repeats), and the limits it is over; None without one."""
+    verification timing), and the limits it is over; None without one."""
     target = params.target
     if not target.active:
         return None
     batch = budget.timed_batch(test, target.batch_size)
-    timing = budget.Timing(target.batch_size, params.threads, target.search.warmup, target.search.verify_repeats)
-    measured = {"precision": quantized["deploy"], **budget.file_cost(root / quantized["deployable"], batch, timing),
+    measured = {"precision": quantized["deploy"],
+                **budget.file_cost(root / quantized["deployable"], batch, budget.verify_timing(params)),
                 **budget.counts(load_model(root, ModelRole.STUDENT)[0], batch)}
     return {"budget": {**target.limits(), "batch_size": target.batch_size}, "measured": measured,
             "violations": budget.violations(measured, target)}

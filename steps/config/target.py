@@ -32,7 +32,12 @@ class SearchConfig(Section):
     search_repeats: int = Field(
         default=80, ge=72, description="timed calls per measured width setting while searching (>= 72: an "
                                        "interval on p95)")
+    search_seconds: float = Field(
+        default=0.3, ge=0, description="timed calls go on (past search_repeats) until they have lasted this long: "
+        "at batch 1, 80 calls take 10 ms and one hiccup of the machine decides their p95")
     verify_repeats: int = Field(default=200, ge=72, description="timed calls when verifying a fine-tuned candidate")
+    verify_seconds: float = Field(
+        default=1.5, ge=0, description="the same when verifying (and when evaluate re-measures the deployable)")
     warmup: int = Field(default=20, ge=0, description="untimed calls first: ONNX Runtime allocates on the first runs")
     margin: float = Field(
         default=0.1, ge=0, lt=1, description="the search and its verification aim at each limit less this fraction, "

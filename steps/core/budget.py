@@ -26,12 +26,27 @@ MEASURED = {LATENCY: "latency_p95_high_ms", "size_kb": "size_kb", "parameters": 
 
 @dataclass(frozen=True)
 class Timing:
-    """How a cost is timed: batch, threads, warm-up and timed calls."""
+    """How a cost is timed: batch, threads, warm-up, and timed calls (at least `repeats`, for at least `seconds`)."""
 
     batch_size: int
     threads: int
     warmup: int
     repeats: int
+    seconds: float = 0.0
+
+
+def search_timing(params: config.Params) -> Timing:
+    """How the search times each setting it visits."""
+    opts = params.target.search
+    return Timing(params.target.batch_size, params.threads, opts.warmup, opts.search_repeats, opts.search_seconds)
+
+
+def verify_timing(params: config.Params, batch_size: int | None = None) -> Timing:
+    """How a candidate, and evaluate's deployable, are timed against the budget (at the budget's batch size unless
+    another is given)."""
+    opts = params.target.search
+    return Timing(batch_size or params.target.batch_size, params.threads, opts.warmup, opts.verify_repeats,
+                  opts.verify_seconds)
 
 
 def deployable_file(model: torch.nn.Module, example: torch.Tensor, precision: str, folder: Path,
@@ -55,7 +70,7 @@ def timed_batch(split, batch_size: int) -> torch.Tensor:
 def file_cost(path: Path, batch: torch.Tensor, timing: Timing) -> dict:
     """{latency_p95_ms, latency_p95_low_ms, latency_p95_high_ms, size_kb} of one ONNX file."""
     timed = measure.onnx_latency_ms({"model": path}, batch.numpy(), timing.warmup, timing.repeats, timing.threads,
-                                    keep_samples=True)["model"]
+                                    keep_samples=True, min_seconds=timing.seconds)["model"]
     latency = with_p95_interval(timed)
     return {LATENCY: latency["p95"], "latency_p95_low_ms": latency["p95_low"],
             "latency_p95_high_ms": latency["p95_high"], "size_kb": measure.file_size(path) / 1024}

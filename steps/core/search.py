@@ -170,7 +170,7 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
     cache = SearchCache(root)
     base, table = _sensitivity(root, cache, layers, make, val, params)
     batch, calibration = budget.timed_batch(val, target.batch_size), _int8_calibration(train, params)
-    searching = budget.Timing(target.batch_size, params.threads, opts.warmup, opts.search_repeats)
+    searching = budget.search_timing(params)
     arch = [type(teacher).__name__, list(example.shape[1:]), [(layer.name, layer.width) for layer in layers]]
 
     def measure_in(precision: str):
@@ -253,9 +253,7 @@ class _Verifier:
                      generator=self.generator, description=f"search candidate {index}/{total} ({point.tag})",
                      lr_schedule=ft.lr_schedule)
         val_accuracy = accuracy(model, self.val)
-        timing = budget.Timing(target.batch_size, self.params.threads, target.search.warmup,
-                               target.search.verify_repeats)
-        measured = budget.cost(model, self.batch, point.tag, timing, self.calibration)
+        measured = budget.cost(model, self.batch, point.tag, budget.verify_timing(self.params), self.calibration)
         problems = budget.violations(measured, target, target.search.margin)
         if target.min_accuracy is not None and val_accuracy < target.min_accuracy:
             problems.append(f"val accuracy {val_accuracy:.4f} < target.min_accuracy {target.min_accuracy}")

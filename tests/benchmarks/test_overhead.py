@@ -1,8 +1,14 @@
+import os
+
 from tests.benchmarks.quick import run_quick
+from tests.helpers import SHARED_PREFECT_ENV
 
 
 def test_overhead_benchmark_runs_quick(idx_dir, tmp_path):
-    result = run_quick("overhead.py", "--raw-dir", str(idx_dir), "--out", str(tmp_path), drop=("PREFECT_HOME",))
+    # the session's Prefect server, when there is one, for the no-change run with a server (one fewer to start)
+    shared = ("--prefect-api", os.environ[SHARED_PREFECT_ENV]) if os.environ.get(SHARED_PREFECT_ENV) else ()
+    result = run_quick("overhead.py", "--raw-dir", str(idx_dir), "--out", str(tmp_path), *shared,
+                       drop=("PREFECT_HOME", SHARED_PREFECT_ENV))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| `shrinkflow run`, clean checkout |" in result.stdout and "| Prefect server start |" in result.stdout
     # the no-change rerun hits every stage's cache; one changed distill param reruns distill and what follows

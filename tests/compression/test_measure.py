@@ -1,3 +1,5 @@
+import time
+
 import torch
 from torch import nn
 
@@ -60,3 +62,27 @@ def test_peak_memory_grows_with_batch_and_width():
     assert measure.peak_memory_bytes(wide, x) >= 64 * 32 * 28 * 28 * 4
     assert measure.peak_memory_bytes(small, x) < measure.peak_memory_bytes(wide, x)
     assert measure.peak_memory_bytes(wide, x[:8]) < measure.peak_memory_bytes(wide, x)
+
+
+def _busy(ms: float):
+    """A call that takes `ms` of wall time (busy, not asleep: what a timed model call is like)."""
+    def run():
+        end = time.perf_counter() + ms / 1e3
+        while time.perf_counter() < end:
+            pass
+    return run
+
+
+def test_timing_goes_on_past_the_repeats_until_min_seconds_have_passed():
+    only_repeats = measure.interleaved_samples({"a": _busy(0.2), "b": _busy(0.2)}, warmup=1, repeats=5)
+    assert [len(v) for v in only_repeats.values()] == [5, 5]
+    timed = measure.interleaved_samples({"a": _busy(0.2), "b": _busy(0.2)}, warmup=1, repeats=5, min_seconds=0.05)
+    assert len(timed["a"]) == len(timed["b"]) > 5  # whole rounds: every runner timed as often
+    assert sum(timed["a"]) + sum(timed["b"]) >= 0.9 * 50  # ms: the calls filled (nearly all of) the 50 ms
+
+
+def test_min_seconds_stops_at_the_round_bound(monkeypatch):
+    monkeypatch.setattr(measure, "MAX_ROUNDS", 10)
+    timed = measure.interleaved_samples({"a": lambda: None}, warmup=0, repeats=3, min_seconds=60)
+    assert len(timed["a"]) == 10
+

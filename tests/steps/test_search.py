@@ -16,6 +16,7 @@ from tests.helpers import variant
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUICK = {"precisions": ["fp32"], "candidates": 1, "search_repeats": 72, "verify_repeats": 72, "warmup": 2,
+         "search_seconds": 0, "verify_seconds": 0,
          "widths": [0.75, 0.5, 0.25]}
 
 
