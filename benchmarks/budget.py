@@ -13,8 +13,8 @@ fractions of its channels (multiples of 8), and the default student architecture
 training as the searched model (prune.finetune, then distill.train epochs of distillation from the
 teacher), in fp32 and dynamic int8. Accuracy is the deployable file's on the test split (ONNX Runtime).
 At the end every deployable (the searched ones and all hand-set ones) is timed side by side, interleaved,
-at each budget's batch size (as long as the search's verification times one file): the machine's speed drifts over minutes
-by more than a budget's margin, so both arms are judged on one measurement. At each budget the hand-set
+at each budget's batch size (each file for as long as the search's verification times one): the machine's
+speed drifts over minutes by more than a budget's margin, so both arms are judged on one measurement. At each budget the hand-set
 row is the most accurate hand-set file whose p95 interval lies inside the budget there; the searched
 model's row also gives evaluate's own re-measurement (what promote gates on).
 """
