@@ -86,3 +86,12 @@ def test_min_seconds_stops_at_the_round_bound(monkeypatch):
     timed = measure.interleaved_samples({"a": lambda: None}, warmup=0, repeats=3, min_seconds=60)
     assert len(timed["a"]) == 10
 
+
+
+def test_turns_of_a_block_time_each_runner_back_to_back_after_one_untimed_call():
+    order = []
+    runners = {name: (lambda n=name: order.append(n)) for name in "ab"}
+    timed = measure.interleaved_samples(runners, warmup=0, repeats=12, block=5)
+    assert [len(v) for v in timed.values()] == [15, 15]  # whole turns: 3 of 5 timed calls each
+    assert order[:12] == ["a"] * 6 + ["b"] * 6  # one untimed call, then the five timed ones
+    assert order[12:18] == ["b"] * 6  # the next round starts with the other runner
