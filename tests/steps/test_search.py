@@ -75,6 +75,19 @@ def test_sensitivity_is_deterministic_and_both_tables_are_cached(project_after, 
     assert json.loads(sensitivity_files[0].read_text())["table"] == first["sensitivity"]
 
 
+def test_a_latency_budget_is_refused_only_on_this_runs_timings_not_on_cached_ones(project_after, stage_params):
+    root = project_after("teacher")
+    prune.run(with_target(stage_params, parameters=int(teacher_parameters(root) * 0.35)), root)  # times full..narrowest
+    costs_file = search.SearchCache(root).folder / "costs.json"
+    slow = {key: {**cost, **{k: cost[k] * 1e6 for k in ("latency_p95_ms", "latency_p95_low_ms", "latency_p95_high_ms")}}
+            for key, cost in json.loads(costs_file.read_text()).items()}  # as if timed on a far slower day
+    costs_file.write_text(json.dumps(slow))
+    # every setting fits 1000 ms; by the cached timings not even the narrowest does, so the walk stops at once
+    chosen = prune.run(with_target(stage_params, latency_p95_ms=1000.0), root).search["chosen"]
+    assert chosen["fits"] and chosen["latency_p95_high_ms"] < 1000  # timed again instead of refused
+    assert all(cost["latency_p95_ms"] < 1000 for cost in json.loads(costs_file.read_text()).values())
+
+
 def test_the_chosen_precision_is_deployed_gated_on_the_budget_and_recorded_on_the_version(project_after,
                                                                                             stage_params):
     root = project_after("export")
