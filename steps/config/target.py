@@ -40,8 +40,9 @@ class SearchConfig(Section):
         default=1.5, ge=0, description="the same when verifying (and when evaluate re-measures the deployable)")
     warmup: int = Field(default=20, ge=0, description="untimed calls first: ONNX Runtime allocates on the first runs")
     margin: float = Field(
-        default=0.1, ge=0, lt=1, description="the search and its verification aim at each limit less this fraction, "
-        "so that the deployable still fits when evaluate re-measures it (batch-1 p95 moved 15% between two runs here)")
+        default=0.1, ge=0, lt=1, description="the search aims at each limit less this fraction, so that its "
+        "candidates still fit when verified against the limit itself and when evaluate re-measures the deployable "
+        "(batch-1 p95 moved 15% between two runs here)")
 
     @field_validator("widths")
     @classmethod

@@ -275,11 +275,11 @@ class _Verifier:
                      lr_schedule=ft.lr_schedule)
         val_accuracy = accuracy(model, self.val)
         measured = budget.cost(model, self.batch, point.tag, budget.verify_timing(self.params), self.calibration)
-        problems = budget.violations(measured, target, target.search.margin)
+        problems = budget.violations(measured, target)  # the budget itself: the margin was the search's aim
         if target.min_accuracy is not None and val_accuracy < target.min_accuracy:
             problems.append(f"val accuracy {val_accuracy:.4f} < target.min_accuracy {target.min_accuracy}")
         return {"model": model, "candidate": index, "origin": point.origin,
                 "widths": {layer.name: w for layer, w in zip(layers, point.setting, strict=True)},
                 "predicted_accuracy": point.predicted_accuracy, "val_accuracy": val_accuracy,
-                "excess": budget.excess(measured, target, target.search.margin), "fits": not problems,
+                "excess": budget.excess(measured, target), "fits": not problems,
                 "violations": problems, **measured}
