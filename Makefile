@@ -33,13 +33,14 @@ check: install
 install: $(STAMP)
 
 # pip byte-compiles what it installs one file at a time (50 of the install's 80 s here); compileall does it on every
-# core (31 s). The compiled files must be there: this machine sets PYTHONDONTWRITEBYTECODE=1, so Python would not
+# core (31 s), skipping the packages' own test suites (4,004 of 23,588 files), which nothing imports. The compiled files must be there: this machine sets PYTHONDONTWRITEBYTECODE=1, so Python would not
 # cache what it compiles, and every process of the suite would compile torch and the rest from source again.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --no-compile -r requirements.lock
-	$(BIN)/python -m compileall -q -j 0 $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') \
+	$(BIN)/python -m compileall -q -j 0 -x '/tests?/' \
+		$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') \
 		>/dev/null || true  # a few files are for newer Pythons (whenever's _typing_312.py); pip skips them too
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m flows.runtime  # a migrated empty Prefect database: a new checkout's first run skips migrating
