@@ -15,7 +15,7 @@ teacher), in fp32 and dynamic int8. Accuracy is the deployable file's on the tes
 At the end every deployable (the searched ones, all hand-set ones, and the teacher) is timed side by side,
 in turns of 50 calls, at each budget's batch size (each file for as long as the search's verification
 times one), so both arms are judged on one measurement. The machine's speed drifts over minutes by more
-than a budget's margin (on this VM batch-1 p95 moved by up to 1.7x), so a budget there is the budget as
+than a budget's margin (on this VM batch-1 p95 moved by up to 1.6x), so a budget there is the budget as
 set times the drift: the teacher's p95 in the side-by-side over its p95 when the budgets were set from it
 (budgets are fractions of the teacher's p95 in the first place). Both verdicts are printed.
 
@@ -159,7 +159,7 @@ def side_by_side(files: dict[str, str], test, params: config.Params, batch_size:
     t = budget.verify_timing(params, batch_size)
     batch = budget.timed_batch(test, batch_size).numpy()
     # each file timed as long as a verification times one, in turns of SIDE_BY_SIDE_BLOCK calls: warm, as the
-    # search, evaluate and a deployed model time it (in strict turns small models ran up to 1.7x slower)
+    # search, evaluate and a deployed model time it (in strict turns small models ran 2-31% slower)
     timed = measure.onnx_latency_ms({k: Path(v) for k, v in files.items()}, batch, t.warmup, t.repeats, t.threads,
                                     keep_samples=True, min_seconds=t.seconds * len(files), block=SIDE_BY_SIDE_BLOCK)
     return {name: with_p95_interval(v) for name, v in timed.items()}
@@ -188,7 +188,7 @@ def accuracy_gap(correct: dict[str, np.ndarray], searched_file: str, hand_file: 
 
 def drift(timed: dict[str, dict], teacher_file: str, reference: dict) -> float:
     """How much slower (> 1) or faster the machine times the teacher in the side-by-side than when the budgets
-    were set from it: on this VM the same file's batch-1 p95 moved by up to 1.7x over minutes."""
+    were set from it: on this VM the same architecture's batch-1 p95 moved by up to 1.6x over minutes."""
     return timed[teacher_file]["p95"] / reference["latency_p95_ms"]
 
 

@@ -61,8 +61,8 @@ def interleaved_samples(runners: dict[str, Callable[[], object]], warmup: int, r
 
     With `block` > 1 each turn is `block` timed calls back to back, after one
     untimed call: a small model timed alone stays in the CPU's caches, as a
-    deployed one serving requests does; timed in strict turns with nine others,
-    a 0.06-ms model measured 1.7x slower here.
+    deployed one serving requests does; timed in strict turns with five other
+    small CNNs, each measured 2-31% slower here (two repetitions).
     """
     samples: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)

@@ -214,7 +214,7 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
     points, fitting = explore()
     if not fitting and cache.reused and target.latency_p95_ms is not None:
         # Timings an earlier run cached may be from a slower spell of the machine (here batch-1 p95 moved by up to
-        # 1.7x over minutes); refuse the budget only on this run's own measurements.
+        # 1.6x over minutes); refuse the budget only on this run's own measurements.
         cache.forget_earlier()
         points, fitting = explore()
     if not fitting:
