@@ -33,8 +33,9 @@ check: install
 install: $(STAMP)
 
 # pip byte-compiles what it installs one file at a time (50 of the install's 80 s here); compileall does it on every
-# core (31 s), skipping the packages' own test suites (4,004 of 23,588 files), which nothing imports. The compiled files must be there: this machine sets PYTHONDONTWRITEBYTECODE=1, so Python would not
-# cache what it compiles, and every process of the suite would compile torch and the rest from source again.
+# core (24 s), skipping the packages' own test suites (4,004 of 23,588 files), which nothing imports. The compiled
+# files must be there: this machine sets PYTHONDONTWRITEBYTECODE=1, so Python would not cache what it compiles,
+# and every process of the suite would compile torch and the rest from source again.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

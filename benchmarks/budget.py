@@ -174,7 +174,7 @@ def best_hand_set(rows: list[dict], timed: dict[str, dict], limit: float) -> dic
     return max(fitting, key=lambda r: r["accuracy"]) if fitting else None
 
 
-def test_correct(files: list[str], test) -> dict[str, np.ndarray]:
+def correct_on_test(files: list[str], test) -> dict[str, np.ndarray]:
     """{file: which test images it classifies right}, for paired comparisons on the same images."""
     x, y = test.x.numpy(), test.y.numpy()
     return {f: onnx_export.predict(onnx_export.session(Path(f), 2), x).argmax(1) == y for f in files}
@@ -215,7 +215,7 @@ def benchmark(work: Path, raw: dict, fractions: list[float], big_batch: int, big
     files = {teacher_file: teacher_file} | {r["file"]: r["file"] for r in rows} | {
         r["search"]["file"]: r["search"]["file"] for r in results if "file" in r["search"]}
     timed = {b: side_by_side(files, test, params, b) for b in sorted({b for _, b in budgets})}
-    correct = test_correct(list(files), test)
+    correct = correct_on_test(list(files), test)
     for r in results:
         r["side_by_side"], r["drift"] = timed[r["batch"]], drift(timed[r["batch"]], teacher_file, reference[r["batch"]])
         r["hand_set"] = best_hand_set(rows, timed[r["batch"]], r["budget_ms"] * r["drift"])

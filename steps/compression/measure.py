@@ -43,7 +43,7 @@ def macs(model: nn.Module, example: torch.Tensor) -> int:
     return int(ops)
 
 
-MAX_ROUNDS = 100_000
+MAX_CALLS = 100_000
 """Bound on timed calls per runner when `min_seconds` asks for more than `repeats` (memory, and the sort of the
 samples)."""
 
@@ -70,7 +70,7 @@ def interleaved_samples(runners: dict[str, Callable[[], object]], warmup: int, r
         for runner in runners.values():
             runner()
     began, r = time.perf_counter(), 0
-    while r * block < repeats or (time.perf_counter() - began < min_seconds and r * block < MAX_ROUNDS):
+    while r * block < repeats or (time.perf_counter() - began < min_seconds and r * block < MAX_CALLS):
         for name in names[r % len(names):] + names[: r % len(names)]:
             if block > 1:
                 runners[name]()

@@ -81,11 +81,10 @@ def test_timing_goes_on_past_the_repeats_until_min_seconds_have_passed():
     assert sum(timed["a"]) + sum(timed["b"]) >= 0.9 * 50  # ms: the calls filled (nearly all of) the 50 ms
 
 
-def test_min_seconds_stops_at_the_round_bound(monkeypatch):
-    monkeypatch.setattr(measure, "MAX_ROUNDS", 10)
+def test_min_seconds_stops_at_the_bound_on_calls(monkeypatch):
+    monkeypatch.setattr(measure, "MAX_CALLS", 10)
     timed = measure.interleaved_samples({"a": lambda: None}, warmup=0, repeats=3, min_seconds=60)
     assert len(timed["a"]) == 10
-
 
 
 def test_turns_of_a_block_time_each_runner_back_to_back_after_one_untimed_call():
