@@ -153,7 +153,7 @@ def child(mode: str, root: Path, started: float, args: list[str]) -> None:
 
             watch.seconds["imports"] = time.perf_counter() - t0
             instrument(watch)
-            from steps.core import staleness
+            from flows import staleness
 
             watch.wrap(staleness, "stage_key", "cache_keys")
             watch.wrap(staleness, "output_hashes", "cache_keys")

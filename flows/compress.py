@@ -1,6 +1,6 @@
 """The main Prefect flow: the stages of steps/core/dag.py as cached tasks, one run at a time, one set of params.
 
-- One run per checkout: the flow holds the project run lock (steps/core/runlock.py) for its whole
+- One run per checkout: the flow holds the project run lock (flows/runlock.py) for its whole
   duration, so a scheduled run and a run by hand never interleave.
 - One set of params: params.yaml is read once, under the lock, and every stage runs with that
   snapshot; its hash is checked again before each stage and before each `dvc commit` (dvc.lock
@@ -28,12 +28,13 @@ from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
 from steps import config, storage, tracking
-from steps.core import datasets, lineage, profiles, staleness
+from flows import staleness
+from steps.core import datasets, lineage, profiles
 from steps.core.dag import STAGE_NAMES, STAGES, Stage, stage
 from steps.core.hashing import sha256
 from steps.core.layout import PARAMS_FILE, PROMOTION
 from steps.core.names import Tag
-from steps.core.runlock import project_lock
+from flows.runlock import project_lock
 from steps.registry.lock import TRIGGER_ENV
 
 REGISTRY_STAGE = staleness.REGISTRY_STAGE

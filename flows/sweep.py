@@ -42,7 +42,7 @@ from steps.core.measurement import measure_models
 from steps.core.names import ModelRole, Tag
 from steps.core.reports import close_figure
 from steps.core.results import TeacherResult
-from steps.core.runlock import project_lock
+from flows.runlock import project_lock
 
 SHARED_STAGES = ("data", "teacher")
 MEMBER_STAGES = ("prune", "distill")

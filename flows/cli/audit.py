@@ -22,7 +22,7 @@ def audit(
 ) -> None:
     """Re-prove a registered version: lineage, data by hash, params, artifact sha256, metrics (exit 1 on mismatch)."""
     from flows.cli.run import _lock_timeout
-    from steps.core.runlock import EX_TEMPFAIL, RunLocked, project_lock
+    from flows.runlock import EX_TEMPFAIL, RunLocked, project_lock
     from steps.registry import audit as audit_step
 
     root = root.resolve()

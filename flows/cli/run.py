@@ -34,7 +34,7 @@ def run(
     root: RootOption = Path("."),
 ) -> None:
     """Run the whole pipeline (data -> teacher -> prune -> distill -> export -> quantize -> evaluate -> promote)."""
-    from steps.core.runlock import EX_TEMPFAIL, RunLocked, project_lock
+    from flows.runlock import EX_TEMPFAIL, RunLocked, project_lock
 
     root = root.resolve()
     timeout = lock_timeout if lock_timeout is not None else _lock_timeout(root)
@@ -95,7 +95,7 @@ def _run_locked(root: Path, overrides: list[str], profile: str | None, force: bo
 def _up_to_date(root: Path, params, profile) -> bool:
     """The no-change answer for the local profile: every stage's key and outputs as the last run left them,
     and its registered version still in `mlflow.db`; prints the results and says so. Imports no orchestrator."""
-    from steps.core import staleness
+    from flows import staleness
     from steps.core.dag import STAGE_NAMES
     from steps.tracking import localstore
 
@@ -160,7 +160,7 @@ def print_results(root: Path) -> None:
 
 def repro(lock_timeout: LockTimeoutOption = None, root: RootOption = Path(".")) -> None:
     """`dvc repro` (the second runner) under the project run lock, so it never overlaps a flow run."""
-    from steps.core.runlock import EX_TEMPFAIL, RunLocked, project_lock
+    from flows.runlock import EX_TEMPFAIL, RunLocked, project_lock
 
     root = root.resolve()
     timeout = lock_timeout if lock_timeout is not None else _lock_timeout(root)

@@ -37,7 +37,7 @@ def sweep(
     runtime.prepare(root)
     from flows.cli.signals import stop_promptly_on_signals
     from flows.sweep import run_sweep
-    from steps.core.runlock import EX_TEMPFAIL, RunLocked
+    from flows.runlock import EX_TEMPFAIL, RunLocked
     from steps.core import frontier
 
     console.print(f"sweep: {len(members)} members over {', '.join(grid)}", highlight=False)

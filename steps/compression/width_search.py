@@ -9,7 +9,7 @@ drive it:
 - cost: what a whole setting measures (latency on the deployment backend, file size, parameters, MACs).
   Costs are measured per setting, never summed per layer: on CPU kernels layer latencies do not add up
   (benchmarks/README.md: 21/42/83 channels ran slower than 32/64/128 on ONNX Runtime).
-The caller supplies the measuring and the budget (steps/core/search.py); this module knows neither.
+The caller supplies the measuring and the budget (steps/prune/budget_search.py); this module knows neither.
 """
 
 from __future__ import annotations

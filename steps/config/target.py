@@ -2,7 +2,7 @@
 
 With any budget set, the prune stage stops using the prune knobs (method, target_sparsity, schedule,
 rounds) and searches per-layer widths and the deployable precision for the most accurate model inside
-the budget (steps/core/search.py); distill then distills the teacher into that model, quantize builds
+the budget (steps/prune/budget_search.py); distill then distills the teacher into that model, quantize builds
 and deploys the precision it chose, evaluate re-measures the deployable on the budget's terms and
 promote gates on it.
 """

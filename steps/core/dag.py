@@ -56,8 +56,11 @@ class Stage:
 
     @property
     def code(self) -> tuple[str, ...]:
-        """The source files the stage runs: its module and everything it imports from `steps`."""
-        return imports.source_files(self.module)
+        """The source files the stage runs: its module (a stage folder's `__main__` too, which
+        `python -m` runs) and everything it imports from `steps`."""
+        main = imports.module_file(f"{self.module}.__main__")
+        entry = (main.relative_to(imports.SOURCE_ROOT).as_posix(),) if main else ()
+        return tuple(sorted({*imports.source_files(self.module), *entry}))
 
     @property
     def deps(self) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ import yaml
 
 from steps import tracking
 from steps.core.names import Tag
-from steps.core.runlock import RUN_LOCK, RunLocked, project_lock
+from flows.runlock import RUN_LOCK, RunLocked, project_lock
 from steps.core.sqlite import CorruptDatabase
 from steps.registry import audit
 from tests.helpers import BIN, REPO, cli_env, copy_project, shrinkflow, tiny_params
@@ -106,7 +106,7 @@ def test_a_params_edit_during_the_run_fails_it_naming_the_file_and_registers_not
 
 def test_sigkill_of_the_holder_frees_the_lock(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from steps.core.runlock import project_lock\n"
+        "import sys, time; from pathlib import Path; from flows.runlock import project_lock\n"
         "with project_lock(Path(sys.argv[1]), 5):\n    print('held', flush=True); time.sleep(600)"), str(tmp_path)],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

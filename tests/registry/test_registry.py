@@ -19,7 +19,7 @@ import pytest
 
 from steps import config, data, export, promote, quantize, tracking
 from steps.core.datasets import load_splits, read_manifest
-from steps.core.perclass import class_recall
+from steps.evaluate.perclass import class_recall
 from steps.registry import aliases, history, lock
 from steps.compression.models import build
 from steps.compression.training import accuracy

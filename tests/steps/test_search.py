@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from steps import distill, evaluate, export, promote, prune, quantize, tracking
 from steps.compression import measure, width_search
-from steps.core import search
+from steps.prune import budget_search as search
 from steps.core.layout import model_path
 from steps.core.names import ModelRole, Tag
 from steps.core.torchkit import load_model

@@ -11,7 +11,7 @@ from steps.core import budget, datasets, lineage
 from steps.core.layout import FP32, PLOTS_DIR, REPORT, metrics_path, onnx_path
 from steps.core.measurement import ONNXRUNTIME, measure_all, timings_of
 from steps.core.names import ModelRole
-from steps.core.perclass import class_recall, recall_frame
+from steps.evaluate.perclass import class_recall, recall_frame
 from steps.core.reports import close_figure, frame, report_figure
 from steps.core.torchkit import load_model
 from steps.core.results import EvaluateReport, QuantizeResult, flatten
@@ -114,6 +114,3 @@ def main() -> None:
 
     run_stage_main("evaluate", run_and_print, sys.argv[1:])
 
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,7 @@ schedule to its final value.
 
 With a budget in params.yaml (`target:`), none of that runs: the stage searches
 per-layer widths and the deployable precision for the most accurate model
-inside the budget (steps/core/search.py), logs the sensitivity heat-map and the
+inside the budget (steps/prune/budget_search.py), logs the sensitivity heat-map and the
 frontier, and saves the chosen candidate as the pruned model.
 """
 
@@ -33,7 +33,8 @@ from steps.compression import transformer_pruning as tp_vit
 from steps.compression.vit import ViT, model_layout
 from steps.compression.schedules import get_schedule
 from steps.compression.training import Split, accuracy, adam, train_epochs
-from steps.core import datasets, lineage, search, search_plots
+from steps.core import datasets, lineage
+from steps.prune import budget_plots, budget_search
 from steps.core.layout import metrics_path, model_files
 from steps.core.names import Artifact, ModelRole
 from steps.core.results import PruneResult
@@ -103,13 +104,13 @@ def run_search(params: config.Params, root: Path) -> PruneResult:
                          "a vit teacher is pruned with prune.method transformer (leave target unset)")
     original = measure.parameters(teacher)
     with tracking.open_run(root, **lineage.stage_run(root, params, "prune")) as run_id:
-        outcome = search.search(teacher, splits["train"], splits["val"], params, root, device, generator)
+        outcome = budget_search.search(teacher, splits["train"], splits["val"], params, root, device, generator)
         record, model = outcome.record(), outcome.model
         tracking.log_dict(record, "search.json")
-        for name, figure in (("sensitivity.png", search_plots.sensitivity_figure(outcome)),
-                             ("frontier.png", search_plots.frontier_figure(outcome))):
+        for name, figure in (("sensitivity.png", budget_plots.sensitivity_figure(outcome)),
+                             ("frontier.png", budget_plots.frontier_figure(outcome))):
             tracking.log_figure(figure, name)
-            search_plots.close(figure)
+            budget_plots.close(figure)
         chosen = outcome.chosen
         tracking.log_metrics({"search.val_accuracy": chosen["val_accuracy"], "parameters": chosen["parameters"],
                               "search.latency_p95_high_ms": chosen["latency_p95_high_ms"],

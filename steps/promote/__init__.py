@@ -382,6 +382,3 @@ def main() -> None:
 
     run_stage_main("promote", run, sys.argv[1:])
 
-
-if __name__ == "__main__":
-    main()
