@@ -20,12 +20,11 @@ from steps.compression import checkpoint, measure
 from steps.compression.regularization import near_zero_fraction
 from steps.compression.training import accuracy, adam, train_epochs
 from steps.core import datasets, lineage
+from steps.core.finish import save_and_record, write_result
 from steps.core.hashing import sha256
-from steps.core.layout import metrics_path, model_files
-from steps.core.names import Artifact, ModelRole
+from steps.core.names import ModelRole
 from steps.core.results import TeacherResult
-from steps.core.torchkit import build_for, check_outputs, project_importable, regularised_loss, save_model, setup, \
-    spec_from
+from steps.core.torchkit import build_for, check_outputs, project_importable, regularised_loss, setup, spec_from
 
 
 class InitError(ValueError):
@@ -99,12 +98,10 @@ def run(params: config.Params, root: Path) -> TeacherResult:
             )
         result = TeacherResult(accuracy(model, splits["val"]), measure.parameters(model), run_id,
                                init_uri, init_sha, cfg.train.epochs)
-        meta = {"stage": "teacher", "val_accuracy": result.val_accuracy, "init": init_uri, "init_sha256": init_sha}
-        save_model(root, ModelRole.TEACHER, model, spec, meta)
-        tracking.log_metrics({"final_val_accuracy": result.val_accuracy, "parameters": result.parameters})
-        tracking.log_files([root / f for f in model_files(ModelRole.TEACHER)], Artifact.MODEL_FILES)
-    result.write(root / metrics_path("teacher"))
-    return result
+        save_and_record(root, "teacher", ModelRole.TEACHER, model, spec,
+                        {"val_accuracy": result.val_accuracy, "init": init_uri, "init_sha256": init_sha},
+                        {"final_val_accuracy": result.val_accuracy, "parameters": result.parameters})
+    return write_result(root, "teacher", result)
 
 
 def main() -> None:

@@ -1,0 +1,31 @@
+"""The end every model-training stage shares: save the model, log its final metrics and files, write the result.
+
+One helper so the stages cannot drift apart in what they record (teacher, prune, distill each ended with
+the same five lines).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steps import tracking
+from steps.core.layout import metrics_path, model_files
+from steps.core.names import Artifact, ModelRole
+from steps.core.results import StageResult
+from steps.core.torchkit import save_model
+
+
+def save_and_record(root: Path, stage: str, role: ModelRole, model, spec, meta: dict,
+                    metrics: dict[str, float] | None = None) -> None:
+    """Inside the stage's MLflow run: the checkpoint of `role` saved (with `meta`), `metrics` logged, and the
+    checkpoint's files logged as the run's model files."""
+    save_model(root, role, model, spec, {"stage": stage, **meta})
+    if metrics:
+        tracking.log_metrics(metrics)
+    tracking.log_files([root / f for f in model_files(role)], Artifact.MODEL_FILES)
+
+
+def write_result(root: Path, stage: str, result: StageResult) -> StageResult:
+    """`result` written to metrics/<stage>.json (after the run closed, so a crash leaves no result)."""
+    result.write(root / metrics_path(stage))
+    return result
