@@ -8,7 +8,7 @@ the flattened features in the next Linear), and, in a ResNet, channel c of
 every layer summed into the same residual stream. torch-pruning's DepGraph
 (Fang et al. 2023, "DepGraph: Towards Any Structural Pruning") traces the
 model once and groups those coupled slices, so a group is scored and removed
-as one.
+as one, by one criterion of steps/compression/criteria (`prune.importance`).
 
 The output layer is never pruned: the number of classes must stay.
 Pruned layers get new Parameter objects: build the optimizer after pruning.
