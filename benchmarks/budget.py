@@ -43,7 +43,7 @@ import yaml
 import common
 from common import merge
 from steps import config, data, distill, evaluate, export, prune, quantize, teacher
-from steps.compression import measure, onnx_export, width_search
+from steps.compression import measure, onnx_export, rounding, width_search
 from steps.compression.models import build
 from steps.compression.training import adam, train_epochs
 from steps.core import budget, datasets, stats
@@ -101,7 +101,7 @@ def hand_set(params: config.Params, root: Path) -> dict[str, torch.nn.Module]:
     layers = width_search.layers_of(teach, list(UNIFORM), round_to=8)
     models = {}
     for fraction in UNIFORM:
-        setting = tuple(width_search.level(layer.width, fraction, 8) for layer in layers)
+        setting = tuple(rounding.keep(layer.width, fraction, 8) for layer in layers)
         pruned = width_search.build(teach, layers, setting, train.x[:2], "l1")
         models[f"uniform {fraction:.0%} ({'/'.join(map(str, setting))})"] = distill_into(pruned, params, root)
     spec = spec_from(params.distill.student, root)

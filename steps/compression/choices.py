@@ -35,6 +35,10 @@ class Registry(Mapping[str, Any]):
             raise ValueError(f"unknown {self.kind} {name!r}; choose one of {sorted(self._entries)}")
         return self[name]
 
+    def subset(self, kind: str, names: list[str]) -> Registry:
+        """The entries `names` of this registry, as a registry of its own (what one params key accepts)."""
+        return Registry(kind, {name: self._entries[name] for name in names})
+
 
 ARCHITECTURES = Registry("architecture", {
     "mlp": "steps.compression.models:MLP",
@@ -49,11 +53,27 @@ SCHEDULES = Registry("pruning schedule", {
     "geometric": "steps.compression.schedules:geometric",
     "cubic": "steps.compression.schedules:cubic",
 })
-IMPORTANCES = Registry("channel importance", {
-    "l1": "steps.compression.structured:l1_importance",
-    "l2": "steps.compression.structured:l2_importance",
-    "taylor": "steps.compression.structured:taylor_importance",
-    "bn_scale": "steps.compression.structured:BNScaleOrL1",
+CRITERIA = Registry("importance criterion", {
+    # steps.compression.criteria: one Importance class each, __call__(group) -> 1-D scores
+    "l1": "steps.compression.criteria.magnitude:L1",
+    "l2": "steps.compression.criteria.magnitude:L2",
+    "bn_scale": "steps.compression.criteria.magnitude:BNScale",
+    "taylor": "steps.compression.criteria.taylor:Taylor",
+    "output_norm": "steps.compression.criteria.activation:OutputNorm",
+    "logit_kl": "steps.compression.criteria.blocks:LogitKL",
+    "logit_cosine": "steps.compression.criteria.blocks:LogitCosine",
+    "block_influence": "steps.compression.criteria.blocks:BlockInfluence",
+})
+# What each params key accepts of CRITERIA: prune.importance (channels and neurons), prune.transformer.importance
+# (heads, MLP neurons, embedding channels), prune.transformer.depth_metric (whole blocks).
+IMPORTANCES = CRITERIA.subset("channel importance", ["l1", "l2", "taylor", "bn_scale"])
+TRANSFORMER_IMPORTANCES = CRITERIA.subset("transformer importance", ["l1", "taylor", "output_norm"])
+BLOCK_METRICS = CRITERIA.subset("block importance", ["logit_kl", "logit_cosine", "block_influence"])
+PRUNE_METHODS = Registry("prune.method", {
+    # steps.compression.prune_method.PruneMethod: what the prune stage's loop calls each round
+    "magnitude": "steps.compression.pruning:MagnitudePruning",
+    "structured": "steps.compression.structured:StructuredPruning",
+    "transformer": "steps.compression.transformer_pruning:TransformerPruningMethod",
 })
 L1_TARGETS = Registry("L1 target", {
     "weights": "steps.compression.regularization:weight_tensors",
@@ -63,18 +83,6 @@ LR_SCHEDULES = Registry("lr_schedule", {
     "constant": "steps.compression.training:constant_lr",
     "cosine": "steps.compression.training:cosine_lr",
     "warmup_cosine": "steps.compression.warmup:warmup_cosine_lr",
-})
-TRANSFORMER_IMPORTANCES = Registry("transformer importance", {
-    # (model, calibration) -> torch-pruning Importance; scores are not normalised per group (global ranking)
-    "l1": "steps.compression.transformer_pruning:l1_importance",
-    "taylor": "steps.compression.transformer_pruning:taylor_importance",
-    "output_norm": "steps.compression.transformer_pruning:OutputNormImportance",
-})
-BLOCK_METRICS = Registry("block importance", {
-    # (model, x) -> (depth,) importance per block, higher = more important
-    "logit_kl": "steps.compression.transformer_pruning:logit_kl",
-    "logit_cosine": "steps.compression.transformer_pruning:logit_cosine",
-    "block_influence": "steps.compression.transformer_pruning:block_influence",
 })
 LAYER_MAPS = Registry("layer map", {
     "uniform": "steps.compression.transformer_distillation:uniform_layer_map",

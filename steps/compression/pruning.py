@@ -16,6 +16,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from steps.compression.prune_method import PruneMethod
+from steps.compression.training import Split
+
 PRUNABLE = (nn.Linear, nn.Conv2d)
 
 
@@ -76,3 +79,18 @@ def sparsity(model: nn.Module) -> float:
 def layer_sparsity(model: nn.Module) -> dict[str, float]:
     with torch.no_grad():
         return {name: float((m.weight == 0).float().mean()) for name, m in prunable(model)}
+
+
+class MagnitudePruning(PruneMethod):
+    """prune.method magnitude: zero single weights (prune.scope: one global threshold, or per layer); masks
+    hold them at zero while fine-tuning and are folded into the weights before saving."""
+
+    def prune_round(self, model: nn.Module, round_no: int, train: Split, device: torch.device) -> None:
+        prune_magnitude(model, self.targets()[round_no - 1], self.cfg.scope)
+
+    def sparsity(self, model: nn.Module) -> float:
+        """The fraction of weights that are zero."""
+        return sparsity(model)
+
+    def finish(self, model: nn.Module) -> None:
+        fold(model)

@@ -8,7 +8,7 @@ the flattened features in the next Linear), and, in a ResNet, channel c of
 every layer summed into the same residual stream. torch-pruning's DepGraph
 (Fang et al. 2023, "DepGraph: Towards Any Structural Pruning") traces the
 model once and groups those coupled slices, so a group is scored and removed
-as one.
+as one, by one criterion of steps/compression/criteria (`prune.importance`).
 
 The output layer is never pruned: the number of classes must stay.
 Pruned layers get new Parameter objects: build the optimizer after pruning.
@@ -16,56 +16,19 @@ Pruned layers get new Parameter objects: build the optimizer after pruning.
 
 from __future__ import annotations
 
-
 import torch
 import torch_pruning as tp
 from torch import nn
-from torch.nn import functional as F
 
 from steps.compression import choices
+from steps.compression.criteria import Calibration, Importance, criterion
 from steps.compression.custom import refuse_unprunable
+from steps.compression.prune_method import CALIBRATION_IMAGES, PruneMethod
+from steps.compression.rounding import keep
+from steps.compression.training import Split
 
 ROOTS = (nn.Conv2d, nn.Linear)
 """Layers whose output channels start a pruning group."""
-
-
-class BNScaleOrL1(tp.importance.GroupMagnitudeImportance):
-    """Network slimming (Liu et al. 2017) where a group has BatchNorm, L1 magnitude where it has none.
-
-    torch-pruning's BNScaleImportance returns None for a group without BN and
-    the pruner then skips it, so the MLP head of a CNN/ResNet would keep its
-    width; falling back to L1 keeps the promise that every layer shrinks.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._bn = tp.importance.BNScaleImportance()
-        self._l1 = tp.importance.MagnitudeImportance(p=1)
-
-    def __call__(self, group):
-        imp = self._bn(group)
-        return imp if imp is not None else self._l1(group)
-
-
-def l1_importance() -> tp.importance.Importance:
-    return tp.importance.MagnitudeImportance(p=1)
-
-
-def l2_importance() -> tp.importance.Importance:
-    return tp.importance.MagnitudeImportance(p=2)
-
-
-def taylor_importance() -> tp.importance.Importance:
-    return tp.importance.TaylorImportance()  # Molchanov et al. 2019: |w * dL/dw|
-
-
-IMPORTANCES = choices.IMPORTANCES  # name -> a factory above
-NEEDS_CALIBRATION = {"taylor"}
-NEEDS_BATCH_NORM = {"bn_scale"}
-
-
-def get_importance(name: str) -> tp.importance.Importance:
-    return IMPORTANCES.resolve(name)()
 
 
 def output_layer(model: nn.Module) -> nn.Module:
@@ -94,46 +57,30 @@ def layer_widths(model: nn.Module) -> dict[nn.Module, int]:
 
 
 def target_widths(original: dict[nn.Module, int], sparsity: float, round_to: int = 1) -> dict[nn.Module, int]:
-    """Each layer keeps (1 - sparsity) of its original channels, rounded down to a multiple of `round_to`
-    (at least `round_to`; torch-pruning's rounding rule).
+    """Each layer keeps (1 - sparsity) of its original channels, rounded by rounding.keep (down to a multiple
+    of `round_to`, at least `round_to`).
 
-    Computed from the original widths every round, so rounding does not compound over rounds. CPU
-    kernels work on blocks of 8 or 16 channels: ONNX Runtime ran a CNN pruned to 21/42/83 channels slower
-    than the unpruned 32/64/128 one, and one pruned to 16/48/96 1.9x faster (benchmarks/README.md).
+    Computed from the original widths every round, so rounding does not compound over rounds.
     """
     if not 0 <= sparsity < 1 or round_to < 1:
         raise ValueError(f"need 0 <= sparsity < 1 and round_to >= 1, got {sparsity}, {round_to}")
-    return {m: max(round_to, round(n * (1 - sparsity)) // round_to * round_to) for m, n in original.items()}
+    return {m: keep(n, 1 - sparsity, round_to) for m, n in original.items()}
 
 
 def _per_layer_ratios(model: nn.Module, amount: float) -> dict[nn.Module, float]:
     """Each layer keeps round(n * (1 - amount)) of its n channels, at least one."""
-    return {m: _ratio_keeping(n, max(1, round(n * (1 - amount)))) for m, n in layer_widths(model).items()}
+    return {m: _ratio_keeping(n, keep(n, 1 - amount)) for m, n in layer_widths(model).items()}
 
 
-def _taylor_gradients(model: nn.Module, calibration: tuple[torch.Tensor, torch.Tensor]) -> None:
-    """Cross-entropy gradients on one batch, in eval mode so BN running statistics stay as they are."""
-    x, y = calibration
-    was_training = model.training
-    model.eval()
-    try:
-        model.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            F.cross_entropy(model(x), y).backward()
-    finally:
-        model.train(was_training)
-
-
-def _check(model: nn.Module, amount: float, importance: str, calibration) -> None:
+def _criterion(model: nn.Module, amount: float, importance: str, calibration: Calibration | None) -> Importance:
+    """The criterion, every setting checked before any work."""
     if not 0 <= amount < 1:
         raise ValueError(f"channel pruning amount must be in [0, 1), got {amount}")
-    get_importance(importance)  # unknown names fail before any work
+    # Torch-Pruning's per-group mean normalisation: its global ranking compares layers of different scale.
+    scores = criterion(choices.IMPORTANCES, importance, normalizer="mean")
     refuse_unprunable(model)  # a layer torch-pruning cannot shrink (or a checkpoint rebuild) fails by name
-    if importance in NEEDS_CALIBRATION and calibration is None:
-        raise ValueError(f"importance {importance!r} is data-driven: pass calibration=(x, y), a labelled batch")
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    if importance in NEEDS_BATCH_NORM and not has_bn:
-        raise ValueError(f"importance {importance!r} ranks channels by BatchNorm scale but the model has no BatchNorm")
+    scores.check(model, calibration)
+    return scores
 
 
 def prune_channels(
@@ -141,7 +88,7 @@ def prune_channels(
     example_inputs: torch.Tensor,
     amount: float,
     importance: str,
-    calibration: tuple[torch.Tensor, torch.Tensor] | None = None,
+    calibration: Calibration | None = None,
     global_pruning: bool = False,
     widths: dict[nn.Module, int] | None = None,
     round_to: int | None = None,
@@ -161,11 +108,10 @@ def prune_channels(
     per layer, e.g. widths from target_widths, which are rounded to SIMD-friendly
     multiples; `round_to` is torch-pruning's own rounding, for global pruning.
     """
-    _check(model, amount, importance, calibration)
+    scores = _criterion(model, amount, importance, calibration)
     if amount == 0:
         return model
-    if calibration is not None and importance in NEEDS_CALIBRATION:
-        _taylor_gradients(model, calibration)
+    scores.prepare(model, calibration)
     head = output_layer(model)
     if widths is not None:
         # Every layer gets its ratio (0 keeps it whole): a layer missing from the dict would get `amount`.
@@ -175,7 +121,7 @@ def prune_channels(
     pruner = tp.pruner.BasePruner(
         model,
         example_inputs,
-        importance=get_importance(importance),
+        importance=scores,
         global_pruning=global_pruning,
         pruning_ratio=amount,
         pruning_ratio_dict=ratios,
@@ -184,7 +130,7 @@ def prune_channels(
         root_module_types=list(ROOTS),
     )
     pruner.step()
-    model.zero_grad(set_to_none=True)  # the calibration gradients are not training gradients
+    model.zero_grad(set_to_none=True)  # calibration gradients (Taylor) are not training gradients
     return model
 
 
@@ -201,3 +147,24 @@ def channel_keep_amounts(schedule: list[float]) -> list[float]:
         amounts.append(1 - (1 - s) / (1 - previous))
         previous = s
     return amounts
+
+
+class StructuredPruning(PruneMethod):
+    """prune.method structured: remove whole channels and neurons (prune.importance ranks them; prune.scope
+    global ranks all groups at once, layer cuts each layer to its rounded width)."""
+
+    def __init__(self, model: nn.Module, cfg) -> None:
+        super().__init__(model, cfg)
+        self.original_widths = layer_widths(model)
+
+    def prune_round(self, model: nn.Module, round_no: int, train: Split, device: torch.device) -> None:
+        targets, cfg = self.targets(), self.cfg
+        target, previous = targets[round_no - 1], targets[round_no - 2] if round_no > 1 else 0.0
+        amount = channel_keep_amounts([previous, target])[-1]
+        if amount <= 0:  # e.g. one-shot: later rounds only fine-tune
+            return
+        calibration = (train.x[:CALIBRATION_IMAGES], train.y[:CALIBRATION_IMAGES])
+        # Per layer: widths from the original ones, so `round_to` rounding does not compound over rounds.
+        widths = None if cfg.scope == "global" else target_widths(self.original_widths, target, cfg.round_to)
+        prune_channels(model, train.x[:2], amount, cfg.importance, calibration=calibration,
+                       global_pruning=cfg.scope == "global", widths=widths, round_to=cfg.round_to)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from steps.compression import structured
+from steps.compression.rounding import keep
 
 Setting = tuple[int, ...]
 """One kept width per prunable layer, in the order of `layers_of`."""
@@ -36,18 +37,12 @@ class Layer:
     """The widths the search may give it, the full width first, narrowing."""
 
 
-def level(width: int, fraction: float, round_to: int) -> int:
-    """`fraction` of `width` channels, rounded down to a multiple of `round_to` (at least `round_to`), as
-    structured.target_widths rounds."""
-    return max(round_to, round(width * fraction) // round_to * round_to)
-
-
 def layers_of(model: nn.Module, fractions: list[float], round_to: int) -> list[Layer]:
     """Every prunable layer (all Conv2d/Linear but the output layer) with its candidate widths."""
     names = {module: name for name, module in model.named_modules()}
     out = []
     for module, width in structured.layer_widths(model).items():
-        narrower = sorted({level(width, f, round_to) for f in fractions} - {width}, reverse=True)
+        narrower = sorted({keep(width, f, round_to) for f in fractions} - {width}, reverse=True)
         out.append(Layer(names[module], width, (width, *(w for w in narrower if w < width))))
     return out
 
@@ -187,7 +182,7 @@ def uniform(layers: list[Layer], fractions: list[float], round_to: int) -> list[
     """The settings a person would set by hand: every layer cut to the same fraction (rounded as the levels
     are), widest first."""
     widest_first = sorted(set(fractions), reverse=True)
-    settings = [tuple(level(layer.width, f, round_to) for layer in layers) for f in widest_first]
+    settings = [tuple(keep(layer.width, f, round_to) for layer in layers) for f in widest_first]
     return list(dict.fromkeys(settings))
 
 

@@ -27,7 +27,7 @@ class TransformerPruneConfig(_Section):
 
 
 class PruneConfig(_Section):
-    method: Literal["magnitude", "structured", "transformer"] = Field(
+    method: choice(choices.PRUNE_METHODS) = Field(
         default="magnitude", description="magnitude: zero single weights; structured: remove whole channels/neurons; "
         "transformer: remove heads, MLP width, embedding width and blocks of a vit (prune.transformer)")
     scope: Literal["global", "layer"] = Field(default="global", description="one ranking for all layers, or per layer")

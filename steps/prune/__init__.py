@@ -1,6 +1,7 @@
 """Prune step: raise sparsity round by round, fine-tuning after each round.
 
-Two methods share the loop (params `prune.method`):
+The method (params `prune.method`, one class each in steps.compression.choices.PRUNE_METHODS) says what a
+round removes; this stage owns the loop, the fine-tuning and the record:
 - magnitude: zero single weights (global or per-layer threshold); masks stay
   active while fine-tuning and are folded into the weights before saving;
 - structured: remove whole channels/neurons with torch-pruning's dependency
@@ -9,6 +10,7 @@ Two methods share the loop (params `prune.method`):
 - transformer (a vit teacher): remove whole blocks, attention heads, MLP width
   and embedding width (compression/transformer_pruning.py); the checkpoint's
   spec records the pruned per-block widths and depth.
+The teacher's family (steps.compression.families) says which methods can prune it.
 The schedule gives the sparsity (fraction of weights, or of channels) after
 each round; for transformer, each fraction of `prune.transformer` follows the
 schedule to its final value.
@@ -21,77 +23,29 @@ frontier, and saves the chosen candidate as the pruned model.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
-import torch
-
 from steps import config, tracking
-from steps.compression import measure, pruning, structured
-from steps.compression import transformer_pruning as tp_vit
-from steps.compression.vit import ViT, model_layout
-from steps.compression.schedules import get_schedule
-from steps.compression.training import Split, accuracy, adam, train_epochs
+from steps.compression import choices, measure, pruning
+from steps.compression.families import family_of
+from steps.compression.prune_method import PruneMethod
+from steps.compression.training import accuracy, adam, train_epochs
 from steps.core import datasets, lineage
-from steps.prune import budget_plots, budget_search
-from steps.core.layout import metrics_path, model_files
-from steps.core.names import Artifact, ModelRole
+from steps.core.finish import save_and_record, write_result
+from steps.core.names import ModelRole
 from steps.core.results import PruneResult
-from steps.core.torchkit import load_model, regularised_loss, save_model, setup
-
-CALIBRATION_IMAGES = 256
-"""Images whose gradients rank channels for data-driven (Taylor) importance."""
+from steps.core.torchkit import load_model, regularised_loss, setup
+from steps.prune import budget_plots, budget_search
 
 
-def transformer_fractions(cfg: config.PruneConfig) -> list[tp_vit.TransformerPruning]:
-    """The cumulative fractions of the original vit removed after each round: every nonzero fraction of
-    `prune.transformer` follows `prune.schedule` to its final value."""
-    t, schedule = cfg.transformer, get_schedule(cfg.schedule)
-
-    def steps(final: float) -> list[float]:
-        return schedule(final, cfg.rounds) if final > 0 else [0.0] * cfg.rounds
-
-    return [tp_vit.TransformerPruning(depth=d, heads=h, mlp=m, embedding=e, importance=t.importance,
-                                      global_heads=t.global_heads, depth_metric=t.depth_metric, round_to=cfg.round_to)
-            for d, h, m, e in zip(steps(t.depth), steps(t.heads), steps(t.mlp), steps(t.embedding), strict=True)]
-
-
-def _transformer_round(model: ViT, fractions: tp_vit.TransformerPruning, original, train: Split, device) -> None:
-    calibration = train.batch(torch.arange(min(CALIBRATION_IMAGES, len(train))), device)
-    example = calibration[0][:2]
-    # Blocks first: the global head target counts the blocks that remain.
-    depth_only = dataclasses.replace(tp_vit.round_plan(original, model, fractions), heads=0, mlp=0, embedding=0)
-    tp_vit.prune_transformer(model, example, depth_only, calibration)
-    tp_vit.prune_transformer(model, example, tp_vit.round_plan(original, model, fractions), calibration)
-
-
-def _check_method(model, cfg: config.PruneConfig) -> None:
-    if (cfg.method == "transformer") != isinstance(model, ViT) and cfg.method != "magnitude":
-        raise ValueError(f"prune.method {cfg.method} cannot prune a {type(model).__name__} teacher: "
-                         f"use prune.method transformer for a vit (teacher.arch.name: vit), structured otherwise")
-
-
-def _prune_round(model, cfg: config.PruneConfig, target: float, previous: float, train: Split,
-                 original_widths: dict) -> None:
-    if cfg.method == "magnitude":
-        pruning.prune_magnitude(model, target, cfg.scope)
-        return
-    amount = structured.channel_keep_amounts([previous, target])[-1]
-    if amount <= 0:  # e.g. one-shot: later rounds only fine-tune
-        return
-    calibration = (train.x[:CALIBRATION_IMAGES], train.y[:CALIBRATION_IMAGES])
-    # Per layer: widths from the original ones, so `round_to` rounding does not compound over rounds.
-    widths = None if cfg.scope == "global" else structured.target_widths(original_widths, target, cfg.round_to)
-    structured.prune_channels(model, train.x[:2], amount, cfg.importance, calibration=calibration,
-                              global_pruning=cfg.scope == "global", widths=widths, round_to=cfg.round_to)
-
-
-def _measured_sparsity(model, cfg: config.PruneConfig, original_params: int) -> float:
-    """Fraction of weights that are zero (magnitude) or that no longer exist (structured)."""
-    if cfg.method == "magnitude":
-        return pruning.sparsity(model)
-    return 1 - measure.parameters(model) / original_params
+def method_for(model, cfg: config.PruneConfig) -> PruneMethod:
+    """`prune.method` prepared on the teacher; refused, naming the family, when it cannot prune it."""
+    family = family_of(model)
+    if cfg.method not in family.prune_methods:
+        raise ValueError(f"prune.method {cfg.method} cannot prune a {type(model).__name__} teacher (the "
+                         f"{family.name} family): use prune.method {' or '.join(sorted(family.prune_methods))}")
+    return choices.PRUNE_METHODS.resolve(cfg.method)(model, cfg)
 
 
 def run_search(params: config.Params, root: Path) -> PruneResult:
@@ -99,9 +53,11 @@ def run_search(params: config.Params, root: Path) -> PruneResult:
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
     teacher, spec = load_model(root, ModelRole.TEACHER, device)
-    if isinstance(teacher, ViT):
-        raise ValueError("target: the budget search cuts channels of cnn, mlp, resnet and custom teachers; "
-                         "a vit teacher is pruned with prune.method transformer (leave target unset)")
+    family = family_of(teacher)
+    if not family.budget_searchable:
+        raise ValueError(f"target: the budget search cuts channels per layer, which a {family.name} teacher "
+                         f"does not have; leave target unset and use prune.method "
+                         f"{' or '.join(sorted(family.prune_methods))}")
     original = measure.parameters(teacher)
     with tracking.open_run(root, **lineage.stage_run(root, params, "prune")) as run_id:
         outcome = budget_search.search(teacher, splits["train"], splits["val"], params, root, device, generator)
@@ -112,16 +68,16 @@ def run_search(params: config.Params, root: Path) -> PruneResult:
             tracking.log_figure(figure, name)
             budget_plots.close(figure)
         chosen = outcome.chosen
-        tracking.log_metrics({"search.val_accuracy": chosen["val_accuracy"], "parameters": chosen["parameters"],
-                              "search.latency_p95_high_ms": chosen["latency_p95_high_ms"],
-                              "search.settings_measured": len(outcome.frontier)})
-        result = PruneResult("search", 1 - measure.parameters(model) / original, measure.parameters(model),
-                             chosen["val_accuracy"], pruning.layer_sparsity(model), [], run_id, record)
-        save_model(root, ModelRole.PRUNED, model, spec,
-                   {"stage": "prune", "method": "search", "precision": chosen["precision"]})
-        tracking.log_files([root / f for f in model_files(ModelRole.PRUNED)], Artifact.MODEL_FILES)
-    result.write(root / metrics_path("prune"))
-    return result
+        result = PruneResult(method="search", sparsity=1 - measure.parameters(model) / original,
+                             parameters=measure.parameters(model), val_accuracy=chosen["val_accuracy"],
+                             layer_sparsity=pruning.layer_sparsity(model), curve=[], mlflow_run_id=run_id,
+                             search=record)
+        save_and_record(root, "prune", ModelRole.PRUNED, model, spec,
+                        {"method": "search", "precision": chosen["precision"]},
+                        {"search.val_accuracy": chosen["val_accuracy"], "parameters": chosen["parameters"],
+                         "search.latency_p95_high_ms": chosen["latency_p95_high_ms"],
+                         "search.settings_measured": len(outcome.frontier)})
+    return write_result(root, "prune", result)
 
 
 def run(params: config.Params, root: Path) -> PruneResult:
@@ -132,23 +88,13 @@ def run(params: config.Params, root: Path) -> PruneResult:
     train, cfg = splits["train"], params.prune
     model, spec = load_model(root, ModelRole.TEACHER, device)
     original = measure.parameters(model)
-    schedule = get_schedule(cfg.schedule)(cfg.target_sparsity, cfg.rounds)
-    _check_method(model, cfg)
-    original_widths = structured.layer_widths(model) if cfg.method == "structured" else {}
-    fractions = transformer_fractions(cfg) if cfg.method == "transformer" else []
-    original_layout = model_layout(model) if fractions else None
-    if fractions:  # the curve's "target": the largest fraction a round has reached (prune.target_sparsity is unused)
-        schedule = [max(f.depth, f.heads, f.mlp, f.embedding) for f in fractions]
-    curve, previous = [], 0.0
+    method = method_for(model, cfg)
+    curve = []
     with tracking.open_run(root, **lineage.stage_run(root, params, "prune")) as run_id:
         tracking.log_metrics({"sparsity": 0.0, "val_accuracy": accuracy(model, splits["val"]),
                               "parameters": original}, step=0)
-        for round_no, target in enumerate(schedule, start=1):
-            if fractions:
-                _transformer_round(model, fractions[round_no - 1], original_layout, train, device)
-            else:
-                _prune_round(model, cfg, target, previous, train, original_widths)
-            previous = target
+        for round_no, target in enumerate(method.targets(), start=1):
+            method.prune_round(model, round_no, train, device)
             # Pruning replaces parameters (masks, or smaller tensors): a fresh optimizer sees the new ones.
             optimizer = adam(model.parameters(), cfg.finetune.lr, cfg.finetune.weight_decay)
             train_epochs(
@@ -157,18 +103,17 @@ def run(params: config.Params, root: Path) -> PruneResult:
                 generator=generator, description=f"prune round {round_no}/{cfg.rounds} @ {target:.1%}",
                 lr_schedule=cfg.finetune.lr_schedule,
             )
-            point = {"round": round_no, "target": target, "sparsity": _measured_sparsity(model, cfg, original),
+            point = {"round": round_no, "target": target, "sparsity": method.sparsity(model),
                      "parameters": measure.parameters(model), "val_accuracy": accuracy(model, splits["val"])}
             curve.append(point)
             tracking.log_metrics({k: v for k, v in point.items() if k != "round"}, step=round_no)
-        pruning.fold(model)
-        result = PruneResult(cfg.method, _measured_sparsity(model, cfg, original), measure.parameters(model),
-                             accuracy(model, splits["val"]), pruning.layer_sparsity(model), curve, run_id)
-        save_model(root, ModelRole.PRUNED, model, spec,
-                   {"stage": "prune", "method": cfg.method, "sparsity": result.sparsity, "schedule": cfg.schedule})
-        tracking.log_files([root / f for f in model_files(ModelRole.PRUNED)], Artifact.MODEL_FILES)
-    result.write(root / metrics_path("prune"))
-    return result
+        method.finish(model)
+        result = PruneResult(method=cfg.method, sparsity=method.sparsity(model), parameters=measure.parameters(model),
+                             val_accuracy=accuracy(model, splits["val"]), layer_sparsity=pruning.layer_sparsity(model),
+                             curve=curve, mlflow_run_id=run_id)
+        save_and_record(root, "prune", ModelRole.PRUNED, model, spec,
+                        {"method": cfg.method, "sparsity": result.sparsity, "schedule": cfg.schedule})
+    return write_result(root, "prune", result)
 
 
 def main() -> None:
@@ -179,5 +124,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-

@@ -21,9 +21,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,19 +29,14 @@ import torch
 
 from steps import config
 from steps.compression import quantization, width_search
+from steps.compression.prune_method import CALIBRATION_IMAGES
 from steps.compression.training import Split, accuracy, adam, train_epochs
 from steps.core import budget
-from steps.core.files import write_json
 from steps.core.hashing import sha256
-from steps.core.layout import STATE_DIR, model_path
+from steps.core.layout import model_path
 from steps.core.names import ModelRole
 from steps.core.torchkit import regularised_loss
-
-CACHE_DIR = f"{STATE_DIR}/cache/search"
-CALIBRATION_IMAGES = 256
-"""Images whose gradients rank channels for data-driven (Taylor) importance, as the prune stage uses; also
-the static int8 calibration of a measured setting (its latency does not depend on the scales it gets; the
-quantize stage calibrates the deployable with quantize.calibration_images)."""
+from steps.prune.search_cache import SearchCache, cache_key, machine
 
 
 class BudgetUnreachable(ValueError):
@@ -74,55 +66,12 @@ class SearchOutcome:
                                 for layer, drops in self.sensitivity.items()}}
 
 
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _machine() -> list:
-    import onnxruntime
-
-    return [platform.node(), platform.machine(), os.cpu_count(), onnxruntime.__version__, torch.__version__]
-
-
-class SearchCache:
-    """JSON files under .shrinkflow/cache/search: one per sensitivity table, one table of measured costs."""
-
-    def __init__(self, root: Path) -> None:
-        self.folder = root / CACHE_DIR
-        self._costs_file = self.folder / "costs.json"
-        self.costs: dict[str, dict] = json.loads(self._costs_file.read_text()) if self._costs_file.is_file() else {}
-        self._earlier = set(self.costs)
-        self.reused = False
-        """Whether a cost measured by an earlier run was used."""
-
-    def sensitivity(self, key: str) -> dict | None:
-        path = self.folder / f"sensitivity-{key}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
-
-    def keep_sensitivity(self, key: str, base: float, table: width_search.Sensitivity) -> None:
-        write_json(self.folder / f"sensitivity-{key}.json",
-                   {"base": base, "table": {layer: {str(w): d for w, d in t.items()} for layer, t in table.items()}})
-
-    def cost(self, key: str, measure) -> dict:
-        if key in self.costs:
-            self.reused |= key in self._earlier
-            return self.costs[key]
-        self.costs[key] = measure()
-        write_json(self._costs_file, self.costs)
-        return self.costs[key]
-
-    def forget_earlier(self) -> None:
-        """Measure again what earlier runs measured (the new costs replace theirs in the file)."""
-        for key in self._earlier:
-            self.costs.pop(key, None)
-        self._earlier, self.reused = set(), False
-
-
 def _sensitivity(root: Path, cache: SearchCache, layers, make, val: Split, params: config.Params):
     search = params.target.search
     scored = Split(val.x[: search.sensitivity_images], val.y[: search.sensitivity_images])
-    key = _key(sha256(root / model_path(ModelRole.TEACHER)), hashlib.sha256(scored.x.numpy().tobytes()).hexdigest(),
-               [(layer.name, layer.levels) for layer in layers], params.prune.importance, params.seed)
+    images = hashlib.sha256(scored.x.numpy().tobytes()).hexdigest()
+    key = cache_key(sha256(root / model_path(ModelRole.TEACHER)), images,
+                    [(layer.name, layer.levels) for layer in layers], params.prune.importance, params.seed)
     hit = cache.sensitivity(key)
     if hit is not None:
         return hit["base"], {layer: {int(w): d for w, d in t.items()} for layer, t in hit["table"].items()}
@@ -132,6 +81,8 @@ def _sensitivity(root: Path, cache: SearchCache, layers, make, val: Split, param
 
 
 def _int8_calibration(train: Split, params: config.Params) -> np.ndarray | None:
+    """The static int8 calibration of a measured setting: as many images as the criteria rank on (its latency
+    does not depend on the scales it gets; the quantize stage calibrates with quantize.calibration_images)."""
     if "static" not in params.target.search.precisions:
         return None
     x = train.x.numpy()
@@ -187,7 +138,7 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
 
     def measure_in(precision: str):
         def measure(setting):
-            key = _key(arch, setting, precision, searching, _machine())
+            key = cache_key(arch, setting, precision, searching, machine())
             return cache.cost(key, lambda: budget.cost(make(setting), batch, precision, searching, calibration))
         return measure
 

@@ -6,11 +6,13 @@ import pytest
 
 from steps import config
 from steps.compression import choices
+from tests.helpers import default_params
 
 REGISTRIES = {name: value for name, value in vars(choices).items() if isinstance(value, choices.Registry)}
 SCHEMA_FIELDS = {  # registry -> (schema model, field)
     "ARCHITECTURES": (config.ArchConfig, "name"),
     "SCHEDULES": (config.PruneConfig, "schedule"),
+    "PRUNE_METHODS": (config.PruneConfig, "method"),
     "IMPORTANCES": (config.PruneConfig, "importance"),
     "L1_TARGETS": (config.L1Config, "target"),
     "LR_SCHEDULES": (config.TrainConfig, "lr_schedule"),
@@ -18,6 +20,8 @@ SCHEMA_FIELDS = {  # registry -> (schema model, field)
     "BLOCK_METRICS": (config.TransformerPruneConfig, "depth_metric"),
     "LAYER_MAPS": (config.TransformerLossConfig, "layer_map"),
 }
+CRITERIA_VIEWS = ("IMPORTANCES", "TRANSFORMER_IMPORTANCES", "BLOCK_METRICS")
+"""The params keys' subsets of the one criteria registry (CRITERIA), which no key reads whole."""
 
 
 @pytest.mark.parametrize("registry", sorted(REGISTRIES))
@@ -33,9 +37,46 @@ def test_the_schema_accepts_exactly_the_registry_names(registry):
 
 
 def test_every_registry_is_tied_to_the_schema():
-    assert set(REGISTRIES) == set(SCHEMA_FIELDS)
+    assert set(REGISTRIES) == set(SCHEMA_FIELDS) | {"CRITERIA"}
+
+
+def test_the_criteria_views_are_the_one_criteria_registry():
+    criteria = choices.CRITERIA
+    seen = set()
+    for view in CRITERIA_VIEWS:
+        for name in REGISTRIES[view]:
+            assert REGISTRIES[view][name] is criteria[name], f"{view}[{name!r}] is not CRITERIA's"
+        seen |= set(REGISTRIES[view])
+    assert seen == set(criteria)  # every criterion is reachable from some params key
 
 
 def test_an_unknown_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown pruning schedule 'cubicc'; choose one of \['cubic'"):
         choices.SCHEDULES.resolve("cubicc")
+
+
+def test_an_unknown_prune_method_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown prune.method 'lottery'; choose one of "
+                                         r"\['magnitude', 'structured', 'transformer'\]"):
+        choices.PRUNE_METHODS.resolve("lottery")
+    with pytest.raises(config.ConfigError, match=r"prune.method: Input should be 'magnitude', 'structured' or "
+                                                 r"'transformer'"):
+        config.validate(_with_prune(method="lottery"))
+
+
+@pytest.mark.parametrize(("prune", "field", "valid"), [
+    ({"importance": "output_norm"}, "importance", "'l1', 'l2', 'taylor' or 'bn_scale'"),  # a transformer one
+    ({"method": "transformer", "transformer": {"heads": 0.5, "importance": "bn_scale"}},  # a channel one
+     "transformer.importance", "'l1', 'taylor' or 'output_norm'"),
+    ({"method": "transformer", "transformer": {"depth": 0.5, "depth_metric": "taylor"}},  # not a block one
+     "transformer.depth_metric", "'logit_kl', 'logit_cosine' or 'block_influence'"),
+])
+def test_a_criterion_valid_for_another_key_is_refused_naming_the_key_and_its_values(prune, field, valid):
+    with pytest.raises(config.ConfigError, match=rf"prune.{field}: Input should be {valid}"):
+        config.validate(_with_prune(**prune))
+
+
+def _with_prune(**changes) -> dict:
+    raw = default_params()
+    raw["prune"].update(changes)
+    return raw

@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from steps.compression import measure
+from steps.compression.choices import IMPORTANCES
 from steps.compression.models import ModelSpec, build
 from steps.compression.structured import (
-    IMPORTANCES,
     channel_keep_amounts,
     layer_widths,
     prune_channels,

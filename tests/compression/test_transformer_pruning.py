@@ -5,19 +5,12 @@ import pytest
 import torch
 
 from steps.compression import checkpoint, measure, onnx_export
+from steps.compression.choices import BLOCK_METRICS
+from steps.compression.choices import TRANSFORMER_IMPORTANCES as IMPORTANCES
 from steps.compression.models import ModelSpec, build, spec_of
-from steps.compression.transformer_pruning import (
-    BLOCK_METRICS,
-    IMPORTANCES,
-    TransformerPruning,
-    block_importance,
-    head_scores,
-    prune_depth,
-    prune_embedding,
-    prune_heads,
-    prune_mlp,
-    prune_transformer,
-)
+from steps.compression.transformer_depth import block_importance, prune_depth
+from steps.compression.transformer_pruning import TransformerPruning, prune_transformer
+from steps.compression.transformer_widths import head_scores, prune_embedding, prune_heads, prune_mlp
 from steps.compression.vit import ViT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -169,7 +162,7 @@ def with_idle_block(i: int) -> ViT:
 def test_depth_pruning_removes_the_block_that_changes_nothing(metric):
     model = with_idle_block(1)
     before = model(X)
-    scores = block_importance(model, X, metric)
+    scores = block_importance(model, CALIBRATION, metric)
     assert scores.shape == (3,) and int(scores.argmin()) == 1
     idle, kept = model.blocks[1], [model.blocks[0], model.blocks[2]]
     prune_depth(model, 0.34, CALIBRATION, metric)
@@ -179,7 +172,7 @@ def test_depth_pruning_removes_the_block_that_changes_nothing(metric):
 
 
 def test_logit_kl_of_an_idle_block_is_zero_and_of_the_others_positive():
-    scores = block_importance(with_idle_block(0), X, "logit_kl")
+    scores = block_importance(with_idle_block(0), CALIBRATION, "logit_kl")
     assert scores[0] == 0 and (scores[1:] > 0).all()
 
 
@@ -246,7 +239,7 @@ def test_bad_settings_are_refused():
         prune_embedding(vit(), X[:1], 1.0, "l1")
     with pytest.raises(ValueError, match="'cka'.*block_influence.*logit_cosine.*logit_kl"):
         prune_depth(vit(), 0.3, CALIBRATION, "cka")
-    with pytest.raises(ValueError, match="depth pruning measures blocks on data"):
+    with pytest.raises(ValueError, match="'logit_kl' is data-driven"):
         prune_transformer(vit(), X[:1], TransformerPruning(depth=0.3))
     with pytest.raises(TypeError, match="needs a vit.ViT, got CNN"):
         prune_heads(build(ModelSpec(name="cnn", channels=[4], hidden=[8])), X[:1], 0.5, "l1")

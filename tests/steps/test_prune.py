@@ -1,8 +1,10 @@
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
-from steps import prune, tracking
-from steps.compression import measure
+from steps import config, prune, tracking
+from steps.compression import choices, measure
+from steps.compression.models import ModelSpec, build
 from steps.core.datasets import load_splits
 from steps.core.names import ModelRole
 from steps.core.torchkit import load_model
@@ -47,3 +49,16 @@ def test_structured_prune_rounds_widths_without_compounding_over_rounds(project_
     # Rounding each round's current widths instead would end at 4/8 and 16.
     assert [pruned.features[0].out_channels, pruned.features[4].out_channels] == [4, 8]
     assert pruned.classifier[1].out_features == 20
+
+
+def test_a_method_the_teachers_family_cannot_use_is_refused_naming_both():
+    torch.manual_seed(0)
+    cnn = build(ModelSpec(name="cnn", channels=[4], hidden=[8]))
+    transformer = config.PruneConfig.model_validate({"method": "transformer", "target_sparsity": 0.5, "rounds": 1,
+                                                     "transformer": {"heads": 0.5},
+                                                     "finetune": {"epochs": 1, "batch_size": 8, "lr": 0.01}})
+    with pytest.raises(ValueError, match=r"prune.method transformer cannot prune a CNN teacher \(the cnn family\): "
+                                         r"use prune.method magnitude or structured"):
+        prune.method_for(cnn, transformer)
+    structured = transformer.model_copy(update={"method": "structured"})
+    assert isinstance(prune.method_for(cnn, structured), choices.PRUNE_METHODS["structured"])

@@ -7,10 +7,11 @@ from mlflow.tracking import MlflowClient
 
 from steps import distill, evaluate, export, promote, prune, quantize, tracking
 from steps.compression import measure, width_search
-from steps.prune import budget_search as search
 from steps.core.layout import model_path
 from steps.core.names import ModelRole, Tag
 from steps.core.torchkit import load_model
+from steps.prune import budget_search as search
+from steps.prune.search_cache import SearchCache
 from tests.helpers import variant
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -61,12 +62,12 @@ def test_sensitivity_is_deterministic_and_both_tables_are_cached(project_after, 
     root = project_after("teacher")
     params = with_target(stage_params, parameters=int(teacher_parameters(root) * 0.5))
     first = prune.run(params, root).search
-    cache = search.SearchCache(root)
+    cache = SearchCache(root)
     measured = dict(cache.costs)
     sensitivity_files = sorted(cache.folder.glob("sensitivity-*.json"))
     assert len(sensitivity_files) == 1 and measured
     again = prune.run(params, root).search
-    assert search.SearchCache(root).costs == measured  # every setting came from the cache: nothing re-timed
+    assert SearchCache(root).costs == measured  # every setting came from the cache: nothing re-timed
     assert again["frontier"] == first["frontier"]
     for path in sensitivity_files:
         path.unlink()
@@ -78,7 +79,7 @@ def test_sensitivity_is_deterministic_and_both_tables_are_cached(project_after, 
 def test_a_latency_budget_is_refused_only_on_this_runs_timings_not_on_cached_ones(project_after, stage_params):
     root = project_after("teacher")
     prune.run(with_target(stage_params, parameters=int(teacher_parameters(root) * 0.35)), root)  # times full..narrowest
-    costs_file = search.SearchCache(root).folder / "costs.json"
+    costs_file = SearchCache(root).folder / "costs.json"
     slow = {key: {**cost, **{k: cost[k] * 1e6 for k in ("latency_p95_ms", "latency_p95_low_ms", "latency_p95_high_ms")}}
             for key, cost in json.loads(costs_file.read_text()).items()}  # as if timed on a far slower day
     costs_file.write_text(json.dumps(slow))

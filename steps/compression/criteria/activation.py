@@ -1,0 +1,44 @@
+"""Activation importance: how much signal a unit carries on calibration data."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from steps.compression.criteria import Calibration, Importance
+from steps.compression.training import evaluating
+
+
+class OutputNorm(Importance):
+    """Mean square, over a calibration batch and all tokens, of what each unit outputs (the activation
+    criterion of Minitron, Muralidharan et al. 2024, "Compact Language Models via Pruning and Knowledge
+    Distillation").
+
+    For a head that is its attention output (the input of `proj`), for an MLP neuron its GELU activation
+    (the input of `fc2`), for an embedding channel the residual stream entering the final LayerNorm: the
+    input channels of the group's root layer. A head's score (the mean over its channels) is its output's
+    squared norm divided by head_dim.
+    """
+
+    needs_calibration = True
+
+    def prepare(self, model: nn.Module, calibration: Calibration | None) -> OutputNorm:
+        self.stats: dict[nn.Module, torch.Tensor] = {}
+
+        def record(module: nn.Module, args) -> None:
+            x = args[0].detach()
+            self.stats[module] = x.pow(2).reshape(-1, x.shape[-1]).mean(0)
+
+        layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.LayerNorm)]
+        hooks = [m.register_forward_pre_hook(record) for m in layers]
+        try:
+            with evaluating(model):
+                model(calibration[0])
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return self
+
+    def __call__(self, group) -> torch.Tensor:
+        root = group[0]
+        return self.normalize(self.stats[root.dep.target.module][root.idxs].clone())

@@ -1,0 +1,85 @@
+"""Block criteria: how much a residual block matters, one score per block of `model.blocks`.
+
+The group is the model's sequence of pre-norm blocks: a block is a residual update x + f(x), so skipping
+one leaves a model that still runs (Men et al. 2024, "ShortGPT: Layers in Large Language Models are More
+Redundant Than You Expect"; Muralidharan et al. 2024, Minitron). Scores are measured on the calibration
+batch's inputs; call them in eval mode without gradients (transformer_depth.block_importance does).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from steps.compression.criteria import Calibration, Importance
+
+
+class _OnBlocks(Importance):
+    needs_calibration = True
+
+    def prepare(self, model: nn.Module, calibration: Calibration | None) -> _OnBlocks:
+        self.model, self.x = model, calibration[0]
+        return self
+
+
+class _LogitChange(_OnBlocks):
+    """How far the logits move when one block is skipped (replaced by the identity)."""
+
+    @staticmethod
+    @abstractmethod
+    def distance(full: torch.Tensor, skipped: torch.Tensor) -> torch.Tensor:
+        """A scalar: how far `skipped` logits are from the `full` ones."""
+
+    def __call__(self, blocks: nn.Sequential) -> torch.Tensor:
+        full = self.model(self.x)
+        changes = []
+        for i in range(len(blocks)):
+            block, blocks[i] = blocks[i], nn.Identity()
+            try:
+                changes.append(self.distance(full, self.model(self.x)))
+            finally:
+                blocks[i] = block
+        return torch.stack(changes)
+
+
+class LogitKL(_LogitChange):
+    """KL(p_full || p_skipped) of the class distributions, mean over the batch."""
+
+    @staticmethod
+    def distance(full: torch.Tensor, skipped: torch.Tensor) -> torch.Tensor:
+        return F.kl_div(F.log_softmax(skipped, 1), F.log_softmax(full, 1), reduction="batchmean", log_target=True)
+
+
+class LogitCosine(_LogitChange):
+    """1 - cos(logits_full, logits_skipped), mean over the batch."""
+
+    @staticmethod
+    def distance(full: torch.Tensor, skipped: torch.Tensor) -> torch.Tensor:
+        return (1 - F.cosine_similarity(full, skipped, dim=1)).mean()
+
+
+class BlockInfluence(_OnBlocks):
+    """ShortGPT's Block Influence: 1 - cos(block input, block output) per token, mean over tokens and batch.
+
+    One forward pass; it measures how much a block turns the hidden state, not how much the logits care,
+    so it is cheaper but less direct.
+    """
+
+    def __call__(self, blocks: nn.Sequential) -> torch.Tensor:
+        influence: dict[int, torch.Tensor] = {}
+
+        def hook(i: int):
+            def record(module, args, output) -> None:
+                influence[i] = (1 - F.cosine_similarity(args[0], output, dim=-1)).mean()
+            return record
+
+        hooks = [b.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
+        try:
+            self.model(self.x)
+        finally:
+            for h in hooks:
+                h.remove()
+        return torch.stack([influence[i] for i in range(len(blocks))])
