@@ -65,6 +65,8 @@ RULES = {
     "steps.storage": (("mlflow", "prefect", "flows", "steps.tracking", "steps.registry", *STAGE_MODULES),
                       lambda n: False),
     "steps.registry": (("mlflow", "prefect", "dvc", "flows", *STAGE_MODULES), lambda n: False),
+    # what the stages share above the doors: no outside system directly, no stage, no registry rules
+    "steps.stagekit": (OUTSIDE_SYSTEMS + ("flows", "steps.registry", *STAGE_MODULES), lambda n: False),
 }
 
 
@@ -97,11 +99,11 @@ def test_only_the_doors_import_mlflow_and_dvc():
 def test_steps_is_a_regular_package():
     """A namespace package would be shadowed by any other `steps` package on sys.path."""
     for package in ("steps", "steps/core", "steps/config", "steps/tracking", "steps/storage", "steps/registry",
-                    "steps/compression", "steps/sources", "flows", "flows/cli"):
+                    "steps/compression", "steps/sources", "steps/stagekit", "flows", "flows/cli"):
         assert (REPO / package / "__init__.py").is_file(), package
 
 
-LAYER_PACKAGES = {"compression", "config", "core", "registry", "sources", "storage", "tracking"}
+LAYER_PACKAGES = {"compression", "config", "core", "registry", "sources", "stagekit", "storage", "tracking"}
 
 
 def test_top_of_steps_holds_only_the_stages():
