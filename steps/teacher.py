@@ -20,11 +20,11 @@ from steps.compression import checkpoint, measure
 from steps.compression.regularization import near_zero_fraction
 from steps.compression.training import accuracy, adam, train_epochs
 from steps.core import datasets, lineage
-from steps.stagekit.finish import save_and_record, write_result
 from steps.core.hashing import sha256
 from steps.core.names import ModelRole
 from steps.core.results import TeacherResult
 from steps.core.torchkit import build_for, check_outputs, project_importable, regularised_loss, setup, spec_from
+from steps.stagekit.finish import save_and_record, write_result
 
 
 class InitError(ValueError):

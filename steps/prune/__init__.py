@@ -32,11 +32,11 @@ from steps.compression.families import family_of
 from steps.compression.prune_method import PruneMethod
 from steps.compression.training import accuracy, adam, train_epochs
 from steps.core import datasets, lineage
-from steps.stagekit.finish import save_and_record, write_result
 from steps.core.names import ModelRole
 from steps.core.results import PruneResult
 from steps.core.torchkit import load_model, regularised_loss, setup
 from steps.prune import budget_plots, budget_search
+from steps.stagekit.finish import save_and_record, write_result
 
 
 def method_for(model, cfg: config.PruneConfig) -> PruneMethod:
