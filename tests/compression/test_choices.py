@@ -6,6 +6,7 @@ import pytest
 
 from steps import config
 from steps.compression import choices
+from steps.config.distill import DistillTerm
 
 REGISTRIES = {name: value for name, value in vars(choices).items() if isinstance(value, choices.Registry)}
 SCHEMA_FIELDS = {  # registry -> (schema model, field)
@@ -17,6 +18,7 @@ SCHEMA_FIELDS = {  # registry -> (schema model, field)
     "TRANSFORMER_IMPORTANCES": (config.TransformerPruneConfig, "importance"),
     "BLOCK_METRICS": (config.TransformerPruneConfig, "depth_metric"),
     "LAYER_MAPS": (config.TransformerLossConfig, "layer_map"),
+    "DISTILL_TERMS": (DistillTerm, "name"),
 }
 
 
