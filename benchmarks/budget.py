@@ -52,6 +52,7 @@ from steps.core.measurement import with_p95_interval
 from steps.core.results import QuantizeResult
 from steps.core.names import ModelRole
 from steps.core.torchkit import load_model, regularised_loss, setup, spec_from
+from steps.distill.objective import build_objective
 
 UNIFORM = (0.75, 0.5, 0.25)
 """Hand-set: fractions of every layer's channels kept."""
@@ -88,8 +89,9 @@ def distill_into(student, params: config.Params, root: Path) -> torch.nn.Module:
         train_epochs(student, adam(student.parameters(), ft.lr, ft.weight_decay), len(train), ft.batch_size,
                      ft.epochs, regularised_loss(train, device, ft, params.seed), generator=generator,
                      description="hand-set fine-tune", lr_schedule=ft.lr_schedule)
+    objective = build_objective(cfg, student, teach, ModelRole.TEACHER.value, train.x[:2].to(device)).to(device)
     train_epochs(student, adam(student.parameters(), cfg.train.lr, cfg.train.weight_decay), len(train),
-                 cfg.train.batch_size, cfg.train.epochs, distill.logits_only_loss(cfg, teach, train, device),
+                 cfg.train.batch_size, cfg.train.epochs, distill.logits_only_loss(objective, teach, train, device),
                  generator=generator, description="hand-set distill", lr_schedule=cfg.train.lr_schedule)
     return student.cpu().eval()
 

@@ -85,6 +85,15 @@ LR_SCHEDULES = Registry("lr_schedule", {
     "warmup_cosine": "steps.compression.warmup:warmup_cosine_lr",
 })
 LAYER_MAPS = Registry("layer map", {
-    "uniform": "steps.compression.transformer_distillation:uniform_layer_map",
-    "last": "steps.compression.transformer_distillation:last_layer_map",
+    "uniform": "steps.compression.distillation.layer_maps:uniform_layer_map",
+    "last": "steps.compression.distillation.layer_maps:last_layer_map",
+})
+DISTILL_TERMS = Registry("distillation term", {
+    # one module per term (steps/compression/distillation/), summed with weights by its objective
+    "soft_targets": "steps.compression.distillation.soft_targets:SoftTargets",
+    "hard_labels": "steps.compression.distillation.hard_labels:HardLabels",
+    "hints": "steps.compression.distillation.hints:FitNetsHint",
+    "attention_transfer": "steps.compression.distillation.attention_transfer:AttentionTransfer",
+    "attention_maps": "steps.compression.distillation.attention_maps:AttentionMaps",
+    "hidden_states": "steps.compression.distillation.hidden_states:HiddenStates",
 })

@@ -40,6 +40,19 @@ class TransformerLossConfig(_Section):
         "last: the last blocks only (MiniLM)")
 
 
+class DistillTerm(_Section):
+    """One summand of the distillation objective as these params ask for it. Not a params.yaml section:
+    `DistillConfig.terms` maps the keys of `distill:` onto a list of these."""
+
+    name: choice(choices.DISTILL_TERMS)
+    source: str = Field(description="the params key the term comes from, named in errors")
+    weight: float = Field(ge=0)
+    layers: list[LayerPair] = Field(default_factory=list, description="for a term reading named module pairs")
+    layer_map: choice(choices.LAYER_MAPS) = Field(
+        default="uniform", description="for a term reading per-block activations: how blocks pair")
+    options: dict[str, float] = Field(default_factory=dict, description="the term's constructor arguments")
+
+
 class DistillConfig(_Section):
     teacher: Literal["pruned", "teacher"] = Field(
         default="pruned", description="pruned: prune-then-distill; teacher: distill from the unpruned teacher")
@@ -61,3 +74,22 @@ class DistillConfig(_Section):
             raise ValueError(f"distill.attention_maps and distill.hidden_states need a vit student "
                              f"(distill.student.name is {self.student.name!r})")
         return self
+
+    @property
+    def terms(self) -> list[DistillTerm]:
+        """The objective's terms, in summation order: soft targets at `temperature` with weight alpha and
+        hard labels with weight 1 - alpha (Hinton et al.'s KD loss), then each feature term weighted > 0."""
+        terms = [DistillTerm(name="soft_targets", source="distill.alpha", weight=self.alpha,
+                             options={"temperature": self.temperature}),
+                 DistillTerm(name="hard_labels", source="distill.alpha", weight=1 - self.alpha)]
+        for key, name in (("hints", "hints"), ("attention", "attention_transfer")):
+            section = getattr(self, key)
+            if section.weight > 0:
+                terms.append(DistillTerm(name=name, source=f"distill.{key}", weight=section.weight,
+                                         layers=section.layers))
+        for key in ("attention_maps", "hidden_states"):
+            section = getattr(self, key)
+            if section.weight > 0:
+                terms.append(DistillTerm(name=key, source=f"distill.{key}", weight=section.weight,
+                                         layer_map=section.layer_map))
+        return terms

@@ -6,6 +6,7 @@ import pytest
 
 from steps import config
 from steps.compression import choices
+from steps.config.distill import DistillTerm
 from tests.helpers import default_params
 
 REGISTRIES = {name: value for name, value in vars(choices).items() if isinstance(value, choices.Registry)}
@@ -19,6 +20,7 @@ SCHEMA_FIELDS = {  # registry -> (schema model, field)
     "TRANSFORMER_IMPORTANCES": (config.TransformerPruneConfig, "importance"),
     "BLOCK_METRICS": (config.TransformerPruneConfig, "depth_metric"),
     "LAYER_MAPS": (config.TransformerLossConfig, "layer_map"),
+    "DISTILL_TERMS": (DistillTerm, "name"),
 }
 CRITERIA_VIEWS = ("IMPORTANCES", "TRANSFORMER_IMPORTANCES", "BLOCK_METRICS")
 """The params keys' subsets of the one criteria registry (CRITERIA), which no key reads whole."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from steps.compression import checkpoint, measure, onnx_export
-from steps.compression.features import FeatureTap
+from steps.compression.distillation.features import FeatureTap
 from steps.compression.models import ModelSpec, build, spec_of
 from steps.compression.vit import ViT, layout
 

@@ -8,6 +8,7 @@ import torch
 
 from steps import distill, export, prune, quantize
 from steps.compression import measure
+from steps.compression.families import family_of
 from steps.core.datasets import load_splits
 from steps.core.names import ModelRole
 from steps.core.torchkit import load_model
@@ -114,10 +115,12 @@ def test_cnn_teacher_to_vit_student_matches_pooled_features(project_after, stage
     from_cnn = variant(stage_params, distill={"teacher": "teacher", "student": VIT_STUDENT,
                                               "hidden_states": {"weight": 1.0, "layer_map": "uniform"},
                                               "train": {**stage_params.distill.train.model_dump(), **STUDENT_TRAIN}})
-    assert distill.pooled_layer(load_model(root, ModelRole.TEACHER)[0]) == "classifier.2"  # the hidden ReLU
+    cnn = load_model(root, ModelRole.TEACHER)[0]
+    assert family_of(cnn).pooled_layer(cnn) == "classifier.2"  # the hidden ReLU
     assert distill.run(from_cnn, root).val_accuracy > 0.3
     maps = variant(from_cnn, distill={"attention_maps": {"weight": 1.0, "layer_map": "last"}})
-    with pytest.raises(ValueError, match="distill.attention_maps needs a vit teacher"):
+    with pytest.raises(ValueError, match="distill.attention_maps needs a teacher whose family has attention maps; "
+                                         "the teacher model is a cnn"):
         distill.run(maps, root)
 
 

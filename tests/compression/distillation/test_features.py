@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from steps.compression.features import FeatureTap, module_names
+from steps.compression.distillation.features import FeatureTap, module_names
 from steps.compression.models import ModelSpec, build
 
 

@@ -1,0 +1,18 @@
+"""Hard labels: the student's cross-entropy on the true labels (the second half of Hinton et al. 2015's loss)."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from steps.compression.distillation.term import Term
+
+
+class HardLabels(Term):
+    """loss = CE(student logits, y), averaged over the batch. With weight 1 - alpha beside `SoftTargets`
+    at weight alpha, the sum is Hinton et al.'s alpha * T^2 * KL + (1 - alpha) * CE."""
+
+    reads = "labels"
+
+    def forward(self, student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(student, labels)

@@ -1,0 +1,34 @@
+"""Soft targets: Hinton et al. 2015, "Distilling the Knowledge in a Neural Network"."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from steps.compression.distillation.term import Term
+
+
+class SoftTargets(Term):
+    """loss = T^2 * KL(p_teacher^T || p_student^T), averaged over the batch, where p^T = softmax(logits / T).
+
+    The T^2 factor keeps the soft-target gradients on the same scale as the hard-label ones when T
+    changes. It is applied with the weight (`coefficient`: weight * T * T, one float), so with weight
+    alpha the objective computes alpha * T * T * KL exactly as Hinton's combined loss is usually written.
+    """
+
+    reads = "logits"
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def coefficient(self, weight: float) -> float:
+        return weight * self.temperature * self.temperature
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """KL(p_teacher^T || p_student^T), without T^2 (see `coefficient`)."""
+        t = self.temperature
+        return F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
+                        reduction="batchmean", log_target=True)
