@@ -28,7 +28,7 @@ from steps.compression import augment, measure
 from steps.compression.distillation import DistillationObjective, KDLoss
 from steps.compression.features import FeatureTap
 from steps.compression.transformer_distillation import TransformerObjective, attention_pairs, hidden_pairs, layer_map
-from steps.compression.vit import ViT
+from steps.compression.families.vit.model import ViT
 from steps.compression.training import Split, StepLoss, accuracy, adam, predict_logits, train_epochs
 from steps.core import datasets, lineage
 from steps.core.layout import metrics_path, model_files

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from steps.compression import choices
-from steps.compression.custom import refuse_unprunable
+from steps.compression.families.custom.model import refuse_unprunable
 
 ROOTS = (nn.Conv2d, nn.Linear)
 """Layers whose output channels start a pruning group."""

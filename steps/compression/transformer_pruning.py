@@ -40,9 +40,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from steps.compression import choices
+from steps.compression.families.vit.model import Layout, ViT, model_layout
 from steps.compression.structured import _taylor_gradients, target_widths
 from steps.compression.training import evaluating
-from steps.compression.vit import Layout, ViT, model_layout
 
 Calibration = tuple[torch.Tensor, torch.Tensor]
 """A labelled batch (x, y): images as the model takes them and class indices."""

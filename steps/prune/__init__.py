@@ -30,7 +30,7 @@ import torch
 from steps import config, tracking
 from steps.compression import measure, pruning, structured
 from steps.compression import transformer_pruning as tp_vit
-from steps.compression.vit import ViT, model_layout
+from steps.compression.families.vit.model import ViT, model_layout
 from steps.compression.schedules import get_schedule
 from steps.compression.training import Split, accuracy, adam, train_epochs
 from steps.core import datasets, lineage

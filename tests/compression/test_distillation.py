@@ -4,8 +4,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from steps.compression.distillation import AttentionTransferLoss, DistillationObjective, FeatureHintLoss, KDLoss
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 from steps.compression.features import FeatureTap
-from steps.compression.models import ModelSpec, build
 
 
 def logits(seed: int) -> torch.Tensor:

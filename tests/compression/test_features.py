@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 from steps.compression.features import FeatureTap, module_names
-from steps.compression.models import ModelSpec, build
 
 
 def cnn(batch_norm: bool = True) -> nn.Module:

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from steps.compression import measure
-from steps.compression.models import ModelSpec, build
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 from steps.compression.structured import (
     IMPORTANCES,
     channel_keep_amounts,

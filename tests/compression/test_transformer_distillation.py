@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 from steps.compression.features import FeatureTap
-from steps.compression.models import ModelSpec, build
 from steps.compression.transformer_distillation import (
     AttentionMapLoss,
     HiddenStateLoss,

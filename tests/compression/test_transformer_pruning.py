@@ -4,8 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from steps.compression import checkpoint, measure, onnx_export
-from steps.compression.models import ModelSpec, build, spec_of
+from steps.compression import measure, onnx_export
+from steps.compression.families import build, checkpoint, spec_of
+from steps.compression.families.spec import ModelSpec
+from steps.compression.families.vit.model import ViT
 from steps.compression.transformer_pruning import (
     BLOCK_METRICS,
     IMPORTANCES,
@@ -18,7 +20,6 @@ from steps.compression.transformer_pruning import (
     prune_mlp,
     prune_transformer,
 )
-from steps.compression.vit import ViT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
