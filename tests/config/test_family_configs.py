@@ -94,3 +94,8 @@ def test_the_schema_validates_every_family_without_loading_torch():
     out = subprocess.run([sys.executable, "-c", code, json.dumps(default_params()), json.dumps(list(VALID.values()))],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_family_names_its_layer_widths_for_the_plot_labels():
+    widths = {name: validate(arch).teacher.arch.widths for name, arch in VALID.items()}
+    assert widths == {"mlp": [16], "cnn": [8, 16], "resnet": [8, 16], "vit": [], "custom": []}

@@ -23,6 +23,12 @@ the key, at any other."""
 class ArchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @property
+    def widths(self) -> list[int]:
+        """The layer widths it names, conv channels then classifier hidden (a label for plots); [] for a
+        family sized by other settings (vit) or by its factory (custom)."""
+        return []
+
     @model_validator(mode="before")
     @classmethod
     def _drop_flat_leftovers(cls, raw: Any) -> Any:

@@ -17,6 +17,10 @@ class CNNConfig(ArchSettings):
     hidden: list[int] = Field(default_factory=list, description="hidden widths of the classifier")
     batch_norm: bool = True
 
+    @property
+    def widths(self) -> list[int]:
+        return [*self.channels, *self.hidden]
+
     @model_validator(mode="after")
     def _some_conv(self) -> CNNConfig:
         if not self.channels:

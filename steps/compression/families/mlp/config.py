@@ -14,3 +14,7 @@ class MLPConfig(ArchSettings):
 
     name: Literal["mlp"]
     hidden: list[int] = Field(default_factory=list, description="hidden widths of the classifier")
+
+    @property
+    def widths(self) -> list[int]:
+        return list(self.hidden)

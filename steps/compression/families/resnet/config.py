@@ -17,6 +17,10 @@ class ResNetConfig(ArchSettings):
     hidden: list[int] = Field(default_factory=list, description="hidden widths of the classifier")
     batch_norm: bool = Field(default=True, description="always true: the blocks are Conv+BN by design")
 
+    @property
+    def widths(self) -> list[int]:
+        return [*self.channels, *self.hidden]
+
     @model_validator(mode="after")
     def _blocks_with_batch_norm(self) -> ResNetConfig:
         if not self.channels:
