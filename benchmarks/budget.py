@@ -44,7 +44,7 @@ import common
 from common import merge
 from steps import config, data, distill, evaluate, export, prune, quantize, teacher
 from steps.compression import measure, onnx_export, rounding, width_search
-from steps.compression.models import build
+from steps.compression.families import build
 from steps.compression.training import adam, train_epochs
 from steps.core import budget, datasets, stats
 from steps.core.layout import metrics_path

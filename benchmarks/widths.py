@@ -26,7 +26,8 @@ import common
 from common import merge
 from steps import config
 from steps.compression import measure, onnx_export
-from steps.compression.models import ModelSpec, build
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 from steps.compression.structured import layer_widths, target_widths
 
 TEACHER = ModelSpec(name="cnn", channels=[32, 64, 128], hidden=[256])

@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 
 from steps import config, tracking
-from steps.compression import checkpoint, measure
+from steps.compression import measure
+from steps.compression.families import checkpoint
 from steps.compression.regularization import near_zero_fraction
 from steps.compression.training import accuracy, adam, train_epochs
 from steps.core import datasets, lineage

@@ -2,7 +2,7 @@
 
 A registry maps a name to the object it selects, written as "module:attribute" and imported on
 first use: the config schema takes its valid names from these keys (`shrinkflow run -S ...`
-validates without loading torch), and the library resolves the same entries. A new architecture,
+validates without loading torch), and the library resolves the same entries. A new model family,
 schedule or criterion is one line here; tests/compression/test_choices.py resolves every entry.
 """
 
@@ -40,12 +40,13 @@ class Registry(Mapping[str, Any]):
         return Registry(kind, {name: self._entries[name] for name in names})
 
 
-ARCHITECTURES = Registry("architecture", {
-    "mlp": "steps.compression.models:MLP",
-    "cnn": "steps.compression.models:CNN",
-    "resnet": "steps.compression.models:ResNet",
-    "vit": "steps.compression.vit:ViT",
-    "custom": "steps.compression.custom:build_custom",
+FAMILIES = Registry("model family", {
+    # name -> the family's hooks and builder (steps/compression/families/<name>/model.py: FAMILY)
+    "mlp": "steps.compression.families.mlp.model:FAMILY",
+    "cnn": "steps.compression.families.cnn.model:FAMILY",
+    "resnet": "steps.compression.families.resnet.model:FAMILY",
+    "vit": "steps.compression.families.vit.model:FAMILY",
+    "custom": "steps.compression.families.custom.model:FAMILY",
 })
 SCHEDULES = Registry("pruning schedule", {
     "one_shot": "steps.compression.schedules:one_shot",

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from steps.compression.checkpoint import atomic_write
+from steps.compression.families.checkpoint import atomic_write
 
 INPUT, OUTPUT = "x", "logits"
 Exporter = Literal["torchscript", "dynamo"]

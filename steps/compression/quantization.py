@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from steps.compression.checkpoint import atomic_write
+from steps.compression.families.checkpoint import atomic_write
 from steps.compression.onnx_export import INPUT, ExportError
 
 Method = Literal["dynamic", "static"]

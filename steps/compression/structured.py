@@ -22,7 +22,7 @@ from torch import nn
 
 from steps.compression import choices
 from steps.compression.criteria import Calibration, Importance, criterion
-from steps.compression.custom import refuse_unprunable
+from steps.compression.families.custom.model import refuse_unprunable
 from steps.compression.prune_method import CALIBRATION_IMAGES, PruneMethod
 from steps.compression.rounding import keep
 from steps.compression.training import Split

@@ -15,7 +15,7 @@ from steps.compression import choices
 from steps.compression.criteria import Calibration, criterion, lowest
 from steps.compression.rounding import keep
 from steps.compression.training import evaluating
-from steps.compression.vit import ViT
+from steps.compression.families.vit.model import ViT
 
 
 def block_importance(model: ViT, calibration: Calibration | None, metric: str = "logit_kl") -> torch.Tensor:

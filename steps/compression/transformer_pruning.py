@@ -19,13 +19,13 @@ from torch import nn
 
 from steps.compression import choices
 from steps.compression.criteria import Calibration, criterion
+from steps.compression.families.vit.model import Layout, ViT, model_layout
 from steps.compression.prune_method import CALIBRATION_IMAGES, PruneMethod
 from steps.compression.rounding import keep
 from steps.compression.schedules import get_schedule
 from steps.compression.training import Split
 from steps.compression.transformer_depth import prune_depth
 from steps.compression.transformer_widths import checked_criterion, prune_embedding, prune_heads, prune_mlp
-from steps.compression.vit import Layout, ViT, model_layout
 
 
 @dataclass(frozen=True)

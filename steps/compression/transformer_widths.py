@@ -21,7 +21,7 @@ from torch import nn
 from steps.compression import choices
 from steps.compression.criteria import Calibration, Importance, criterion, lowest
 from steps.compression.rounding import keep
-from steps.compression.vit import ViT
+from steps.compression.families.vit.model import ViT
 
 
 def checked_criterion(model: nn.Module, amount: float, importance: str, calibration: Calibration | None,

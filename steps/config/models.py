@@ -1,67 +1,51 @@
-"""params.yaml's model sections: `teacher.arch` and `distill.student` (an architecture by family name),
-the teacher's training and where a trained teacher comes from."""
+"""params.yaml's model sections: `teacher.arch` and `distill.student` (a model by family name), the
+teacher's training and where a trained teacher comes from."""
 
 from __future__ import annotations
 
-import re
-from typing import Any, Literal
+from typing import Annotated, Any, Union
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, WrapValidator, field_validator, model_validator
 
 from steps.compression import choices
+from steps.compression.families.cnn.config import CNNConfig
+from steps.compression.families.custom.config import CustomConfig
+from steps.compression.families.mlp.config import MLPConfig
+from steps.compression.families.resnet.config import ResNetConfig
+from steps.compression.families.vit.config import ViTConfig
+from steps.config.base import RegistryChoice
 from steps.config.base import Section as _Section
-from steps.config.base import choice
 from steps.config.training import TrainConfig
 
-_FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+FAMILY_CONFIGS = (MLPConfig, CNNConfig, ResNetConfig, ViTConfig, CustomConfig)
+"""One config class per model family, each validating its own fields (steps/compression/families/<name>/config.py)."""
 
-class ArchConfig(_Section):
-    """A model architecture by registry name (see steps.compression.models)."""
 
-    name: choice(choices.ARCHITECTURES)
-    channels: list[int] = Field(default_factory=list, description="conv widths (cnn only)")
-    hidden: list[int] = Field(default_factory=list, description="hidden widths of the classifier")
-    batch_norm: bool = True
-    # vit only (steps/compression/vit.py); the names are ModelSpec's, so spec_from passes them through
-    patch_size: int = Field(default=7, ge=1, description="vit: patch side in pixels; must divide the image size")
-    embed_dim: int = Field(default=64, ge=1, description="vit: residual width")
-    depth: int = Field(default=4, ge=1, description="vit: transformer blocks")
-    heads: int = Field(default=4, ge=1, description="vit: attention heads per block; must divide embed_dim")
-    mlp_ratio: float = Field(default=2.0, gt=0, description="vit: MLP hidden width / embed_dim")
-    pool: Literal["cls", "mean"] = Field(default="cls", description="vit: class token or mean over tokens")
-    # custom only (steps/compression/custom.py): the user's own model, built by factory(**kwargs)
-    factory: str | None = Field(default=None, description='custom: "package.module:function" returning an nn.Module')
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="custom: keyword arguments of the factory")
+def _as_one_section(raw: Any, validate) -> Any:
+    """Errors worded as for any other section: pydantic puts the tag into a tagged union's error locations
+    (`teacher.arch.vit.pool`), which is no key of params.yaml; and an unknown name reads as the bad value
+    of `name`, listing the valid ones."""
+    try:
+        return validate(raw)
+    except ValidationError as err:
+        tag = raw.get("name") if isinstance(raw, dict) else None
+        raise ValidationError.from_exception_data(err.title, [_untagged(e, tag) for e in err.errors()]) from None
 
-    @model_validator(mode="after")
-    def _custom(self) -> ArchConfig:
-        if self.name != "custom":
-            if self.factory is not None or self.kwargs:
-                raise ValueError(f"factory and kwargs are for name: custom only (name is {self.name!r})")
-            return self
-        if self.factory is None or not _FACTORY.fullmatch(self.factory):
-            raise ValueError(f'a custom arch needs factory: "package.module:function", got {self.factory!r}')
-        if self.channels or self.hidden:
-            raise ValueError("a custom arch takes its widths from kwargs: leave 'channels' and 'hidden' empty")
-        return self
 
-    @model_validator(mode="after")
-    def _vit(self) -> ArchConfig:
-        if self.name == "vit" and self.embed_dim % self.heads:
-            raise ValueError(f"vit embed_dim {self.embed_dim} is not divisible by heads {self.heads}")
-        if self.name == "vit" and (self.channels or self.hidden):
-            raise ValueError("a vit has no conv or classifier widths: leave 'channels' and 'hidden' empty")
-        return self
+def _untagged(error: dict, tag: Any) -> dict:
+    if error["type"] == "union_tag_not_found":
+        return {"type": "missing", "loc": ("name",), "input": error["input"]}
+    if error["type"] == "union_tag_invalid":
+        expected = " or ".join(", ".join(repr(n) for n in choices.FAMILIES).rsplit(", ", 1))
+        return {"type": "literal_error", "loc": ("name",), "input": tag, "ctx": {"expected": expected}}
+    loc = error["loc"][1:] if error["loc"][:1] == (tag,) else error["loc"]
+    return {**{k: error[k] for k in ("type", "input", "ctx") if k in error}, "loc": loc}
 
-    @model_validator(mode="after")
-    def _widths(self) -> ArchConfig:
-        if self.name == "cnn" and not self.channels:
-            raise ValueError("a cnn needs at least one entry in 'channels'")
-        if self.name == "mlp" and self.channels:
-            raise ValueError("an mlp has no conv layers: leave 'channels' empty")
-        if any(w <= 0 for w in [*self.channels, *self.hidden]):
-            raise ValueError("layer widths must be positive")
-        return self
+
+ArchConfig = Annotated[Union[FAMILY_CONFIGS], Field(discriminator="name"),  # noqa: UP007 (a tuple of classes)
+                       RegistryChoice(choices.FAMILIES), WrapValidator(_as_one_section)]
+"""A model by family name (`teacher.arch`, `distill.student`): the tagged union of the families' configs
+on `name`; its RegistryChoice says `name` selects an entry of `choices.FAMILIES`."""
 
 
 class TeacherTrainConfig(TrainConfig):

@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from steps import config
-from steps.compression import augment, checkpoint
-from steps.compression.models import ModelSpec, build
-from steps.core import datasets
+from steps.compression import augment
+from steps.compression.families import build, checkpoint, family
+from steps.compression.families.spec import ModelSpec
 from steps.compression.training import resolve_device, seed_everything
+from steps.core import datasets
 from steps.core.layout import model_path, spec_path
 from steps.core.names import ModelRole
 
@@ -40,20 +41,18 @@ def regularised_loss(split, device: torch.device, train: config.TrainConfig, see
     return lambda m, idx: base(m, idx) + l1_penalty(m, l1.coefficient, l1.target)
 
 
-IMAGE_ONLY = ("cnn", "resnet", "vit")
-"""Built-in architectures that convolve or patch images: they cannot take a table's feature vectors."""
-
-
 def spec_from(arch: config.ArchConfig, root: Path) -> ModelSpec:
-    """The arch of params.yaml sized from the data's manifest: its input shape and class count."""
+    """The arch of params.yaml sized from the data's manifest: its input shape and class count. A family
+    that convolves or patches images (`needs_images`) is refused on a table's feature vectors."""
     manifest = datasets.read_manifest(root)
     shape = datasets.input_shape(manifest)
     kind = datasets.kind(manifest)
-    if kind == "features" and arch.name in IMAGE_ONLY:
+    needs_images = family(arch.name).needs_images
+    if kind == "features" and needs_images:
         raise ValueError(
             f"arch.name {arch.name!r} needs images, but data.source {manifest.get('source')!r} gives feature "
             f"vectors of shape {list(shape)}: use name: mlp (or a custom model) for a table")
-    if kind == "image" and arch.name in IMAGE_ONLY and shape[1] != shape[2]:
+    if kind == "image" and needs_images and shape[1] != shape[2]:
         raise ValueError(f"arch.name {arch.name!r} needs square images, the data's are {shape[1]}x{shape[2]}: "
                          "set data.image_size")
     sizes = {"in_channels": shape[0], "image_size": shape[1]} if kind == "image" else \

@@ -6,8 +6,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from steps.compression import checkpoint, measure, pruning, structured
-from steps.compression.models import ARCHITECTURES, ModelSpec, build
+from steps.compression import measure, pruning, structured
+from steps.compression.choices import FAMILIES
+from steps.compression.families import build, checkpoint
+from steps.compression.families.spec import ModelSpec
 
 SPEC = ModelSpec(name="cnn", channels=[4, 8], hidden=[16])
 
@@ -77,9 +79,9 @@ def trained_stats(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
-def test_every_architecture_round_trips(tmp_path: Path, name):
-    assert set(SPECS) == set(ARCHITECTURES)
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_round_trips(tmp_path: Path, name):
+    assert set(SPECS) == set(FAMILIES)
     torch.manual_seed(0)
     model = trained_stats(build(SPECS[name]))
     checkpoint.save(model, SPECS[name], tmp_path / "m.safetensors", tmp_path / "m.json")

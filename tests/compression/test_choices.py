@@ -6,12 +6,12 @@ import pytest
 
 from steps import config
 from steps.compression import choices
+from steps.compression.families import Family
 from steps.config.distill import DistillTerm
 from tests.helpers import default_params
 
 REGISTRIES = {name: value for name, value in vars(choices).items() if isinstance(value, choices.Registry)}
 SCHEMA_FIELDS = {  # registry -> (schema model, field)
-    "ARCHITECTURES": (config.ArchConfig, "name"),
     "SCHEDULES": (config.PruneConfig, "schedule"),
     "PRUNE_METHODS": (config.PruneConfig, "method"),
     "IMPORTANCES": (config.PruneConfig, "importance"),
@@ -26,10 +26,20 @@ CRITERIA_VIEWS = ("IMPORTANCES", "TRANSFORMER_IMPORTANCES", "BLOCK_METRICS")
 """The params keys' subsets of the one criteria registry (CRITERIA), which no key reads whole."""
 
 
-@pytest.mark.parametrize("registry", sorted(REGISTRIES))
+@pytest.mark.parametrize("registry", sorted(set(REGISTRIES) - {"FAMILIES"}))
 def test_every_entry_resolves_to_a_callable(registry):
     for name in REGISTRIES[registry]:
         assert callable(REGISTRIES[registry][name]), f"{registry}[{name!r}]"
+
+
+def test_every_family_entry_resolves_to_its_family_and_the_schema_takes_its_config():
+    """FAMILIES' entries are the families' hooks; config.ArchConfig is the union of their configs, one per name."""
+    union = typing.get_args(typing.get_args(config.ArchConfig)[0])
+    tags = {typing.get_args(member.model_fields["name"].annotation)[0]: member for member in union}
+    assert set(tags) == set(choices.FAMILIES)
+    for name in choices.FAMILIES:
+        family = choices.FAMILIES[name]
+        assert isinstance(family, Family) and family.name == name and family.config is tags[name]
 
 
 @pytest.mark.parametrize("registry", sorted(SCHEMA_FIELDS))
@@ -39,7 +49,7 @@ def test_the_schema_accepts_exactly_the_registry_names(registry):
 
 
 def test_every_registry_is_tied_to_the_schema():
-    assert set(REGISTRIES) == set(SCHEMA_FIELDS) | {"CRITERIA"}
+    assert set(REGISTRIES) == set(SCHEMA_FIELDS) | {"CRITERIA", "FAMILIES"}
 
 
 def test_the_criteria_views_are_the_one_criteria_registry():

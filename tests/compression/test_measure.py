@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from steps.compression import measure, pruning
-from steps.compression.models import ModelSpec, build
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 
 
 def test_counts_parameters_and_nonzeros():
@@ -29,7 +30,7 @@ def test_student_costs_fewer_macs_than_teacher():
 
 
 def test_pruned_weights_compress_better(tmp_path):
-    from steps.compression import checkpoint
+    from steps.compression.families import checkpoint
 
     spec = ModelSpec(name="mlp", hidden=[256])
     torch.manual_seed(0)

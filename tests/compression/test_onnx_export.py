@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from steps.compression import onnx_export
-from steps.compression.models import ModelSpec, build
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 from steps.compression.structured import prune_channels
 
 X = torch.randn(7, 1, 28, 28, generator=torch.Generator().manual_seed(0))

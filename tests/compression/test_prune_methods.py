@@ -6,7 +6,8 @@ from torch import nn
 
 from steps import config
 from steps.compression import choices, measure
-from steps.compression.models import ModelSpec, build
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 from steps.compression.prune_method import PruneMethod
 from steps.compression.training import Split
 

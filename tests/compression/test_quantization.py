@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from steps.compression import measure, onnx_export, quantization
-from steps.compression.models import ModelSpec, build
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 from tests.helpers import synthetic_images
 
 TOLERANCE = 0.02

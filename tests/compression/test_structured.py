@@ -6,7 +6,8 @@ from torch import nn
 
 from steps.compression import measure
 from steps.compression.choices import IMPORTANCES
-from steps.compression.models import ModelSpec, build
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 from steps.compression.structured import (
     channel_keep_amounts,
     layer_widths,

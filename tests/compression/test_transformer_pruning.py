@@ -4,14 +4,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from steps.compression import checkpoint, measure, onnx_export
+from steps.compression import measure, onnx_export
 from steps.compression.choices import BLOCK_METRICS
 from steps.compression.choices import TRANSFORMER_IMPORTANCES as IMPORTANCES
-from steps.compression.models import ModelSpec, build, spec_of
+from steps.compression.families import build, checkpoint, spec_of
+from steps.compression.families.spec import ModelSpec
+from steps.compression.families.vit.model import ViT
 from steps.compression.transformer_depth import block_importance, prune_depth
 from steps.compression.transformer_pruning import TransformerPruning, prune_transformer
 from steps.compression.transformer_widths import head_scores, prune_embedding, prune_heads, prune_mlp
-from steps.compression.vit import ViT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

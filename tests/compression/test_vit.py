@@ -4,10 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from steps.compression import checkpoint, measure, onnx_export
+from steps.compression import measure, onnx_export
 from steps.compression.distillation.features import FeatureTap
-from steps.compression.models import ModelSpec, build, spec_of
-from steps.compression.vit import ViT, layout
+from steps.compression.families import build, checkpoint, spec_of
+from steps.compression.families.spec import ModelSpec
+from steps.compression.families.vit.model import ViT, layout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

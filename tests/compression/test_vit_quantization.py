@@ -8,7 +8,8 @@ import onnx
 import torch
 
 from steps.compression import onnx_export, quantization
-from steps.compression.models import ModelSpec, build
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 
 
 def _producers(path) -> tuple[dict[str, str], list]:

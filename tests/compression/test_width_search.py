@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from steps.compression import measure, width_search
-from steps.compression.models import ModelSpec, build
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

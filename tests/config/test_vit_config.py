@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from steps import config
-from steps.compression.models import ModelSpec, build
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 from tests.helpers import default_params
 
 VIT = {"name": "vit", "patch_size": 7, "embed_dim": 32, "depth": 2, "heads": 4, "mlp_ratio": 2.0, "pool": "mean"}
@@ -36,7 +37,7 @@ def test_a_vit_arch_passes_through_to_the_model_spec_by_name():
     ({"embed_dim": 30}, "teacher.arch: Value error, vit embed_dim 30 is not divisible by heads 4"),
     ({"pool": "max"}, "teacher.arch.pool: Input should be 'cls' or 'mean'"),
     ({"patch_size": 0}, "teacher.arch.patch_size: Input should be greater than or equal to 1"),
-    ({"channels": [8]}, "a vit has no conv or classifier widths"),
+    ({"channels": [8]}, r"teacher.arch.channels: unknown key \(value \[8\]\)"),
     ({"mlp_ratio": 0}, "teacher.arch.mlp_ratio: Input should be greater than 0"),
 ])
 def test_bad_vit_arch_keys_are_named(change, message):

@@ -21,7 +21,7 @@ from steps import config, data, export, promote, quantize, tracking
 from steps.core.datasets import load_splits, read_manifest
 from steps.evaluate.perclass import class_recall
 from steps.registry import aliases, history, lock
-from steps.compression.models import build
+from steps.compression.families import build
 from steps.compression.training import accuracy
 from steps.core.names import Alias, ModelRole, Tag
 from steps.core.layout import PROMOTION, REPORT

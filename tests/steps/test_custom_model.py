@@ -6,8 +6,9 @@ from torch import nn
 
 from steps import config, teacher
 from steps.compression import structured
-from steps.compression.custom import CustomModelError, build_custom
-from steps.compression.models import ModelSpec
+from steps.compression.families.custom.config import CustomConfig
+from steps.compression.families.custom.model import CustomModelError, build_custom
+from steps.compression.families.spec import ModelSpec
 from steps.core.torchkit import build_for, spec_from
 from tests.helpers import variant
 
@@ -41,7 +42,7 @@ def test_factory_errors_name_the_factory():
 
 def test_a_model_with_the_wrong_class_count_is_refused(project_after, stage_params):
     root = project_after("data")
-    arch = config.ArchConfig(name="custom", factory="tests.custom_model:small_net", kwargs={"classes": 4})
+    arch = CustomConfig(name="custom", factory="tests.custom_model:small_net", kwargs={"classes": 4})
     spec = spec_from(arch, root)
     assert spec.num_classes == len(stage_params.data.class_names) and spec.input_shape == [1, 28, 28]
     with pytest.raises(ValueError, match=r"returns \[2, 4\].*10 classes"):

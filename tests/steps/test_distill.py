@@ -3,7 +3,8 @@ import torch
 from torch.nn import functional as F
 
 from steps import config, distill
-from steps.compression.models import ModelSpec, build
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 from steps.config.distill import DistillTerm
 from steps.core.names import ModelRole
 from steps.core.torchkit import load_model

@@ -4,7 +4,8 @@ from mlflow.tracking import MlflowClient
 
 from steps import config, prune, tracking
 from steps.compression import choices, measure
-from steps.compression.models import ModelSpec, build
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 from steps.core.datasets import load_splits
 from steps.core.names import ModelRole
 from steps.core.torchkit import load_model

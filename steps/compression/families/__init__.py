@@ -1,8 +1,10 @@
 """Model families: what a stage may ask of any model, answered by the family that built it.
 
 A stage never checks a model's class (`isinstance(model, ViT)`); it asks `family_of(model)` for the hooks
-below. A family is one module (or folder) with its config, its builder and these hooks; `FAMILIES` in
-`steps.compression.choices` is its one registry line.
+below. A family is one folder here: `config.py` (its params.yaml config, torch-free, one member of
+`steps.config.ArchConfig`), `model.py` (its builder, its hooks and its `FAMILY`), and one line in
+`FAMILIES` (`steps.compression.choices`). This package's own modules import no torch at load time, so
+the config schema can import a family's `config.py`.
 
 Hooks:
     name              the registry name (`arch.name`)
@@ -13,14 +15,31 @@ Hooks:
                       probabilities (B, heads, N, N); [] for a family without attention
     hidden_states(m)  one module name per transformer block whose output is its hidden state (B, N, D); []
                       for a family without blocks
+    config            its params.yaml config class
+    build(spec)       a new model of that spec (random initial weights)
+    needs_images      whether it convolves or patches square images (a table's feature vectors cannot feed it)
+    spec_of(m, spec)  the spec that rebuilds `m` as it is now (checkpoint.save writes it)
+    fit_weights(m, state)  make the built `m` take the stored tensors' shapes (checkpoint.load); whether
+                      anything changed
+    example_input(spec)    a dummy batch of one sample (checkpoint.load's forward check, export)
+    refuse_unprunable(m)   raise, naming the layer, if structured pruning cannot shrink `m` and reload it
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch is loaded by the families' model.py only, never by the config schema
+    import torch
+    from torch import nn
+
+    from steps.compression.families.spec import ModelSpec
+
+TAG = "shrinkflow_family"
+"""The class attribute naming a built-in model's family; a model without it is a user's (custom)."""
+UNTAGGED = "custom"
 
 
 @dataclass(frozen=True)
@@ -31,39 +50,34 @@ class Family:
     pooled_layer: Callable[[nn.Module], str]
     attention_maps: Callable[[nn.Module], list[str]]
     hidden_states: Callable[[nn.Module], list[str]]
+    config: type
+    build: Callable[[ModelSpec], nn.Module]
+    needs_images: bool
+    spec_of: Callable[[nn.Module, ModelSpec], ModelSpec]
+    fit_weights: Callable[[nn.Module, dict[str, torch.Tensor]], bool]
+    example_input: Callable[[ModelSpec], torch.Tensor]
+    refuse_unprunable: Callable[[nn.Module], None]
 
 
-def _no_layers(model: nn.Module) -> list[str]:
-    return []
+def family(name: str) -> Family:
+    """The family registered as `name`; ValueError listing the valid names otherwise."""
+    from steps.compression.choices import FAMILIES
 
-
-def sequential_pooled_layer(model: nn.Module) -> str:
-    """The sibling before the last Linear of a Sequential classifier (a CNN's last hidden ReLU, or its Flatten)."""
-    modules = dict(model.named_modules())
-    last = [name for name, m in modules.items() if isinstance(m, nn.Linear)][-1]
-    parent, _, index = last.rpartition(".")
-    if not index.isdigit() or int(index) == 0 or not isinstance(modules[parent], nn.Sequential):
-        raise ValueError(f"cannot find the features {type(model).__name__}'s output layer {last!r} reads "
-                         "(it is not inside a Sequential after another layer)")
-    return f"{parent}.{int(index) - 1}" if parent else str(int(index) - 1)
-
-
-def _vit_attention_maps(model: nn.Module) -> list[str]:
-    return [f"blocks.{i}.attn.attn_probs" for i in range(len(model.blocks))]
-
-
-def _vit_hidden_states(model: nn.Module) -> list[str]:
-    return [f"blocks.{i}" for i in range(len(model.blocks))]
-
-
-_CHANNELS = frozenset({"magnitude", "structured"})
-CONVOLUTIONAL = Family("cnn", _CHANNELS, True, sequential_pooled_layer, _no_layers, _no_layers)
-VIT = Family("vit", frozenset({"magnitude", "transformer"}), False, lambda model: "pool", _vit_attention_maps,
-             _vit_hidden_states)
+    return FAMILIES.resolve(name)
 
 
 def family_of(model: nn.Module) -> Family:
-    """The family that built `model` (the vit for a ViT; the channel-pruned families otherwise)."""
-    from steps.compression.vit import ViT
+    """The family that built `model`, pruned or not: its class's tag, or custom for any other module (the
+    user's factory's). Only that family's module is imported."""
+    return family(getattr(model, TAG, UNTAGGED))
 
-    return VIT if isinstance(model, ViT) else CONVOLUTIONAL
+
+def build(spec: ModelSpec) -> nn.Module:
+    """A new model of `spec`, built by the family `spec.name` names."""
+    return family(spec.name).build(spec)
+
+
+def spec_of(model: nn.Module, spec: ModelSpec) -> ModelSpec:
+    """The spec that rebuilds `model` as it is now (e.g. a pruned ViT's per-block widths); `spec` itself
+    for the families whose checkpoint reads the narrower widths from the weights."""
+    return family(spec.name).spec_of(model, spec)

@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from steps.compression.distillation.features import FeatureTap, module_names
-from steps.compression.models import ModelSpec, build
+from steps.compression.families import build
+from steps.compression.families.spec import ModelSpec
 
 
 def cnn(batch_norm: bool = True) -> nn.Module:

@@ -12,8 +12,8 @@ from steps.compression import choices
 from steps.compression.distillation.features import FeatureTap
 from steps.compression.distillation.hard_labels import HardLabels
 from steps.compression.distillation.objective import TermSpec, WeightedSum, WeightedTerm, build
-from steps.compression.models import ModelSpec
-from steps.compression.models import build as build_model
+from steps.compression.families.spec import ModelSpec
+from steps.compression.families import build as build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,20 +15,21 @@ modules that pruning, distillation and ONNX export can see:
 
 N is the number of patches, plus one with the class token. Each block keeps
 its own `num_heads` (and `head_dim`) as attributes and its own MLP width, so
-pruning can give blocks different widths; `current_spec` writes those widths
-into the spec, from which `models.build` rebuilds the pruned model exactly.
+pruning can give blocks different widths; `current_spec` (the family's `spec_of`)
+writes those widths into the spec, from which `build` rebuilds the pruned model exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # models.py imports this module to register the architecture
-    from steps.compression.models import ModelSpec
+from steps.compression.families import Family
+from steps.compression.families.layers import zeros_input
+from steps.compression.families.spec import ModelSpec
+from steps.compression.families.vit.config import ViTConfig
 
 POOLING = ("cls", "mean")
 
@@ -133,6 +134,8 @@ class Pool(nn.Module):
 class ViT(nn.Module):
     """A Vision Transformer built from a `ModelSpec` (name "vit"); see the module docstring for the layer names."""
 
+    shrinkflow_family = "vit"
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         widths = layout(spec)
@@ -172,3 +175,22 @@ def current_spec(model: ViT, spec: ModelSpec) -> ModelSpec:
         return spec
     return dataclasses.replace(spec, embed_dim=now.embed_dim, depth=len(now.heads), head_dim=now.head_dim,
                                block_heads=list(now.heads), block_mlp=list(now.mlp))
+
+
+def _widths_in_spec(model: ViT, state: dict[str, torch.Tensor]) -> bool:
+    """Nothing to fit: a pruned ViT's spec already holds its widths (`current_spec`), since its head counts
+    (qkv holds 3 * heads * head_dim rows, the split is not in the weights) and its depth (a count of
+    blocks, not a tensor shape) cannot be read from the weights."""
+    return False
+
+
+def _refuse_channel_pruning(model: ViT) -> None:
+    raise ValueError("a vit is not pruned by channel: use prune.method transformer (heads, MLP width, embedding, "
+                     "depth) or magnitude")
+
+
+FAMILY = Family("vit", frozenset({"magnitude", "transformer"}), False, lambda model: "pool",
+                lambda model: [f"blocks.{i}.attn.attn_probs" for i in range(len(model.blocks))],
+                lambda model: [f"blocks.{i}" for i in range(len(model.blocks))],
+                config=ViTConfig, build=ViT, needs_images=True, spec_of=current_spec, fit_weights=_widths_in_spec,
+                example_input=zeros_input, refuse_unprunable=_refuse_channel_pruning)

@@ -1,12 +1,13 @@
-"""The `custom` architecture: the user's own nn.Module, built by `factory(**kwargs)` from their project.
+"""The custom family: the user's own nn.Module, built by `factory(**kwargs)` from their project.
 
 `arch: {name: custom, factory: "package.module:function", kwargs: {...}}` names a function in a
 module beside params.yaml (the stages put the project root on sys.path) or in an installed
 package. The spec records factory and kwargs, so a checkpoint rebuilds the model without pickle:
 the user's code builds the module, the safetensors file gives the weights and, after structured
-pruning, the narrower shapes (checkpoint.load). That is also why structured pruning of a custom
-model is limited to layers the checkpoint can resize (`refuse_unprunable`): anything else fails
-naming the layer, before torch-pruning touches it.
+pruning, the narrower shapes (checkpoint.load, resize.shrink_to). That is also why structured
+pruning of a custom model is limited to layers the checkpoint can resize (`refuse_unprunable`):
+anything else fails naming the layer, before torch-pruning touches it. The model carries no family
+tag (its class is the user's), so `family_of` answers custom for it, as for any untagged module.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import importlib
 import inspect
 
 from torch import nn
+
+from steps.compression.families import Family
+from steps.compression.families.custom.config import CustomConfig
+from steps.compression.families.layers import no_layers, same_spec, sequential_pooled_layer, zeros_input
+from steps.compression.families.resize import RESIZABLE, shrink_to
 
 
 class CustomModelError(ValueError):
@@ -56,11 +62,9 @@ def build_custom(spec) -> nn.Module:
 
 def refuse_unprunable(model: nn.Module) -> None:
     """Refuse, naming the first one, a layer holding weights that structured pruning cannot remove channels
-    from and a checkpoint cannot rebuild at a narrower width (checkpoint.RESIZABLE: Conv2d, Linear,
+    from and a checkpoint cannot rebuild at a narrower width (resize.RESIZABLE: Conv2d, Linear,
     BatchNorm). torch-pruning would skip or mis-slice such a layer (a raw nn.Parameter used in forward,
     a LayerNorm whose width no longer fits), and the pruned file could not be reloaded."""
-    from steps.compression.checkpoint import RESIZABLE
-
     for name, module in model.named_modules():
         own = [p for p, _ in module.named_parameters(recurse=False)]
         if own and type(module) not in RESIZABLE:
@@ -68,3 +72,8 @@ def refuse_unprunable(model: nn.Module) -> None:
                 f"layer {name or '<root>'!r} ({type(module).__name__}, parameters {own}) cannot be structurally "
                 f"pruned: only {', '.join(t.__name__ for t in RESIZABLE)} layers hold weights here; use "
                 "prune.method: magnitude for this model, or replace the layer")
+
+
+FAMILY = Family("custom", frozenset({"magnitude", "structured"}), True, sequential_pooled_layer, no_layers,
+                no_layers, config=CustomConfig, build=build_custom, needs_images=False, spec_of=same_spec,
+                fit_weights=shrink_to, example_input=zeros_input, refuse_unprunable=refuse_unprunable)

@@ -1,0 +1,1 @@
+"""The cnn family: Conv3x3 [+BN] + ReLU + MaxPool2 stages, then an MLP head."""

@@ -1,0 +1,45 @@
+"""The base of every family's params.yaml config (`teacher.arch`, `distill.student`).
+
+Each family's `config.py` derives one class from `ArchSettings` with `name: Literal["<family>"]` and
+its own fields; `steps.config.models.ArchConfig` is the tagged union of them on `name`. These modules
+import no torch (and nothing of shrinkflow's config, which the library may not import), so the schema
+validates a family's settings without loading the library; that is also why the base restates
+`steps.config.base.Section`'s two settings instead of deriving from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+SHARED_WHEN_FLAT = {"channels": [], "hidden": [], "batch_norm": False}
+"""Keys params.yaml wrote for every family when the arch was one flat class, each with the value that
+says "no such layers". A family without the key accepts it at that value (the README's
+`{name: vit, channels: [], hidden: [], ...}`, an mlp's `batch_norm: false`), and refuses it, naming
+the key, at any other."""
+
+
+class ArchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @property
+    def widths(self) -> list[int]:
+        """The layer widths it names, conv channels then classifier hidden (a label for plots); [] for a
+        family sized by other settings (vit) or by its factory (custom)."""
+        return []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_flat_leftovers(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        return {key: value for key, value in raw.items()
+                if key in cls.model_fields or key not in SHARED_WHEN_FLAT or value != SHARED_WHEN_FLAT[key]}
+
+    @field_validator("channels", "hidden", check_fields=False)
+    @classmethod
+    def _positive_widths(cls, widths: list[int]) -> list[int]:
+        if any(w <= 0 for w in widths):
+            raise ValueError("layer widths must be positive")
+        return widths
