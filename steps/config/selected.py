@@ -65,7 +65,7 @@ def _child(node: Any, part: str, path: str) -> Any:
 
 
 def _field(model: BaseModel, name: str, path: str, skip: frozenset[str]) -> set[str]:
-    if path in skip:
+    if any(path == off or path.startswith(f"{off}.") for off in skip):
         return set()
     info = type(model).model_fields[name]
     registries = _registries([*info.metadata, info.annotation])

@@ -60,12 +60,14 @@ def test_a_model_family_is_code_of_the_stages_that_load_that_model(params):
     assert custom in stage("distill").code(student_custom)
 
 
-def test_with_a_budget_the_student_and_prune_knobs_choose_nothing(params):
-    """The budget search replaces prune.method, prune.schedule and the student (Params.unused)."""
+def test_knobs_the_params_switch_off_choose_nothing(params):
+    """The budget search replaces prune.method, prune.schedule and the student (Params.unused); prune.transformer
+    is off unless prune.method is transformer (PruneConfig.unused)."""
     student_custom = variant(params, distill={"student": CUSTOM})
     budget = variant(student_custom, target={"size_kb": 100.0})
     assert "steps/compression/custom.py" in stage("distill").code(student_custom)
     assert "steps/compression/custom.py" not in stage("distill").code(budget)
+    assert "steps.compression.transformer_pruning" not in selected_modules(params, ["prune.transformer.importance"])
     assert "steps.compression.schedules" in selected_modules(params, ["prune"])
     assert "steps.compression.schedules" not in selected_modules(variant(params, target={"size_kb": 100.0}),
                                                                  ["prune"])
@@ -136,6 +138,7 @@ def test_a_field_a_section_switches_off_chooses_nothing():
     fast = Root(drawing={"main": {"kind": "square"}})
     slow = Root(drawing={"main": {"kind": "square"}, "mode": "slow"})
     assert selected_modules(fast, ["drawing.off"]) == set()
+    assert selected_modules(fast, ["drawing"]) == {"steps.shapes.square"}
     assert selected_modules(slow, ["drawing.off"]) == {"steps.colours.blue"}
 
 
