@@ -1,10 +1,10 @@
 """Is anything stale? The stage keys both the flow and the no-change check use, and the record of the last run.
 
-A stage's key is the content of its dependency files (its code, derived from imports, and its
-data inputs), its params sections, the project root, and for promote the registry it registers
-into: the same identity DVC uses. After a successful run the flow records every stage's key and
-output hashes in `.shrinkflow/last_run.json`; a later run whose keys and outputs all match, and
-whose registered version still exists, has nothing to do. This module imports no orchestrator,
+A stage's key is the content of its dependency files (its code: its imports and the plug-ins its
+params choose; its data inputs), its params sections, the project root, and for promote the
+registry it registers into: the same identity DVC uses. After a successful run the flow records
+every stage's key and output hashes in `.shrinkflow/last_run.json`; a later run whose keys and
+outputs all match, and whose registered version still exists, has nothing to do. This module imports no orchestrator,
 tracker or torch, so asking costs a fraction of a second.
 """
 
@@ -30,7 +30,7 @@ def stage_key(root: Path, st: Stage, params, registry_uri: str, hashes: dict[Pat
     """The cache key of `st` under `params`; `hashes` memoises content hashes across stages of one check."""
     hashes = {} if hashes is None else hashes
     digest = hashlib.sha256(f"{st.name}|{root.resolve()}|{params.section_hash(*st.params)}".encode())
-    for dep in st.resolved_deps(params.model_dump(mode="json")):
+    for dep in st.resolved_deps(params):
         path = root / dep
         if path not in hashes:
             hashes[path] = content_hash(path)

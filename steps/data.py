@@ -26,8 +26,7 @@ from steps import config, sources
 from steps.core.hashing import sha256
 from steps.core.layout import DATA_DIR
 from steps.core.results import DataResult
-from steps.sources import DataError, RawData, SourceOptions
-from steps.sources.base import stratified_split
+from steps.sources.base import DataError, RawData, SourceOptions, stratified_split
 
 Split = tuple[np.ndarray, np.ndarray]
 

@@ -24,6 +24,9 @@ class Registry(Mapping[str, Any]):
         module, _, attribute = self._entries[name].partition(":")
         return getattr(importlib.import_module(module), attribute)
 
+    def __contains__(self, name: object) -> bool:  # Mapping's would resolve (import) the entry
+        return name in self._entries
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 
@@ -31,9 +34,17 @@ class Registry(Mapping[str, Any]):
         return len(self._entries)
 
     def resolve(self, name: str) -> Any:
+        self._check(name)
+        return self[name]
+
+    def module_of(self, name: str) -> str:
+        """The module that holds entry `name`, without importing it (code keys: what a params value runs)."""
+        self._check(name)
+        return self._entries[name].partition(":")[0]
+
+    def _check(self, name: str) -> None:
         if name not in self._entries:
             raise ValueError(f"unknown {self.kind} {name!r}; choose one of {sorted(self._entries)}")
-        return self[name]
 
     def subset(self, kind: str, names: list[str]) -> Registry:
         """The entries `names` of this registry, as a registry of its own (what one params key accepts)."""

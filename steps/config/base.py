@@ -10,10 +10,15 @@ from pydantic import BaseModel, ConfigDict
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def unused(self) -> tuple[str, ...]:
+        """Fields (dotted, below this section) that this section's own values switch off, e.g. prune.transformer
+        unless prune.method is transformer: code keys leave out the modules chosen there (config/selected.py)."""
+        return ()
+
 
 class RegistryChoice:
-    """Field metadata: the value names an entry of `registry` (a `steps.compression.choices.Registry`, or any
-    mapping of names). Code keys read it to find the module a params value selects."""
+    """Field metadata: the value names an entry of `registry` (a `steps.compression.choices.Registry`). Code keys
+    read it to find the module a params value selects (steps/config/selected.py)."""
 
     def __init__(self, registry) -> None:
         self.registry = registry
@@ -22,7 +27,10 @@ class RegistryChoice:
         return f"RegistryChoice({getattr(self.registry, 'kind', '?')})"
 
 
-def choice(registry) -> Any:
-    """The type of a params value chosen by name from `registry`: one of its names, with the registry
-    attached (`Annotated[Literal[...], RegistryChoice(registry)]`)."""
-    return Annotated[Literal[tuple(registry)], RegistryChoice(registry)]
+def choice(registry, *names: str) -> Any:
+    """The type of a params value chosen by name from `registry`: one of its names (or of `names`, e.g. the
+    one tag of a tagged union's member), with the registry attached: `Annotated[Literal[...], RegistryChoice]`."""
+    unknown = [name for name in names if name not in registry]
+    if unknown:
+        raise ValueError(f"{unknown} are not in the {getattr(registry, 'kind', '?')} registry")
+    return Annotated[Literal[names or tuple(registry)], RegistryChoice(registry)]

@@ -7,13 +7,14 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from steps.config.base import Section as _Section
+from steps.config.base import choice
 from steps.sources import SOURCES
 
 
 class DataConfig(_Section):
     """Where the raw data is and how to read it (steps/sources/ has one module per source)."""
 
-    source: Literal[tuple(SOURCES)] = Field(default="idx", description="which reader: " + " | ".join(SOURCES))
+    source: choice(SOURCES) = Field(default="idx", description="which reader: " + " | ".join(SOURCES))
     path: str = Field(min_length=1, description="the source's folder or file (data.raw_dir is the old name)")
     val_size: int = Field(ge=1, description="training rows held out for validation")
     val_split: Literal["stratified", "random"] = Field(

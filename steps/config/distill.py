@@ -68,6 +68,10 @@ class DistillConfig(_Section):
         "when the teacher is not a vit), through a learned projection")
     train: TrainConfig
 
+    def unused(self) -> tuple[str, ...]:
+        """A term of weight 0 is not computed."""
+        return tuple(name for name in ("attention_maps", "hidden_states") if getattr(self, name).weight == 0)
+
     @model_validator(mode="after")
     def _vit_losses(self) -> DistillConfig:
         if self.student.name != "vit" and (self.attention_maps.weight > 0 or self.hidden_states.weight > 0):

@@ -62,6 +62,11 @@ class Params(_Section):
     run: RunConfig
     target: TargetConfig = Field(description="the budget: when a limit is set, the prune stage searches for the model")
 
+    def unused(self) -> tuple[str, ...]:
+        """A budget replaces the prune knobs (the stage searches widths instead) and the student (the searched,
+        pruned model is distilled)."""
+        return ("prune.method", "prune.schedule", "prune.transformer", "distill.student") if self.target.active else ()
+
     def section_hash(self, *keys: str) -> str:
         """sha256 of the named top-level sections (all when none), for cache keys and tags."""
         dumped = self.model_dump(mode="json")

@@ -1,16 +1,19 @@
 """The pipeline's DAG, declared once.
 
 Both runners read this: the Prefect flow (flows/compress.py) runs the stages in this order, and
-dvc.yaml is generated from it (`shrinkflow dvc-yaml`; a test asserts the committed file matches).
-A stage declares the files it reads and writes; its code dependencies are not declared but derived
-from what `steps.<name>` imports (steps/core/imports.py), so they cannot drift from the code.
+dvc.yaml is generated from it and params.yaml (`shrinkflow dvc-yaml`; `shrinkflow run` and `repro`
+regenerate it when it differs). A stage declares the files it reads and writes, and where params
+choose its plug-ins; its code is derived: what `steps.<name>` imports (steps/core/imports.py) and the
+modules those choices select (steps/config/selected.py), with their imports.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from steps.config.selected import selected_modules
 from steps.core import imports
 from steps.core.layout import (
     DATA_DIR,
@@ -23,6 +26,9 @@ from steps.core.layout import (
     onnx_path,
 )
 from steps.core.names import ModelRole
+
+if TYPE_CHECKING:
+    from steps.config import Params
 
 
 def _resolve(text: str, params: dict) -> str:
@@ -37,7 +43,9 @@ def _resolve(text: str, params: dict) -> str:
 
 @dataclass(frozen=True)
 class Stage:
-    """One step: the module `steps.<name>`, the files it reads (besides its code) and writes."""
+    """One step: the module `steps.<name>`, the files it reads (besides its code) and writes, and `plugins`:
+    the params paths whose choices by name (`choice(REGISTRY)` fields, e.g. teacher.arch.name) select code
+    it runs: a reader, a model family, a loss term, a criterion."""
 
     name: str
     inputs: tuple[str, ...]
@@ -45,6 +53,7 @@ class Stage:
     outs: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     plots: tuple[str, ...] = ()
+    plugins: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -54,52 +63,59 @@ class Stage:
     def command(self) -> str:
         return f"python -m {self.module}"
 
-    @property
-    def code(self) -> tuple[str, ...]:
-        """The source files the stage runs: its module (a stage folder's `__main__` too, which
-        `python -m` runs) and everything it imports from `steps`."""
-        main = imports.module_file(f"{self.module}.__main__")
-        entry = (main.relative_to(imports.SOURCE_ROOT).as_posix(),) if main else ()
-        return tuple(sorted({*imports.source_files(self.module), *entry}))
+    def code(self, params: Params) -> tuple[str, ...]:
+        """The source files the stage runs under `params`: its module (a stage folder's `__main__` too, which
+        `python -m` runs), the modules its params choose at `plugins` (those the params leave unused aside,
+        e.g. prune.method under a budget), and everything those import from `steps`."""
+        entry = [m for m in (self.module, f"{self.module}.__main__") if imports.module_file(m) is not None]
+        chosen = selected_modules(params, self.plugins)
+        return tuple(sorted(imports.relative_file(m) for m in imports.closure(*entry, *chosen)))
 
-    @property
-    def deps(self) -> tuple[str, ...]:
-        return (*self.code, *self.inputs)
+    def deps(self, params: Params) -> tuple[str, ...]:
+        return (*self.code(params), *self.inputs)
 
-    def resolved_deps(self, params: dict) -> tuple[str, ...]:
+    def resolved_deps(self, params: Params) -> tuple[str, ...]:
         """Deps with `${section.key}` templates filled from params, as DVC resolves them."""
-        return tuple(_resolve(dep, params) for dep in self.deps)
+        dumped = params.model_dump(mode="json")
+        return tuple(_resolve(dep, dumped) for dep in self.deps(params))
 
 
 RAW_DIR = "${data.path}"
 """The raw input of whichever data source (a folder or a file), wherever params.yaml points; DVC resolves
 the same template itself, so a new file in the folder or a new table changes the data stage's deps."""
 _ALL_MODELS = tuple(f for role in ModelRole for f in model_files(role))
+_LOADS_ALL_MODELS = ("teacher.arch", "distill.student")
+"""The families of the teacher, the pruned model (the teacher's) and the student (with a budget, when
+distill.student is unused, the searched pruned model: the teacher's family)."""
 
 STAGES: tuple[Stage, ...] = (
-    Stage("data", inputs=(RAW_DIR,), params=("seed", "data"), outs=(DATA_DIR,)),
+    Stage("data", inputs=(RAW_DIR,), params=("seed", "data"), outs=(DATA_DIR,), plugins=("data",)),
     Stage("teacher", inputs=(DATA_DIR,), params=("seed", "device", "threads", "teacher"),
-          outs=model_files(ModelRole.TEACHER), metrics=(metrics_path("teacher"),)),
-    # with a budget (target), prune searches the widths and precision instead
+          outs=model_files(ModelRole.TEACHER), metrics=(metrics_path("teacher"),), plugins=("teacher",)),
+    # it loads the teacher; with a budget (target), prune searches the widths and precision instead
     Stage("prune", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER)),
           params=("seed", "device", "threads", "prune", "target"),
-          outs=model_files(ModelRole.PRUNED), metrics=(metrics_path("prune"),)),
+          outs=model_files(ModelRole.PRUNED), metrics=(metrics_path("prune"),),
+          plugins=("teacher.arch", "prune")),
     # distill.teacher chooses which one teaches; with a budget, the teacher distills into the searched model
     Stage("distill", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER), *model_files(ModelRole.PRUNED)),
           params=("seed", "device", "threads", "distill", "target"), outs=model_files(ModelRole.STUDENT),
-          metrics=(metrics_path("distill"),)),
+          metrics=(metrics_path("distill"),),
+          plugins=("teacher.arch", "distill")),
     Stage("export", inputs=(DATA_DIR, *_ALL_MODELS), params=("threads", "export"),
-          outs=tuple(onnx_path(role) for role in ModelRole), metrics=(metrics_path("export"),)),
+          outs=tuple(onnx_path(role) for role in ModelRole), metrics=(metrics_path("export"),),
+          plugins=_LOADS_ALL_MODELS),
     # metrics/prune.json: the precision a budget search chose to deploy
     Stage("quantize", inputs=(DATA_DIR, onnx_path(ModelRole.STUDENT), metrics_path("prune")),
           params=("seed", "threads", "quantize", "target"), outs=(INT8_DIR,), metrics=(metrics_path("quantize"),)),
     Stage("evaluate", inputs=(DATA_DIR, *_ALL_MODELS, *(onnx_path(role) for role in ModelRole), INT8_DIR,
                               metrics_path("quantize")),
-          params=("threads", "evaluate", "target"), metrics=(REPORT,), plots=(f"{PLOTS_DIR}/pareto.png",)),
+          params=("threads", "evaluate", "target"), metrics=(REPORT,), plots=(f"{PLOTS_DIR}/pareto.png",),
+          plugins=_LOADS_ALL_MODELS),
     # the deployable ONNX files are logged with the registered version
     Stage("promote", inputs=(DATA_DIR, REPORT, *model_files(ModelRole.STUDENT), onnx_path(ModelRole.STUDENT),
                              INT8_DIR, metrics_path("quantize")),
-          params=("promote", "tracking", "target"), metrics=(PROMOTION,)),
+          params=("promote", "tracking", "target"), metrics=(PROMOTION,), plugins=_LOADS_ALL_MODELS),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
@@ -114,11 +130,11 @@ def stage(name: str) -> Stage:
     raise KeyError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}")
 
 
-def dvc_yaml() -> dict:
-    """dvc.yaml's content, generated from STAGES (`shrinkflow dvc-yaml` writes it)."""
+def dvc_yaml(params: Params) -> dict:
+    """dvc.yaml's content for a project's params, generated from STAGES (`shrinkflow dvc-yaml` writes it)."""
     stages = {}
     for s in STAGES:
-        entry: dict = {"cmd": s.command, "deps": list(s.deps), "params": list(s.params)}
+        entry: dict = {"cmd": s.command, "deps": list(s.deps(params)), "params": list(s.params)}
         if s.outs:
             entry["outs"] = list(s.outs)
         if s.metrics:

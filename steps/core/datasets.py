@@ -13,7 +13,7 @@ import numpy as np
 
 from steps.core.hashing import sha256
 from steps.core.layout import DATA_DIR, MANIFEST
-from steps.sources.base import DataError  # one error type for raw and processed data  # noqa: F401
+from steps.sources.base import DataError  # one error type for raw and processed data (a light module: no reader)
 
 SPLITS = ("train", "val", "test")
 KEYS = {"image": "images", "features": "features"}

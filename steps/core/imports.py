@@ -1,10 +1,9 @@
 """Which source files a module runs: the closure of its `steps.*` imports, read from the code (AST).
 
-A stage's code dependencies (dvc.yaml `deps`, the Prefect cache key) are derived from this, so they
-cannot drift from what the stage really imports, and a change to one reader reruns only the
-stages that import it. Imports inside functions count (they run too). Registry entries
-("module:attribute" strings in steps/compression/choices.py) count as imports of the library
-modules that resolve them; the config schema only reads their names, so they are not its imports.
+The static half of a stage's code key (steps/core/dag.py adds the modules its params select), so
+it cannot drift from what the stage really imports. Imports inside functions count (they run too).
+A registry entry ("module:attribute" in a `choices.Registry`) is not an import: the module runs only
+when params name that entry, and the key adds it then.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ from pathlib import Path
 PACKAGE = "steps"
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 """The folder that holds the `steps` package (the project root)."""
-CHOICES = "steps.compression.choices"
-LIBRARY = "steps.compression"
 
 
 def module_file(module: str) -> Path | None:
@@ -29,21 +26,18 @@ def module_file(module: str) -> Path | None:
     return None
 
 
-def _registry_modules() -> set[str]:
-    tree = ast.parse(module_file(CHOICES).read_text())
-    return {node.value.split(":")[0] for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(f"{PACKAGE}.")
-            and ":" in node.value}
+def relative_file(module: str) -> str:
+    """`steps.core.names` -> "steps/core/names.py", relative to the project root."""
+    return module_file(module).relative_to(SOURCE_ROOT).as_posix()
 
 
 @functools.cache
 def direct_imports(module: str) -> frozenset[str]:
     """The `steps.*` modules `module` imports.
 
-    `from a import b` imports the module a.b when there is one, else the package a; a package
-    imported as a whole (`from steps import tracking`) counts as all its modules, since its names
-    may be served by any of them (steps.tracking resolves them lazily); the __init__ of every
-    enclosing package runs too.
+    `from a import b` imports the module a.b when there is one, else the package a; the __init__ of
+    every enclosing package runs too. A package that serves its names lazily (a module-level
+    `__getattr__`, as steps.tracking does) may run any of its modules, so importing it counts as all.
     """
     path = module_file(module)
     if path is None:
@@ -56,18 +50,23 @@ def direct_imports(module: str) -> frozenset[str]:
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"
                 targets.add(sub if module_file(sub) is not None else node.module)
-    targets = {m for m in targets if m.split(".")[0] == PACKAGE and module_file(m) is not None}
-    found = set(targets)
-    for name in targets:
-        if module_file(name).name == "__init__.py" and name != PACKAGE:
+    found = {m for m in targets if m.split(".")[0] == PACKAGE and module_file(m) is not None}
+    for name in list(found):
+        if _is_lazy_package(name):
             found |= _package_modules(name)
     for name in list(found):
         parts = name.split(".")
         found |= {".".join(parts[:i]) for i in range(1, len(parts))}
-    if CHOICES in found and module.startswith(LIBRARY):
-        found |= _registry_modules()
     found.discard(module)
     return frozenset(found)
+
+
+def _is_lazy_package(module: str) -> bool:
+    path = module_file(module)
+    if path.name != "__init__.py":
+        return False
+    return any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
+               for node in ast.parse(path.read_text()).body)
 
 
 def _package_modules(package: str) -> set[str]:
@@ -76,17 +75,12 @@ def _package_modules(package: str) -> set[str]:
             for p in base.rglob("*.py") if "__pycache__" not in p.parts}
 
 
-def closure(module: str) -> tuple[str, ...]:
-    """`module` and every `steps.*` module it imports, directly or not, sorted."""
-    seen, todo = {module}, [module]
+def closure(*modules: str) -> tuple[str, ...]:
+    """`modules` and every `steps.*` module they import, directly or not, sorted."""
+    seen, todo = set(modules), list(modules)
     while todo:
         for dep in direct_imports(todo.pop()):
             if dep not in seen:
                 seen.add(dep)
                 todo.append(dep)
     return tuple(sorted(seen))
-
-
-def source_files(module: str) -> tuple[str, ...]:
-    """Project-relative paths of the files `closure(module)` runs."""
-    return tuple(sorted(module_file(m).relative_to(SOURCE_ROOT).as_posix() for m in closure(module)))

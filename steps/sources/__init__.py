@@ -5,36 +5,38 @@
     arrays        a .npz file, or a folder of .npy files (x/y, optional x_test/y_test)
     table         a Parquet or CSV file, or a folder of them (data.label_column names the labels)
 
-Each module's docstring gives its exact rules. `SOURCES` is the one list of
-names: the config schema reads its valid `data.source` values from it.
+Each module's docstring gives its exact rules. `SOURCES` is the one registry of them, names only: the
+config schema reads its valid `data.source` values from it, and a reader is imported when `read` is
+asked for it, so importing this package (or `steps.sources.base`, for `DataError`) runs no reader and
+the data stage's code key holds the one reader `data.source` names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from steps.sources import arrays, idx, image_folder, table
-from steps.sources.base import DataError, RawData, SourceOptions
+from steps.compression.choices import Registry
 
-Reader = Callable[[Path, SourceOptions], RawData]
+if TYPE_CHECKING:
+    from steps.sources.base import RawData, SourceOptions
 
-SOURCES: dict[str, Reader] = {
-    "idx": idx.read,
-    "image_folder": image_folder.read,
-    "arrays": arrays.read,
-    "table": table.read,
-}
+SOURCES = Registry("data source", {
+    "idx": "steps.sources.idx:read",
+    "image_folder": "steps.sources.image_folder:read",
+    "arrays": "steps.sources.arrays:read",
+    "table": "steps.sources.table:read",
+})
+"""name -> reader, a function (path, SourceOptions) -> RawData."""
 
-__all__ = ["SOURCES", "DataError", "RawData", "Reader", "SourceOptions", "read"]
+__all__ = ["SOURCES", "read"]
 
 
 def read(name: str, path: Path | str, options: SourceOptions | None = None) -> RawData:
     """Read `path` with the source called `name`; options default to SourceOptions()."""
-    try:
-        reader = SOURCES[name]
-    except KeyError:
-        raise ValueError(f"unknown data source {name!r}; choose one of {sorted(SOURCES)}") from None
+    from steps.sources.base import DataError, SourceOptions
+
+    reader = SOURCES.resolve(name)
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: does not exist (data.path for the {name} source)")

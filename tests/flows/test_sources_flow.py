@@ -14,7 +14,7 @@ from PIL import Image
 from steps import config, tracking
 from steps.core.dag import STAGE_NAMES
 from steps.core.datasets import read_manifest
-from steps.sources import DataError
+from steps.sources.base import DataError
 from tests.helpers import tiny_params, write_params
 
 

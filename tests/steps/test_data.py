@@ -10,7 +10,7 @@ from PIL import Image
 from steps import config, data
 from steps.core import datasets
 from steps.core.layout import DATA_DIR, MANIFEST
-from steps.sources import DataError
+from steps.sources.base import DataError
 from steps.sources.idx import read_idx, write_idx
 from tests.helpers import tiny_params
 
