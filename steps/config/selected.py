@@ -88,8 +88,10 @@ def _registries(annotations: Iterable[Any]) -> list:
 def _chosen(value: Any, registries: list, path: str, skip: frozenset[str]) -> set[str]:
     """Registry modules named by `value`: a string any of the field's registries holds, or one inside a
     list or dict value; a section inside is walked field by field."""
-    if isinstance(value, BaseModel):
-        return set().union(*(_field(value, name, f"{path}.{name}", skip) for name in type(value).model_fields))
+    if isinstance(value, BaseModel):  # a tagged union's member is chosen by its `name`
+        tag = getattr(value, "name", None)
+        own = {registry.module_of(tag) for registry in registries if isinstance(tag, str) and tag in registry}
+        return own.union(*(_field(value, name, f"{path}.{name}", skip) for name in type(value).model_fields))
     if isinstance(value, str):
         return {registry.module_of(value) for registry in registries if value in registry}
     items = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else ()
