@@ -301,7 +301,7 @@ def latency_check(key: str, logged: dict[str, float], measured: dict, tolerance:
     |now - recorded| <= tolerance x recorded.
     """
     from steps.core.measurement import P95_CONFIDENCE
-    from steps.core.stats import min_samples_for_quantile
+    from steps.core.stats.quantiles import min_samples_for_quantile
 
     recorded, now = logged[f"student.{key}"], float(measured[key])
     timed = f"timed on {backend} as the evaluate run was"
@@ -333,7 +333,7 @@ def _decision(name: str, version: int, tags: dict[str, str], work: Path) -> list
     on the fetched test split, with the logged promote params and the fixed bootstrap seed): every statistic
     the decision recorded must come out the same."""
     from steps.core.datasets import load_splits, read_manifest
-    from steps.core.stats import worst_of
+    from steps.core.stats.classes import worst_of
     from steps.registry import comparison
     from steps.registry.history import statistics_tags
 
