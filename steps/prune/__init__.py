@@ -94,7 +94,7 @@ def _measured_sparsity(model, cfg: config.PruneConfig, original_params: int) -> 
     return 1 - measure.parameters(model) / original_params
 
 
-def run_search(params: config.Params, root: Path) -> PruneResult:
+def run_search(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> PruneResult:
     """The budget search instead of the prune knobs; BudgetUnreachable (a clean stop) when nothing fits."""
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
@@ -103,7 +103,7 @@ def run_search(params: config.Params, root: Path) -> PruneResult:
         raise ValueError("target: the budget search cuts channels of cnn, mlp, resnet and custom teachers; "
                          "a vit teacher is pruned with prune.method transformer (leave target unset)")
     original = measure.parameters(teacher)
-    with tracking.open_run(root, **lineage.stage_run(root, params, "prune")) as run_id:
+    with tracking.open_run(root, **lineage.stage_run(root, params, "prune", origin)) as run_id:
         outcome = budget_search.search(teacher, splits["train"], splits["val"], params, root, device, generator)
         record, model = outcome.record(), outcome.model
         tracking.log_dict(record, "search.json")
@@ -115,8 +115,10 @@ def run_search(params: config.Params, root: Path) -> PruneResult:
         tracking.log_metrics({"search.val_accuracy": chosen["val_accuracy"], "parameters": chosen["parameters"],
                               "search.latency_p95_high_ms": chosen["latency_p95_high_ms"],
                               "search.settings_measured": len(outcome.frontier)})
-        result = PruneResult("search", 1 - measure.parameters(model) / original, measure.parameters(model),
-                             chosen["val_accuracy"], pruning.layer_sparsity(model), [], run_id, record)
+        result = PruneResult(method="search", sparsity=1 - measure.parameters(model) / original,
+                             parameters=measure.parameters(model), val_accuracy=chosen["val_accuracy"],
+                             layer_sparsity=pruning.layer_sparsity(model), curve=[], mlflow_run_id=run_id,
+                             search=record)
         save_model(root, ModelRole.PRUNED, model, spec,
                    {"stage": "prune", "method": "search", "precision": chosen["precision"]})
         tracking.log_files([root / f for f in model_files(ModelRole.PRUNED)], Artifact.MODEL_FILES)
@@ -124,9 +126,9 @@ def run_search(params: config.Params, root: Path) -> PruneResult:
     return result
 
 
-def run(params: config.Params, root: Path) -> PruneResult:
+def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> PruneResult:
     if params.target.active:
-        return run_search(params, root)
+        return run_search(params, root, origin)
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
     train, cfg = splits["train"], params.prune
@@ -140,7 +142,7 @@ def run(params: config.Params, root: Path) -> PruneResult:
     if fractions:  # the curve's "target": the largest fraction a round has reached (prune.target_sparsity is unused)
         schedule = [max(f.depth, f.heads, f.mlp, f.embedding) for f in fractions]
     curve, previous = [], 0.0
-    with tracking.open_run(root, **lineage.stage_run(root, params, "prune")) as run_id:
+    with tracking.open_run(root, **lineage.stage_run(root, params, "prune", origin)) as run_id:
         tracking.log_metrics({"sparsity": 0.0, "val_accuracy": accuracy(model, splits["val"]),
                               "parameters": original}, step=0)
         for round_no, target in enumerate(schedule, start=1):
@@ -162,8 +164,9 @@ def run(params: config.Params, root: Path) -> PruneResult:
             curve.append(point)
             tracking.log_metrics({k: v for k, v in point.items() if k != "round"}, step=round_no)
         pruning.fold(model)
-        result = PruneResult(cfg.method, _measured_sparsity(model, cfg, original), measure.parameters(model),
-                             accuracy(model, splits["val"]), pruning.layer_sparsity(model), curve, run_id)
+        result = PruneResult(method=cfg.method, sparsity=_measured_sparsity(model, cfg, original),
+                             parameters=measure.parameters(model), val_accuracy=accuracy(model, splits["val"]),
+                             layer_sparsity=pruning.layer_sparsity(model), curve=curve, mlflow_run_id=run_id)
         save_model(root, ModelRole.PRUNED, model, spec,
                    {"stage": "prune", "method": cfg.method, "sparsity": result.sparsity, "schedule": cfg.schedule})
         tracking.log_files([root / f for f in model_files(ModelRole.PRUNED)], Artifact.MODEL_FILES)
