@@ -81,8 +81,8 @@ def test_the_recorded_statistics_are_reproducible_to_the_digit():
 
 def test_promotion_json_keeps_its_keys():
     """metrics/promotion.json is read by the flow, the CLI's report and people's scripts: same keys as before."""
-    y, champion, challenger = predictions(500, 0.8, 10)
-    decision = against_champion(y, champion, challenger, policy())
+    y, champion, same = predictions(500, 0.8, 0)  # a tie: no evidence, so @challenger
+    decision = against_champion(y, champion, same, policy())
     written = decision.to_dict()
     assert set(written) == {"model_name", "version", "promoted", "alias", "reason", "accuracy", "gates",
                             "incumbent_version", "incumbent_accuracy", "failed_gates", "basis", "statistics",
