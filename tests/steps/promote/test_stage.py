@@ -8,10 +8,12 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from steps import promote, quantize, tracking
+from steps.core import lineage
 from steps.core.datasets import load_splits
 from steps.core.hashing import sha256
 from steps.core.layout import PROMOTION, int8_path, metrics_path, model_path, onnx_path
 from steps.core.names import Alias, ModelRole, Tag
+from steps.registry import history
 from tests.helpers import variant
 
 
@@ -26,9 +28,15 @@ def test_promote_registers_champion_then_challenger(project_after, stage_params)
     assert version.tags[f"{Tag.ONNX_SHA256}.student.onnx"] == sha256(root / onnx_path(ModelRole.STUDENT))
     assert version.tags[Tag.DEPLOYABLE] == "student.onnx"
     # The same student again cannot beat itself: no disagreement is no evidence (issue 18: the paired test
-    # replaced min_improvement, so no stricter margin is needed to refuse a tie).
-    second = promote.run(stage_params, root)
+    # replaced min_improvement, so no stricter margin is needed to refuse a tie). Run as the flow runs it: the
+    # pipeline run and what triggered it come as the origin, and go into the run's tags and the history.
+    origin = lineage.Origin(pipeline_run="flow-1", trigger="a test schedule")
+    second = promote.run(stage_params, root, origin)
     assert not second.promoted and second.alias == Alias.CHALLENGER
+    assert history.events(stage_params.promote.model_name)[-1]["trigger"] == "a test schedule"
+    promote_run = client.get_run(client.get_model_version(stage_params.promote.model_name,
+                                                          str(second.version)).tags[Tag.PROMOTE_RUN])
+    assert promote_run.data.tags[Tag.PIPELINE_RUN] == "flow-1"
     assert "did not beat champion" in second.reason
     assert second.incumbent_version == first.version
     assert client.get_model_version_by_alias(stage_params.promote.model_name, Alias.CHAMPION).version == version.version
