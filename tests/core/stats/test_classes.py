@@ -33,7 +33,8 @@ def test_wilson_and_newcombe_against_published_values():
     Wilson for 81/263 at 95%: 0.2553 to 0.3662 (his table I)."""
     low, high = stats.wilson_interval(81, 263, 0.95)
     assert (round(low, 4), round(high, 4)) == (0.2553, 0.3662)
-    [drop] = stats.class_drops_unpaired([56 / 70], [48 / 80], [70], ["a"], 0.95)  # equal n only: use his exact counts below
+    # equal n only: his exact counts are used below
+    [drop] = stats.class_drops_unpaired([56 / 70], [48 / 80], [70], ["a"], 0.95)
     assert drop.drop_pt == pytest.approx(20.0)
     r_low, _ = stats.wilson_interval(56, 70, 0.95)
     _, c_high = stats.wilson_interval(48, 80, 0.95)
