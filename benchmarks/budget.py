@@ -46,11 +46,12 @@ from steps import config, data, distill, evaluate, export, prune, quantize, teac
 from steps.compression import measure, onnx_export, rounding, width_search
 from steps.compression.families import build
 from steps.compression.training import adam, train_epochs
-from steps.core import budget, datasets, stats
+from steps.core import budget, datasets
 from steps.core.layout import metrics_path
 from steps.core.measurement import with_p95_interval
 from steps.core.results import QuantizeResult
 from steps.core.names import ModelRole
+from steps.core.stats.paired import paired_bootstrap_ci
 from steps.core.torchkit import load_model, regularised_loss, setup, spec_from
 from steps.distill.objective import build_objective
 
@@ -184,7 +185,7 @@ def correct_on_test(files: list[str], test) -> dict[str, np.ndarray]:
 
 def accuracy_gap(correct: dict[str, np.ndarray], searched_file: str, hand_file: str) -> dict:
     """The searched model's test accuracy minus the hand-set one's, with its paired bootstrap 95% interval."""
-    gap = stats.paired_bootstrap_ci(correct[hand_file], correct[searched_file])
+    gap = paired_bootstrap_ci(correct[hand_file], correct[searched_file])
     return {"points": gap.estimate, "low": gap.low, "high": gap.high}
 
 

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from datetime import UTC, datetime
@@ -35,11 +36,11 @@ from steps.core.hashing import sha256
 from steps.core.layout import PARAMS_FILE, PROMOTION
 from steps.core.names import Tag
 from flows.runlock import project_lock
-from steps.registry.lock import TRIGGER_ENV
 
 REGISTRY_STAGE = staleness.REGISTRY_STAGE
 DATA_STAGE = "data"
-"""The stage that produces the dataset; the MLflow parent run records it, so it opens after it."""
+"""The stage that produces the dataset; the MLflow parent run records it, so it opens after it (the data stage
+itself opens no MLflow run, so it takes no lineage.Origin)."""
 PROFILE_SOURCE_ENV = "SHRINKFLOW_PROFILE_SOURCE"
 """Where the CLI found the profile (it then sets SHRINKFLOW_PROFILE itself), for the run's log."""
 
@@ -84,13 +85,19 @@ def is_transient(task, task_run, state) -> bool:
 
 
 @task(cache_key_fn=_cache_key, persist_result=True, task_run_name="{stage_name}", retry_condition_fn=is_transient)
-def run_stage(root: str, stage_name: str, params: dict, params_sha256: str) -> dict[str, str]:
-    """Run `steps.<stage_name>.run()` with the run's params snapshot; returns the hashes of what it wrote."""
+def run_stage(root: str, stage_name: str, params: dict, params_sha256: str,
+              origin: lineage.Origin = lineage.STANDALONE) -> dict[str, str]:
+    """Run `steps.<stage_name>.run()` with the run's params snapshot and where it comes from (`origin`, which the
+    cache key leaves out); returns the hashes of what it wrote."""
     import importlib
 
     st = stage(stage_name)
     check_params_unchanged(Path(root), params_sha256)
-    importlib.import_module(st.module).run(config.validate(params), Path(root))
+    run = importlib.import_module(st.module).run
+    if st.name == DATA_STAGE:
+        run(config.validate(params), Path(root))
+    else:
+        run(config.validate(params), Path(root), origin)
     return staleness.output_hashes(Path(root), st)
 
 
@@ -127,20 +134,20 @@ class Snapshot:
         self.params = config.load(root)
         self.dumped = self.params.model_dump(mode="json")
 
-    def run(self, st: Stage, refresh: bool = False):
+    def run(self, st: Stage, origin: lineage.Origin, refresh: bool = False):
         # No whole-stage retries: MLflow retries each request itself (steps/tracking/), and rerunning
         # promote after a half-done registration would register the same student twice.
         task_ = run_stage.with_options(refresh_cache=True) if refresh else run_stage
-        return task_(self.root, st.name, self.dumped, self.sha256, return_state=True)
+        return task_(self.root, st.name, self.dumped, self.sha256, origin, return_state=True)
 
-    def run_recorded(self, st: Stage) -> tuple[str, dict[str, str]]:
+    def run_recorded(self, st: Stage, origin: lineage.Origin = lineage.STANDALONE) -> tuple[str, dict[str, str]]:
         """Run one stage as a cached task (again if its cached outputs are gone) and record it in dvc.lock;
         returns the final state's name and the output hashes. Raises StageFailed: later stages must not run."""
-        state = self.run(st)
+        state = self.run(st, origin)
         outputs = _result(st, state)
         if not outputs_intact(Path(self.root), st, outputs):
             get_run_logger().warning("cached outputs of %s are missing or changed; running it again", st.name)
-            state = self.run(st, refresh=True)
+            state = self.run(st, origin, refresh=True)
             outputs = _result(st, state)
         check_params_unchanged(Path(self.root), self.sha256)  # dvc.lock records params.yaml as it is now
         storage.commit_stage(Path(self.root), st.name)
@@ -175,35 +182,33 @@ def _run_stages(root: str, snapshot: Snapshot, remote: str | None, flow_run) -> 
     """Every stage in order. Those that log to MLflow are nested under one parent run, opened once the data
     stage has produced the dataset it records (bad data stops the run before MLflow is touched)."""
     states, outputs, pushed = {}, {}, 0
+    origin = lineage.Origin(pipeline_run=str(flow_run.id), trigger=_trigger(flow_run))
     with contextlib.ExitStack() as parent:
         for st in STAGES:
             if st.name == REGISTRY_STAGE:
                 pushed = publish(root, remote, snapshot.params.storage)
-            states[st.name], outputs[st.name] = snapshot.run_recorded(st)
+            states[st.name], outputs[st.name] = snapshot.run_recorded(st, origin)
             if st.name == DATA_STAGE:
                 try:
-                    parent.enter_context(_parent_run(Path(root), snapshot, flow_run))
+                    run_id = parent.enter_context(_parent_run(Path(root), snapshot, flow_run))
                 except Exception as err:
                     later = STAGES[STAGE_NAMES.index(st.name) + 1].name
                     raise StageFailed(f"opening the pipeline's MLflow run (before stage '{later}') failed: "
                                       f"{type(err).__name__}: {err}") from err
+                origin = dataclasses.replace(origin, parent_run=run_id)  # the later stages' runs nest under it
     return states, pushed, outputs
 
 
 @contextlib.contextmanager
 def _parent_run(root: Path, snapshot: Snapshot, flow_run):
     """The pipeline run's MLflow run, named after the dataset and the flow run, with the dataset as its input;
-    the stage runs opened meanwhile are nested under it."""
+    yields its id, which the later stages get as `lineage.Origin.parent_run` to nest their runs under it."""
     tags = {**lineage.code_tags(root), Tag.PIPELINE_RUN: str(flow_run.id),
             Tag.PARAMS_HASH: snapshot.params.section_hash()}
     name = f"{datasets.identity(root)[0]} {flow_run.name}"
     with tracking.client_run(root, snapshot.params.tracking.experiment, name, tags) as run_id:
         _log_dataset(root, run_id)
-        os.environ[lineage.PARENT_RUN_ENV] = run_id
-        try:
-            yield run_id
-        finally:
-            os.environ.pop(lineage.PARENT_RUN_ENV, None)
+        yield run_id
 
 
 @flow(name="compress", log_prints=True)
@@ -219,8 +224,6 @@ def compress(root: str = ".", force: bool = False):
         remote = storage.use_profile(Path(root), profile)  # e.g. the S3 remote of the services profile
         logger.info("profile %s (from %s)", profile.name, os.environ.get(PROFILE_SOURCE_ENV) or source)
         flow_run = get_run_context().flow_run
-        os.environ[lineage.PIPELINE_RUN_ENV] = str(flow_run.id)
-        os.environ[TRIGGER_ENV] = _trigger(flow_run)
         registry_uri = tracking.tracking_uri(Path(root))
         record = staleness.read_record(Path(root))
         stale = staleness.stale_stages(Path(root), snapshot.params, record, registry_uri, _version_exists(root))

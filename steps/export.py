@@ -35,16 +35,16 @@ def export_one(model, x: torch.Tensor, y: torch.Tensor, path: Path, cfg: config.
     return {**parity.to_dict(), "file_bytes": measure.file_size(path), "sha256": sha256(path)}
 
 
-def run(params: config.Params, root: Path) -> ExportResult:
+def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> ExportResult:
     torch.set_num_threads(params.threads)
     cfg = params.export
     test = datasets.load_splits(root, ("test",))["test"]
     x, y = test.x[: cfg.parity_images], test.y[: cfg.parity_images]
     models = {role.value: export_one(load_model(root, role)[0], x, y, root / onnx_path(role), cfg, params.threads)
               for role in ModelRole}
-    with tracking.open_run(root, **lineage.stage_run(root, params, "export")) as run_id:
+    with tracking.open_run(root, **lineage.stage_run(root, params, "export", origin)) as run_id:
         tracking.log_metrics({f"{role}.{k}": v for role, m in models.items() for k, v in m.items() if k != "sha256"})
-    result = ExportResult(models, cfg.opset, cfg.exporter, run_id)
+    result = ExportResult(models=models, opset=cfg.opset, exporter=cfg.exporter, mlflow_run_id=run_id)
     result.write(root / metrics_path("export"))
     return result
 

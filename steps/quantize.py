@@ -72,15 +72,16 @@ def build(params: config.Params, root: Path, methods: list[str]) -> tuple[dict[s
     return variants, len(y)
 
 
-def run(params: config.Params, root: Path) -> QuantizeResult:
+def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> QuantizeResult:
     cfg = params.quantize
     methods, deploy = deployment(params, root)
     variants, images = build(params, root, methods)
-    with tracking.open_run(root, **lineage.stage_run(root, params, "quantize")) as run_id:
+    with tracking.open_run(root, **lineage.stage_run(root, params, "quantize", origin)) as run_id:
         tracking.log_metrics({f"{name}.{k}": v for name, m in variants.items() for k, v in m.items()
                               if isinstance(v, float | int)})
-    result = QuantizeResult(variants, deploy, variant_path(deploy), images, cfg.calibration_images,
-                            cfg.max_accuracy_drop, run_id)
+    result = QuantizeResult(variants=variants, deploy=deploy, deployable=variant_path(deploy), eval_images=images,
+                            calibration_images=cfg.calibration_images, max_accuracy_drop=cfg.max_accuracy_drop,
+                            mlflow_run_id=run_id)
     result.write(root / metrics_path("quantize"))
     check_tolerance(variants, deploy, cfg.max_accuracy_drop, images)
     return result

@@ -67,7 +67,7 @@ def load_init(cfg: config.TeacherConfig, root: Path, example, scratch: Path):
     return model, spec, uri, sha256(weights)
 
 
-def run(params: config.Params, root: Path) -> TeacherResult:
+def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> TeacherResult:
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
     cfg, train = params.teacher, splits["train"]
@@ -79,7 +79,7 @@ def run(params: config.Params, root: Path) -> TeacherResult:
         with tempfile.TemporaryDirectory(prefix="shrinkflow-teacher-init-") as scratch:
             model, spec, init_uri, init_sha = load_init(cfg, root, train.x, Path(scratch))
     model = model.to(device)
-    with tracking.open_run(root, **lineage.stage_run(root, params, "teacher")) as run_id:
+    with tracking.open_run(root, **lineage.stage_run(root, params, "teacher", origin)) as run_id:
         name, digest = datasets.identity(root)
         tracking.log_dataset(name, digest, train.x[:1].numpy(), train.y[:1].numpy(), context="training")
         if init_uri:
@@ -97,8 +97,8 @@ def run(params: config.Params, root: Path) -> TeacherResult:
                 cfg.train.batch_size, cfg.train.epochs, regularised_loss(train, device, cfg.train, params.seed),
                 generator=generator, description="teacher", on_epoch=on_epoch, lr_schedule=cfg.train.lr_schedule,
             )
-        result = TeacherResult(accuracy(model, splits["val"]), measure.parameters(model), run_id,
-                               init_uri, init_sha, cfg.train.epochs)
+        result = TeacherResult(val_accuracy=accuracy(model, splits["val"]), parameters=measure.parameters(model),
+                               mlflow_run_id=run_id, init_uri=init_uri, init_sha256=init_sha, epochs=cfg.train.epochs)
         save_and_record(root, "teacher", ModelRole.TEACHER, model, spec,
                         {"val_accuracy": result.val_accuracy, "init": init_uri, "init_sha256": init_sha},
                         {"final_val_accuracy": result.val_accuracy, "parameters": result.parameters})

@@ -24,6 +24,7 @@ def audit(
     from flows.cli.run import _lock_timeout
     from flows.runlock import EX_TEMPFAIL, RunLocked, project_lock
     from steps.registry import audit as audit_step
+    from steps.registry.audit.report import save
 
     root = root.resolve()
     runtime.prepare(root)
@@ -42,7 +43,7 @@ def audit(
     for c in report.checks:
         table.add_row(c.name, f"[{style[c.verdict]}]{c.verdict}[/]", c.recorded, c.observed, c.detail)
     console.print(table)
-    json_path, md_path = audit_step.save(root, report)
+    json_path, md_path = save(root, report)
     console.print(f"report: {json_path} and {md_path.name} (also logged to MLflow)", highlight=False)
     if not report.passed:
         fail(f"audit failed: {', '.join(c.name for c in report.failures())}", code=1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -15,8 +14,9 @@ from flows.cli.console import RootOption, console, fail
 app = typer.Typer(help="The model registry: promotion history and rollback.", no_args_is_help=True)
 
 
-def _open_registry(root: Path):
-    """Load the steps' MLflow side against the project's store (or MLFLOW_TRACKING_URI) and a lock timeout."""
+def _open_registry(root: Path) -> tuple[float, str]:
+    """Load the steps' MLflow side against the project's store (or MLFLOW_TRACKING_URI); the lock timeout, and
+    the trigger the history records for what this command does."""
     from steps import config, tracking
     from steps.registry import lock
 
@@ -25,8 +25,7 @@ def _open_registry(root: Path):
     except config.ConfigError:
         timeout = config.PromoteConfig.model_fields["lock_timeout_s"].default
     tracking.use_store(root)
-    os.environ.setdefault(lock.TRIGGER_ENV, f"shrinkflow CLI, {lock.actor()}")
-    return timeout
+    return timeout, f"shrinkflow CLI, {lock.this_process()}"
 
 
 @app.command()
@@ -69,9 +68,9 @@ def rollback(
     """Move @champion back to the version behind @previous, and record it."""
     from steps.registry import aliases, lock
 
-    timeout = _open_registry(root.resolve())
+    timeout, trigger = _open_registry(root.resolve())
     try:
-        event = aliases.rollback(name, reason, timeout)
+        event = aliases.rollback(name, reason, timeout, trigger)
     except (aliases.RegistryError, lock.LockTimeout) as err:
         fail(str(err), code=1)
     console.print(f"rolled back {name}: @champion v{event.champion_before} -> v{event.champion_after}",
@@ -94,9 +93,9 @@ def promote(
              "--reason \"...\"")
     if not reason.strip():
         fail("a forced promotion needs a reason: --reason \"...\" (it is recorded in the history)")
-    timeout = _open_registry(root.resolve())
+    timeout, trigger = _open_registry(root.resolve())
     try:
-        event = aliases.force_promote(name, version, reason, timeout)
+        event = aliases.force_promote(name, version, reason, timeout, trigger)
     except aliases.RegistryError as err:
         fail(str(err))
     except tracking.UnknownModel as err:

@@ -87,7 +87,7 @@ def interleaved_ms(runners: dict[str, Callable[[], object]], warmup: int, repeat
     """{name: {"p50", "p95"}} in ms of runners timed interleaved (see interleaved_samples).
 
     With `keep_samples`, each entry also holds "samples" (the raw list), so a caller
-    can put a confidence interval on p95 (steps/core/stats.py; this layer imports torch only).
+    can put a confidence interval on p95 (steps/core/stats/quantiles.py; this layer imports torch only).
     """
     timed = interleaved_samples(runners, warmup, repeats, min_seconds, block)
     return {name: _percentiles(values) | ({"samples": values} if keep_samples else {})
@@ -124,7 +124,7 @@ def onnx_latency_ms(files: dict[str, Path], batch: np.ndarray, warmup: int, repe
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
     """p50 and p95 as np.quantile computes them (linear interpolation), the same estimate whose
-    confidence interval steps/core/stats.quantile_ci gives; "max" bounds p95 when there are too
+    confidence interval steps/core/stats/quantiles.quantile_ci gives; "max" bounds p95 when there are too
     few samples for an interval."""
     ordered = sorted(samples)
     p50, p95 = np.quantile(ordered, [0.5, 0.95])

@@ -11,6 +11,7 @@ from steps.config.schema import (
     PROFILES,
     SWEEPABLE_SECTIONS,
     ArchConfig,
+    BudgetConfig,
     DataConfig,
     DistillConfig,
     EvaluateConfig,
@@ -34,7 +35,7 @@ from steps.config.schema import (
 )
 
 __all__ = [
-    "PARAMS_FILE", "PROFILES", "SWEEPABLE_SECTIONS", "ArchConfig", "ConfigError", "DataConfig", "DistillConfig",
+    "PARAMS_FILE", "PROFILES", "SWEEPABLE_SECTIONS", "ArchConfig", "BudgetConfig", "ConfigError", "DataConfig", "DistillConfig",
     "EvaluateConfig", "ExportConfig", "FeatureLossConfig", "L1Config", "LayerPair", "Params", "PromoteConfig",
     "PruneConfig", "QuantizeConfig", "RunConfig", "ScheduleConfig", "StorageConfig", "SweepConfig", "SweepMember",
     "TeacherConfig", "TrackingConfig", "TrainConfig", "TransformerLossConfig", "TransformerPruneConfig", "apply_overrides", "format_errors", "load", "parse_grid",

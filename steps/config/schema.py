@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from steps.config.base import Section as _Section
+from steps.config.budget import BudgetConfig
 from steps.config.data import DataConfig
 from steps.config.deploy import EvaluateConfig, ExportConfig, QuantizeConfig
 from steps.config.distill import DistillConfig, FeatureLossConfig, LayerPair, TransformerLossConfig
@@ -28,13 +29,12 @@ from steps.config.operations import (
 )
 from steps.config.promote import PromoteConfig
 from steps.config.prune import PruneConfig, TransformerPruneConfig
-from steps.config.target import TargetConfig
 from steps.config.training import L1Config, TrainConfig
 
 __all__ = [
-    "PROFILES", "SWEEPABLE_SECTIONS", "ArchConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "ExportConfig",
+    "PROFILES", "SWEEPABLE_SECTIONS", "ArchConfig", "BudgetConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "ExportConfig",
     "FeatureLossConfig", "L1Config", "LayerPair", "Params", "PromoteConfig", "PruneConfig", "QuantizeConfig", "RunConfig",
-    "ScheduleConfig", "StorageConfig", "SweepConfig", "TargetConfig", "TeacherConfig", "TeacherInit", "TeacherTrainConfig",
+    "ScheduleConfig", "StorageConfig", "SweepConfig", "TeacherConfig", "TeacherInit", "TeacherTrainConfig",
     "TrackingConfig", "TrainConfig", "TransformerLossConfig", "TransformerPruneConfig",
 ]
 
@@ -60,7 +60,7 @@ class Params(_Section):
     schedule: ScheduleConfig
     storage: StorageConfig
     run: RunConfig
-    target: TargetConfig = Field(description="the budget: when a limit is set, the prune stage searches for the model")
+    target: BudgetConfig = Field(description="the budget: when a limit is set, the prune stage searches for the model")
 
     def unused(self) -> tuple[str, ...]:
         """A budget replaces the prune knobs (the stage searches widths instead) and the student (the searched,

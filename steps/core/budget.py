@@ -2,7 +2,7 @@
 
 The cost is the deployable's: the model exported to ONNX (and quantized when the precision is int8),
 timed on ONNX Runtime at the budget's batch size with the run's thread count, p95 with its 95% interval
-(steps/core/stats.py). A latency limit is met only when the interval's upper end is within it, the rule
+(steps/core/stats/quantiles.py). A latency limit is met only when the interval's upper end is within it, the rule
 promote's latency gates use, so a lucky run on a quiet machine does not pass a model.
 """
 
@@ -96,17 +96,17 @@ def _held(key: str, upper: bool) -> str:
     return MEASURED[key] if upper or key != LATENCY else LATENCY
 
 
-def excess(measured: dict, target: config.TargetConfig, margin: float = 0.0, upper: bool = True) -> float:
+def excess(measured: dict, limits: config.BudgetConfig, margin: float = 0.0, upper: bool = True) -> float:
     """How far over the budget (each limit less `margin` of it), summed over its limits as fractions of each
     (0: within every limit)."""
     return sum(max(0.0, measured[_held(key, upper)] / (limit * (1 - margin)) - 1)
-               for key, limit in target.limits().items())
+               for key, limit in limits.limits().items())
 
 
-def violations(measured: dict, target: config.TargetConfig, margin: float = 0.0, upper: bool = True) -> list[str]:
+def violations(measured: dict, limits: config.BudgetConfig, margin: float = 0.0, upper: bool = True) -> list[str]:
     """'latency_p95_ms 0.31 > 0.2 (p95 95% CI upper end)' for each limit (less `margin` of it) the cost is over."""
     out = []
-    for key, full in target.limits().items():
+    for key, full in limits.limits().items():
         value, limit = measured[_held(key, upper)], full * (1 - margin)
         if value > limit:
             what = " (upper end of the p95's 95% interval)" if key == LATENCY and upper else ""

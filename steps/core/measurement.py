@@ -11,9 +11,9 @@ from pathlib import Path
 from steps import config
 from steps.compression import measure
 from steps.compression.training import accuracy
-from steps.core import stats
 from steps.core.layout import model_path
 from steps.core.names import ModelRole
+from steps.core.stats import quantiles
 from steps.core.torchkit import load_model
 
 EAGER, ONNXRUNTIME = "eager", "onnxruntime"
@@ -44,14 +44,14 @@ P95_CONFIDENCE = 0.95
 def with_p95_interval(timing: dict) -> dict:
     """{p50, p95, max, n, p95_low, p95_high} from a timing with raw "samples" (which are dropped).
 
-    The interval is distribution-free (order statistics, stats.quantile_ci). With fewer than
-    stats.min_samples_for_quantile(0.95, 0.95) = 72 samples there is none: p95_low and p95_high
+    The interval is distribution-free (order statistics, quantiles.quantile_ci). With fewer than
+    quantiles.min_samples_for_quantile(0.95, 0.95) = 72 samples there is none: p95_low and p95_high
     are None, and a gate must fall back on "max" (the slowest call), saying so.
     """
     out = {k: v for k, v in timing.items() if k != "samples"}
     samples = timing["samples"]
-    if len(samples) >= stats.min_samples_for_quantile(0.95, P95_CONFIDENCE):
-        ci = stats.quantile_ci(samples, 0.95, P95_CONFIDENCE)
+    if len(samples) >= quantiles.min_samples_for_quantile(0.95, P95_CONFIDENCE):
+        ci = quantiles.quantile_ci(samples, 0.95, P95_CONFIDENCE)
         return out | {"p95_low": ci.low, "p95_high": ci.high}
     return out | {"p95_low": None, "p95_high": None}
 

@@ -15,9 +15,10 @@ from typing import Self
 from steps.core.files import write_json
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class StageResult:
-    """Base of every `<Stage>Result`: plain JSON-able fields, one file per stage."""
+    """Base of every `<Stage>Result`: plain JSON-able fields, one file per stage, built by keyword (kw_only: a
+    positional call would silently swap two fields of the same type)."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -47,7 +48,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DataResult(StageResult):
     """The manifest: what every later stage reads about the data (written as manifest.json)."""
 
@@ -70,7 +71,7 @@ class DataResult(StageResult):
     """{"mean": [...], "std": [...]} of the training split: per channel (images) or per feature (tables)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TeacherResult(StageResult):
     val_accuracy: float
     parameters: int
@@ -83,7 +84,7 @@ class TeacherResult(StageResult):
     """teacher.train.epochs that ran on top (0: the init model as it is); -1 in results from before init."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PruneResult(StageResult):
     method: str
     sparsity: float
@@ -102,7 +103,7 @@ class PruneResult(StageResult):
         return self.search["chosen"]["precision"] if self.search else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DistillResult(StageResult):
     teacher: str
     """Which model taught: the pruned one (prune-then-distill) or the unpruned teacher."""
@@ -112,7 +113,7 @@ class DistillResult(StageResult):
     mlflow_run_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExportResult(StageResult):
     models: dict[str, dict]
     """{role: parity numbers, file_bytes, sha256} of each ONNX file."""
@@ -121,7 +122,7 @@ class ExportResult(StageResult):
     mlflow_run_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QuantizeResult(StageResult):
     variants: dict[str, dict]
     """{"fp32" | method: {file, accuracy, accuracy_drop, file_bytes, size_ratio, sha256}}, fp32 first."""
@@ -134,7 +135,7 @@ class QuantizeResult(StageResult):
     mlflow_run_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvaluateReport(StageResult):
     """metrics/report.json: every model measured side by side, and the student's deployable ONNX files."""
 

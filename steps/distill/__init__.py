@@ -64,7 +64,7 @@ def feature_loss(objective: WeightedSum, teacher, train: Split, device, augment=
     return step
 
 
-def run(params: config.Params, root: Path) -> DistillResult:
+def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> DistillResult:
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
     train, cfg = splits["train"], params.distill
@@ -88,7 +88,7 @@ def run(params: config.Params, root: Path) -> DistillResult:
     else:
         step_loss = logits_only_loss(objective, teacher, train, device)
 
-    with tracking.open_run(root, **lineage.stage_run(root, params, "distill")) as run_id:
+    with tracking.open_run(root, **lineage.stage_run(root, params, "distill", origin)) as run_id:
         def on_epoch(epoch: int, loss: float) -> None:
             tracking.log_metrics({"train_loss": loss, "val_accuracy": accuracy(student, splits["val"])}, step=epoch)
 
@@ -96,8 +96,9 @@ def run(params: config.Params, root: Path) -> DistillResult:
         train_epochs(student, optimizer, len(train), cfg.train.batch_size, cfg.train.epochs, step_loss,
                      generator=generator, description="distill", on_epoch=on_epoch,
                      lr_schedule=cfg.train.lr_schedule)
-        result = DistillResult(teacher_role.value, accuracy(student, splits["val"]), accuracy(teacher, splits["val"]),
-                               measure.parameters(student), run_id)
+        result = DistillResult(teacher=teacher_role.value, val_accuracy=accuracy(student, splits["val"]),
+                               teacher_val_accuracy=accuracy(teacher, splits["val"]),
+                               parameters=measure.parameters(student), mlflow_run_id=run_id)
         save_and_record(root, "distill", ModelRole.STUDENT, student, student_spec,
                         {"teacher": teacher_role.value, "temperature": cfg.temperature, "alpha": cfg.alpha},
                         {"final_val_accuracy": result.val_accuracy, "parameters": result.parameters})

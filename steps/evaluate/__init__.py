@@ -28,7 +28,7 @@ def deploy_variants(quantized: dict, timed: dict[str, dict]) -> dict[str, dict]:
             for variant, v in quantized["variants"].items()}
 
 
-def run(params: config.Params, root: Path) -> EvaluateReport:
+def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> EvaluateReport:
     seed_everything(params.seed, params.threads)
     test = datasets.load_splits(root, ("test",))["test"]
     cfg = params.evaluate
@@ -46,11 +46,11 @@ def run(params: config.Params, root: Path) -> EvaluateReport:
               "latency_backend": cfg.latency_backend, "test_images": len(test),
               "deploy": {"deployable": quantized["deploy"], "file": quantized["deployable"],
                          "variants": deploy_variants(quantized, timed)}}
-    report["target"] = target_check(params, root, test, quantized)
+    report["target"] = budget_check(params, root, test, quantized)
     figure = report_figure(report, point_labels(params))
     (root / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
     figure.savefig(root / PLOTS_DIR / "pareto.png", dpi=120)
-    with tracking.open_run(root, **lineage.stage_run(root, params, "evaluate")) as run_id:
+    with tracking.open_run(root, **lineage.stage_run(root, params, "evaluate", origin)) as run_id:
         # "student.accuracy", "student.latency.onnxruntime.batch_1.p50", "deploy.static.accuracy", ...
         # class_recall goes as a table: class names are the dataset's, not always valid metric names
         scalars = {name: {k: v for k, v in m.items() if k != "class_recall"} for name, m in models.items()}
@@ -64,18 +64,18 @@ def run(params: config.Params, root: Path) -> EvaluateReport:
     return result
 
 
-def target_check(params: config.Params, root: Path, test, quantized: dict) -> dict | None:
-    """With a budget: the deployable file timed on the budget's terms (its batch size, the search's
-    verification timing), and the limits it is over; None without one."""
-    target = params.target
-    if not target.active:
+def budget_check(params: config.Params, root: Path, test, quantized: dict) -> dict | None:
+    """With a budget (params `target:`): the deployable file timed on the budget's terms (its batch size, the
+    search's verification timing), and the limits it is over; None without one."""
+    limits = params.target
+    if not limits.active:
         return None
-    batch = budget.timed_batch(test, target.batch_size)
+    batch = budget.timed_batch(test, limits.batch_size)
     measured = {"precision": quantized["deploy"],
                 **budget.file_cost(root / quantized["deployable"], batch, budget.verify_timing(params)),
                 **budget.counts(load_model(root, ModelRole.STUDENT)[0], batch)}
-    return {"budget": {**target.limits(), "batch_size": target.batch_size}, "measured": measured,
-            "violations": budget.violations(measured, target)}
+    return {"budget": {**limits.limits(), "batch_size": limits.batch_size}, "measured": measured,
+            "violations": budget.violations(measured, limits)}
 
 
 def point_labels(params: config.Params) -> dict[str, str]:

@@ -12,13 +12,13 @@ import math
 import pandas as pd
 
 from steps.compression.training import Split, predict_logits
-from steps.core import stats
+from steps.core.stats.classes import per_class_recall
 
 
 def class_recall(model, split: Split, class_names: list[str]) -> dict[str, float | None]:
     """{class name: recall on `split`}; None for a class absent from it (JSON has no NaN)."""
     predicted = predict_logits(model, split.x).argmax(1).numpy()
-    recall = stats.per_class_recall(split.y.numpy(), predicted, len(class_names))
+    recall = per_class_recall(split.y.numpy(), predicted, len(class_names))
     return {name: (None if math.isnan(r) else float(r)) for name, r in zip(class_names, recall, strict=True)}
 
 

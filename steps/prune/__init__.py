@@ -48,7 +48,7 @@ def method_for(model, cfg: config.PruneConfig) -> PruneMethod:
     return choices.PRUNE_METHODS.resolve(cfg.method)(model, cfg)
 
 
-def run_search(params: config.Params, root: Path) -> PruneResult:
+def run_search(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> PruneResult:
     """The budget search instead of the prune knobs; BudgetUnreachable (a clean stop) when nothing fits."""
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
@@ -59,7 +59,7 @@ def run_search(params: config.Params, root: Path) -> PruneResult:
                          f"does not have; leave target unset and use prune.method "
                          f"{' or '.join(sorted(family.prune_methods))}")
     original = measure.parameters(teacher)
-    with tracking.open_run(root, **lineage.stage_run(root, params, "prune")) as run_id:
+    with tracking.open_run(root, **lineage.stage_run(root, params, "prune", origin)) as run_id:
         outcome = budget_search.search(teacher, splits["train"], splits["val"], params, root, device, generator)
         record, model = outcome.record(), outcome.model
         tracking.log_dict(record, "search.json")
@@ -80,9 +80,9 @@ def run_search(params: config.Params, root: Path) -> PruneResult:
     return write_result(root, "prune", result)
 
 
-def run(params: config.Params, root: Path) -> PruneResult:
+def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> PruneResult:
     if params.target.active:
-        return run_search(params, root)
+        return run_search(params, root, origin)
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
     train, cfg = splits["train"], params.prune
@@ -90,7 +90,7 @@ def run(params: config.Params, root: Path) -> PruneResult:
     original = measure.parameters(model)
     method = method_for(model, cfg)
     curve = []
-    with tracking.open_run(root, **lineage.stage_run(root, params, "prune")) as run_id:
+    with tracking.open_run(root, **lineage.stage_run(root, params, "prune", origin)) as run_id:
         tracking.log_metrics({"sparsity": 0.0, "val_accuracy": accuracy(model, splits["val"]),
                               "parameters": original}, step=0)
         for round_no, target in enumerate(method.targets(), start=1):

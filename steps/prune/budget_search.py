@@ -187,7 +187,7 @@ def _widths(layers, setting) -> str:
     return ", ".join(f"{layer.name} {w}/{layer.width}" for layer, w in zip(layers, setting, strict=True))
 
 
-def _unreachable_by_search(layers, best: width_search.Point, target: config.TargetConfig) -> BudgetUnreachable:
+def _unreachable_by_search(layers, best: width_search.Point, target: config.BudgetConfig) -> BudgetUnreachable:
     return BudgetUnreachable(
         f"no model the search can build meets target {target.limits()}: the closest, "
         f"{_widths(layers, best.setting)} in {budget.describe(best.cost)}, is over by "
@@ -195,7 +195,7 @@ def _unreachable_by_search(layers, best: width_search.Point, target: config.Targ
         f"widths target.search.widths allows; allow narrower ones, or loosen the budget)")
 
 
-def _unreachable_when_verified(verified: list[dict], target: config.TargetConfig) -> BudgetUnreachable:
+def _unreachable_when_verified(verified: list[dict], target: config.BudgetConfig) -> BudgetUnreachable:
     best = min(verified, key=lambda v: v["excess"])
     return BudgetUnreachable(
         f"target {target.limits()}: {len(verified)} candidate(s) fitted while searching but none after "

@@ -11,7 +11,7 @@ from steps import tracking
 from steps.core.names import Alias, Tag
 from steps.registry import history
 from steps.registry.history import version_str
-from steps.registry.lock import promotion_lock
+from steps.registry.lock import promotion_lock, this_process
 
 
 class RegistryError(ValueError):
@@ -45,9 +45,11 @@ def decision_tags(kind: str, reason: str, when: str, trigger: str) -> dict[str, 
     return {Tag.DECISION: kind, Tag.REASON: reason[:4000], Tag.DECIDED_AT: when, Tag.TRIGGER: trigger}
 
 
-def rollback(model_name: str, reason: str, timeout_s: float) -> history.Event:
-    """Move `champion` back to the version behind `previous`; record it."""
-    with promotion_lock(model_name, timeout_s):
+def rollback(model_name: str, reason: str, timeout_s: float, trigger: str = "") -> history.Event:
+    """Move `champion` back to the version behind `previous`; record it as done by `trigger` (default: this
+    process)."""
+    trigger = trigger or this_process()
+    with promotion_lock(model_name, timeout_s, trigger):
         current = tracking.aliases(model_name)
         if Alias.PREVIOUS not in current:
             raise RegistryError(f"{model_name}: no @{Alias.PREVIOUS} version to roll back to "
@@ -57,7 +59,8 @@ def rollback(model_name: str, reason: str, timeout_s: float) -> history.Event:
         # `previous` is consumed: rolling back twice must not flip-flop between two versions.
         tracking.delete_alias(model_name, Alias.PREVIOUS)
         moves = [f"{Alias.CHAMPION}: {version_str(demoted)} -> {target}", f"{Alias.PREVIOUS}: {target} -> none"]
-        event = history.Event(model_name, "rollback", target, reason, demoted, target, moves)
+        event = history.Event(model_name=model_name, kind="rollback", version=target, reason=reason,
+                              champion_before=demoted, champion_after=target, moves=moves, trigger=trigger)
         tracking.tag_version(model_name, target, decision_tags("rollback-restored", reason, event.time, event.trigger))
         if demoted is not None:
             tracking.tag_version(model_name, demoted,
@@ -66,15 +69,19 @@ def rollback(model_name: str, reason: str, timeout_s: float) -> history.Event:
         return event
 
 
-def force_promote(model_name: str, version: int, reason: str, timeout_s: float) -> history.Event:
-    """A human override: `version` takes champion without gates; recorded as forced, with the reason."""
+def force_promote(model_name: str, version: int, reason: str, timeout_s: float, trigger: str = "") -> history.Event:
+    """A human override: `version` takes champion without gates; recorded as forced by `trigger` (default: this
+    process), with the reason."""
     if not reason.strip():
         raise RegistryError("a forced promotion needs a reason (--reason)")
     tracking.model_version(model_name, version)  # raises naming the version when it does not exist
-    with promotion_lock(model_name, timeout_s):
+    trigger = trigger or this_process()
+    with promotion_lock(model_name, timeout_s, trigger):
         before = tracking.aliases(model_name).get(Alias.CHAMPION)
         moves = take_champion(model_name, version)
-        event = history.Event(model_name, "forced", version, reason, before, version, moves, gates={"all": "skipped (forced)"})
+        event = history.Event(model_name=model_name, kind="forced", version=version, reason=reason,
+                              champion_before=before, champion_after=version, moves=moves,
+                              gates={"all": "skipped (forced)"}, trigger=trigger)
         tracking.tag_version(model_name, version, decision_tags("forced", reason, event.time, event.trigger))
         history.record(event)
         return event

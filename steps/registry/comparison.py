@@ -7,12 +7,11 @@ fixed, so the same versions on the same data give the same p-value and interval 
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import numpy as np
 
 from steps import config, tracking
-from steps.core import stats
+from steps.core.stats.classes import ClassDropBound, class_drops_paired
+from steps.core.stats.paired import PairedComparison, compare_paired
 
 BOOTSTRAP_SEED = 0
 BATCH = 1024
@@ -32,10 +31,10 @@ def interval_confidence(cfg: config.PromoteConfig) -> float:
 
 
 def compare(y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, class_names: list[str],
-            cfg: config.PromoteConfig) -> stats.PairedComparison:
-    return stats.compare_paired(y, champion, challenger, class_names, significance=cfg.significance,
-                                non_inferiority_pt=cfg.non_inferiority_pt, confidence=interval_confidence(cfg),
-                                resamples=cfg.bootstrap_resamples, seed=BOOTSTRAP_SEED)
+            cfg: config.PromoteConfig) -> PairedComparison:
+    return compare_paired(y, champion, challenger, class_names, significance=cfg.significance,
+                          non_inferiority_pt=cfg.non_inferiority_pt, confidence=interval_confidence(cfg),
+                          resamples=cfg.bootstrap_resamples, seed=BOOTSTRAP_SEED)
 
 
 def class_confidence(cfg: config.PromoteConfig, classes: int) -> float:
@@ -46,13 +45,13 @@ def class_confidence(cfg: config.PromoteConfig, classes: int) -> float:
 
 
 def class_drops(y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, class_names: list[str],
-                cfg: config.PromoteConfig) -> list[stats.ClassDropBound]:
+                cfg: config.PromoteConfig) -> list[ClassDropBound]:
     present = len(np.unique(y))
-    return stats.class_drops_paired(y, champion, challenger, class_names, class_confidence(cfg, present),
-                                    cfg.bootstrap_resamples, BOOTSTRAP_SEED)
+    return class_drops_paired(y, champion, challenger, class_names, class_confidence(cfg, present),
+                              cfg.bootstrap_resamples, BOOTSTRAP_SEED)
 
 
-def statistics(comparison: stats.PairedComparison, worst: stats.ClassDropBound) -> dict:
+def statistics(comparison: PairedComparison, worst: ClassDropBound) -> dict:
     """The numbers a decision records (promotion.json, the version's tags, the history) and the audit checks."""
     return {
         "verdict": str(comparison.verdict), "n": comparison.n, "mcnemar_b": comparison.mcnemar.b,
@@ -63,6 +62,3 @@ def statistics(comparison: stats.PairedComparison, worst: stats.ClassDropBound) 
         "worst_class": worst.name, "worst_class_drop_pt": worst.drop_pt, "worst_class_drop_low_pt": worst.drop_low_pt,
     }
 
-
-def drop_dict(drop: stats.ClassDropBound) -> dict:
-    return asdict(drop)

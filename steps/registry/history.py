@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from steps import tracking
 from steps.core.names import STATISTIC_TAG, Tag
-from steps.registry.lock import actor
+from steps.registry.lock import this_process
 
 HISTORY_EXPERIMENT = "shrinkflow-promotion-history"
 
@@ -22,7 +22,7 @@ def version_str(v: int | None) -> str:
     return "none" if v is None else str(v)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Event:
     """One registry decision: what moved where, and why."""
 
@@ -37,7 +37,7 @@ class Event:
     metrics: dict[str, float] = field(default_factory=dict)
     lineage: dict[str, str] = field(default_factory=dict)  # git commit, data hash, params hash, ...
     statistics: dict = field(default_factory=dict)  # the paired test vs the champion (registry/comparison.py)
-    trigger: str = field(default_factory=actor)
+    trigger: str = field(default_factory=this_process)  # what started it: a schedule, a person at the CLI, ...
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
 
 

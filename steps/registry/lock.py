@@ -27,42 +27,42 @@ from steps import tracking
 from steps.core.locks import POLL_S, LockTimeout, file_lock
 
 LOCK_PREFIX = "shrinkflow-lock."
-TRIGGER_ENV = "SHRINKFLOW_TRIGGER"
-"""Set by whoever starts a promotion (the Prefect flow, the CLI) to say what triggered it."""
 
-__all__ = ["LOCK_PREFIX", "TRIGGER_ENV", "LockTimeout", "actor", "promotion_lock"]
+__all__ = ["LOCK_PREFIX", "LockTimeout", "promotion_lock", "this_process"]
 
 
-def actor() -> str:
-    """Who/what acts: the trigger set by the caller, else the user and host running this process."""
-    return os.environ.get(TRIGGER_ENV) or f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
+def this_process() -> str:
+    """Who acts when the caller names no trigger: the user and host running this process."""
+    return f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
 
 
 @contextlib.contextmanager
-def promotion_lock(model_name: str, timeout_s: float, lease_s: float | None = None) -> Iterator[None]:
-    """Hold the registry lock for `model_name` (use after tracking.use_store)."""
-    db = tracking.file_store_path()
+def promotion_lock(model_name: str, timeout_s: float, holder: str = "",
+                   lease_s: float | None = None) -> Iterator[None]:
+    """Hold the registry lock for `model_name` (use after tracking.use_store); `holder` (default: this process)
+    is what a waiter reads about who holds it."""
+    db, holder = tracking.file_store_path(), holder or this_process()
     if db is not None:
-        with file_lock(db.with_name(f"{db.name}.{model_name}.lock"), timeout_s, actor(), what="registry lock"):
+        with file_lock(db.with_name(f"{db.name}.{model_name}.lock"), timeout_s, holder, what="registry lock"):
             yield
     else:
-        with _registry_lock(LOCK_PREFIX + model_name, timeout_s, lease_s or timeout_s):
+        with _registry_lock(LOCK_PREFIX + model_name, timeout_s, lease_s or timeout_s, holder):
             yield
 
 
 @contextlib.contextmanager
-def _registry_lock(name: str, timeout_s: float, lease_s: float) -> Iterator[None]:
+def _registry_lock(name: str, timeout_s: float, lease_s: float, holder: str) -> Iterator[None]:
     token = uuid.uuid4().hex
     deadline = time.monotonic() + timeout_s
-    while not tracking.create_lock_model(name, {"holder": actor(), "token": token,
+    while not tracking.create_lock_model(name, {"holder": holder, "token": token,
                                                 "expires": f"{time.time() + lease_s:.3f}"}):
         held = tracking.lock_model_tags(name)
         if held is not None and float(held.get("expires", "0")) < time.time():
             tracking.delete_registered_model(name)  # lease ran out: its holder died without releasing
             continue
         if time.monotonic() >= deadline:
-            holder = held.get("holder", "unknown") if held else "unknown"
-            raise LockTimeout(f"registry lock {name!r} still held after {timeout_s:g} s by {holder}")
+            by = held.get("holder", "unknown") if held else "unknown"
+            raise LockTimeout(f"registry lock {name!r} still held after {timeout_s:g} s by {by}")
         time.sleep(POLL_S)
     try:
         yield

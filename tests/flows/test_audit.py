@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from steps import tracking
-from steps.registry import audit
 from steps.core.names import Tag
+from steps.registry import audit
+from steps.registry.audit.report import AUDITS_DIR, AuditReport
 from tests.helpers import copy_project, shrinkflow, tiny_params
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ def tampered(path: Path, change) -> Iterator[None]:
         path.write_bytes(original)
 
 
-def failed(report: audit.AuditReport) -> dict[str, str]:
+def failed(report: AuditReport) -> dict[str, str]:
     return {c.name: c.detail for c in report.failures()}
 
 
@@ -57,7 +58,7 @@ def test_audit_of_a_fresh_version_passes_and_is_reported(project):
     result = shrinkflow(project, "audit", MODEL_URI, "--latency-tolerance", "1e6")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "audit passed" in result.stdout
-    reports = sorted((project / audit.AUDITS_DIR).glob("*.json"))
+    reports = sorted((project / AUDITS_DIR).glob("*.json"))
     document = json.loads(reports[-1].read_text())
     assert document["passed"] and document["version"] == 1
     names = {c["name"] for c in document["checks"]}

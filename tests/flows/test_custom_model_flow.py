@@ -62,10 +62,10 @@ def test_custom_model_pruned_exported_reloaded_promoted_then_teacher_from_the_re
     assert new_tags[Tag.TEACHER_INIT] == result.init_uri
     assert new_tags[Tag.TEACHER_INIT_SHA256] == result.init_sha256
 
-    from steps.registry import audit
+    from steps.registry.audit.records import teacher_init_check
 
     # The audit's check on its own (the full audit also wants git and DVC lineage this temp project lacks).
-    rows = audit._teacher_init(root, new_tags, tmp_path / "audit")
+    rows = teacher_init_check(root, new_tags, tmp_path / "audit")
     assert [(r.name, r.passed) for r in rows] == [("teacher_init.sha256", True)]
     forged = {**new_tags, Tag.TEACHER_INIT_SHA256: "0" * 64}
-    assert audit._teacher_init(root, forged, tmp_path / "audit2")[0].passed is False
+    assert teacher_init_check(root, forged, tmp_path / "audit2")[0].passed is False

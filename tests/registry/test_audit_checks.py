@@ -3,7 +3,7 @@ without intervals by the relative tolerance (`shrinkflow audit --latency-toleran
 
 from __future__ import annotations
 
-from steps.registry.audit import LATENCY_TOLERANCE, latency_check
+from steps.registry.audit.remeasure import LATENCY_TOLERANCE, latency_check
 
 BACKEND = "the registered ONNX file in ONNX Runtime"
 

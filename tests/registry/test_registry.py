@@ -18,14 +18,15 @@ import numpy as np
 import pytest
 
 from steps import config, data, export, promote, quantize, tracking
-from steps.core.datasets import load_splits, read_manifest
-from steps.evaluate.perclass import class_recall
-from steps.registry import aliases, history, lock
 from steps.compression.families import build
 from steps.compression.training import accuracy
-from steps.core.names import Alias, ModelRole, Tag
+from steps.core.datasets import load_splits, read_manifest
 from steps.core.layout import PROMOTION, REPORT
+from steps.core.names import Alias, ModelRole, Tag
 from steps.core.torchkit import save_model, spec_from
+from steps.evaluate.perclass import class_recall
+from steps.promote.gates import quality_gates
+from steps.registry import aliases, history, lock
 from tests.helpers import REPO, shrinkflow, tiny_params, write_params
 
 MODEL = "registry-test"
@@ -112,11 +113,11 @@ def test_each_gate_is_logged_with_the_candidate_and_failure_names_it(project):
 def test_size_gate_is_optional_and_enforced(project):
     root, params = project
     report = json.loads((root / REPORT).read_text())
-    gates = promote.quality_gates(report, with_promote(params, max_size_ratio=0.01).promote)
+    gates = quality_gates(report, with_promote(params, max_size_ratio=0.01).promote)
     size = next(g for g in gates if g.name == "max_size_ratio")
     assert not size.passed and size.value == pytest.approx(
         report["models"]["student"]["file_bytes"] / report["models"]["teacher"]["file_bytes"])
-    assert "max_size_ratio" not in [g.name for g in promote.quality_gates(report, params.promote)]
+    assert "max_size_ratio" not in [g.name for g in quality_gates(report, params.promote)]
 
 
 def test_champion_loads_as_pyfunc_with_signature_and_example(project):
@@ -297,8 +298,8 @@ def test_registry_lock_on_a_server_excludes_and_breaks_stale_leases(tmp_path):
 
 
 def test_the_decision_records_its_statistics_and_the_audit_recomputes_them(project):
-    from steps.registry import audit
     from steps.core.names import STATISTIC_TAG
+    from steps.registry.audit.remeasure import decision_check
 
     root, params = project
     name = params.promote.model_name
@@ -311,11 +312,11 @@ def test_the_decision_records_its_statistics_and_the_audit_recomputes_them(proje
     tags = dict(tracking.model_version(name, 2).tags)
     assert tags[f"{STATISTIC_TAG}.verdict"] == "non_inferior" and f"{STATISTIC_TAG}.worst_class" in tags
     assert history.events(name)[-1]["statistics"]["p_value"] == tags[f"{STATISTIC_TAG}.p_value"]
-    [check] = audit._decision(name, 2, tags, root)
+    [check] = decision_check(name, 2, tags, root)
     assert check.passed, check.detail
     # a statistic edited after the fact is caught, named
     tampered = {**tags, f"{STATISTIC_TAG}.ci_low_pt": "1.5"}
-    [bad] = audit._decision(name, 2, tampered, root)
+    [bad] = decision_check(name, 2, tampered, root)
     assert bad.passed is False and "ci_low_pt" in bad.detail
-    [none] = audit._decision(name, 1, dict(tracking.model_version(name, 1).tags), root)
+    [none] = decision_check(name, 1, dict(tracking.model_version(name, 1).tags), root)
     assert none.passed is None and "no champion" in none.detail

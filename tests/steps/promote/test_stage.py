@@ -1,16 +1,19 @@
+"""The promote stage against a real MLflow store: registration, aliases, deployables, the export CLI."""
+
 import json
 
 import numpy as np
-import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from flows.cli import app
 from steps import promote, quantize, tracking
+from steps.core import lineage
 from steps.core.datasets import load_splits
 from steps.core.hashing import sha256
 from steps.core.layout import PROMOTION, int8_path, metrics_path, model_path, onnx_path
 from steps.core.names import Alias, ModelRole, Tag
+from steps.registry import history
 from tests.helpers import variant
 
 
@@ -25,9 +28,15 @@ def test_promote_registers_champion_then_challenger(project_after, stage_params)
     assert version.tags[f"{Tag.ONNX_SHA256}.student.onnx"] == sha256(root / onnx_path(ModelRole.STUDENT))
     assert version.tags[Tag.DEPLOYABLE] == "student.onnx"
     # The same student again cannot beat itself: no disagreement is no evidence (issue 18: the paired test
-    # replaced min_improvement, so no stricter margin is needed to refuse a tie).
-    second = promote.run(stage_params, root)
+    # replaced min_improvement, so no stricter margin is needed to refuse a tie). Run as the flow runs it: the
+    # pipeline run and what triggered it come as the origin, and go into the run's tags and the history.
+    origin = lineage.Origin(pipeline_run="flow-1", trigger="a test schedule")
+    second = promote.run(stage_params, root, origin)
     assert not second.promoted and second.alias == Alias.CHALLENGER
+    assert history.events(stage_params.promote.model_name)[-1]["trigger"] == "a test schedule"
+    promote_run = client.get_run(client.get_model_version(stage_params.promote.model_name,
+                                                          str(second.version)).tags[Tag.PROMOTE_RUN])
+    assert promote_run.data.tags[Tag.PIPELINE_RUN] == "flow-1"
     assert "did not beat champion" in second.reason
     assert second.incumbent_version == first.version
     assert client.get_model_version_by_alias(stage_params.promote.model_name, Alias.CHAMPION).version == version.version
@@ -80,21 +89,3 @@ def test_metrics_files_name_their_mlflow_runs(project_after):
     root = project_after("promote")
     for stage in ("teacher", "prune", "distill", "export", "quantize"):
         assert json.loads((root / metrics_path(stage)).read_text())["mlflow_run_id"]
-
-
-def test_gates_fail_with_the_gate_named():
-    gates = [promote.Gate("min_accuracy", 0.5, 0.9, False), promote.Gate("max_param_ratio", 0.1, 0.2, True)]
-    promoted, reason = promote.decide(gates, None, "no champion")
-    assert not promoted and "min_accuracy" in reason and "max_param_ratio" not in reason
-    assert promote.decide(gates[1:], None, "no champion") == (True, "passed all gates; no champion yet")
-    # against a champion: the paired comparison decides (tests/steps/test_promotion_stats.py)
-
-
-@pytest.mark.parametrize("stage", ["teacher", "prune", "distill", "export", "quantize", "evaluate", "promote"])
-def test_every_stage_runs_alone_from_the_stage_before(project_after, stage):
-    """The fixture builds each stage's inputs itself: no test depends on another test having run."""
-    from steps.core.dag import STAGE_NAMES
-
-    root = project_after(STAGE_NAMES[STAGE_NAMES.index(stage) - 1])
-    assert (root / "data/processed/manifest.json").is_file()
-    assert not (root / metrics_path(stage)).exists() or stage == "evaluate"

@@ -1,3 +1,5 @@
+"""The evaluate stage: every model measured side by side, eager and ONNX Runtime, and the deployable variants."""
+
 import json
 
 from steps import evaluate

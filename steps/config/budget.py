@@ -1,4 +1,5 @@
-"""params.yaml `target:`: the budget the deployable model must meet, and how the search for it runs.
+"""The budget (params.yaml section `target:`, the name users' files keep): the limits the deployable model must
+meet, and how the search for it runs.
 
 With any budget set, the prune stage stops using the prune knobs (method, target_sparsity, schedule,
 rounds) and searches per-layer widths and the deployable precision for the most accurate model inside
@@ -53,7 +54,9 @@ class SearchConfig(Section):
         return sorted(set(widths), reverse=True)
 
 
-class TargetConfig(Section):
+class BudgetConfig(Section):
+    """params.yaml `target:`; the code calls it the budget (steps/core/budget.py measures against it)."""
+
     latency_p95_ms: float | None = Field(
         default=None, gt=0, description="p95 latency of the deployable ONNX file on ONNX Runtime (params.threads) "
                                         "at batch_size; the upper end of its 95% interval must be within it")

@@ -1,15 +1,12 @@
-"""The evaluate stage's per-class table and p95 intervals (issue 18; class names from the manifest, issue 16)."""
+"""The evaluate stage's per-class table (issue 18; class names from the manifest, issue 16)."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from steps import tracking
 from steps.core.datasets import read_manifest
 from steps.core.layout import REPORT
-from steps.core.measurement import with_p95_interval
 from steps.core.names import ModelRole
 
 
@@ -30,13 +27,3 @@ def test_report_has_recall_per_named_class_and_logs_the_table(project_after):
     logged = json.loads(table.read_text())
     assert set(logged["columns"]) == {"class", *[r.value for r in ModelRole]}
     assert sorted(row[0] for row in logged["data"]) == sorted([*classes, "all"])
-
-
-def test_p95_interval_appears_from_72_samples_and_covers_the_estimate():
-    rng = np.random.default_rng(0)
-    samples = list(rng.gamma(4.0, 0.25, 120))
-    timed = with_p95_interval({"p50": 1.0, "p95": float(np.quantile(samples, 0.95)), "max": max(samples),
-                               "n": 120, "samples": samples})
-    assert "samples" not in timed and timed["p95_low"] <= timed["p95"] <= timed["p95_high"] < timed["max"]
-    few = with_p95_interval({"p50": 1.0, "p95": 2.0, "max": 2.5, "n": 71, "samples": samples[:71]})
-    assert few["p95_low"] is None and few["p95_high"] is None

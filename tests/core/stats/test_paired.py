@@ -1,17 +1,18 @@
-"""steps/core/stats.py: exact golden values, scipy cross-checks, and coverage on constructed populations."""
+"""steps/core/stats/paired.py: McNemar golden values and scipy cross-checks, the paired bootstrap's
+width and coverage on constructed populations, and the decision they make."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
-from steps.core import stats
+from steps.core.stats import paired as stats
 
 NAMES = tuple(f"class{i}" for i in range(10))
+
 
 
 def paired(both_right: int, b: int, c: int, both_wrong: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -21,16 +22,11 @@ def paired(both_right: int, b: int, c: int, both_wrong: int = 0, seed: int = 0) 
     order = np.random.default_rng(seed).permutation(len(champion))
     return champion[order], challenger[order]
 
-
 def predictions(champion: np.ndarray, challenger: np.ndarray, seed: int = 0):
     """Labels over 10 classes and predictions that are right exactly where the correctness arrays say."""
     y = np.random.default_rng(seed).integers(0, 10, size=len(champion))
     wrong = (y + 1) % 10
     return y, np.where(champion, y, wrong), np.where(challenger, y, wrong)
-
-
-def binom_pmf(n: int, q: float) -> list[float]:
-    return [math.comb(n, k) * q**k * (1 - q) ** (n - k) for k in range(n + 1)]
 
 
 # --- McNemar ---------------------------------------------------------------------------------------------
@@ -126,112 +122,6 @@ def test_bootstrap_rejects_bad_options(kwargs, message):
         stats.paired_bootstrap_ci(champion, challenger, **kwargs)
 
 
-# --- per-class recall ------------------------------------------------------------------------------------
-
-
-def test_per_class_recall_by_hand():
-    y_true = np.array([0, 0, 0, 1, 1, 2])
-    y_pred = np.array([0, 0, 1, 1, 0, 2])
-    recall = stats.per_class_recall(y_true, y_pred, num_classes=4)
-    np.testing.assert_allclose(recall[:3], [2 / 3, 1 / 2, 1.0])
-    assert np.isnan(recall[3])  # class 3 never occurs in y_true
-
-
-@pytest.mark.parametrize(("y_true", "y_pred", "message"), [
-    (np.array([0, 1, 4]), np.array([0, 1, 2]), "outside"),
-    (np.array([0, 1, 2]), np.array([0.0, 1.0, 2.0]), "integer"),
-    (np.array([0, 1, 2]), np.array([0, 1]), "same shape"),
-])
-def test_per_class_recall_rejects_bad_labels(y_true, y_pred, message):
-    with pytest.raises(ValueError, match=message):
-        stats.per_class_recall(y_true, y_pred, num_classes=4)
-
-
-def test_worst_class_drop_names_the_class():
-    y_true = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
-    reference = np.array([0, 0, 0, 0, 1, 1, 1, 0, 2, 2])  # recalls 1, 3/4, 1
-    candidate = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])  # recalls 1, 1/2, 1
-    drop = stats.worst_class_drop(y_true, reference, candidate, ["shirt", "coat", "bag", "boot"])
-    assert (drop.index, drop.name) == (1, "coat")
-    assert (drop.reference_recall, drop.candidate_recall) == (0.75, 0.5)
-    assert drop.drop_pt == pytest.approx(25.0)
-
-
-def test_worst_class_drop_tie_goes_to_the_lower_index():
-    y_true = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-    reference = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-    candidate = np.array([0, 0, 0, 1, 1, 1, 1, 0])  # both classes lose 25 pt
-    assert stats.worst_class_drop(y_true, reference, candidate, ["shirt", "coat"]).name == "shirt"
-
-
-def test_worst_class_drop_ignores_classes_absent_from_the_test_set():
-    y_true = np.array([0, 0, 1, 1])
-    reference = np.array([1, 0, 0, 1])  # recalls 1/2, 1/2; class 2 absent
-    candidate = np.array([0, 0, 1, 1])  # recalls 1, 1: every present class improves
-    drop = stats.worst_class_drop(y_true, reference, candidate, ["a", "b", "absent"])
-    assert drop.name == "a"
-    assert drop.drop_pt == pytest.approx(-50.0)
-
-
-# --- quantile intervals ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("n", "q", "confidence"), [(100, 0.5, 0.95), (200, 0.95, 0.95), (72, 0.95, 0.95),
-                                                    (500, 0.99, 0.9), (30, 0.2, 0.8)])
-def test_quantile_ranks_against_an_explicit_binomial(n, q, confidence):
-    low, high = stats.quantile_ranks(n, q, confidence)
-    pmf, tail = binom_pmf(n, q), (1 - confidence) / 2
-    below, above = sum(pmf[:low]), sum(pmf[high:])  # P(B < l), P(B >= u)
-    assert 1 <= low < high <= n
-    assert below <= tail and above <= tail
-    assert sum(pmf[low:high]) >= confidence  # P(l <= B < u)
-    # Tightest equal-tailed choice: one rank further in breaks a tail (unless it is already at the edge).
-    assert below + pmf[low] > tail
-    assert high == n or above + pmf[high - 1] > tail
-
-
-def test_median_ranks_for_100_samples_match_the_textbook():
-    assert stats.quantile_ranks(100, 0.5, 0.95) == (40, 61)  # Conover, Practical Nonparametric Statistics
-
-
-def test_quantile_ci_returns_the_order_statistics():
-    samples = np.random.default_rng(3).permutation(np.arange(1.0, 201.0))  # X_(k) = k
-    interval = stats.quantile_ci(samples, q=0.95, confidence=0.95)
-    low, high = stats.quantile_ranks(200, 0.95, 0.95)
-    assert (interval.low, interval.high) == (low, high)
-    assert interval.estimate == np.quantile(samples, 0.95)
-    assert interval.low <= interval.estimate <= interval.high
-
-
-def test_quantile_ci_covers_the_true_quantile_at_its_computed_rate():
-    n, q, confidence, trials = 100, 0.9, 0.9, 2000
-    true_quantile = -math.log(1 - q)  # of Exp(1)
-    ordered = np.sort(np.random.default_rng(5).exponential(size=(trials, n)), axis=1)
-    low, high = stats.quantile_ranks(n, q, confidence)
-    covered = np.mean((ordered[:, low - 1] <= true_quantile) & (true_quantile < ordered[:, high - 1]))
-    exact = sum(binom_pmf(n, q)[low:high])
-    assert exact >= confidence
-    assert covered == pytest.approx(exact, abs=0.03)
-
-
-@pytest.mark.parametrize(("q", "need"), [(0.95, 72), (0.5, 6), (0.05, 72)])
-def test_quantile_ci_too_few_samples_says_how_many(q, need):
-    assert stats.min_samples_for_quantile(q, 0.95) == need
-    assert stats.quantile_ranks(need, q, 0.95)[1] <= need
-    with pytest.raises(ValueError, match=f"at least {need} samples, got {need - 1}"):
-        stats.quantile_ci(np.arange(float(need - 1)), q=q, confidence=0.95)
-
-
-def test_quantile_ci_with_the_minimum_samples_spans_the_extremes():
-    assert stats.quantile_ci(np.array([5.0, 1.0, 3.0, 2.0, 6.0, 4.0]), q=0.5) == stats.Interval(3.5, 1.0, 6.0, 0.95)
-
-
-@pytest.mark.parametrize("samples", [np.array([1.0, np.nan] * 50), np.ones((10, 10)), np.array([], dtype=float)])
-def test_quantile_ci_rejects_bad_samples(samples):
-    with pytest.raises(ValueError, match="samples"):
-        stats.quantile_ci(samples)
-
-
 # --- the decision ----------------------------------------------------------------------------------------
 
 
@@ -265,37 +155,16 @@ def test_non_inferior_within_the_margin_and_not_beyond():
     assert "-2 pt margin" in worse.reason
 
 
-def test_to_dict_is_strict_json_even_with_a_class_missing_from_the_test_set():
+def test_compare_paired_with_a_class_missing_from_the_test_set():
     champion, challenger = paired(both_right=80, b=5, c=15)
     y = np.zeros(len(champion), dtype=int)  # only class 0 occurs
     result = stats.compare_paired(y, np.where(champion, 0, 1), np.where(challenger, 0, 1), ["t-shirt", "trouser"],
                                   significance=0.05, non_inferiority_pt=None)
-    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
-    assert data["verdict"] == str(result.verdict)
-    assert data["champion_recall"][0] == pytest.approx(0.85) and data["champion_recall"][1] is None
-    assert data["worst_class"]["name"] == "t-shirt"
-    assert data["mcnemar"] == {"n": 100, "b": 5, "c": 15, "p_value": result.mcnemar.p_value,
-                               "p_challenger_better": result.mcnemar.p_challenger_better}
+    assert (result.champion_accuracy, result.challenger_accuracy) == (0.85, 0.95)
+    assert (result.mcnemar.n, result.mcnemar.b, result.mcnemar.c) == (100, 5, 15)
 
 
 def test_compare_paired_rejects_predictions_of_a_different_length():
     y, champion, challenger = predictions(*paired(both_right=20, b=2, c=3))
     with pytest.raises(ValueError, match="same shape"):
         stats.compare_paired(y, champion, challenger[:-1], NAMES, significance=0.05, non_inferiority_pt=None)
-
-
-def test_wilson_and_newcombe_against_published_values():
-    """Newcombe (1998), Stat Med 17:873, table II: 56/70 vs 48/80 -> 95% CI of the difference 0.0524 to 0.3339;
-    Wilson for 81/263 at 95%: 0.2553 to 0.3662 (his table I)."""
-    from steps.core.stats import class_drops_unpaired, wilson_interval
-
-    low, high = wilson_interval(81, 263, 0.95)
-    assert (round(low, 4), round(high, 4)) == (0.2553, 0.3662)
-    [drop] = class_drops_unpaired([56 / 70], [48 / 80], [70], ["a"], 0.95)  # equal n only: use his exact counts below
-    assert drop.drop_pt == pytest.approx(20.0)
-    r_low, _ = wilson_interval(56, 70, 0.95)
-    _, c_high = wilson_interval(48, 80, 0.95)
-    newcombe_low = 0.2 - ((0.8 - r_low) ** 2 + (c_high - 0.6) ** 2) ** 0.5
-    assert round(newcombe_low, 4) == 0.0524
-    [perfect] = class_drops_unpaired([1.0], [11 / 16], [16], ["x"], 0.9)  # Wald's interval collapses at 1.0
-    assert 0 < perfect.drop_low_pt < perfect.drop_pt

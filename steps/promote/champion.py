@@ -1,0 +1,45 @@
+"""The current champion, read from the registry and re-scored beside the candidate on today's test split.
+
+A champion's old score on old data proves nothing about today: both versions are scored through the
+registry (what is served) on the same images, so the comparison is paired (steps/registry/comparison.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from steps import config, tracking
+from steps.core.names import Alias, Tag
+from steps.promote.decision import Candidate, Incumbent
+from steps.registry import comparison
+
+COST_METRICS = ("parameters", "file_bytes", "latency_p95_low_ms", "latency_p95_high_ms")
+"""Logged in the promote run as candidate.<key>: what 'smaller or faster' reads of a later champion."""
+
+
+def incumbent_now(candidate: Candidate, x: np.ndarray, y: np.ndarray, class_names: list[str],
+                  cfg: config.PromoteConfig) -> Incumbent | None:
+    """The current champion scored beside the candidate on (x, y), both through the registry; None if none."""
+    current = tracking.alias_version(candidate.model_name, Alias.CHAMPION)
+    if current is None:
+        return None
+    version = int(current.version)
+    champion = comparison.served_labels(candidate.model_name, version, x)
+    challenger = comparison.served_labels(candidate.model_name, candidate.version, x)
+    return Incumbent(version=version, metrics=champion_costs(current),
+                     comparison=comparison.compare(y, champion, challenger, class_names, cfg),
+                     class_drops=comparison.class_drops(y, champion, challenger, class_names, cfg))
+
+
+def champion_costs(version) -> dict:
+    """The champion's size and latency interval, as its promote run logged them ({} for older versions)."""
+    run_id = dict(version.tags).get(Tag.PROMOTE_RUN)
+    if not run_id:
+        return {}
+    logged = tracking.run_record(run_id).data.metrics
+    return {key: logged[f"candidate.{key}"] for key in COST_METRICS if f"candidate.{key}" in logged}
+
+
+def cost_metrics(candidate: Candidate) -> dict[str, float]:
+    """What this promote run logs for a later challenger's 'smaller or faster' to compare with."""
+    return {f"candidate.{k}": candidate.metrics[k] for k in COST_METRICS if candidate.metrics.get(k) is not None}

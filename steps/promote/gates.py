@@ -1,0 +1,105 @@
+"""The quality gates that need no registry: accuracy, drop vs the teacher (overall and per class), size,
+latency, and the budget's limits. Each is a pure function of metrics/report.json and params.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from steps import config
+from steps.core import budget
+from steps.core.names import ModelRole
+from steps.core.stats.classes import ClassDropBound, class_drops_unpaired, worst_of
+from steps.registry import comparison
+
+CLASS_GATE = "max_class_drop_pt"
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    value: float
+    threshold: float
+    passed: bool
+    detail: str = ""
+
+    @property
+    def verdict(self) -> str:
+        text = f"{'pass' if self.passed else 'fail'} {self.value:.6g} (limit {self.threshold:g})"
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+def quality_gates(report: dict, cfg: config.PromoteConfig, class_names: list[str] | None = None,
+                  support: list[int] | None = None) -> list[Gate]:
+    """The gates that need no registry: accuracy, drop vs the teacher (overall and per class), size, latency."""
+    student, teacher = report["models"][ModelRole.STUDENT], report["models"][ModelRole.TEACHER]
+    drop = teacher["accuracy"] - student["accuracy"]
+    ratio = student["parameters"] / teacher["parameters"]
+    gates = [
+        Gate("min_accuracy", student["accuracy"], cfg.min_accuracy, student["accuracy"] >= cfg.min_accuracy),
+        Gate("max_accuracy_drop", drop, cfg.max_accuracy_drop, drop <= cfg.max_accuracy_drop),
+    ]
+    if report.get("target"):  # the budget says how small the model must be: it replaces the ratio knob
+        gates += budget_gates(report["target"])
+    else:
+        gates.append(Gate("max_param_ratio", ratio, cfg.max_param_ratio, ratio <= cfg.max_param_ratio))
+    if cfg.max_size_ratio is not None:
+        size = student["file_bytes"] / teacher["file_bytes"]
+        gates.append(Gate("max_size_ratio", size, cfg.max_size_ratio, size <= cfg.max_size_ratio))
+    if cfg.max_latency_p95_ms is not None:
+        gates.append(latency_gate(student, cfg.max_latency_p95_ms))
+    if cfg.max_class_drop_pt is not None and class_names is not None and support is not None:
+        gates.append(teacher_class_gate(student, teacher, class_names, support, cfg))
+    return gates
+
+
+def budget_gates(checked: dict) -> list[Gate]:
+    """One gate per budget limit (named `target.<limit>`, after params `target:`), on the deployable as
+    evaluate re-measured it (report.json's "target"; latency: the upper end of the p95 interval at the
+    budget's batch size)."""
+    measured, gates = checked["measured"], []
+    for key, limit in checked["budget"].items():
+        if key not in budget.MEASURED:
+            continue  # batch_size
+        value = measured[budget.MEASURED[key]]
+        detail = (f"{measured['precision']}, batch {checked['budget']['batch_size']}: p95 "
+                  f"{measured[budget.LATENCY]:.4g} ms, 95% CI [{measured['latency_p95_low_ms']:.4g}, {value:.4g}]"
+                  if key == budget.LATENCY else measured["precision"])
+        gates.append(Gate(f"target.{key}", value, limit, value <= limit, detail))
+    return gates
+
+
+def latency_gate(student: dict, limit_ms: float) -> Gate:
+    """p95 within the limit with confidence: the interval's upper end must be. One lucky or unlucky
+    p50 decides nothing; with too few repeats for an interval, the slowest call stands in (stricter)."""
+    p95, high = student["latency_p95_ms"], student.get("latency_p95_high_ms")
+    if high is not None:
+        low = student["latency_p95_low_ms"]
+        detail = f"p95 {p95:.4g} ms, 95% CI [{low:.4g}, {high:.4g}]"
+        if low <= limit_ms < high:
+            detail += "; inconclusive: the interval straddles the limit (re-measure on a quiet machine)"
+        return Gate("max_latency_p95_ms", high, limit_ms, high <= limit_ms, detail)
+    slowest = student.get("latency_max_ms", p95)
+    n = student.get("latency_samples", "too few")
+    return Gate("max_latency_p95_ms", slowest, limit_ms, slowest <= limit_ms,
+                f"p95 {p95:.4g} ms; {n} samples are too few for a 95% interval (72 needed): slowest call used")
+
+
+def class_gate(name: str, drops: list[ClassDropBound], limit_pt: float, against: str) -> Gate:
+    """Refuse when some class's recall drops past the limit beyond noise (its lower bound does); name the worst."""
+    worst = worst_of(drops)
+    beyond = [d for d in drops if d.drop_low_pt > limit_pt]
+    shown = max(beyond, key=lambda d: d.drop_low_pt) if beyond else worst
+    detail = (f"worst class vs {against} '{shown.name}' {shown.reference_recall:.1%} -> {shown.candidate_recall:.1%} "
+              f"({shown.drop_pt:+.1f} pt drop, at least {shown.drop_low_pt:+.1f} pt, {shown.support} images)")
+    return Gate(name, shown.drop_pt, limit_pt, not beyond, detail)
+
+
+def teacher_class_gate(student: dict, teacher: dict, class_names: list[str], support: list[int],
+                       cfg: config.PromoteConfig) -> Gate:
+    if "class_recall" not in student or "class_recall" not in teacher:
+        return Gate(f"{CLASS_GATE}.teacher", float("nan"), cfg.max_class_drop_pt, False,
+                    "metrics/report.json has no class_recall; rerun the evaluate stage")
+    drops = class_drops_unpaired([teacher["class_recall"][c] for c in class_names],
+                                 [student["class_recall"][c] for c in class_names], support, class_names,
+                                 comparison.class_confidence(cfg, sum(n > 0 for n in support)))
+    return class_gate(f"{CLASS_GATE}.teacher", drops, cfg.max_class_drop_pt, "the teacher")

@@ -1,0 +1,136 @@
+"""The checks that measure again: the model's metrics on the fetched test split, and the promotion's paired test
+against the champion it faced, each compared with what was recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steps import config, tracking
+from steps.core.layout import onnx_path
+from steps.core.names import STATISTIC_TAG, ModelRole, Tag
+from steps.registry.audit.records import logged_json
+from steps.registry.audit.report import Check
+
+LATENCY_TOLERANCE = 1.0
+"""Relative: |now - recorded| <= 1.0 x recorded, for p50 and for a p95 without a confidence interval on both sides.
+Latency depends on the machine and its load; the rest is exact. A p95 with intervals is judged by them instead
+(latency_check): a fixed tolerance failed audits of an unchanged model timed on a busier machine."""
+EXACT_METRICS = ("accuracy", "parameters", "nonzeros", "file_bytes", "compressed_bytes", "macs")
+MEASURED_METRICS = ("latency_p50_ms", "latency_p95_ms")
+
+
+def metrics_check(root: Path, name: str, version: int, tags: dict[str, str], work: Path,
+             latency_tolerance: float) -> list[Check]:
+    import numpy as np
+
+    from steps.compression.training import seed_everything
+    from steps.core.datasets import load_splits
+    from steps.core.measurement import ONNXRUNTIME, measure_models
+
+    params = config.validate(logged_json(tags[Tag.PROMOTE_RUN], "params.json"))
+    seed_everything(params.seed, params.threads)
+    test = load_splits(work, ("test",))["test"]
+    # The same backend the evaluate run timed: ONNX Runtime runs the registered (sha256-checked) fp32 file.
+    onnx_files = None
+    if params.evaluate.latency_backend == ONNXRUNTIME:
+        student_onnx = work / onnx_path(ModelRole.STUDENT)
+        tracking.download_deployable(tracking.model_version(name, version), student_onnx.parent)
+        onnx_files = {"student": student_onnx}
+    measured = measure_models({"student": (work, ModelRole.STUDENT)}, test, params.evaluate, params.threads,
+                              onnx_files)["student"]
+    backend = "the registered ONNX file in ONNX Runtime" if onnx_files else "PyTorch eager"
+    logged = tracking.run_record(tags[Tag.EVALUATE_RUN]).data.metrics
+    rows = []
+    for key in (*EXACT_METRICS, *MEASURED_METRICS):
+        recorded = logged.get(f"student.{key}")
+        if recorded is None:
+            rows.append(Check(f"metric {key}", False, "not logged by the evaluate run"))
+            continue
+        now = float(measured[key])
+        if key in EXACT_METRICS:
+            rows.append(Check(f"metric {key}", now == recorded, "exact", recorded=f"{recorded:.6g}",
+                              observed=f"{now:.6g}"))
+        else:
+            rows.append(latency_check(key, logged, measured, latency_tolerance, backend))
+    # Compared as counts of correct predictions: the evaluate step computes accuracy in float32.
+    served = tracking.load_predictor(name, version)
+    logits = np.asarray(served.predict(test.x.numpy()))
+    correct = int((logits.argmax(1) == test.y.numpy()).sum())
+    recorded_correct = round(logged["student.accuracy"] * len(test.y))
+    rows.append(Check("served model accuracy", correct == recorded_correct,
+                      "correct predictions of the registered pyfunc model on the fetched test split, exact",
+                      recorded=f"{recorded_correct}/{len(test.y)}", observed=f"{correct}/{len(test.y)}"))
+    return rows
+
+
+P95_INTERVAL = ("latency_p95_low_ms", "latency_p95_high_ms")
+"""The ends of the p95's confidence interval (steps/core/measurement.py), re-measured and as the evaluate run
+logged them (student.<key>; absent when it timed too few repeats for one)."""
+
+
+def latency_check(key: str, logged: dict[str, float], measured: dict, tolerance: float, backend: str) -> Check:
+    """One re-timed latency metric against the evaluate run's `logged` metrics (student.<key>).
+
+    p95, when both runs have its confidence interval (steps.core.measurement.with_p95_interval): passes when the
+    intervals overlap or the re-measured one lies below (faster now), fails only when the re-measured interval
+    starts above the recorded one's end, and names both intervals. Load on a shared machine shifts and widens
+    the re-measured interval; a clear gap is what says the model got slower. p50, and p95 without intervals:
+    |now - recorded| <= tolerance x recorded.
+    """
+    from steps.core.measurement import P95_CONFIDENCE
+    from steps.core.stats.quantiles import min_samples_for_quantile
+
+    recorded, now = logged[f"student.{key}"], float(measured[key])
+    timed = f"timed on {backend} as the evaluate run was"
+    rule = ""
+    if key == "latency_p95_ms":
+        before = [logged.get(f"student.{end}") for end in P95_INTERVAL]
+        after = [measured.get(end) for end in P95_INTERVAL]
+        if None not in before and None not in after:
+            (low, high), (new_low, new_high) = before, [float(v) for v in after]
+            ok = new_low <= high
+            relation = ("they overlap" if ok and low <= new_high else
+                        "faster now: the re-measured interval ends below the recorded one" if ok else
+                        "slower now: the re-measured interval starts above the recorded one's end")
+            return Check(f"metric {key}", ok,
+                         f"{P95_CONFIDENCE:.0%} intervals of p95: recorded [{low:.4g}, {high:.4g}] ms, re-measured "
+                         f"[{new_low:.4g}, {new_high:.4g}] ms; {relation}; {timed}",
+                         recorded=f"{recorded:.6g} [{low:.4g}, {high:.4g}]",
+                         observed=f"{now:.6g} [{new_low:.4g}, {new_high:.4g}]")
+        which = " and ".join(side for side, ends in (("recorded", before), ("re-measured", after)) if None in ends)
+        rule = (f"no {P95_CONFIDENCE:.0%} interval of p95 {which} (it needs "
+                f"{min_samples_for_quantile(0.95, P95_CONFIDENCE)} latency samples): ")
+    ok = abs(now - recorded) <= tolerance * recorded
+    return Check(f"metric {key}", ok, f"{rule}within {tolerance:.0%}, {timed}", recorded=f"{recorded:.6g}",
+                 observed=f"{now:.6g}")
+
+
+def decision_check(name: str, version: int, tags: dict[str, str], work: Path) -> list[Check]:
+    """Recompute the promotion's paired test vs the champion it faced (both versions served by the registry,
+    on the fetched test split, with the logged promote params and the fixed bootstrap seed): every statistic
+    the decision recorded must come out the same."""
+    from steps.core.datasets import load_splits, read_manifest
+    from steps.core.stats.classes import worst_of
+    from steps.registry import comparison
+    from steps.registry.history import statistics_tags
+
+    decision = logged_json(tags[Tag.PROMOTE_RUN], "decision.json")
+    recorded, champion = decision.get("statistics") or {}, decision.get("incumbent_version")
+    if champion is None or not recorded:
+        return [Check("decision statistics", None, "no champion at decision time: nothing was compared")]
+    cfg = config.validate(logged_json(tags[Tag.PROMOTE_RUN], "params.json")).promote
+    test = load_splits(work, ("test",))["test"]
+    x, y = test.x.numpy(), test.y.numpy()
+    classes = list(read_manifest(work)["classes"])
+    before, now = comparison.served_labels(name, champion, x), comparison.served_labels(name, version, x)
+    drops = comparison.class_drops(y, before, now, classes, cfg)
+    redone = comparison.statistics(comparison.compare(y, before, now, classes, cfg), worst_of(drops))
+    # compared as the version's tags print them (6 significant digits) and against the tags themselves
+    want, got, p_key = statistics_tags(recorded), statistics_tags(redone), f"{STATISTIC_TAG}.p_value"
+    differing = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k) or tags.get(k) != want.get(k))
+    return [Check("decision statistics", not differing,
+                  f"paired test vs champion v{champion} recomputed: " + (
+                      "differs in " + ", ".join(f"{k.rsplit('.', 1)[-1]} (recorded {want.get(k)}, tagged "
+                                                f"{tags.get(k)}, now {got.get(k)})" for k in differing)
+                      if differing else f"{len(want)} statistics equal, verdict {redone['verdict']}"),
+                  recorded=f"p={want.get(p_key)}", observed=f"p={got.get(p_key)}")]
