@@ -15,6 +15,11 @@ class Section(BaseModel):
         unless prune.method is transformer: code keys leave out the modules chosen there (config/selected.py)."""
         return ()
 
+    def implied(self) -> tuple[BaseModel, ...]:
+        """Sections this section's values imply beyond its own fields (distill's keys imply a list of
+        distillation terms, each naming a registry entry): code keys walk them like fields."""
+        return ()
+
 
 class RegistryChoice:
     """Field metadata: the value names an entry of `registry` (a `steps.compression.choices.Registry`). Code keys

@@ -72,6 +72,10 @@ class DistillConfig(_Section):
         """A term of weight 0 is not computed."""
         return tuple(name for name in ("attention_maps", "hidden_states") if getattr(self, name).weight == 0)
 
+    def implied(self) -> tuple[DistillTerm, ...]:
+        """The terms the objective sums: their modules are what the distill stage runs."""
+        return tuple(self.terms)
+
     @model_validator(mode="after")
     def _vit_losses(self) -> DistillConfig:
         if self.student.name != "vit" and (self.attention_maps.weight > 0 or self.hidden_states.weight > 0):

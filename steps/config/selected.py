@@ -91,7 +91,9 @@ def _chosen(value: Any, registries: list, path: str, skip: frozenset[str]) -> se
     if isinstance(value, BaseModel):  # a tagged union's member is chosen by its `name`
         tag = getattr(value, "name", None)
         own = {registry.module_of(tag) for registry in registries if isinstance(tag, str) and tag in registry}
-        return own.union(*(_field(value, name, f"{path}.{name}", skip) for name in type(value).model_fields))
+        implied = getattr(value, "implied", tuple)()
+        return own.union(*(_field(value, name, f"{path}.{name}", skip) for name in type(value).model_fields),
+                         *(_chosen(section, [], f"{path}.<implied>", skip) for section in implied))
     if isinstance(value, str):
         return {registry.module_of(value) for registry in registries if value in registry}
     items = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else ()
