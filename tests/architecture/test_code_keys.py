@@ -49,8 +49,8 @@ def test_every_stage_runs_its_module_and_what_it_imports(params):
 
 
 def test_a_model_family_is_code_of_the_stages_that_load_that_model(params):
-    """custom.py is none of these stages' imports: only teacher.arch (and distill.student) choosing it adds it."""
-    custom = "steps/compression/custom.py"
+    """The custom family's model.py is none of these stages' imports: only teacher.arch (and distill.student) choosing it adds it."""
+    custom = "steps/compression/families/custom/model.py"
     teacher_custom = variant(params, teacher={"arch": CUSTOM})
     student_custom = variant(params, distill={"student": CUSTOM})
     for name in ("teacher", "export", "evaluate", "promote"):
@@ -65,8 +65,8 @@ def test_knobs_the_params_switch_off_choose_nothing(params):
     is off unless prune.method is transformer (PruneConfig.unused)."""
     student_custom = variant(params, distill={"student": CUSTOM})
     budget = variant(student_custom, target={"size_kb": 100.0})
-    assert "steps/compression/custom.py" in stage("distill").code(student_custom)
-    assert "steps/compression/custom.py" not in stage("distill").code(budget)
+    assert "steps/compression/families/custom/model.py" in stage("distill").code(student_custom)
+    assert "steps/compression/families/custom/model.py" not in stage("distill").code(budget)
     assert "steps.compression.transformer_pruning" not in selected_modules(params, ["prune.transformer.importance"])
     assert "steps.compression.schedules" in selected_modules(params, ["prune"])
     assert "steps.compression.schedules" not in selected_modules(variant(params, target={"size_kb": 100.0}),
@@ -87,8 +87,11 @@ def test_computing_the_keys_imports_no_implementation():
     done = subprocess.run([sys.executable, "-c", script, str(REPO)], capture_output=True, text=True, check=True)
     loaded = set(done.stdout.split())
     assert not loaded & {"torch", "pandas", "PIL"}
-    assert {m for m in loaded if m.startswith(("steps.compression.", "steps.sources."))} == {
-        "steps.compression.choices"}
+    implementations = {m for m in loaded if m.startswith(("steps.compression.", "steps.sources."))
+                       and m != "steps.compression.choices" and not m.endswith(".config")
+                       and m not in ("steps.compression.families", *(f"steps.compression.families.{n}" for n in
+                                                                     ("mlp", "cnn", "resnet", "vit", "custom")))}
+    assert implementations == set()  # the families' torch-free configs and packages only
 
 
 # Synthetic registries and sections: every place a choice can sit.
