@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from flows import runtime
+from flows import prefect_server, runtime
 from flows.cli import doctor
 from flows.cli.console import RootOption, console, err_console, fail
 from flows.cli.signals import stop_promptly_on_signals
@@ -82,7 +82,7 @@ def _run_locked(root: Path, overrides: list[str], profile: str | None, force: bo
             result = compress(root=str(root), force=force)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
-        except runtime.ServerStartFailed as err:  # before any stage: nothing ran
+        except prefect_server.ServerStartFailed as err:  # before any stage: nothing ran
             fail(str(err), code=1)
         except Exception as err:  # the flow already logged the traceback; say it in one line
             fail(f"pipeline failed: {err}", code=1)

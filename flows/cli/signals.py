@@ -10,7 +10,7 @@ from flows.cli.console import err_console
 
 INTERRUPT_GRACE_S = 10
 """After Ctrl-C, how long Prefect may take to record the crash before the process exits anyway.
-(Ctrl-C also stops Prefect's ephemeral server, and the engine would otherwise retry it for minutes.)"""
+(The engine would otherwise go on retrying an API that is gone, e.g. a server stopped by the same Ctrl-C.)"""
 
 
 def stop_promptly_on_signals() -> None:
