@@ -27,7 +27,7 @@ from steps.core.hashing import sha256
 from steps.core.layout import DATA_DIR
 from steps.core.results import DataResult
 from steps.sources import DataError, RawData, SourceOptions
-from steps.sources.base import stratified_split
+from steps.sources.labels import stratified_split
 
 Split = tuple[np.ndarray, np.ndarray]
 
