@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.checkout import copy_project
 from steps import tracking
-from steps.registry import audit
 from steps.core.names import Tag
-from tests.helpers import copy_project, shrinkflow, tiny_params
+from steps.registry import audit
+from tests.helpers import shrinkflow, tiny_params
 
 pytestmark = pytest.mark.integration
 
