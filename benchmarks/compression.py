@@ -17,26 +17,22 @@ dated JSON + Markdown table to benchmarks/results/.
 from __future__ import annotations
 
 import concurrent.futures
-import datetime as dt
-import json
 import multiprocessing
-import platform
 import shutil
 import statistics
-import sys
 from pathlib import Path
 
-import torch
 import yaml
 
 # This script's folder is on sys.path when it runs.
 import common
 from common import merge
+
 from steps import config, data, distill, export, prune, teacher
 from steps.core import datasets
+from steps.core.layout import DATA_DIR, model_files, model_path
 from steps.core.measurement import EAGER, ONNXRUNTIME, batch_key, measure_models
 from steps.core.names import ModelRole
-from steps.core.layout import DATA_DIR, model_files, model_path
 from steps.core.torchkit import load_model
 
 # The rows issue #8's goals are checked on.
@@ -254,24 +250,13 @@ def main() -> None:
 
 def report(per_seed: list[list[dict]], raw: dict, args) -> None:
     rows = summarise(per_seed)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    meta = {"date": stamp, "commit": common.commit(), "quick": args.quick, "torch": torch.__version__, "threads": raw["threads"],
-            "cpu": platform.processor() or platform.machine(), "latency_batch_size": raw["evaluate"]["latency_batch_size"],
-            "seeds": len(per_seed), "params": raw, "command": " ".join(sys.argv[1:])}
     text = (table(rows) + f"\nGoals (issue #8, means over {len(per_seed)} seed(s); loss = teacher minus model, "
             "in points):\n\n" + "\n".join(goals(rows)) + "\n")
-    print(text)
-    if args.quick:
-        return  # tiny settings prove that it runs; their numbers mean nothing
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"compression-{stamp}.json").write_text(
-        json.dumps({"meta": meta, "rows": rows, "per_seed": per_seed}, indent=2) + "\n")
-    note = (f"# Compression benchmark {stamp}\n\n`python benchmarks/compression.py {meta['command']}` on {meta['cpu']}, "
-            f"torch {meta['torch']}; {len(per_seed)} seed(s) trained with "
-            f"{'1 thread each' if args.jobs > 1 else str(meta['threads']) + ' threads'}; latency timed with "
-            f"{meta['threads']} threads at batch {meta['latency_batch_size']} (ORT = ONNX Runtime fp32, the deployable "
-            "form).\n\n")
-    (args.out / f"compression-{stamp}.md").write_text(note + text)
+    batch = raw["evaluate"]["latency_batch_size"]
+    note = (f"{len(per_seed)} seed(s) trained with {'1 thread each' if args.jobs > 1 else str(raw['threads']) + ' threads'}; "
+            f"latency timed with {raw['threads']} threads at batch {batch} (ORT = ONNX Runtime fp32, the deployable form).")
+    common.report(args, "compression", "Compression benchmark", text, {"rows": rows, "per_seed": per_seed}, note=note,
+                  threads=raw["threads"], latency_batch_size=batch, seeds=len(per_seed), params=raw)
 
 
 if __name__ == "__main__":
