@@ -26,7 +26,8 @@ from pathlib import Path
 # The shared helpers and the compression benchmark's: this script's folder is on sys.path when it runs.
 import common
 from common import merge
-from compression import quick, seed_project, train_base
+from base_project import seed_project, train_base
+from compression import quick
 
 from steps import config, distill, export, prune
 from steps.compression import measure, onnx_export, quantization

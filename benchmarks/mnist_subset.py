@@ -29,7 +29,7 @@ import numpy as np
 # This script's folder is on sys.path when it runs.
 import common
 from common import merge
-from compression import seed_project, train_base
+from base_project import seed_project, train_base
 
 from steps import config, distill, prune
 from steps.compression import measure, pruning

@@ -32,8 +32,8 @@ import yaml
 # The shared helpers and the compression benchmark's: this script's folder is on sys.path when it runs.
 import common
 from common import merge
+from base_project import seed_project, train_base
 from compression import quick as compression_quick
-from compression import seed_project, train_base
 
 from steps import config, distill, export, prune, teacher
 from steps.compression import measure, onnx_export, quantization
