@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from flows import prefect_server, runtime
+from flows import runtime
 from flows.cli.console import RootOption, console, fail
+from flows.cli.signals import running_flow
 
 
 def sweep(
@@ -38,24 +39,15 @@ def sweep(
     # Started before Prefect is imported, as by `shrinkflow run`; its Dask workers inherit PREFECT_API_URL and
     # report to it instead of each starting a server of its own.
     with runtime.temporary_api() as server:
-        from flows.cli.signals import stop_promptly_on_signals
         from flows.runlock import EX_TEMPFAIL, RunLocked
         from flows.sweep import run_sweep
 
         console.print(f"sweep: {len(members)} members over {', '.join(grid)}", highlight=False)
-        stop_promptly_on_signals()
-        try:
-            if server is not None:
-                server.wait_until_ready()
-            result = run_sweep(root, grid, address, workers)
-        except RunLocked as err:
-            fail(str(err), code=EX_TEMPFAIL)
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
-        except prefect_server.ServerStartFailed as err:  # before any stage: nothing ran
-            fail(str(err), code=1)
-        except Exception as err:  # the flow already logged the traceback; say it in one line
-            fail(f"sweep failed: {err}", code=1)
+        with running_flow("sweep", server):
+            try:
+                result = run_sweep(root, grid, address, workers)
+            except RunLocked as err:
+                fail(str(err), code=EX_TEMPFAIL)
     import pandas as pd
 
     from steps.core import frontier
