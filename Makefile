@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The IDX folder when params.yaml reads Fashion-MNIST's IDX files (raw_dir, the old name, wins over path as in
-# steps/config); empty for any other source, whose files are the team's own and not ours to fetch.
-RAW_DIR = $(shell $(BIN)/python -c "import yaml; d = yaml.safe_load(open('params.yaml'))['data']; print((d.get('raw_dir') or d.get('path') or '') if d.get('source', 'idx') == 'idx' else '')")
+# The IDX folder when params.yaml reads Fashion-MNIST's IDX files (data.path, as steps/config reads it: the old
+# name raw_dir included; an invalid section is left for `shrinkflow run` to explain); empty for any other source,
+# whose files are the team's own and not ours to fetch.
+DATA_PATH = $(shell $(BIN)/python -c "import yaml; from steps.config.data import DataConfig; d = DataConfig.model_validate(yaml.safe_load(open('params.yaml'))['data']); print(d.path if d.source == 'idx' else '')" 2>/dev/null)
 RAW_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
 
 .PHONY: run test check install data repro lock dvc-yaml clean
@@ -50,15 +51,15 @@ $(STAMP): requirements.lock pyproject.toml
 # Fashion-MNIST's IDX files: Debian's dataset-fashion-mnist package when apt-get is here,
 # otherwise say where to put them.
 data: install
-	@if [ -z "$(RAW_DIR)" ]; then exit 0; fi; \
-	missing=""; for f in $(RAW_FILES); do test -f "$(RAW_DIR)/$$f" || missing="$$missing $$f"; done; \
+	@if [ -z "$(DATA_PATH)" ]; then exit 0; fi; \
+	missing=""; for f in $(RAW_FILES); do test -f "$(DATA_PATH)/$$f" || missing="$$missing $$f"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$(RAW_DIR)" = "/usr/share/datasets/fashion-mnist" ] && command -v apt-get >/dev/null; then \
+	if [ "$(DATA_PATH)" = "/usr/share/datasets/fashion-mnist" ] && command -v apt-get >/dev/null; then \
 		echo "Fashion-MNIST not found: installing Debian's dataset-fashion-mnist"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	else \
-		echo "Fashion-MNIST files missing in $(RAW_DIR):$$missing"; \
+		echo "Fashion-MNIST files missing in $(DATA_PATH):$$missing"; \
 		echo "Download them from github.com/zalandoresearch/fashion-mnist (data/fashion) into that folder,"; \
 		echo "or point data.path in params.yaml at where they are."; \
 		exit 1; \

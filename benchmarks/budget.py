@@ -23,41 +23,32 @@ At each budget the hand-set row is the most accurate hand-set file inside it; th
 (searched minus hand-set) comes with its paired bootstrap 95% interval (the same test images), and "at
 least as accurate" is met when that interval reaches zero: one seed cannot tell a 0.2-pt difference from
 noise. The searched model's row also gives evaluate's own re-measurement (what promote gates on).
+
+The two arms are built in budget_arms.py, the report in budget_report.py.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import platform
-import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
+import budget_report
 import common
+from budget_arms import hand_set, hand_set_files, onnx_test_accuracy, searched
+from budget_report import inside
 from common import merge
-from steps import config, data, distill, evaluate, export, prune, quantize, teacher
-from steps.compression import measure, onnx_export, rounding, width_search
-from steps.compression.families import build
-from steps.compression.training import adam, train_epochs
+
+from steps import config, data, teacher
+from steps.compression import measure, onnx_export
 from steps.core import budget, datasets
-from steps.core.layout import metrics_path
 from steps.core.measurement import with_p95_interval
-from steps.core.results import QuantizeResult
 from steps.core.names import ModelRole
 from steps.core.stats.paired import paired_bootstrap_ci
-from steps.core.torchkit import load_model, regularised_loss, setup, spec_from
-from steps.distill.objective import build_objective
+from steps.core.torchkit import load_model
 
-UNIFORM = (0.75, 0.5, 0.25)
-"""Hand-set: fractions of every layer's channels kept."""
-PRECISIONS = ("fp32", "dynamic")
 SIDE_BY_SIDE_BLOCK = 50
 """Timed calls per turn when every deployable is timed side by side."""
 
@@ -73,88 +64,6 @@ def quick(raw: dict) -> dict:
     })
 
 
-def onnx_test_accuracy(model, precision: str, test, calibration) -> float:
-    with tempfile.TemporaryDirectory() as scratch:
-        path = budget.deployable_file(model.cpu().eval(), test.x[:1], precision, Path(scratch), calibration)
-        return quantize.onnx_accuracy(path, test.x.numpy(), test.y.numpy(), 2)
-
-
-def distill_into(student, params: config.Params, root: Path) -> torch.nn.Module:
-    """The training the searched model gets: prune.finetune, then distill.train epochs from the teacher."""
-    device, generator = setup(params)
-    train = datasets.load_splits(root, ("train",))["train"]
-    teach, _ = load_model(root, ModelRole.TEACHER, device)
-    ft, cfg = params.prune.finetune, params.distill
-    student = student.to(device)
-    if ft.epochs:
-        train_epochs(student, adam(student.parameters(), ft.lr, ft.weight_decay), len(train), ft.batch_size,
-                     ft.epochs, regularised_loss(train, device, ft, params.seed), generator=generator,
-                     description="hand-set fine-tune", lr_schedule=ft.lr_schedule)
-    objective = build_objective(cfg, student, teach, ModelRole.TEACHER.value, train.x[:2].to(device)).to(device)
-    train_epochs(student, adam(student.parameters(), cfg.train.lr, cfg.train.weight_decay), len(train),
-                 cfg.train.batch_size, cfg.train.epochs, distill.logits_only_loss(objective, teach, train, device),
-                 generator=generator, description="hand-set distill", lr_schedule=cfg.train.lr_schedule)
-    return student.cpu().eval()
-
-
-def hand_set(params: config.Params, root: Path) -> dict[str, torch.nn.Module]:
-    """{label: trained model}: uniform widths of the teacher, and the default student architecture."""
-    teach, _ = load_model(root, ModelRole.TEACHER)
-    train = datasets.load_splits(root, ("train",))["train"]
-    layers = width_search.layers_of(teach, list(UNIFORM), round_to=8)
-    models = {}
-    for fraction in UNIFORM:
-        setting = tuple(rounding.keep(layer.width, fraction, 8) for layer in layers)
-        pruned = width_search.build(teach, layers, setting, train.x[:2], "l1")
-        models[f"uniform {fraction:.0%} ({'/'.join(map(str, setting))})"] = distill_into(pruned, params, root)
-    spec = spec_from(params.distill.student, root)
-    torch.manual_seed(params.seed)
-    models[f"default student ({'/'.join(map(str, [*spec.channels, *spec.hidden]))})"] = distill_into(
-        build(spec), params, root)
-    return models
-
-
-def hand_set_files(models, root: Path, out: Path) -> list[dict]:
-    """Each hand-set model in each precision as its deployable ONNX file under `out`, with its test accuracy."""
-    splits = datasets.load_splits(root, ("train", "test"))
-    test, calibration = splits["test"], splits["train"].x[:256].numpy()
-    rows = []
-    for i, (label, model) in enumerate(models.items()):
-        for precision in PRECISIONS:
-            folder = out / f"hand{i}-{precision}"
-            folder.mkdir(parents=True)
-            path = budget.deployable_file(model.cpu().eval(), test.x[:1], precision, folder, calibration)
-            rows.append({"model": label, "precision": precision, "file": str(path),
-                         "accuracy": quantize.onnx_accuracy(path, test.x.numpy(), test.y.numpy(), 2)})
-    return rows
-
-
-def searched(params_raw: dict, root: Path, limit: float, batch_size: int, out: Path) -> dict:
-    """The pipeline with the budget set: prune searches, then distill, export, quantize, evaluate (which
-    re-measures the deployable on the budget's terms); the deployable is kept in `out` for the side-by-side."""
-    raw = merge(params_raw, {"target": {"latency_p95_ms": limit, "batch_size": batch_size}})
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    params = config.validate(raw)
-    start = time.perf_counter()
-    try:
-        found = prune.run(params, root).search
-    except ValueError as err:  # BudgetUnreachable
-        return {"unreachable": str(err), "search_s": time.perf_counter() - start}
-    search_s = time.perf_counter() - start
-    for stage in (distill, export, quantize):
-        stage.run(params, root)
-    report = evaluate.run(params, root)
-    quantized = QuantizeResult.read(root / metrics_path("quantize"))
-    out.mkdir(parents=True)
-    kept = shutil.copy2(root / quantized.deployable, out / Path(quantized.deployable).name)
-    chosen = found["chosen"]
-    return {"widths": "/".join(str(chosen["widths"][layer]) for layer in found["layers"]),
-            "precision": chosen["precision"], "file": str(kept),
-            "accuracy": quantized.variants[chosen["precision"]]["accuracy"], "evaluate": report.target["measured"],
-            "evaluate_violations": report.target["violations"], "search_s": search_s,
-            "settings_measured": len(found["frontier"]), "total_s": time.perf_counter() - start}
-
-
 def side_by_side(files: dict[str, str], test, params: config.Params, batch_size: int) -> dict[str, dict]:
     """Every deployable timed in turns in one session (50 calls of A, of B, of C, then A again ...): the machine's
     speed drifts by more than the budgets' margins over minutes here, so both arms are judged on the same
@@ -166,10 +75,6 @@ def side_by_side(files: dict[str, str], test, params: config.Params, batch_size:
     timed = measure.onnx_latency_ms({k: Path(v) for k, v in files.items()}, batch, t.warmup, t.repeats, t.threads,
                                     keep_samples=True, min_seconds=t.seconds * len(files), block=SIDE_BY_SIDE_BLOCK)
     return {name: with_p95_interval(v) for name, v in timed.items()}
-
-
-def inside(m: dict, limit: float) -> bool:
-    return m["p95_high"] <= limit
 
 
 def best_hand_set(rows: list[dict], timed: dict[str, dict], limit: float) -> dict | None:
@@ -228,65 +133,6 @@ def benchmark(work: Path, raw: dict, fractions: list[float], big_batch: int, big
             "hand_set_rows": rows, "hand_set_s": hand_s, "budgets": results}
 
 
-def _interval(m: dict) -> str:
-    if "p95_high" in m:  # a side-by-side timing
-        return f"{m['p95']:.4g} [{m['p95_low']:.4g}, {m['p95_high']:.4g}]"
-    return f"{m['latency_p95_ms']:.4g} [{m['latency_p95_low_ms']:.4g}, {m['latency_p95_high_ms']:.4g}]"
-
-
-def _inside(m: dict, r: dict) -> str:
-    """'yes/NO' against the budget scaled by the machine's drift, then against the budget as set."""
-    return (f"{'yes' if inside(m, r['budget_ms'] * r['drift']) else 'NO'} | "
-            f"{'yes' if inside(m, r['budget_ms']) else 'NO'}")
-
-
-def table(out: dict) -> str:
-    lines = ["| budget p95 (ms) | batch | model | precision | test accuracy | p95 ms [95% CI], side by side "
-             "| inside (budget x drift) | inside (budget as set) | evaluate's p95 [95% CI] | search s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in out["budgets"]:
-        s, h, b, timed = r["search"], r["hand_set"], r["batch"], r["side_by_side"]
-        if "unreachable" in s:
-            lines.append(f"| {r['budget_ms']:.4g} | {b} | search: refused (no candidate verified inside) | | | | "
-                         f"| | | {s['search_s']:.0f} |")
-        else:
-            m = timed[s["file"]]
-            lines.append(f"| {r['budget_ms']:.4g} | {b} | search: {s['widths']} | {s['precision']} | "
-                         f"{s['accuracy']:.2%} | {_interval(m)} | {_inside(m, r)} | "
-                         f"{_interval(s['evaluate'])} | {s['search_s']:.0f} ({s['settings_measured']} settings) |")
-        if h is None:
-            lines.append(f"| {r['budget_ms']:.4g} | {b} | hand-set: none inside | | | | | | | |")
-        else:
-            lines.append(f"| {r['budget_ms']:.4g} | {b} | hand-set: {h['model']} | {h['precision']} | "
-                         f"{h['accuracy']:.2%} | {_interval(timed[h['file']])} | {_inside(timed[h['file']], r)} "
-                         "| | |")
-    return "\n".join(lines)
-
-
-def drifts(out: dict) -> list[str]:
-    seen, lines = set(), []
-    for r in out["budgets"]:
-        if r["batch"] not in seen:
-            seen.add(r["batch"])
-            lines.append(f"- batch {r['batch']}: the teacher's p95 in the side-by-side is {r['drift']:.2f}x its p95 "
-                         "when the budgets were set from it")
-    return lines
-
-
-def goals(out: dict) -> list[str]:
-    lines = []
-    for r in out["budgets"]:
-        s, h, gap = r["search"], r["hand_set"], r.get("gap")
-        ok = "unreachable" not in s and inside(r["side_by_side"][s["file"]], r["budget_ms"] * r["drift"])
-        as_good = ok and (h is None or gap["high"] >= 0)
-        versus = (f" ({s['accuracy']:.2%} vs {h['accuracy']:.2%}: {gap['points'] * 100:+.2f} pt, paired 95% CI "
-                  f"[{gap['low'] * 100:+.2f}, {gap['high'] * 100:+.2f}])" if gap else "")
-        lines.append(f"- {r['budget_ms']:.4g} ms at batch {r['batch']}: inside the budget (x drift) by measurement "
-                     f"{'met' if ok else 'NOT met'}; at least as accurate as the best hand-set inside (not worse "
-                     f"beyond noise: the interval reaches 0) {'met' if as_good else 'NOT met'}{versus}")
-    return lines
-
-
 def main() -> None:
     args_parser = common.parser(__doc__)
     args_parser.add_argument("--fractions", type=float, nargs="+", default=[0.9, 0.7, 0.5],
@@ -297,19 +143,8 @@ def main() -> None:
     raw = common.params(args, quick)
     out = common.in_scratch("shrinkflow-budget-", lambda work, r: benchmark(
         work, r, args.fractions, args.batch, args.batch_fraction), raw)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    command = " ".join(["python benchmarks/budget.py", *sys.argv[1:]])
-    header = (f"# Budget benchmark {stamp}\n\n`{command}` on {platform.machine()}, torch {torch.__version__}, "
-              f"commit {common.commit()}; teacher test accuracy {out['teacher_accuracy']:.2%}, teacher fp32 p95 "
-              + ", ".join(f"batch {b}: {_interval(m)} ms" for b, m in out["teacher"].items())
-              + f"; hand-set models trained and measured in {out['hand_set_s']:.0f} s.\n\n")
-    text = (header + table(out) + "\n\nThe machine's drift (budgets x drift judge both arms alike):\n\n"
-            + "\n".join(drifts(out)) + "\n\nGoals (issue 18):\n\n" + "\n".join(goals(out)) + "\n")
-    print(text)
-    if not args.quick:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"budget-{stamp}.md").write_text(text)
-        (args.out / f"budget-{stamp}.json").write_text(json.dumps(out, indent=1, default=str))
+    common.report(args, "budget", "Budget benchmark", budget_report.text(out), out, threads=raw["threads"],
+                  params=raw)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,20 @@
-"""What every benchmark script shares: the command line, the params it starts from, a scratch folder."""
+"""What every benchmark script shares: the command line, the params it starts from, a scratch folder, and the
+report each writes into benchmarks/results/."""
 
 from __future__ import annotations
 
 import argparse
 import copy
+import datetime as dt
+import json
+import os
+import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +22,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-PROJECT_FILES = ("steps", "flows", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore",
-                 "pyproject.toml")
-"""What a checkout of the project needs to run the pipeline (tests/helpers.py copies the same for its projects)."""
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
-    """--quick, --raw-dir and --out; a script adds its own options to the returned parser."""
+    """--quick, --data-path, --out, --recipe and -S; a script adds its own options to the returned parser."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny settings, to check that it runs")
-    p.add_argument("--raw-dir", help="override data.raw_dir")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--data-path", help="override data.path (the source's folder or file)")
+    p.add_argument("--out", type=Path, help=f"where the report goes (default: {RESULTS.relative_to(REPO)}; a --quick "
+                   "run writes one only where --out says, marked quick: its numbers mean nothing)")
     p.add_argument("--recipe", type=Path, help="a YAML file of param overrides (nested like params.yaml), "
                    "applied before -S; e.g. benchmarks/recipes/fashion-93.yaml")
     p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -61,29 +66,12 @@ def params(args: argparse.Namespace, quick: Callable[[dict], dict], recipe: dict
         raw = merge(raw, yaml.safe_load(args.recipe.read_text()) or {})
     if args.quick:
         raw = quick(raw)
-    if args.raw_dir:
-        raw["data"]["raw_dir"] = args.raw_dir
+    if args.data_path:
+        raw["data"]["path"] = args.data_path
     for item in args.overrides:
         _override(raw, item)
     raw["tracking"]["experiment"] = "benchmark"
     return raw
-
-
-def make_project(dest: Path, raw: dict) -> Path:
-    """A clean checkout in `dest`: the project's code and DVC files, committed to a new git repo, with `raw` params."""
-    for rel in PROJECT_FILES:
-        src, dst = REPO / rel, dest / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst)
-    (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "benchmark project"], cwd=dest, check=True)
-    return dest
 
 
 def in_scratch(prefix: str, benchmark: Callable[[Path, dict], Any], raw: dict) -> Any:
@@ -102,3 +90,49 @@ def commit() -> str:
 
     head = git("rev-parse", "HEAD") or "unknown"
     return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def cpu() -> tuple[str, list[str]]:
+    """lscpu's model name and flags: machines of one kind differ (VNNI or not), so every result names its CPU."""
+    try:
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True,
+                               env={**os.environ, "LC_ALL": "C"}).stdout.splitlines()
+    except OSError:
+        lines = []
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return fields.get("Model name", platform.machine()).strip(), fields.get("Flags", "").split()
+
+
+def report(args: argparse.Namespace, name: str, title: str, text: str, result: dict, note: str = "",
+           figure: Callable[[Path], None] | None = None, **meta: Any) -> Path | None:
+    """Print `text`; write `<name>-<time>.json` ({"meta": ..., **result}) and `.md` (`title`, how and where it was
+    measured, `note`, `text`), and `figure(path)` as a PNG, into --out (default benchmarks/results/); a --quick
+    run only where --out says. `meta`: the script's own settings, beside date, commit, command, CPU and versions."""
+    print(text)
+    out = args.out or (None if args.quick else RESULTS)
+    if out is None:
+        return None
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    model, flags = cpu()
+    command = " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    meta = {"date": stamp, "commit": commit(), "command": command, "quick": args.quick, "cpu": model,
+            "cpu_flags": flags, "cores": len(os.sched_getaffinity(0)), "torch": version("torch"), **meta}
+    stem = out / f"{name}-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, **result}, indent=2, default=str) + "\n")
+    if figure:
+        figure(stem.with_suffix(".png"))
+        note += f" ![figure]({stem.name}.png)"
+    threads = f", {meta['threads']} threads" if "threads" in meta else ""
+    heading = (f"# {title} {stamp}{' (quick: tiny settings, numbers mean nothing)' if args.quick else ''}\n\n"
+               f"`{command}` at {meta['commit']} on {model} ({meta['cores']} cores), torch {meta['torch']}{threads}.")
+    stem.with_suffix(".md").write_text(f"{heading} {note}".rstrip() + "\n\n" + text)
+    return stem.with_suffix(".json")
+
+
+def version(package: str) -> str | None:
+    """An installed package's version, without importing it."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

@@ -17,26 +17,19 @@ dated JSON + Markdown table to benchmarks/results/.
 from __future__ import annotations
 
 import concurrent.futures
-import datetime as dt
-import json
 import multiprocessing
-import platform
-import shutil
 import statistics
-import sys
 from pathlib import Path
-
-import torch
-import yaml
 
 # This script's folder is on sys.path when it runs.
 import common
+from base_project import done, seed_project, train_base
 from common import merge
-from steps import config, data, distill, export, prune, teacher
+
+from steps import config, distill, export, prune
 from steps.core import datasets
 from steps.core.measurement import EAGER, ONNXRUNTIME, batch_key, measure_models
 from steps.core.names import ModelRole
-from steps.core.layout import DATA_DIR, model_files, model_path
 from steps.core.torchkit import load_model
 
 # The rows issue #8's goals are checked on.
@@ -74,45 +67,6 @@ def quick(raw: dict) -> dict:
     })
 
 
-def _same_recipe(a: dict, b: dict) -> bool:
-    """Equal params apart from `threads` (how many cores trained a model, not what it is)."""
-    return {**a, "threads": None} == {**b, "threads": None}
-
-
-def _done(root: Path, role: ModelRole, raw: dict) -> bool:
-    """True when an earlier run left this model under `root` with the same params (--work reuses it)."""
-    previous = root / "params.yaml"
-    if (root / model_path(role)).exists() and previous.exists():
-        if not _same_recipe(yaml.safe_load(previous.read_text()), raw):
-            raise SystemExit(f"{root}: holds a model trained with other params; use another --work folder")
-        return True
-    shutil.rmtree(root, ignore_errors=True)  # nothing, or a run that stopped half-way: start it again
-    return False
-
-
-def train_base(work: Path, raw: dict) -> tuple[Path, config.Params]:
-    """`work/base`: the data split and the teacher every variant starts from, with `raw` as its params."""
-    base = work / "base"
-    params = config.validate(raw)
-    if _done(base, ModelRole.TEACHER, raw):
-        return base, params
-    base.mkdir(parents=True)
-    (base / "params.yaml").write_text(yaml.safe_dump(raw))
-    data.run(params, base)
-    teacher.run(params, base)
-    return base, params
-
-
-def seed_project(root: Path, base: Path, raw: dict) -> config.Params:
-    """A project dir holding the shared data split and teacher, plus this variant's params."""
-    shutil.copytree(base / DATA_DIR, root / DATA_DIR)
-    (root / "models").mkdir()
-    for rel in model_files(ModelRole.TEACHER):
-        shutil.copy2(base / rel, root / rel)
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    return config.validate(raw)
-
-
 def run_variant(root: Path, params: config.Params, overrides: dict) -> None:
     if "prune" in overrides or overrides.get("distill", {}).get("teacher") == "pruned":
         prune.run(params, root)
@@ -126,7 +80,7 @@ def train_seed(work: Path, raw: dict) -> Models:
     models: Models = {"teacher": (base, ModelRole.TEACHER)}
     for i, (name, (overrides, role)) in enumerate(VARIANTS.items()):
         root, variant_raw = work / f"variant{i}", merge(raw, overrides)
-        if not _done(root, role, variant_raw):
+        if not done(root, role, variant_raw):
             root.mkdir()
             run_variant(root, seed_project(root, base, variant_raw), overrides)
         models[name] = (root, role)
@@ -254,24 +208,13 @@ def main() -> None:
 
 def report(per_seed: list[list[dict]], raw: dict, args) -> None:
     rows = summarise(per_seed)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    meta = {"date": stamp, "commit": common.commit(), "quick": args.quick, "torch": torch.__version__, "threads": raw["threads"],
-            "cpu": platform.processor() or platform.machine(), "latency_batch_size": raw["evaluate"]["latency_batch_size"],
-            "seeds": len(per_seed), "params": raw, "command": " ".join(sys.argv[1:])}
     text = (table(rows) + f"\nGoals (issue #8, means over {len(per_seed)} seed(s); loss = teacher minus model, "
             "in points):\n\n" + "\n".join(goals(rows)) + "\n")
-    print(text)
-    if args.quick:
-        return  # tiny settings prove that it runs; their numbers mean nothing
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"compression-{stamp}.json").write_text(
-        json.dumps({"meta": meta, "rows": rows, "per_seed": per_seed}, indent=2) + "\n")
-    note = (f"# Compression benchmark {stamp}\n\n`python benchmarks/compression.py {meta['command']}` on {meta['cpu']}, "
-            f"torch {meta['torch']}; {len(per_seed)} seed(s) trained with "
-            f"{'1 thread each' if args.jobs > 1 else str(meta['threads']) + ' threads'}; latency timed with "
-            f"{meta['threads']} threads at batch {meta['latency_batch_size']} (ORT = ONNX Runtime fp32, the deployable "
-            "form).\n\n")
-    (args.out / f"compression-{stamp}.md").write_text(note + text)
+    batch = raw["evaluate"]["latency_batch_size"]
+    note = (f"{len(per_seed)} seed(s) trained with {'1 thread each' if args.jobs > 1 else str(raw['threads']) + ' threads'}; "
+            f"latency timed with {raw['threads']} threads at batch {batch} (ORT = ONNX Runtime fp32, the deployable form).")
+    common.report(args, "compression", "Compression benchmark", text, {"rows": rows, "per_seed": per_seed}, note=note,
+                  threads=raw["threads"], latency_batch_size=batch, seeds=len(per_seed), params=raw)
 
 
 if __name__ == "__main__":

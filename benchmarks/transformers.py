@@ -22,22 +22,18 @@ beats logits-only by >= 0.3 pt (mean over seeds); int8 vs fp32 latency reported.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import platform
 import shutil
 import statistics
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 # The shared helpers and the compression benchmark's: this script's folder is on sys.path when it runs.
 import common
 from common import merge
+from base_project import seed_project, train_base
 from compression import quick as compression_quick
-from compression import seed_project, train_base
 
 from steps import config, distill, export, prune, teacher
 from steps.compression import measure, onnx_export, quantization
@@ -222,24 +218,10 @@ def main() -> None:
     start = time.perf_counter()
     result = common.in_scratch("shrinkflow-vit-", lambda work, r: benchmark(work, r, seeds), raw)
     result["wall_s"] = time.perf_counter() - start
-    report(result, raw, args.out, args.quick)
-
-
-def report(result: dict, raw: dict, out: Path, quick_run: bool) -> None:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    meta = {"date": stamp, "commit": common.commit(), "quick": quick_run, "torch": torch.__version__,
-            "threads": raw["threads"], "onnxruntime": __import__("onnxruntime").__version__,
-            "cpu": platform.processor() or platform.machine(), "wall_s": result["wall_s"], "params": raw}
-    text = table(result)
-    print(text)
-    if quick_run:
-        return  # tiny settings prove that it runs; their numbers mean nothing
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"transformers-{stamp}.json").write_text(json.dumps({"meta": meta, **result}, indent=2) + "\n")
-    note = (f"# Transformer benchmark {stamp}\n\n`python benchmarks/transformers.py` at {meta['commit']} on "
-            f"{meta['cpu']}, torch {meta['torch']}, onnxruntime {meta['onnxruntime']}, {meta['threads']} threads, "
-            f"{result['wall_s'] / 60:.1f} min wall.\n\n")
-    (out / f"transformers-{stamp}.md").write_text(note + text)
+    common.report(args, "transformers", "Transformer benchmark", table(result), result,
+                  note=f"onnxruntime {common.version('onnxruntime')}, {result['wall_s'] / 60:.1f} min wall.",
+                  threads=raw["threads"], onnxruntime=common.version("onnxruntime"), wall_s=result["wall_s"],
+                  params=raw)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,6 @@ and what do the channel counts have to do with it?
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import platform
 from pathlib import Path
 
 import torch
@@ -24,6 +21,7 @@ import torch
 # This script's folder is on sys.path when it runs.
 import common
 from common import merge
+
 from steps import config
 from steps.compression import measure, onnx_export
 from steps.compression.families import build
@@ -83,18 +81,8 @@ def main() -> None:
     args = common.parser(__doc__).parse_args()
     raw = common.params(args, quick)
     rows = common.in_scratch("shrinkflow-widths-", benchmark, raw)
-    text = table(rows, raw["evaluate"]["latency_batch_size"])
-    print(text)
-    if args.quick:
-        return  # tiny settings prove that it runs; their numbers mean nothing
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"date": stamp, "commit": common.commit(), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "threads": raw["threads"], "evaluate": raw["evaluate"]}
-    (args.out / f"widths-{stamp}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (args.out / f"widths-{stamp}.md").write_text(
-        f"# Channel-width benchmark {stamp}\n\n`python benchmarks/widths.py` on {meta['cpu']}, torch {meta['torch']}, "
-        f"{meta['threads']} threads, random weights.\n\n" + text)
+    common.report(args, "widths", "Channel-width benchmark", table(rows, raw["evaluate"]["latency_batch_size"]),
+                  {"rows": rows}, note="Random weights.", threads=raw["threads"], evaluate=raw["evaluate"])
 
 
 if __name__ == "__main__":

@@ -28,11 +28,12 @@ import shutil
 from pathlib import Path
 
 import yaml
-
 from prefect import flow, get_run_logger, task
+from prefect.settings import PREFECT_API_URL
 from prefect_dask import DaskTaskRunner
 
 from flows.compress import run_recorded
+from flows.runlock import project_lock
 from steps import config, tracking
 from steps.core import frontier, lineage
 from steps.core.dag import stage
@@ -42,7 +43,6 @@ from steps.core.measurement import measure_models
 from steps.core.names import ModelRole, Tag
 from steps.core.reports import close_figure
 from steps.core.results import TeacherResult
-from flows.runlock import project_lock
 
 SHARED_STAGES = ("data", "teacher")
 MEMBER_STAGES = ("prune", "distill")
@@ -68,33 +68,20 @@ def task_runner(params: config.Params, address: str | None = None, workers: int 
                                           "dashboard_address": None})
 
 
-@contextlib.contextmanager
-def one_prefect_api():
-    """Dask workers are other processes: without PREFECT_API_URL each would start a temporary Prefect server
-    of its own. Start one here (Prefect's ephemeral server) and point this process and the workers at it."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    if PREFECT_API_URL.value():  # a real server (services profile): everyone uses it already
-        yield
-        return
-    # The same instance Prefect's own client would start; Prefect stops it at exit, after its log and event
-    # workers have drained (stopping it here leaves them retrying against a closed port).
-    server = SubprocessASGIServer()
-    server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url  # LocalCluster workers inherit it when they spawn
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
+def _require_prefect_api() -> None:
+    """Dask workers are other processes: without PREFECT_API_URL each would start a temporary Prefect server of
+    its own. `shrinkflow sweep` starts one for them all (runtime.temporary_api); a deployment has its server's."""
+    if not PREFECT_API_URL.value():
+        raise RuntimeError("the sweep needs a Prefect API its Dask workers can reach (PREFECT_API_URL): run it with "
+                           "`shrinkflow sweep`, which starts a temporary one, or point PREFECT_API_URL at a server")
 
 
 def run_sweep(root: Path, grid: dict | None = None, address: str | None = None, workers: int | None = None) -> dict:
     """The sweep flow on its Dask task runner (see `task_runner`), all processes reporting to one Prefect API,
     under the project run lock (its shared stages run in the checkout itself)."""
+    _require_prefect_api()
     params = config.load(root)
-    with project_lock(root, params.run.lock_timeout_s), one_prefect_api():
+    with project_lock(root, params.run.lock_timeout_s):
         return sweep.with_options(task_runner=task_runner(params, address, workers))(root=str(root), grid=grid)
 
 

@@ -26,7 +26,8 @@ from steps import config, sources
 from steps.core.hashing import sha256
 from steps.core.layout import DATA_DIR
 from steps.core.results import DataResult
-from steps.sources.base import DataError, RawData, SourceOptions, stratified_split
+from steps.sources.base import DataError, RawData, SourceOptions
+from steps.sources.labels import stratified_split
 
 Split = tuple[np.ndarray, np.ndarray]
 

@@ -63,20 +63,25 @@ def project_after(_snapshots):
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_prefect_server(request, tmp_path_factory):
-    """One `prefect server start` for the session when it runs integration tests: every CLI run uses it (through
-    cli_env) instead of starting a temporary server of its own, which cost 3-11 s per run. Unit-test sessions
-    (`make check`) start nothing."""
+    """One Prefect temporary server for the session when it runs integration tests, on the migrated template
+    database: every CLI run uses it (through cli_env) instead of starting one of its own, which cost 3-11 s per
+    run. Unit-test sessions (`make check`) start nothing. Tests that need Prefect's scheduler start
+    tests.servers.prefect_server."""
     if not any(item.get_closest_marker("integration") for item in request.session.items):
         yield None
         return
-    from tests.servers import prefect_server
+    from flows.prefect_server import temporary
 
-    with prefect_server(tmp_path_factory.mktemp("shared-prefect")) as server:
+    home = tmp_path_factory.mktemp("shared-prefect")
+    runtime.seed_home(home)
+    server = temporary(home)
+    try:
+        server.wait_until_ready()
         os.environ[SHARED_PREFECT_ENV] = server.url
-        try:
-            yield server.url
-        finally:
-            os.environ.pop(SHARED_PREFECT_ENV, None)
+        yield server.url
+    finally:
+        os.environ.pop(SHARED_PREFECT_ENV, None)
+        server.stop()
 
 
 def pytest_collection_modifyitems(config, items):

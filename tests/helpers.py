@@ -1,4 +1,4 @@
-"""What tests share that is not a fixture: synthetic data, tiny params, project copies, the CLI."""
+"""What tests share that is not a fixture: synthetic data, tiny params, the CLI (project copies: benchmarks/checkout.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-PROJECT_FILES = ("steps", "flows", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore", "pyproject.toml")
 
 
 def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,10 +35,10 @@ def default_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def tiny_params(raw_dir: Path, experiment: str = "tests") -> dict:
+def tiny_params(data_path: Path, experiment: str = "tests") -> dict:
     """The default params shrunk so every stage takes about a second."""
     p = copy.deepcopy(default_params())
-    p["data"].update(raw_dir=str(raw_dir), val_size=100, train_limit=None, test_limit=None)
+    p["data"].update(path=str(data_path), val_size=100, train_limit=None, test_limit=None)
     p["teacher"]["arch"].update(channels=[8, 16], hidden=[32])
     p["teacher"]["train"].update(epochs=2, batch_size=32)
     p["prune"].update(rounds=2, target_sparsity=0.5)
@@ -56,23 +55,6 @@ def write_params(root: Path, params: dict) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def copy_project(dest: Path, params: dict) -> Path:
-    """A git-committed copy of the project (code, dvc.yaml, .dvc/config) with the given params."""
-    for rel in PROJECT_FILES:
-        src, dst = REPO / rel, dest / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst)
-    write_params(dest, params)
-    git = ["git", "-c", "user.name=tests", "-c", "user.email=tests@localhost"]
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "test project"], cwd=dest, check=True)
-    return dest
-
-
 def require_fashion_mnist() -> Path:
     """The real dataset: installed by `make test`; a CI run without it is a failure, not a skip."""
     if all((FASHION_DIR / f).is_file() for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")):
@@ -86,8 +68,8 @@ def require_fashion_mnist() -> Path:
 BIN = Path(sys.executable).parent
 
 
-def small_real_params(raw_dir: Path) -> dict:
-    p = tiny_params(raw_dir, experiment="integration")
+def small_real_params(data_path: Path) -> dict:
+    p = tiny_params(data_path, experiment="integration")
     p["data"].update(val_size=500, train_limit=2000, test_limit=1000)
     p["distill"]["student"] = {"name": "cnn", "channels": [4, 8], "hidden": [16], "batch_norm": True}
     p["promote"].update(min_accuracy=0.5, max_accuracy_drop=0.3, max_param_ratio=0.5)

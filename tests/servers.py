@@ -4,7 +4,7 @@
   which a test can stop, or arm to go down at the first request that matches (an outage mid-flow).
 - `postgres_database()`: a fresh database on the machine's PostgreSQL, dropped afterwards; skipped with a
   message where PostgreSQL is absent, a failure under CI=true.
-- `mlflow_server()`, `prefect_server()`: the real servers as child processes in their own process group.
+- `mlflow_server()`, `prefect_server()`: the real servers, started and stopped by flows/prefect_server.py's starter.
 """
 
 from __future__ import annotations
@@ -12,12 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
-import subprocess
 import threading
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.prefect_server import ServerProcess, full
 from tests.helpers import BIN
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
@@ -144,85 +141,38 @@ def postgres_url(database: str, driver: str) -> str:
     return f"postgresql+{driver}://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def stop(self) -> None:
-        """SIGTERM the whole process group (both servers spawn workers), SIGKILL what remains."""
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-
-def _wait_healthy(server: Server, health_url: str, timeout_s: float) -> None:
-    """Poll the health endpoint until it answers 200; fail with the server's log if it died or never did."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            break
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(health_url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        time.sleep(0.25)  # polling interval, not a wait for luck: the loop is bounded by the deadline
-    server.stop()
-    pytest.fail(f"{health_url} not healthy after {timeout_s} s; log:\n{server.log.read_text()[-3000:]}")
-
-
-@contextlib.contextmanager
-def _serve(argv: list[str], env: dict[str, str], url: str, health_path: str, log: Path,
-           timeout_s: float) -> Iterator[Server]:
-    with log.open("w") as out:
-        process = subprocess.Popen(argv, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **env},
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(url, process, log)
-    try:
-        _wait_healthy(server, url + health_path, timeout_s)
-        yield server
-    finally:
-        server.stop()
-
-
 def mlflow_server_args(host: str, port: int, backend_store_uri: str, artifacts_destination: str) -> list[str]:
     """How the services profile's MLflow server runs, here and in infra/compose.yaml (a test compares them)."""
     return ["server", "--host", host, "--port", str(port), "--backend-store-uri", backend_store_uri,
             "--artifacts-destination", artifacts_destination]
 
 
-def prefect_server_args(host: str, port: int) -> list[str]:
-    return ["server", "start", "--host", host, "--port", str(port)]
+@contextlib.contextmanager
+def serving(server: ServerProcess, timeout_s: float | None = None) -> Iterator[ServerProcess]:
+    """`server` once healthy (else fail with its log), stopped afterwards."""
+    try:
+        server.wait_until_ready(timeout_s)
+        yield server
+    finally:
+        server.stop()
 
 
 @contextlib.contextmanager
 def mlflow_server(backend_store_uri: str, artifacts_destination: str, workdir: Path,
-                  env: dict[str, str] | None = None) -> Iterator[Server]:
+                  env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
     """`mlflow server` proxying artifacts to `artifacts_destination` (clients never touch the bucket)."""
     port = free_port()
     argv = [str(BIN / "mlflow"), *mlflow_server_args("127.0.0.1", port, backend_store_uri, artifacts_destination),
             "--workers", "1"]
-    server_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
-    with _serve(argv, server_env, f"http://127.0.0.1:{port}", "/health", workdir / "mlflow-server.log", 120) as s:
+    server_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+                  "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
+    server = ServerProcess("mlflow server", argv, f"http://127.0.0.1:{port}", workdir / "mlflow-server.log", server_env)
+    with serving(server, timeout_s=120) as s:
         yield s
 
 
 @contextlib.contextmanager
-def prefect_server(workdir: Path, database_url: str | None = None) -> Iterator[Server]:
-    """`prefect server start` (with its scheduler, unlike the ephemeral one) on its own PREFECT_HOME."""
-    port = free_port()
-    env = {"PREFECT_HOME": str(workdir / "prefect-server-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_ENABLED": "false", "PREFECT_API_URL": ""}
-    if database_url:
-        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
-    argv = [str(BIN / "prefect"), *prefect_server_args("127.0.0.1", port)]
-    with _serve(argv, env, f"http://127.0.0.1:{port}/api", "/health", workdir / "prefect-server.log", 180) as s:
+def prefect_server(workdir: Path, database_url: str | None = None) -> Iterator[ServerProcess]:
+    """`prefect server start` (with its scheduler, unlike the temporary one) on its own PREFECT_HOME."""
+    with serving(full(workdir / "prefect-server-home", database_url)) as s:
         yield s

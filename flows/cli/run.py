@@ -19,7 +19,7 @@ import yaml
 from flows import runtime
 from flows.cli import doctor
 from flows.cli.console import RootOption, console, err_console, fail
-from flows.cli.signals import stop_promptly_on_signals
+from flows.cli.signals import running_flow
 
 LockTimeoutOption = Annotated[float | None, typer.Option(
     "--lock-timeout", min=0, help="seconds to wait for another run of this checkout (default: run.lock_timeout_s)")]
@@ -80,17 +80,8 @@ def _run_locked(root: Path, overrides: list[str], profile: str | None, force: bo
     with runtime.temporary_api() as server:  # starts now, while this process imports the flow
         from flows.compress import compress  # imports Prefect: after the environment is prepared
 
-        stop_promptly_on_signals()
-        try:
-            if server is not None:
-                server.wait_until_ready()
+        with running_flow("pipeline", server):
             result = compress(root=str(root), force=force)
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
-        except runtime.ServerStartFailed as err:  # before any stage: nothing ran
-            fail(str(err), code=1)
-        except Exception as err:  # the flow already logged the traceback; say it in one line
-            fail(f"pipeline failed: {err}", code=1)
     print_results(root)
     if result.get("up_to_date"):
         console.print("up to date: nothing changed since the last run", highlight=False)

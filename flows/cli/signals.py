@@ -1,16 +1,21 @@
-"""Ctrl-C and SIGTERM during a run: stop promptly, and say that finished stages are kept."""
+"""Ctrl-C and SIGTERM during a run: stop promptly, and say that finished stages are kept; a failed run in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 
-from flows.cli.console import err_console
+import typer
+
+from flows.cli.console import err_console, fail
+from flows.prefect_server import ServerProcess, ServerStartFailed
 
 INTERRUPT_GRACE_S = 10
 """After Ctrl-C, how long Prefect may take to record the crash before the process exits anyway.
-(Ctrl-C also stops Prefect's ephemeral server, and the engine would otherwise retry it for minutes.)"""
+(The engine would otherwise go on retrying an API that is gone, e.g. a server stopped by the same Ctrl-C.)"""
 
 
 def stop_promptly_on_signals() -> None:
@@ -28,3 +33,22 @@ def stop_promptly_on_signals() -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def running_flow(what: str, server: ServerProcess | None) -> Iterator[None]:
+    """Around a flow the command runs: signals stop it promptly (exit 130), the Prefect server this command started
+    is ready first, and a failure is said in one line (the flow already logged its traceback)."""
+    stop_promptly_on_signals()
+    try:
+        if server is not None:
+            server.wait_until_ready()
+        yield
+    except typer.Exit:
+        raise  # the command's own `fail`
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except ServerStartFailed as err:  # before any stage: nothing ran
+        fail(str(err), code=1)
+    except Exception as err:
+        fail(f"{what} failed: {err}", code=1)

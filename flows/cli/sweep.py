@@ -9,6 +9,7 @@ import typer
 
 from flows import runtime
 from flows.cli.console import RootOption, console, fail
+from flows.cli.signals import running_flow
 
 
 def sweep(
@@ -35,22 +36,21 @@ def sweep(
     except config.ConfigError as err:
         fail(str(err))
     runtime.prepare(root)
-    from flows.cli.signals import stop_promptly_on_signals
-    from flows.sweep import run_sweep
-    from flows.runlock import EX_TEMPFAIL, RunLocked
-    from steps.core import frontier
+    # Started before Prefect is imported, as by `shrinkflow run`; its Dask workers inherit PREFECT_API_URL and
+    # report to it instead of each starting a server of its own.
+    with runtime.temporary_api() as server:
+        from flows.runlock import EX_TEMPFAIL, RunLocked
+        from flows.sweep import run_sweep
 
-    console.print(f"sweep: {len(members)} members over {', '.join(grid)}", highlight=False)
-    stop_promptly_on_signals()
-    try:
-        result = run_sweep(root, grid, address, workers)
-    except RunLocked as err:
-        fail(str(err), code=EX_TEMPFAIL)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    except Exception as err:  # the flow already logged the traceback; say it in one line
-        fail(f"sweep failed: {err}", code=1)
+        console.print(f"sweep: {len(members)} members over {', '.join(grid)}", highlight=False)
+        with running_flow("sweep", server):
+            try:
+                result = run_sweep(root, grid, address, workers)
+            except RunLocked as err:
+                fail(str(err), code=EX_TEMPFAIL)
     import pandas as pd
+
+    from steps.core import frontier
 
     data = pd.DataFrame(result["frontier"]).set_index("model")
     console.print(frontier.table(data, f"sweep {result['parent_run_id']}: Pareto frontier (test set)"))

@@ -26,16 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from steps.sources.base import (
-    DataError,
-    RawData,
-    SourceOptions,
-    conform_images,
-    encode_labels,
-    name_classes,
-    refuse_options,
-    split_off_test,
-)
+from steps.sources.base import DataError, RawData, SourceOptions, refuse_options
+from steps.sources.images import conform_images
+from steps.sources.labels import encode_labels, name_classes, split_off_test
 
 X_KEYS = ("x", "images", "features")
 Y_KEYS = ("y", "labels")

@@ -1,9 +1,10 @@
-"""What every data source returns, the options it reads, and the checks they share.
+"""The contract of every data source: what it returns (`RawData`), the options it reads, its error.
 
 A reader turns files into `RawData`: uint8 images (N, C, H, W) or float32
 features (N, D), int64 labels 0..K-1, the class names, and every file it read
 (for the data hash). `RawData` checks that contract when it is built, so a
-reader cannot hand the data stage something malformed.
+reader cannot hand the data stage something malformed. What readers share
+beyond the contract: labels.py (label encoding, splits), images.py (conversion).
 """
 
 from __future__ import annotations
@@ -14,16 +15,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
 
 Kind = Literal["image", "features"]
 Split = tuple[np.ndarray, np.ndarray]
 
-# Pillow's bilinear resize widens its triangle filter by the scale factor when
-# shrinking, so it antialiases downscaling as well (no need for BOX there).
-RESAMPLE = Image.Resampling.BILINEAR
 CHANNELS = {"grayscale": 1, "rgb": 3}
-_PIL_MODE = {1: "L", 3: "RGB"}
 
 
 class DataError(ValueError):
@@ -135,146 +131,8 @@ def check_labels(labels: np.ndarray, class_names: Sequence[str], where: str) -> 
     return labels.astype(np.int64, copy=False)
 
 
-def encode_labels(
-    parts: Sequence[np.ndarray], where: Sequence[str], *, allow_text: bool
-) -> tuple[list[np.ndarray], tuple[str, ...]]:
-    """Map label values to 0..K-1 in sorted order, one mapping for all parts; names are str(value).
-
-    Integers sort numerically (2 before 10), text by Python string order. Floats
-    count as integers only when they have no fractional part. `allow_text`
-    admits strings and booleans (tables); arrays take integers only. Values of
-    later parts (the test split) must all occur in the first (training).
-    """
-    values = []
-    for labels, name in zip(parts, where, strict=True):
-        values.append(_label_values(labels, name, allow_text))
-    kinds = {_value_kind(v) for v in values}
-    if len(kinds) > 1:
-        raise DataError(f"{' and '.join(where)}: labels mix types ({', '.join(sorted(kinds))})")
-    classes = np.unique(values[0])
-    for labels, name in zip(values[1:], where[1:], strict=True):
-        unseen = np.setdiff1d(np.unique(labels), classes)
-        if len(unseen):
-            raise DataError(
-                f"{name}: label(s) {list(_names(unseen[:5]))} do not occur in the training data ({where[0]})"
-            )
-    codes = [np.searchsorted(classes, v).astype(np.int64) for v in values]
-    return codes, _names(classes)
-
-
-def _label_values(labels: np.ndarray, where: str, allow_text: bool) -> np.ndarray:
-    if labels.ndim != 1:
-        hint = " (one-hot? store the class index instead)" if labels.ndim == 2 else ""
-        raise DataError(f"{where}: labels must be 1-D, got shape {labels.shape}{hint}")
-    if len(labels) == 0:
-        raise DataError(f"{where}: no rows")
-    kind = labels.dtype.kind
-    if kind in "iu":
-        return labels.astype(np.int64)
-    if kind == "f":
-        bad = ~np.isfinite(labels) | (labels != np.round(labels))
-        if bad.any():
-            first = labels[np.argmax(bad)].item()
-            raise DataError(f"{where}: labels must be integers; {int(bad.sum())} are not (e.g. {first!r})")
-        return labels.astype(np.int64)
-    if allow_text and kind == "b":
-        return labels.astype(bool)
-    if allow_text and kind in "UO":
-        not_text = [v for v in labels if not isinstance(v, str)]
-        if not_text:
-            raise DataError(f"{where}: labels must be all strings or all integers; found {not_text[0]!r} among strings")
-        return labels.astype(str)
-    allowed = "integers, strings or booleans" if allow_text else "integers"
-    raise DataError(f"{where}: labels must be {allowed}, got dtype {labels.dtype}")
-
-
-def _value_kind(values: np.ndarray) -> str:
-    return {"i": "integers", "b": "booleans", "U": "strings"}[values.dtype.kind]
-
-
-def _names(values: np.ndarray) -> tuple[str, ...]:
-    return tuple(str(v) for v in values.tolist())
-
-
-def stratified_split(
-    labels: np.ndarray, fraction: float, seed: int, class_names: Sequence[str] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded, stratified (keep_idx, held_idx), both sorted; the same inputs always give the same split.
-
-    Each class holds out round(n * fraction) of its n rows (Python's round: ties
-    to even), but at least 1 and at most n - 1, so every class appears on both
-    sides; a class with fewer than 2 rows is refused by name. One generator
-    seeded with `seed` permutes the classes' rows in label order.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"split fraction must be strictly between 0 and 1, got {fraction!r}")
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    keep, held = [], []
-    for label in np.unique(labels):
-        rows = np.flatnonzero(labels == label)
-        if len(rows) < 2:
-            name = class_names[int(label)] if class_names is not None else str(label)
-            raise DataError(
-                f"class {name!r} has {len(rows)} row(s); a stratified split of {fraction * 100:g}% needs at least 2"
-            )
-        n_held = min(max(round(len(rows) * fraction), 1), len(rows) - 1)
-        rows = rng.permutation(rows)
-        held.append(rows[:n_held])
-        keep.append(rows[n_held:])
-    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
-
-
-def split_off_test(
-    x: np.ndarray, y: np.ndarray, options: SourceOptions, class_names: Sequence[str]
-) -> tuple[Split, Split]:
-    """(train, test) for a source without a test split: `options.test_fraction`, seeded by `options.seed`."""
-    keep, held = stratified_split(y, options.test_fraction, options.seed, class_names)
-    return (x[keep], y[keep]), (x[held], y[held])
-
-
-def name_classes(default: tuple[str, ...], options: SourceOptions, where: str) -> tuple[str, ...]:
-    """`options.class_names` when given (one per class), else the source's own names."""
-    if options.class_names is None:
-        return default
-    if len(options.class_names) != len(default):
-        raise DataError(
-            f"{where}: class_names lists {len(options.class_names)} names but the data has {len(default)} classes"
-        )
-    return options.class_names
-
-
 def refuse_options(options: SourceOptions, source: str, fields: Sequence[str]) -> None:
     """Refuse options that mean nothing to this source, rather than silently ignoring them."""
     given = [name for name in fields if getattr(options, name) is not None]
     if given:
         raise ValueError(f"the {source} source does not use {', '.join(given)}; remove it from params.yaml")
-
-
-def conform_image(image: Image.Image, channels: int, size: int | None) -> np.ndarray:
-    """One PIL image as a (C, H, W) uint8 array with `channels` channels, resized to size x size if given.
-
-    Conversions are Pillow's: RGB -> L is ITU-R 601-2 luma; alpha is dropped,
-    not composited (as torchvision's loader does); palettes are expanded.
-    """
-    mode = _PIL_MODE[channels]
-    if image.mode != mode:
-        image = image.convert(mode)
-    if size is not None and image.size != (size, size):
-        image = image.resize((size, size), RESAMPLE)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
-
-
-def conform_images(images: np.ndarray, options: SourceOptions) -> np.ndarray:
-    """uint8 (N, C, H, W) images converted to `options.channels` and resized to `options.image_size`."""
-    channels = CHANNELS[options.channels] if options.channels else images.shape[1]
-    size = options.image_size
-    if channels == images.shape[1] and (size is None or images.shape[2:] == (size, size)):
-        return images
-    out_size = images.shape[2:] if size is None else (size, size)
-    out = np.empty((len(images), channels, *out_size), dtype=np.uint8)
-    for i, image in enumerate(images):
-        pixels = image[0] if images.shape[1] == 1 else image.transpose(1, 2, 0)
-        out[i] = conform_image(Image.fromarray(np.ascontiguousarray(pixels)), channels, size)
-    return out

@@ -19,15 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from steps.sources.base import (
-    DataError,
-    RawData,
-    SourceOptions,
-    check_labels,
-    conform_images,
-    name_classes,
-    refuse_options,
-)
+from steps.sources.base import DataError, RawData, SourceOptions, check_labels, refuse_options
+from steps.sources.images import conform_images
+from steps.sources.labels import name_classes
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",

@@ -26,15 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from steps.sources.base import (
-    CHANNELS,
-    DataError,
-    RawData,
-    SourceOptions,
-    conform_image,
-    refuse_options,
-    split_off_test,
-)
+from steps.sources.base import CHANNELS, DataError, RawData, SourceOptions, refuse_options
+from steps.sources.images import conform_image
+from steps.sources.labels import split_off_test
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 GRAY_MODES = frozenset({"1", "L", "LA"})

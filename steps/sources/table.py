@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from steps.sources.base import DataError, RawData, SourceOptions, encode_labels, refuse_options, split_off_test
+from steps.sources.base import DataError, RawData, SourceOptions, refuse_options
+from steps.sources.labels import encode_labels, split_off_test
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.helpers import REPO, synthetic_images
 
@@ -25,6 +26,15 @@ def run_quick(script: str, *args: str, drop: tuple[str, ...] = (), env: dict | N
     inherited = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", *drop)}
     return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, env={**inherited, **(env or {})})
+
+
+def written(out: Path, name: str) -> dict:
+    """The report a quick run wrote where --out said (benchmarks/common.report): its JSON, marked quick."""
+    (path,) = out.glob(f"{name}-*.json")
+    assert path.with_suffix(".md").is_file()
+    report = json.loads(path.read_text())
+    assert report["meta"]["quick"] is True  # never mistaken for a real run's numbers
+    return report
 
 
 def table_rows(text: str) -> list[str]:

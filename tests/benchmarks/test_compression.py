@@ -1,9 +1,9 @@
-from tests.benchmarks.quick import ONE_TIMING, TINY_DATA, run_quick, table_rows
+from tests.benchmarks.quick import ONE_TIMING, TINY_DATA, run_quick, table_rows, written
 
 
 def test_compression_benchmark_runs_quick(idx_dir, tmp_path):
     def run():
-        return run_quick("compression.py", "--raw-dir", str(idx_dir), "--out", str(tmp_path / "out"), "--seeds", "2",
+        return run_quick("compression.py", "--data-path", str(idx_dir), "--out", str(tmp_path / "out"), "--seeds", "2",
                          "--jobs", "2", "--work", str(tmp_path / "work"), *TINY_DATA, *ONE_TIMING, timeout=600)
 
     result = run()
@@ -13,7 +13,7 @@ def test_compression_benchmark_runs_quick(idx_dir, tmp_path):
     assert "multiples of 16" in result.stdout and "prune-then-distill" in result.stdout
     # two seeds, two teachers: each goal lists its per-seed losses
     assert "unstructured >= 90% sparsity" in result.stdout and "(per seed " in result.stdout
-    assert not (tmp_path / "out").exists()  # quick numbers are never written as results
+    written(tmp_path / "out", "compression")
 
     # --work keeps the models; a second run reuses them all (same accuracies, nothing retrained)
     teacher = (tmp_path / "work" / "seed0" / "base" / "models" / "teacher.safetensors").stat().st_mtime_ns

@@ -1,7 +1,7 @@
 import io
 import tarfile
 
-from tests.benchmarks.quick import digit_files, run_quick
+from tests.benchmarks.quick import digit_files, run_quick, written
 
 
 def _fake_mnist_package(path, per_digit: int = 40) -> None:
@@ -27,7 +27,7 @@ def test_mnist_subset_benchmark_runs_quick(tmp_path):
     curve = [ln for ln in result.stdout.splitlines() if ln.startswith("| ") and "of weights |" in ln]
     assert len(curve) == 3  # SPARSITIES[::3] under --quick
     assert "| 784-30-10 alone |" in result.stdout and "| 784-800-800-10 distilled |" in result.stdout
-    assert not (tmp_path / "out").exists()
+    written(tmp_path / "out", "mnist-subset")
 
 
 def test_mnist_subset_refuses_a_package_that_is_not_the_pinned_one(tmp_path):

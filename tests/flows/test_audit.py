@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.checkout import copy_project
 from steps import tracking
 from steps.core.names import Tag
 from steps.registry import audit
 from steps.registry.audit.report import AUDITS_DIR, AuditReport
-from tests.helpers import copy_project, shrinkflow, tiny_params
+from tests.helpers import shrinkflow, tiny_params
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps.core.names import Alias
+from benchmarks.checkout import copy_project
 from steps.core.dag import STAGE_NAMES
 from steps.core.layout import REPORT
-from tests.helpers import copy_project, tiny_params
+from steps.core.names import Alias
+from tests.helpers import tiny_params
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps.core.names import Alias, Tag
+from benchmarks.checkout import copy_project
 from steps.core.dag import STAGE_NAMES
 from steps.core.layout import DATA_DIR, REPORT
-from tests.helpers import copy_project, require_fashion_mnist, shrinkflow, small_real_params, stage_states
+from steps.core.names import Alias, Tag
+from tests.helpers import require_fashion_mnist, shrinkflow, small_real_params, stage_states
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +106,7 @@ def test_without_a_prefect_api_the_run_starts_its_own_temporary_server_first(pro
     result = shrinkflow(project, "run", "--force", extra_env={"PREFECT_API_URL": ""})
     assert result.returncode == 0, result.stderr[-3000:]
     assert stage_states(result.stdout) == {name: "Cached" for name in STAGE_NAMES}
-    assert log.is_file()  # only runtime.TemporaryServer writes it
+    assert log.is_file()  # only flows.prefect_server.temporary writes it
     assert "Starting temporary server" not in result.stdout + result.stderr  # what Prefect's own server logs
     assert "View at" not in result.stdout + result.stderr  # no link to a UI that is not served
 

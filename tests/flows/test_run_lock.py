@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.checkout import copy_project
+from flows.runlock import RUN_LOCK, RunLocked, project_lock
 from steps import tracking
 from steps.core.names import Tag
-from flows.runlock import RUN_LOCK, RunLocked, project_lock
 from steps.core.sqlite import CorruptDatabase
 from steps.registry import audit
-from tests.helpers import BIN, REPO, cli_env, copy_project, shrinkflow, tiny_params
+from tests.helpers import BIN, REPO, cli_env, shrinkflow, tiny_params
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import runtime
+from flows import prefect_server, runtime
 from tests.helpers import REPO
 
 
@@ -77,11 +77,13 @@ def _alive(pid: int) -> bool:
 
 
 def test_the_temporary_server_answers_and_stops(tmp_path):
-    server = runtime.TemporaryServer(_served_home(tmp_path))
+    server = prefect_server.temporary(_served_home(tmp_path))
     try:
         server.wait_until_ready(120)
         with urllib.request.urlopen(f"{server.url}/health", timeout=5) as response:
             assert response.status == 200
+        # its own process group: a terminal's Ctrl-C reaches the command, which stops the server after the flow
+        assert os.getpgid(server.process.pid) == server.process.pid != os.getpgid(0)
     finally:
         server.stop()
     assert server.process.returncode is not None
@@ -91,8 +93,8 @@ def test_the_temporary_server_answers_and_stops(tmp_path):
 
 def test_the_temporary_server_dies_with_the_run_that_started_it(tmp_path):
     """SIGKILL of `shrinkflow run` leaves no orphaned server (PR_SET_PDEATHSIG)."""
-    script = ("import sys, time; from pathlib import Path; from flows import runtime; "
-              "s = runtime.TemporaryServer(Path(sys.argv[1])); print(s.process.pid, flush=True); time.sleep(600)")
+    script = ("import sys, time; from pathlib import Path; from flows import prefect_server; "
+              "s = prefect_server.temporary(Path(sys.argv[1])); print(s.process.pid, flush=True); time.sleep(600)")
     parent = subprocess.Popen([sys.executable, "-c", script, str(_served_home(tmp_path))], stdout=subprocess.PIPE,
                               text=True, cwd=REPO)
     server_pid = int(parent.stdout.readline())
@@ -109,9 +111,9 @@ def test_a_server_that_cannot_start_is_named_with_its_log(tmp_path):
     home = tmp_path / "prefect-home"
     home.mkdir()
     (home / runtime.DATABASE).write_bytes(b"not a database" * 100)
-    server = runtime.TemporaryServer(home)
+    server = prefect_server.temporary(home)
     try:
-        with pytest.raises(runtime.ServerStartFailed, match="exited with code"):
+        with pytest.raises(prefect_server.ServerStartFailed, match="exited with code"):
             server.wait_until_ready(120)
     finally:
         server.stop()

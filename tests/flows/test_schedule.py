@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.checkout import copy_project
 from steps import config, tracking
-from steps.registry import history
 from steps.core.names import Alias, Tag
-from tests.helpers import BIN, REPO, cli_env, copy_project, tiny_params, write_params
+from steps.registry import history
+from tests.helpers import BIN, REPO, cli_env, tiny_params, write_params
 from tests.servers import prefect_server
 
 pytestmark = pytest.mark.integration
@@ -123,7 +124,7 @@ def test_scheduled_runs_promote_then_stop_at_a_gate_then_crash_without_touching_
         assert refused["state"]["type"] == "COMPLETED", refused["state"]
         assert refused["state"]["message"].startswith("not promoted: min_accuracy")
 
-        edit_params(root, "data", raw_dir=str(tmp_path / "no-such-data"))
+        edit_params(root, "data", path=str(tmp_path / "no-such-data"))
         crashed = finished_run_started_after(server.url, datetime.now(UTC), serve, log)
         assert crashed["state"]["type"] == "FAILED", crashed["state"]
 

@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from benchmarks.checkout import copy_project
 from steps import config
 from steps.core import frontier
-from steps.core.names import Tag
 from steps.core.layout import metrics_path, model_path
-from tests.helpers import copy_project, default_params, shrinkflow, tiny_params, write_params
+from steps.core.names import Tag
+from tests.helpers import default_params, shrinkflow, tiny_params, write_params
 
 GRID = ("-S", "prune.target_sparsity=0.5,0.8", "-S", "distill.temperature=3")
 

@@ -7,10 +7,11 @@ import json
 
 import pytest
 
+from benchmarks.checkout import copy_project
 from steps.core.names import ModelRole
 from steps.core.torchkit import load_model
 from steps.registry import audit
-from tests.helpers import copy_project, shrinkflow
+from tests.helpers import shrinkflow
 from tests.steps.test_vit_stages import vit_params
 
 pytestmark = pytest.mark.integration

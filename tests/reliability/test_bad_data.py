@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.checkout import copy_project
 from steps import config, data
 from steps.core.datasets import load_splits
 from steps.core.hashing import sha256
 from steps.core.layout import DATA_DIR, MANIFEST
-from tests.helpers import copy_project, shrinkflow, tiny_params
+from tests.helpers import shrinkflow, tiny_params
 
 
 @pytest.mark.integration

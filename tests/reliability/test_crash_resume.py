@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from steps.core.names import ModelRole
+from benchmarks.checkout import copy_project
 from steps.core.dag import STAGE_NAMES
 from steps.core.layout import model_path
-from tests.helpers import BIN, cli_env, copy_project, require_fashion_mnist, shrinkflow, small_real_params, stage_states
+from steps.core.names import ModelRole
+from tests.helpers import BIN, cli_env, require_fashion_mnist, shrinkflow, small_real_params, stage_states
 from tests.reliability.registry_safety import assert_registry_safe, local_uri
 
 pytestmark = pytest.mark.integration

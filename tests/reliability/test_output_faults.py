@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from steps.core.names import ModelRole
+from benchmarks.checkout import copy_project
 from steps.core.layout import model_path
-from tests.helpers import copy_project, shrinkflow, stage_states, tiny_params
+from steps.core.names import ModelRole
+from tests.helpers import shrinkflow, stage_states, tiny_params
 from tests.reliability.registry_safety import assert_registry_safe, local_uri
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from moto.server import ThreadedMotoServer
 
+from benchmarks.checkout import copy_project
 from steps.core.names import Alias, Tag
-from tests.helpers import BIN, cli_env, copy_project, shrinkflow, tiny_params
+from tests.helpers import BIN, cli_env, shrinkflow, tiny_params
 from tests.reliability.registry_safety import assert_registry_safe, local_uri
 
 pytestmark = pytest.mark.integration

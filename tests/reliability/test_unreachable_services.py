@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from steps.core.names import ModelRole
+from benchmarks.checkout import copy_project
 from steps.core.layout import model_path
-from tests.helpers import copy_project, shrinkflow, tiny_params
+from steps.core.names import ModelRole
+from tests.helpers import shrinkflow, tiny_params
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from flows.prefect_server import server_start_args
 from steps.core import profiles
 from tests.helpers import REPO
-from tests.servers import mlflow_server_args, prefect_server_args
+from tests.servers import mlflow_server_args
 
 INFRA = REPO / "infra"
 
@@ -92,7 +93,7 @@ def test_mlflow_server_runs_as_in_the_tests(services):
 
 def test_prefect_server_and_worker(services):
     argv = services["prefect-server"]["command"]
-    assert argv[:3] == ["prefect", "server", "start"] and flags(argv) == flags(prefect_server_args("h", 1))
+    assert argv[:3] == ["prefect", "server", "start"] and flags(argv) == flags(server_start_args("h", 1))
     assert int(option(argv, "--port")) in published(services["prefect-server"])
     database = urlsplit(services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"])
     assert database.scheme == "postgresql+asyncpg" and database.path == "/prefect"

@@ -14,13 +14,14 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from steps.core.names import Alias, Tag
+from benchmarks.checkout import copy_project
+from flows.prefect_server import ServerProcess
 from steps.core.dag import STAGE_NAMES
 from steps.core.layout import DATA_DIR
-from tests.helpers import BIN, cli_env, copy_project, shrinkflow, stage_states, tiny_params
+from steps.core.names import Alias, Tag
+from tests.helpers import BIN, cli_env, shrinkflow, stage_states, tiny_params
 from tests.servers import (
     S3,
-    Server,
     free_port,
     mlflow_server,
     postgres_database,
@@ -40,8 +41,8 @@ SECRET = "services-secret-5c1e9a7f-never-log-me"
 @dataclass
 class Stack:
     s3: S3
-    mlflow: Server
-    prefect: Server
+    mlflow: ServerProcess
+    prefect: ServerProcess
 
     def env(self, **changes: str) -> dict[str, str]:
         """What a user exports for the services profile (infra/shrinkflow.env.example)."""

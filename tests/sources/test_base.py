@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 
 from steps import sources
-from steps.sources.base import (
-    DataError,
-    RawData,
-    SourceOptions,
-    check_labels,
-    encode_labels,
-    stratified_split,
-)
+from steps.sources.base import DataError, RawData, SourceOptions, check_labels
+from steps.sources.labels import encode_labels, stratified_split
 
 
 def _features(n: int = 6) -> tuple[np.ndarray, np.ndarray]:
