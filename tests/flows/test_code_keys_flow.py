@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.checkout import copy_project
 from flows import staleness
 from steps import config
 from steps.core import imports
@@ -18,13 +19,15 @@ from steps.core.dag import STAGE_NAMES, STAGES
 from steps.core.hashing import content_hash
 from steps.core.layout import DATA_DIR
 from steps.tracking import localstore
-from tests.helpers import copy_project, shrinkflow, stage_states, tiny_params
+from tests.helpers import shrinkflow, stage_states, tiny_params
 
 pytestmark = pytest.mark.integration
 
 READERS_NOT_RUN = ("steps/sources/table.py", "steps/sources/image_folder.py", "steps/sources/arrays.py")
-TRANSFORMER_CODE = ("steps/compression/vit.py", "steps/compression/transformer_pruning.py",
-                    "steps/compression/transformer_distillation.py")
+TRANSFORMER_CODE = ("steps/compression/families/vit/model.py", "steps/compression/transformer_pruning.py",
+                    "steps/compression/transformer_widths.py", "steps/compression/transformer_depth.py",
+                    "steps/compression/distillation/attention_maps.py", "steps/compression/distillation/hidden_states.py",
+                    "steps/compression/distillation/hints.py")
 
 
 def code_env(project: Path) -> dict:
@@ -76,8 +79,6 @@ def test_editing_the_readers_the_project_does_not_use_leaves_every_stage_cached(
     assert_edits_leave_every_stage_cached(project, READERS_NOT_RUN)
 
 
-@pytest.mark.xfail(strict=True, reason="imported by a stage or by compression/models.py until the families, terms "
-                   "and methods registries replace those imports (issue 24 items 2-4): then drop this mark")
 def test_editing_transformer_code_a_cnn_project_does_not_run_leaves_every_stage_cached(project):
     assert_edits_leave_every_stage_cached(project, TRANSFORMER_CODE)
 
