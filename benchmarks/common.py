@@ -51,10 +51,14 @@ def _override(raw: dict, item: str) -> None:
 
 
 def merge(base: dict, override: dict) -> dict:
-    """`base` with `override`'s keys set, recursively; neither is changed."""
+    """`base` with `override`'s keys set, recursively; neither is changed. A section chosen by `name` (a model
+    family's arch) that names another family replaces the base's whole, since one family's keys are not
+    another's."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        same = isinstance(value, dict) and isinstance(out.get(key), dict) and \
+            value.get("name", out[key].get("name")) == out[key].get("name")
+        out[key] = merge(out[key], value) if same else value
     return out
 
 
