@@ -22,10 +22,11 @@ def test_budget_benchmark_runs_quick(idx_dir, tmp_path):
     assert [b["batch"] for b in budgets] == [1, 32]
     assert budgets[0]["budget_ms"] == 0.9 * teacher[1]["latency_p95_ms"]
     assert budgets[1]["budget_ms"] == 0.5 * teacher[32]["latency_p95_ms"]
+    searched = {b["search"]["file"] for b in budgets if "file" in b["search"]}
     for b in budgets:
         assert b["drift"] > 0
         timed = b["side_by_side"]  # the teacher, every hand-set file and every searched one, timed in turns
-        assert {r["file"] for r in hand} <= set(timed) and len(timed) >= len(hand) + 1
+        assert {r["file"] for r in hand} | searched <= set(timed) and len(timed) == 1 + len(hand) + len(searched)
         for timing in timed.values():
             assert_timing(timing)
             assert timing["p95_low"] <= timing["p95"] <= timing["p95_high"]  # 72 calls or more: an interval
