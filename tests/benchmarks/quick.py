@@ -29,11 +29,13 @@ def run_quick(script: str, *args: str, drop: tuple[str, ...] = (), env: dict | N
                           capture_output=True, text=True, timeout=timeout, env={**inherited, **(env or {})})
 
 
-def written_result(out: Path) -> dict:
-    """The one JSON result the script wrote under `out` (its --out), wherever it put it there."""
-    found = sorted(out.rglob("*.json")) if out.is_dir() else []
-    assert len(found) == 1, f"expected one JSON result under {out}, found {[str(f) for f in found]}"
-    return json.loads(found[0].read_text())
+def written(out: Path, name: str) -> dict:
+    """The report a quick run wrote where --out said (benchmarks/common.report): its JSON, marked quick."""
+    (path,) = out.glob(f"{name}-*.json")
+    assert path.with_suffix(".md").is_file()
+    report = json.loads(path.read_text())
+    assert report["meta"]["quick"] is True  # never mistaken for a real run's numbers
+    return report
 
 
 def assert_timing(timing: dict, calls: int | None = None) -> None:

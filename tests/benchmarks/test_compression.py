@@ -1,19 +1,19 @@
-from tests.benchmarks.quick import ONE_TIMING, TINY_DATA, assert_timing, run_quick, written_result
+from tests.benchmarks.quick import ONE_TIMING, TINY_DATA, assert_timing, run_quick, written
 
 CHANCE = 0.1  # ten classes
 
 
 def test_compression_benchmark_runs_quick(idx_dir, tmp_path):
     def run(out):
-        return run_quick("compression.py", "--raw-dir", str(idx_dir), "--out", str(out), "--seeds", "2",
+        return run_quick("compression.py", "--data-path", str(idx_dir), "--out", str(out), "--seeds", "2",
                          "--jobs", "2", "--work", str(tmp_path / "work"), *TINY_DATA, *ONE_TIMING, timeout=600)
 
     result = run(tmp_path / "first")
     assert result.returncode == 0, result.stderr[-3000:]
-    written = written_result(tmp_path / "first")
-    rows, per_seed = written["rows"], written["per_seed"]
+    report = written(tmp_path / "first", "compression")
+    rows, per_seed = report["rows"], report["per_seed"]
     # the teacher and six variants, each measured on both seeds (two teachers)
-    assert [r["name"] for r in rows][0] == "teacher" and len({r["name"] for r in rows}) == 7
+    assert rows[0]["name"] == "teacher" and len({r["name"] for r in rows}) == 7
     assert len(per_seed) == 2 and all([r["name"] for r in seed] == [r["name"] for r in rows] for seed in per_seed)
     teacher, variants = rows[0], rows[1:]
     assert teacher["accuracy"] > 2 * CHANCE and teacher["losses_pt"] == [0, 0] and teacher["mac_reduction"] == 1
@@ -42,4 +42,5 @@ def test_compression_benchmark_runs_quick(idx_dir, tmp_path):
     again = run(tmp_path / "again")
     assert again.returncode == 0, again.stderr[-3000:]
     assert teacher_file.stat().st_mtime_ns == trained
-    assert [r["accuracies"] for r in written_result(tmp_path / "again")["rows"]] == [r["accuracies"] for r in rows]
+    reused = written(tmp_path / "again", "compression")["rows"]
+    assert [r["accuracies"] for r in reused] == [r["accuracies"] for r in rows]

@@ -1,7 +1,7 @@
 import io
 import tarfile
 
-from tests.benchmarks.quick import digit_files, run_quick, written_result
+from tests.benchmarks.quick import digit_files, run_quick, written
 
 CHANCE = 0.1  # ten digits
 
@@ -25,10 +25,10 @@ def test_mnist_subset_benchmark_runs_quick(tmp_path):
     _fake_mnist_package(package)
     result = _mnist_subset(tmp_path, "--package", str(package))
     assert result.returncode == 0, result.stderr[-3000:]
-    written = written_result(tmp_path / "out")
+    report = written(tmp_path / "out", "mnist-subset")
     # the package's 400 digits, split per class 80/20
-    assert written["split"] == {"train": 320, "test": 80}
-    [run] = written["runs"]  # one seed
+    assert report["split"] == {"train": 320, "test": 80}
+    [run] = report["runs"]  # one seed
     assert 0 <= run["teacher_error"] < 1 - 2 * CHANCE and run["teacher_parameters"] > 0
     curve = run["curve"]
     assert len(curve) == 3 and [p["target"] for p in curve] == sorted(p["target"] for p in curve)  # --quick: 3

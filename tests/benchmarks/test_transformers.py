@@ -1,14 +1,14 @@
-from tests.benchmarks.quick import ONE_TIMING, TINY_DATA, assert_timing, run_quick, written_result
+from tests.benchmarks.quick import ONE_TIMING, TINY_DATA, assert_timing, run_quick, written
 
 CHANCE = 0.1  # ten classes
 
 
 def test_transformers_benchmark_runs_quick(idx_dir, tmp_path):
-    result = run_quick("transformers.py", "--raw-dir", str(idx_dir), "--out", str(tmp_path / "out"), *TINY_DATA,
+    result = run_quick("transformers.py", "--data-path", str(idx_dir), "--out", str(tmp_path / "out"), *TINY_DATA,
                        *ONE_TIMING)
     assert result.returncode == 0, result.stderr[-3000:]
-    written = written_result(tmp_path / "out")
-    rows, goals = written["rows"], written["goals"]
+    report = written(tmp_path / "out", "transformers")
+    rows, goals = report["rows"], report["goals"]
     # the ViT teacher, three pruned ViTs, two students (one seed under --quick), the CNN teacher and its student
     pruned = set(goals["pruned"])
     assert len(pruned) == 3 and pruned < set(rows) and "teacher" in rows and "student from cnn" in rows
@@ -35,4 +35,4 @@ def test_transformers_benchmark_runs_quick(idx_dir, tmp_path):
     assert goals["seeds"] == 1 and len(goals["distill_gains_pt"]) == 1
     assert all(len(accuracies) == 1 for accuracies in goals["student_accuracy"].values())
     # the teacher's kernel profile: static int8 runs quantized matrix products
-    assert "QLinearMatMul" in written["op_times_ms_batch_256"]["teacher/static"]
+    assert "QLinearMatMul" in report["op_times_ms_batch_256"]["teacher/static"]

@@ -1,10 +1,10 @@
-from tests.benchmarks.quick import run_quick, written_result
+from tests.benchmarks.quick import run_quick, written
 
 
 def test_widths_benchmark_runs_quick(tmp_path):
     result = run_quick("widths.py", "--out", str(tmp_path / "out"), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = {r["name"]: r for r in written_result(tmp_path / "out")["rows"]}
+    rows = {r["name"]: r for r in written(tmp_path / "out", "widths")["rows"]}
     teacher = rows.pop("teacher")
     assert len(rows) == 6 and teacher["mac_reduction"] == 1
     # the rounded widths are the ones prune.round_to keeps: 25% of 32/64/128 and 256, multiples of 16
