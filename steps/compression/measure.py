@@ -49,7 +49,8 @@ samples)."""
 
 
 def interleaved_samples(runners: dict[str, Callable[[], object]], warmup: int, repeats: int,
-                        min_seconds: float = 0.0, block: int = 1) -> dict[str, list[float]]:
+                        min_seconds: float = 0.0, block: int = 1,
+                        clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Wall time in ms of every timed call of each zero-argument runner: {name: [ms, ...]}.
 
     Runners are timed interleaved (A B C A B C ..., the order rotating each
@@ -63,33 +64,36 @@ def interleaved_samples(runners: dict[str, Callable[[], object]], warmup: int, r
     untimed call: a small model timed alone stays in the CPU's caches, as a
     deployed one serving requests does; timed in strict turns with five other
     small CNNs, each measured 2-31% slower here (two repetitions).
+
+    `clock` (seconds) is there for tests: a fake one makes the timing logic deterministic.
     """
     samples: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
     for _ in range(warmup):
         for runner in runners.values():
             runner()
-    began, r = time.perf_counter(), 0
-    while r * block < repeats or (time.perf_counter() - began < min_seconds and r * block < MAX_CALLS):
+    began, r = clock(), 0
+    while r * block < repeats or (clock() - began < min_seconds and r * block < MAX_CALLS):
         for name in names[r % len(names):] + names[: r % len(names)]:
             if block > 1:
                 runners[name]()
             for _ in range(block):
-                start = time.perf_counter()
+                start = clock()
                 runners[name]()
-                samples[name].append((time.perf_counter() - start) * 1e3)
+                samples[name].append((clock() - start) * 1e3)
         r += 1
     return samples
 
 
 def interleaved_ms(runners: dict[str, Callable[[], object]], warmup: int, repeats: int,
-                   keep_samples: bool = False, min_seconds: float = 0.0, block: int = 1) -> dict[str, dict]:
+                   keep_samples: bool = False, min_seconds: float = 0.0, block: int = 1,
+                   clock: Callable[[], float] = time.perf_counter) -> dict[str, dict]:
     """{name: {"p50", "p95"}} in ms of runners timed interleaved (see interleaved_samples).
 
     With `keep_samples`, each entry also holds "samples" (the raw list), so a caller
     can put a confidence interval on p95 (steps/core/stats/quantiles.py; this layer imports torch only).
     """
-    timed = interleaved_samples(runners, warmup, repeats, min_seconds, block)
+    timed = interleaved_samples(runners, warmup, repeats, min_seconds, block, clock)
     return {name: _percentiles(values) | ({"samples": values} if keep_samples else {})
             for name, values in timed.items()}
 

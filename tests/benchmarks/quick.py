@@ -1,7 +1,8 @@
-"""What the benchmark tests share: running a script on tiny settings, and synthetic MNIST digits.
+"""What the benchmark tests share: running a script on tiny settings, its JSON result, synthetic MNIST digits.
 
-Benchmarks are scripts, not timed tests: each test only checks that its script runs (`--quick`) and says what
-it should, never its numbers."""
+Benchmarks are scripts, not timed tests: each test checks that its script runs (`--quick`) and that the JSON
+result it wrote holds the rows it should, with numbers in range (accuracies in [0, 1] and above chance, sizes
+positive, compressed models smaller, latencies positive with p95 >= p50); never how fast anything was."""
 
 from __future__ import annotations
 
@@ -37,8 +38,13 @@ def written(out: Path, name: str) -> dict:
     return report
 
 
-def table_rows(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+def assert_timing(timing: dict, calls: int | None = None) -> None:
+    """A latency entry ({p50, p95, ...} in ms): positive, ordered, from `calls` timed calls when given."""
+    assert 0 < timing["p50"] <= timing["p95"], timing
+    if "max" in timing:
+        assert timing["p95"] <= timing["max"], timing
+    if calls is not None:
+        assert timing["n"] == calls, timing
 
 
 def digit_files(per_digit: int) -> dict[int, bytes]:

