@@ -31,10 +31,10 @@ def test_budget_benchmark_runs_quick(idx_dir, tmp_path):
             assert_timing(timing)
             assert timing["p95_low"] <= timing["p95"] <= timing["p95_high"]  # 72 calls or more: an interval
         search = b["search"]
-        if "unreachable" in search:
+        if "unreachable" in search:  # whether a budget is met depends on this machine's timings, not asserted
+            assert "target {" in search["unreachable"]  # the refusal names the budget it could not meet
             continue
         assert search["file"] in timed and search["precision"] in ("fp32", "dynamic", "static")
         assert 0 <= search["accuracy"] <= 1 and search["settings_measured"] >= 1
         if b["hand_set"] is not None:
             assert b["hand_set"] in hand and b["gap"]["low"] <= b["gap"]["points"] <= b["gap"]["high"]
-    assert any("unreachable" not in b["search"] for b in budgets)
