@@ -121,6 +121,3 @@ def main() -> None:
 
     run_stage_main("prune", run, sys.argv[1:])
 
-
-if __name__ == "__main__":
-    main()
