@@ -150,6 +150,7 @@ def run(params: config.Params, root: Path) -> DataResult:
         "input_shape": list(raw.train[0].shape[1:]), "feature_names": list(raw.feature_names),
         "seed": params.seed, "raw": hashes, "raw_sha256": combined_digest(hashes),
         "normalization": normalization(raw.kind, splits["train"][0]),
+        "resize": cfg.image_size if raw.kind == "image" else None,
     }
     return write_splits(root, splits, fields)
 

@@ -176,3 +176,18 @@ def prefect_server(workdir: Path, database_url: str | None = None) -> Iterator[S
     """`prefect server start` (with its scheduler, unlike the temporary one) on its own PREFECT_HOME."""
     with serving(full(workdir / "prefect-server-home", database_url)) as s:
         yield s
+
+
+@contextlib.contextmanager
+def scoring_server(root: Path, model: str, workdir: Path) -> Iterator[ServerProcess]:
+    """`shrinkflow serve-model MODEL` for the project at `root`: MLflow's real scoring server. PATH holds only the
+    system's folders, as for a user whose venv is not activated (MLflow starts uvicorn by name)."""
+    port = free_port()
+    argv = [str(BIN / "shrinkflow"), "serve-model", model, "--port", str(port), "--root", str(root)]
+    env = {"PATH": "/usr/bin:/bin", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = ServerProcess("mlflow models serve", argv, f"http://127.0.0.1:{port}", workdir / "scoring.log", env)
+    try:
+        server.wait_until_ready(120, health="/ping")
+        yield server
+    finally:
+        server.stop()

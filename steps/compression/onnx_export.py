@@ -52,8 +52,9 @@ def _export(model: nn.Module, example: torch.Tensor, target, opset: int, exporte
 
 
 def export(model: nn.Module, example: torch.Tensor, path: Path, opset: int = 17,
-           exporter: Exporter = "torchscript") -> None:
-    """Write `model` as ONNX to `path` (atomically); input `x` and output `logits` have a dynamic batch axis.
+           exporter: Exporter = "torchscript", metadata: dict[str, str] | None = None) -> None:
+    """Write `model` as ONNX to `path` (atomically); input `x` and output `logits` have a dynamic batch axis,
+    and `metadata` becomes the file's metadata_props.
 
     A model that cannot be exported raises ExportError naming the innermost
     layer that fails on its own, and the exporter's reason.
@@ -61,12 +62,36 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, opset: int = 17,
     model = model.cpu()
     with _eval_mode(model):
         try:
-            atomic_write(Path(path), lambda tmp: _export(model, example, str(tmp), opset, exporter))
+            atomic_write(Path(path), lambda tmp: _export_with_metadata(model, example, tmp, opset, exporter, metadata))
         except Exception as err:
             where = failing_layer(model, example, opset, exporter)
             place = f"layer {where!r}" if where else f"the forward of {type(model).__name__} itself (no single layer)"
             raise ExportError(f"cannot export {type(model).__name__} to ONNX (opset {opset}, {exporter} exporter): "
                               f"{place} fails: {_first_line(err)}") from err
+
+
+def _export_with_metadata(model: nn.Module, example: torch.Tensor, target: Path, opset: int, exporter: Exporter,
+                          metadata: dict[str, str] | None) -> None:
+    _export(model, example, str(target), opset, exporter)
+    if metadata:
+        set_metadata(target, metadata)
+
+
+def set_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Replace `path`'s metadata_props by `metadata` (in place)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.save(proto, str(path))
+
+
+def metadata(path: Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file."""
+    import onnx
+
+    return {prop.key: prop.value for prop in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 @contextlib.contextmanager

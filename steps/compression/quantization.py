@@ -22,7 +22,8 @@ from typing import Literal
 import numpy as np
 
 from steps.compression.families.checkpoint import atomic_write
-from steps.compression.onnx_export import INPUT, ExportError
+from steps.compression.onnx_export import INPUT, ExportError, set_metadata
+from steps.compression.onnx_export import metadata as onnx_metadata
 
 Method = Literal["dynamic", "static"]
 METHODS: tuple[str, ...] = ("dynamic", "static")
@@ -96,6 +97,9 @@ def quantize(fp32: Path, out: Path, method: Method, calibration: np.ndarray | No
                                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                                 weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                                 **_static_options(prepared))
+            carried = onnx_metadata(fp32)  # the input contract: quantizing keeps the graph's input, so it still holds
+            if carried:
+                set_metadata(tmp, carried)
 
         atomic_write(Path(out), write)
 

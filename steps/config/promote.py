@@ -9,6 +9,9 @@ from steps.config.base import Section as _Section
 
 class PromoteConfig(_Section):
     model_name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    replace_contract: bool = Field(
+        default=False, description="register a candidate whose input contract (input kind and shape, feature names, "
+        "class names) differs from the champion's, starting a new line on purpose; otherwise it is refused")
     min_accuracy: float = Field(ge=0, le=1)
     max_accuracy_drop: float = Field(ge=0, le=1, description="vs the teacher, in accuracy points/100")
     max_param_ratio: float = Field(gt=0, le=1, description="student params / teacher params")

@@ -113,6 +113,19 @@ def load_splits(root: Path, names: tuple[str, ...] = SPLITS):
     return result
 
 
+def raw_split(root: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One split as the data's owner has it: uint8 pixels 0-255 (N, C, H, W) or unscaled float32 features (N, D),
+    and the labels; what the served model and the deployable ONNX files take."""
+    return load_arrays(root, name, read_manifest(root))
+
+
+def contract(root: Path):
+    """The input contract of the processed data (steps/serving/contract.py): what the served model takes."""
+    from steps.serving.contract import Contract
+
+    return Contract.from_manifest(read_manifest(root), sha256(root / MANIFEST))
+
+
 def identity(root: Path) -> tuple[str, str]:
     """(name, digest) of the processed data, for MLflow's dataset lineage: the manifest's dataset name with
     the first 16 hex digits of the manifest's sha256 (which covers every split file's sha256)."""

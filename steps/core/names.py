@@ -37,6 +37,7 @@ class Tag(StrEnum):
     """sha256 of the JSON {artifact path: sha256} logged as artifacts.json in the promote run."""
     LAST_AUDIT = "shrinkflow.last_audit"
     ACCURACY = "shrinkflow.accuracy"
+    SERVED_ACCURACY = "shrinkflow.served_accuracy"  # the registered pyfunc on the raw test split
     GATE = "shrinkflow.gate"
     """Prefix: `shrinkflow.gate.<gate name>` holds that gate's verdict."""
     MOVES = "shrinkflow.moves"

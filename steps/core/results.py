@@ -69,6 +69,9 @@ class DataResult(StageResult):
     """One sha256 over every raw file's name and sha256."""
     normalization: dict[str, list[float]]
     """{"mean": [...], "std": [...]} of the training split: per channel (images) or per feature (tables)."""
+    resize: int | None = None
+    """Images: the square size `data.image_size` resized every image to (the served model resizes the same way);
+    None: images were kept at their size, and the served model refuses other sizes."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,49 +35,92 @@ from steps.core.files import write_json
 from steps.core.hashing import sha256
 from steps.core.layout import PROMOTION, REPORT, deployable_files, metrics_path, model_files, model_path
 from steps.core.names import Artifact, ModelRole, Tag
-from steps.core.results import EvaluateReport, TeacherResult
-from steps.core.torchkit import load_model
+from steps.core.results import EvaluateReport, QuantizeResult, TeacherResult
 from steps.promote.champion import cost_metrics, incumbent_now
+from steps.promote.contracts import ScoredSplit, check_same_task, served_rows
 from steps.promote.decision import Candidate, Decision, judge
 from steps.promote.gates import Gate, quality_gates
-from steps.registry import aliases, artifacts, history
+from steps.registry import aliases, artifacts, comparison, history
 from steps.registry.lock import promotion_lock, this_process
 
 
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> Decision:
     cfg = params.promote
+    name = cfg.model_name
     report = EvaluateReport.read(root / REPORT).to_dict()
-    test = datasets.load_splits(root, ("test",))["test"]
-    x, y = test.x.numpy(), test.y.numpy()
-    class_names = list(datasets.read_manifest(root)["classes"])
+    manifest, contract = datasets.read_manifest(root), datasets.contract(root)
+    raw_x, y = datasets.raw_split(root, "test")
+    test = ScoredSplit(raw=served_rows(raw_x, contract), y=y,
+                       normalised=lambda: datasets.normalise(raw_x, manifest).numpy())
+    class_names = list(contract.classes)
     support = np.bincount(y, minlength=len(class_names)).tolist()
     gates = quality_gates(report, cfg, class_names, support)
-    student, _ = load_model(root, ModelRole.STUDENT)
+    check_same_task(name, contract, cfg.replace_contract)  # before anything is registered
+    files, deployable = deployable_files(root)
     trigger = origin.trigger or this_process()
     with tracking.open_run(root, **lineage.stage_run(root, params, "promote", origin)) as run_id:
         # the audit rebuilds and re-measures from these
         tracking.log_files([root / f for f in model_files(ModelRole.STUDENT)], Artifact.MODEL_FILES)
         tracking.log_dict(params.model_dump(mode="json"), "params.json")  # the audit compares params.yaml to it
-        version = tracking.register(student, x[:2], cfg.model_name)
-        # Deployable ONNX files (issue 9): logged with this version, sha256 of each as a version tag.
-        tracking.log_deployable(cfg.model_name, version, *deployable_files(root))
-        digests = artifacts.artifact_digests(cfg.model_name, version, run_id)
-        tracking.log_dict(digests, "artifacts.json")
-        tags = lineage_tags(root, params, report, run_id) | {Tag.ARTIFACTS_SHA256: artifacts.digest_of(digests)}
-        tracking.tag_version(cfg.model_name, version, tags)
-        candidate = Candidate(model_name=cfg.model_name, version=version, metrics=report["models"][ModelRole.STUDENT])
-        tracking.log_metrics(cost_metrics(candidate))  # what a later challenger's 'smaller or faster' compares with
-        with promotion_lock(cfg.model_name, cfg.lock_timeout_s, trigger):
-            incumbent = incumbent_now(candidate, x, y, class_names, cfg)
-            decision = judge(gates, candidate, incumbent, cfg)
-            record(decision, tags, report, trigger)
-        gate_values = {f"gate.{g.name}": g.value for g in decision.gates}
-        stat_values = {f"stat.{k}": float(v) for k, v in decision.statistics.items() if not isinstance(v, str)}
-        tracking.log_metrics(gate_values | stat_values | {"promoted": float(decision.promoted)})
-        tracking.set_tags(gate_tags(decision.gates))
-        tracking.log_dict(decision.to_dict(), "decision.json")  # the audit recomputes the statistics from it
+        version = tracking.register(deployable, contract, test.raw[:EXAMPLE_ROWS], name)
+        try:
+            decision = decide(root, params, report, run_id, version, deployable, (files, deployable), test, gates,
+                              trigger)
+        except BaseException as err:
+            # No version is left without a decision: a failure after registering marks it failed, with the reason.
+            tracking.mark_failed(name, version, f"promote failed: {type(err).__name__}: {err}")
+            raise
     write_json(root / PROMOTION, decision.to_dict())
     return decision
+
+
+EXAMPLE_ROWS = 5
+"""Raw test rows stored as the registered model's input example."""
+
+
+def decide(root: Path, params: config.Params, report: dict, run_id: str, version: int, deployable: Path,
+           deploy_files: tuple[list[Path], Path], test: ScoredSplit, gates: list[Gate], trigger: str) -> Decision:
+    """Everything after registering: the version's files and tags, the served accuracy, the decision under the
+    registry lock, and its record."""
+    cfg = params.promote
+    name = cfg.model_name
+    # Deployable ONNX files (issue 9): logged with this version, sha256 of each as a version tag.
+    tracking.log_deployable(name, version, *deploy_files)
+    digests = artifacts.artifact_digests(name, version, run_id)
+    tracking.log_dict(digests, "artifacts.json")
+    served = served_accuracy(name, version, test, root, deployable)
+    tags = lineage_tags(root, params, report, run_id) | {Tag.ARTIFACTS_SHA256: artifacts.digest_of(digests),
+                                                         Tag.SERVED_ACCURACY: f"{served:.6f}"}
+    tracking.tag_version(name, version, tags)
+    candidate = Candidate(model_name=name, version=version, metrics=report["models"][ModelRole.STUDENT])
+    tracking.log_metrics(cost_metrics(candidate) | {"served.accuracy": served})
+    class_names = list(datasets.read_manifest(root)["classes"])
+    with promotion_lock(name, cfg.lock_timeout_s, trigger):
+        incumbent = incumbent_now(candidate, test, class_names, cfg)
+        decision = judge(gates, candidate, incumbent, cfg)
+        record(decision, tags, report, trigger)
+    gate_values = {f"gate.{g.name}": g.value for g in decision.gates}
+    stat_values = {f"stat.{k}": float(v) for k, v in decision.statistics.items() if not isinstance(v, str)}
+    tracking.log_metrics(gate_values | stat_values | {"promoted": float(decision.promoted)})
+    tracking.set_tags(gate_tags(decision.gates))
+    tracking.log_dict(decision.to_dict(), "decision.json")  # the audit recomputes the statistics from it
+    return decision
+
+
+def served_accuracy(name: str, version: int, test: ScoredSplit, root: Path, deployable: Path) -> float:
+    """The registered model's accuracy on the raw test split, through its pyfunc (what is served). It must be the
+    deployable file's accuracy that the quantize stage measured on the same split, or the served model does not
+    compute what was evaluated (preprocessing lost on the way): ValueError naming both."""
+    labels = comparison.served_labels(name, version, test.raw)
+    accuracy = float((labels == test.y).mean())
+    quantized = QuantizeResult.read(root / metrics_path("quantize"))
+    recorded = next((v["accuracy"] for v in quantized.variants.values() if Path(v["file"]).name == deployable.name),
+                    None)
+    if recorded is not None and quantized.eval_images == len(test.y) and \
+            round(recorded * len(test.y)) != round(accuracy * len(test.y)):
+        raise ValueError(f"{name} v{version}: the served model is right on {accuracy:.4%} of the raw test split, "
+                         f"but the deployable {deployable.name} was measured at {recorded:.4%}")
+    return accuracy
 
 
 def gate_tags(gates: list[Gate]) -> dict[str, str]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from steps import config, tracking
 from steps.core.names import Alias, Tag
+from steps.promote.contracts import ScoredSplit
 from steps.promote.decision import Candidate, Incumbent
 from steps.registry import comparison
 
@@ -17,15 +18,16 @@ COST_METRICS = ("parameters", "file_bytes", "latency_p95_low_ms", "latency_p95_h
 """Logged in the promote run as candidate.<key>: what 'smaller or faster' reads of a later champion."""
 
 
-def incumbent_now(candidate: Candidate, x: np.ndarray, y: np.ndarray, class_names: list[str],
+def incumbent_now(candidate: Candidate, test: ScoredSplit, class_names: list[str],
                   cfg: config.PromoteConfig) -> Incumbent | None:
-    """The current champion scored beside the candidate on (x, y), both through the registry; None if none."""
+    """The current champion scored beside the candidate on `test`, both through the registry; None if none."""
     current = tracking.alias_version(candidate.model_name, Alias.CHAMPION)
     if current is None:
         return None
     version = int(current.version)
-    champion = comparison.served_labels(candidate.model_name, version, x)
-    challenger = comparison.served_labels(candidate.model_name, candidate.version, x)
+    champion = comparison.served_labels(candidate.model_name, version, test.raw, test.normalised)
+    challenger = comparison.served_labels(candidate.model_name, candidate.version, test.raw)
+    y = test.y
     return Incumbent(version=version, metrics=champion_costs(current),
                      comparison=comparison.compare(y, champion, challenger, class_names, cfg),
                      class_drops=comparison.class_drops(y, champion, challenger, class_names, cfg))

@@ -17,11 +17,22 @@ BOOTSTRAP_SEED = 0
 BATCH = 1024
 
 
-def served_labels(model_name: str, version: int, x: np.ndarray) -> np.ndarray:
-    """Predicted classes of a registered version on `x` (its pyfunc model, in batches)."""
+def served_labels(model_name: str, version: int, raw, normalised=None) -> np.ndarray:
+    """Predicted classes of a registered version, through its pyfunc model (what is served), in batches.
+
+    `raw`: the test split as the data's owner has it (the served model's contract). Versions registered
+    before the contract take normalised tensors and answer with logits: they are scored on `normalised`
+    (a function returning that array), so a new candidate can still be compared with an old champion.
+    """
     predict = tracking.load_predictor(model_name, int(version)).predict
-    logits = np.concatenate([np.asarray(predict(x[i: i + BATCH])) for i in range(0, len(x), BATCH)])
-    return logits.argmax(1)
+    if tracking.contract_of(model_name, int(version)) is not None:
+        return np.concatenate([predict(raw[i: i + BATCH])["class_index"].to_numpy()
+                               for i in range(0, len(raw), BATCH)])
+    if normalised is None:
+        raise ValueError(f"{model_name} v{version} was registered before the input contract (it takes normalised "
+                         "tensors): pass the normalised test split")
+    x = normalised()
+    return np.concatenate([np.asarray(predict(x[i: i + BATCH])) for i in range(0, len(x), BATCH)]).argmax(1)
 
 
 def interval_confidence(cfg: config.PromoteConfig) -> float:

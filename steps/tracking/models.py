@@ -15,14 +15,22 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from steps.core.hashing import sha256
 from steps.core.names import Artifact, Tag
+from steps.serving.classifier import CONTRACT_ARTIFACT, ONNX_ARTIFACT
 from steps.tracking.store import is_missing
 
-PIP_REQUIREMENTS = [f"torch=={package_version('torch').split('+')[0]}", f"mlflow=={package_version('mlflow')}"]
+SERVING = Path(__file__).resolve().parents[1] / "serving"
+"""steps/serving/: the served model's code, stored with every registered version (its code/ folder)."""
+SERVING_REQUIREMENTS = [f"{package}=={package_version(package)}"
+                        for package in ("mlflow", "numpy", "pandas", "pillow", "onnxruntime")]
+CONTRACT_METADATA = "shrinkflow_contract"
 _URI = re.compile(r"^models:/(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
 
 
@@ -107,20 +115,65 @@ def tag_version(name: str, version: int, tags: dict[str, str]) -> None:
         client.set_model_version_tag(name, str(version), key, str(value))
 
 
-def register(model, example, name: str) -> int:
-    """Log `model` (torch.export, no pickle) in the active run and register it; returns the version.
+def register(onnx_file: Path, contract, example, name: str) -> int:
+    """Log the served model in the active run and register it as `name`; returns the version.
 
-    `example` must have batch size >= 2: MLflow exports the batch dimension as
-    dynamic only when the example does not pin it to 1.
+    The served model (steps/serving/) takes raw inputs and answers with class names: it runs
+    `onnx_file` (whose graph scales and standardises the raw input) by the input `contract`
+    (a steps.serving Contract), and carries the serving package in its code/ folder, so scoring
+    needs neither this project nor PyTorch. `example`: raw test rows (an array of pixels, or a
+    DataFrame of named features), stored as the model's input example.
     """
-    model.eval()
-    info = mlflow.pytorch.log_model(model, name=Artifact.MODEL.value, input_example=example,
-                                    pip_requirements=PIP_REQUIREMENTS, registered_model_name=name)
+    with tempfile.TemporaryDirectory(prefix="shrinkflow-contract-") as scratch:
+        contract_file = Path(scratch) / "contract.json"
+        contract.write(contract_file)
+        info = mlflow.pyfunc.log_model(
+            name=Artifact.MODEL.value, python_model=str(SERVING / "serving_entry.py"), code_paths=[str(SERVING)],
+            artifacts={ONNX_ARTIFACT: str(onnx_file), CONTRACT_ARTIFACT: str(contract_file)},
+            signature=signature(contract), input_example=example, pip_requirements=SERVING_REQUIREMENTS,
+            metadata={CONTRACT_METADATA: contract.to_dict()}, registered_model_name=name)
     return int(info.registered_model_version)
 
 
+def signature(contract) -> ModelSignature:
+    """Tables: one named column per feature. Images: an object tensor, because MLflow's tensor schema admits one
+    shape and dtype and the served model takes three layouts, uint8 or float pixels, and encoded images; it
+    checks the input against the contract itself (steps/serving/inputs.py). Out: label, class_index and a
+    probability per class; params: output = labels | logits."""
+    if contract.images:
+        inputs = Schema([TensorSpec(np.dtype(object), (-1,))])
+    else:
+        inputs = Schema([ColSpec(DataType.double, feature) for feature in contract.feature_names])
+    outputs = Schema([ColSpec(DataType.string, "label"), ColSpec(DataType.long, "class_index"),
+                      *(ColSpec(DataType.double, name) for name in contract.classes)])
+    return ModelSignature(inputs=inputs, outputs=outputs,
+                          params=ParamSchema([ParamSpec("output", DataType.string, "labels")]))
+
+
+def contract_of(name: str, version: int):
+    """The input contract a registered version was logged with; None for versions registered before it existed
+    (those take normalised tensors and answer with logits)."""
+    from steps.serving.contract import Contract
+
+    source = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    stored = (source.metadata or {}).get(CONTRACT_METADATA)
+    return Contract.from_dict(stored) if stored else None
+
+
+def signature_input_shape(name: str, version: int) -> list[int] | None:
+    """One sample's shape in a registered version's tensor signature (versions from before the contract), or None."""
+    inputs = mlflow.models.get_model_info(f"models:/{name}/{version}").signature.inputs
+    return list(inputs.inputs[0].shape[1:]) if inputs is not None and inputs.is_tensor_spec() else None
+
+
+def mark_failed(name: str, version: int, reason: str) -> None:
+    """Tag a version whose promotion failed after it was registered, so no version is left without a decision."""
+    tag_version(name, version, {Tag.DECISION: "failed", Tag.REASON: reason[:5000]})
+
+
 def load_predictor(name: str, version: int):
-    """The registered model as MLflow serves it (pyfunc): `.predict(float32 batch) -> logits`."""
+    """The registered model as MLflow serves it (pyfunc): `.predict(raw batch) -> DataFrame` (label, class_index,
+    probabilities); versions registered before the contract take normalised float32 tensors -> logits."""
     return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
 

@@ -21,7 +21,6 @@ MEASURED_METRICS = ("latency_p50_ms", "latency_p95_ms")
 
 def metrics_check(root: Path, name: str, version: int, tags: dict[str, str], work: Path,
              latency_tolerance: float) -> list[Check]:
-    import numpy as np
 
     from steps.compression.training import seed_everything
     from steps.core.datasets import load_splits
@@ -52,15 +51,30 @@ def metrics_check(root: Path, name: str, version: int, tags: dict[str, str], wor
                               observed=f"{now:.6g}"))
         else:
             rows.append(latency_check(key, logged, measured, latency_tolerance, backend))
-    # Compared as counts of correct predictions: the evaluate step computes accuracy in float32.
-    served = tracking.load_predictor(name, version)
-    logits = np.asarray(served.predict(test.x.numpy()))
-    correct = int((logits.argmax(1) == test.y.numpy()).sum())
-    recorded_correct = round(logged["student.accuracy"] * len(test.y))
-    rows.append(Check("served model accuracy", correct == recorded_correct,
-                      "correct predictions of the registered pyfunc model on the fetched test split, exact",
-                      recorded=f"{recorded_correct}/{len(test.y)}", observed=f"{correct}/{len(test.y)}"))
+    rows.append(served_check(name, version, tags, work, logged["student.accuracy"]))
     return rows
+
+
+def served_check(name: str, version: int, tags: dict[str, str], work: Path, student_accuracy: float) -> Check:
+    """The registered pyfunc model on the fetched raw test split (raw pixels or rows, as a caller sends them),
+    counted against the accuracy recorded at registration: the served accuracy, or for versions registered
+    before the contract (which take normalised tensors) the evaluated student accuracy."""
+    from steps.core import datasets
+    from steps.promote.contracts import served_rows
+    from steps.registry.comparison import served_labels
+
+    raw_x, y = datasets.raw_split(work, "test")
+    contract = datasets.contract(work)
+    manifest = datasets.read_manifest(work)
+    labels = served_labels(name, version, served_rows(raw_x, contract),
+                           lambda: datasets.normalise(raw_x, manifest).numpy())
+    correct = int((labels == y).sum())
+    recorded = float(tags.get(Tag.SERVED_ACCURACY, student_accuracy))
+    recorded_correct = round(recorded * len(y))  # counts: accuracy is recorded in float32 / 6 digits
+    how = "raw test split" if Tag.SERVED_ACCURACY in tags else "normalised test split (registered before the contract)"
+    return Check("served model accuracy", correct == recorded_correct,
+                 f"correct predictions of the registered pyfunc model on the fetched {how}, exact",
+                 recorded=f"{recorded_correct}/{len(y)}", observed=f"{correct}/{len(y)}")
 
 
 P95_INTERVAL = ("latency_p95_low_ms", "latency_p95_high_ms")

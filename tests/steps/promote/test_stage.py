@@ -9,7 +9,10 @@ from typer.testing import CliRunner
 from flows.cli import app
 from steps import promote, quantize, tracking
 from steps.core import lineage
-from steps.core.datasets import load_splits
+import torch
+
+from steps.core.datasets import load_splits, raw_split
+from steps.core.torchkit import load_model
 from steps.core.hashing import sha256
 from steps.core.layout import PROMOTION, int8_path, metrics_path, model_path, onnx_path
 from steps.core.names import Alias, ModelRole, Tag
@@ -43,14 +46,26 @@ def test_promote_registers_champion_then_challenger(project_after, stage_params)
     assert json.loads((root / PROMOTION).read_text())["version"] == second.version
 
 
-def test_registered_champion_predicts_any_batch_size(project_after, stage_params):
+def test_registered_champion_takes_raw_pixels_and_answers_with_class_names(project_after, stage_params):
     root = project_after("promote")
     tracking.use_store(root)
-    model = tracking.load_predictor(stage_params.promote.model_name,
-                                    tracking.aliases(stage_params.promote.model_name)[Alias.CHAMPION])
-    test = load_splits(root, ("test",))["test"]
+    name = stage_params.promote.model_name
+    model = tracking.load_predictor(name, tracking.aliases(name)[Alias.CHAMPION])
+    raw, _ = raw_split(root, "test")  # uint8 (N, 1, 28, 28), 0-255: what a caller has
+    classes = json.loads((root / "data/processed/manifest.json").read_text())["classes"]
+    expected = load_splits(root, ("test",))["test"]
+    student = load_model(root, ModelRole.STUDENT)[0].eval()
     for n in (1, 5):
-        assert np.asarray(model.predict(test.x[:n].numpy())).shape == (n, 10)
+        answer = model.predict(raw[:n, 0])  # (N, H, W), as Pillow and IDX files give one-channel images
+        assert list(answer.columns) == ["label", "class_index", *classes]
+        with torch.no_grad():
+            wanted = student(expected.x[:n]).argmax(1).numpy()
+        assert answer["class_index"].tolist() == wanted.tolist()
+        assert answer["label"].tolist() == [classes[i] for i in wanted]
+        assert np.allclose(answer[classes].sum(axis=1), 1.0)
+    logits = model.predict(raw[:3], params={"output": "logits"})  # (N, C, H, W) works too
+    assert list(logits.columns) == classes and logits.to_numpy().argmax(1).tolist() == \
+        student(expected.x[:3]).argmax(1).tolist()
 
 
 def test_export_cli_writes_the_champions_onnx_files_checked_against_their_hashes(project_after, stage_params,

@@ -1,0 +1,64 @@
+"""One registered model, one contract: a candidate may join a model's line only when it takes the same input and
+names the same classes as the champion; checked before anything is registered.
+
+Also what promote scores with: the test split raw (what the served model takes) and, for champions registered
+before the contract existed, normalised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from steps import tracking
+from steps.core.names import Alias
+from steps.serving.contract import Contract
+
+
+class ContractMismatch(ValueError):
+    """The candidate's input contract differs from the champion's under the same registered model name."""
+
+
+@dataclass(frozen=True)
+class ScoredSplit:
+    """The test split for scoring registered versions: `raw` as the served model takes it, `normalised` (called
+    only for a champion registered before the contract) as older versions take it, and the labels."""
+
+    raw: np.ndarray | pd.DataFrame
+    normalised: Callable[[], np.ndarray]
+    y: np.ndarray
+
+
+def served_rows(x: np.ndarray, contract: Contract) -> np.ndarray | pd.DataFrame:
+    """Raw rows as a caller sends them: pixels (N, H, W) for one channel, (N, H, W, C) otherwise; a table with
+    the named feature columns."""
+    if not contract.images:
+        return pd.DataFrame(x, columns=list(contract.feature_names))
+    return x[:, 0] if contract.channels == 1 else x.transpose(0, 2, 3, 1)
+
+
+def check_same_task(model_name: str, contract: Contract, replace: bool) -> None:
+    """ContractMismatch naming both contracts and the ways out, unless the champion (if any) takes the same input
+    and names the same classes; `replace` (promote.replace_contract) starts a new line on purpose."""
+    champion = tracking.alias_version(model_name, Alias.CHAMPION)
+    if champion is None or replace:
+        return
+    version = int(champion.version)
+    theirs = tracking.contract_of(model_name, version)
+    differences = contract.differences(theirs) if theirs is not None else legacy_differences(model_name, version,
+                                                                                             contract)
+    if differences:
+        raise ContractMismatch(
+            f"{model_name}: this candidate is not the same task as the champion v{version}, so it cannot join the "
+            f"model's line ({'; '.join(differences)}; this candidate's first). This run's model takes "
+            f"{contract.describe()}. Register it under another name (promote.model_name), or start a new line on "
+            "purpose with -S promote.replace_contract=true. Nothing was registered.")
+
+
+def legacy_differences(model_name: str, version: int, contract: Contract) -> list[str]:
+    """A champion registered before the contract: its signature's input shape against this candidate's."""
+    shape, ours = tracking.signature_input_shape(model_name, version), list(contract.input_shape)
+    return [] if shape is None or shape == ours else [f"input_shape: {ours} vs {shape}"]

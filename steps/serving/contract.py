@@ -1,0 +1,122 @@
+"""The input contract of a registered model: what a caller sends, what it gets back, read from the data manifest.
+
+A registered model name holds one task: the same kind of input (images of one shape and channel
+count, or the same named features) and the same class names. The contract is stored inside the
+registered model (its MLmodel metadata and `contract.json`), so serving never re-reads the project.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RESERVED_COLUMNS = ("label", "class_index")
+"""The answer's own columns; a class may not be named like them (its probability column would collide)."""
+
+
+class ContractError(ValueError):
+    """Data whose contract cannot be served (a class named like an answer column, an unknown kind)."""
+
+
+@dataclass(frozen=True)
+class Contract:
+    """Raw input in, named classes out.
+
+    Images: raw pixel values 0-255, `channels` x `height` x `width` (`resize`: the square size the data
+    stage resized to, so other sizes are resized the same way; None: other sizes are refused), scaled
+    by 1/255 then standardised per channel. Features: the named columns, unscaled, standardised per
+    feature. The ONNX graph does the scaling and standardisation itself: `mean`/`std` are recorded so a
+    reader knows what it does, not for callers to apply.
+    """
+
+    kind: str
+    input_shape: tuple[int, ...]
+    classes: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: int | None
+    dataset: str
+    dataset_digest: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("image", "features"):
+            raise ContractError(f"input kind {self.kind!r}: expected 'image' or 'features'")
+        clash = sorted(set(self.classes) & set(RESERVED_COLUMNS))
+        if clash:
+            raise ContractError(f"class name(s) {clash} collide with the answer's columns {list(RESERVED_COLUMNS)}")
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, digest: str) -> Contract:
+        """The contract of a processed dataset (data/processed/manifest.json); `digest`: the manifest's sha256."""
+        stats = manifest["normalization"]
+        listed = lambda v: tuple(float(s) for s in (v if isinstance(v, list) else [v]))  # noqa: E731
+        return cls(kind=manifest.get("kind", "image"), input_shape=tuple(manifest["input_shape"]),
+                   classes=tuple(manifest["classes"]), feature_names=tuple(manifest.get("feature_names") or ()),
+                   mean=listed(stats["mean"]), std=listed(stats["std"]), resize=manifest.get("resize"),
+                   dataset=manifest["dataset"], dataset_digest=digest)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Contract:
+        return cls(**{**raw, "input_shape": tuple(raw["input_shape"]), "classes": tuple(raw["classes"]),
+                      "feature_names": tuple(raw["feature_names"]), "mean": tuple(raw["mean"]),
+                      "std": tuple(raw["std"])})
+
+    @classmethod
+    def read(cls, path: Path) -> Contract:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def write(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @property
+    def images(self) -> bool:
+        return self.kind == "image"
+
+    @property
+    def channels(self) -> int:
+        return self.input_shape[0]
+
+    def task(self) -> dict:
+        """What every version of one registered model must share: the input's kind and shape (the feature
+        names for tables) and the class names. Normalisation and dataset may change between retrains."""
+        shape = {"input_shape": list(self.input_shape)} if self.images else {"feature_names": list(self.feature_names)}
+        return {"kind": self.kind, **shape, "classes": list(self.classes)}
+
+    def differences(self, other: Contract) -> list[str]:
+        """How `other`'s task differs from this one's ('classes: [...] vs [...]'); [] when they are one task."""
+        mine, theirs = self.task(), other.task()
+        return [f"{key}: {mine.get(key)} vs {theirs.get(key)}" for key in sorted(set(mine) | set(theirs))
+                if mine.get(key) != theirs.get(key)]
+
+    def describe(self) -> str:
+        """One line for logs, errors and the README: 'images 1x28x28 (raw 0-255) -> 10 classes (T-shirt/top, ...)'."""
+        names = ", ".join(self.classes[:4]) + (", ..." if len(self.classes) > 4 else "")
+        if self.images:
+            size = f", other sizes resized to {self.resize}x{self.resize}" if self.resize else ""
+            what = f"images {'x'.join(map(str, self.input_shape))} (raw pixel values 0-255{size})"
+        else:
+            what = f"tables of {len(self.feature_names)} named features (unscaled)"
+        return f"{what} -> {len(self.classes)} classes ({names})"
+
+    def onnx_metadata(self) -> dict[str, str]:
+        """The ONNX file's metadata_props: what an edge device needs to call it without the pipeline."""
+        if self.images:
+            layout = (f"x: float32 (N, {', '.join(map(str, self.input_shape))}), channels first, "
+                      "raw pixel values 0-255")
+        else:
+            layout = f"x: float32 (N, {len(self.feature_names)}), raw feature values in the order of feature_names"
+        return {
+            "shrinkflow.contract": json.dumps(self.to_dict()),
+            "class_names": json.dumps(list(self.classes)),
+            "input_layout": layout,
+            "output": "logits: float32 (batch, classes), softmax for probabilities, in the order of class_names",
+            "normalization": json.dumps({"scale": 255.0 if self.images else 1.0, "mean": list(self.mean),
+                                         "std": list(self.std), "inside_graph": True}),
+            "dataset": self.dataset,
+            "dataset_digest": self.dataset_digest,
+        }
