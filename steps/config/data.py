@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from steps.config.base import Section as _Section
 from steps.config.base import choice
-from steps.sources import SOURCES
+from steps.sources import OPTIONS, READS, SOURCES, option_help, refusal
 
 
 class DataConfig(_Section):
@@ -19,11 +19,12 @@ class DataConfig(_Section):
     val_size: int = Field(ge=1, description="training rows held out for validation")
     val_split: Literal["stratified", "random"] = Field(
         default="stratified", description="stratified per class, or a plain seeded permutation (the pre-16 split)")
-    image_size: int | None = Field(default=None, ge=1, description="image sources: resize to this square size")
-    channels: Literal["grayscale", "rgb"] | None = Field(default=None, description="image sources: convert to this")
-    label_column: str | None = Field(default=None, min_length=1, description="table: the label column")
-    feature_columns: list[str] | None = Field(default=None, description="table: feature columns (null: all others)")
-    class_names: list[str] | None = Field(default=None, description="idx/arrays: names of labels 0..K-1")
+    # The keys only some sources read (steps.sources.OPTIONS); defined after `source`, which their check reads.
+    image_size: int | None = Field(default=None, ge=1, description=option_help("image_size"))
+    channels: Literal["grayscale", "rgb"] | None = Field(default=None, description=option_help("channels"))
+    label_column: str | None = Field(default=None, min_length=1, description=option_help("label_column"))
+    feature_columns: list[str] | None = Field(default=None, description=option_help("feature_columns"))
+    class_names: list[str] | None = Field(default=None, description=option_help("class_names"))
     test_fraction: float = Field(default=0.2, gt=0, lt=1, description="held out as test when a source has none")
     train_limit: int | None = Field(default=None, ge=1, description="use only this many training rows")
     test_limit: int | None = Field(default=None, ge=1, description="use only this many test rows")
@@ -38,6 +39,16 @@ class DataConfig(_Section):
             raw = {**raw, "path": raw["raw_dir"]}
             del raw["raw_dir"]
         return raw
+
+    @field_validator(*OPTIONS)
+    @classmethod
+    def _read_by_the_source(cls, value: Any, info: ValidationInfo) -> Any:
+        """A key the chosen source does not read is refused here, before any work, as a bad key
+        (data.<key>: ... naming the source), not when the data stage calls the reader."""
+        source = info.data.get("source")  # absent when data.source itself is invalid: that error is reported
+        if value is not None and source in READS and info.field_name not in READS[source]:
+            raise ValueError(refusal(source, info.field_name))
+        return value
 
     @model_validator(mode="after")
     def _table_needs_label(self) -> DataConfig:

@@ -46,9 +46,9 @@ from steps.registry.lock import promotion_lock, this_process
 
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> Decision:
     cfg = params.promote
-    name = cfg.model_name
     report = EvaluateReport.read(root / REPORT).to_dict()
     manifest, contract = datasets.read_manifest(root), datasets.contract(root)
+    name = cfg.resolved_model_name(manifest)
     raw_x, y = datasets.raw_split(root, "test")
     test = ScoredSplit(raw=served_rows(raw_x, contract), y=y,
                        normalised=lambda: datasets.normalise(raw_x, manifest).numpy())
@@ -64,8 +64,8 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
         tracking.log_dict(params.model_dump(mode="json"), "params.json")  # the audit compares params.yaml to it
         version = tracking.register(deployable, contract, test.raw[:EXAMPLE_ROWS], name)
         try:
-            decision = decide(root, params, report, run_id, version, deployable, (files, deployable), test, gates,
-                              trigger)
+            decision = decide(root, params, report, run_id, Candidate(model_name=name, version=version,
+                              metrics=report["models"][ModelRole.STUDENT]), (files, deployable), test, gates, trigger)
         except BaseException as err:
             # No version is left without a decision: a failure after registering marks it failed, with the reason.
             tracking.mark_failed(name, version, f"promote failed: {type(err).__name__}: {err}")
@@ -78,12 +78,12 @@ EXAMPLE_ROWS = 5
 """Raw test rows stored as the registered model's input example."""
 
 
-def decide(root: Path, params: config.Params, report: dict, run_id: str, version: int, deployable: Path,
+def decide(root: Path, params: config.Params, report: dict, run_id: str, candidate: Candidate,
            deploy_files: tuple[list[Path], Path], test: ScoredSplit, gates: list[Gate], trigger: str) -> Decision:
-    """Everything after registering: the version's files and tags, the served accuracy, the decision under the
-    registry lock, and its record."""
+    """Everything after registering `candidate`: the version's files and tags, the served accuracy, the decision
+    under the registry lock, and its record."""
     cfg = params.promote
-    name = cfg.model_name
+    name, version, deployable = candidate.model_name, candidate.version, deploy_files[1]
     # Deployable ONNX files (issue 9): logged with this version, sha256 of each as a version tag.
     tracking.log_deployable(name, version, *deploy_files)
     digests = artifacts.artifact_digests(name, version, run_id)
@@ -92,7 +92,6 @@ def decide(root: Path, params: config.Params, report: dict, run_id: str, version
     tags = lineage_tags(root, params, report, run_id) | {Tag.ARTIFACTS_SHA256: artifacts.digest_of(digests),
                                                          Tag.SERVED_ACCURACY: f"{served:.6f}"}
     tracking.tag_version(name, version, tags)
-    candidate = Candidate(model_name=name, version=version, metrics=report["models"][ModelRole.STUDENT])
     tracking.log_metrics(cost_metrics(candidate) | {"served.accuracy": served})
     class_names = list(datasets.read_manifest(root)["classes"])
     with promotion_lock(name, cfg.lock_timeout_s, trigger):

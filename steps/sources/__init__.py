@@ -9,6 +9,11 @@ Each module's docstring gives its exact rules. `SOURCES` is the one registry of 
 config schema reads its valid `data.source` values from it, and a reader is imported when `read` is
 asked for it, so importing this package (or `steps.sources.base`, for `DataError`) runs no reader and
 the data stage's code key holds the one reader `data.source` names.
+
+`READS` is the one list of the source-specific `data.*` keys (`OPTIONS`) each source reads. It lives
+here, beside the names, rather than in each reader, because the config refuses the others before any
+work (steps/config/data.py) and must not import a reader (Pillow, pandas) to know them; each reader's
+`refuse_options` reads the same list.
 """
 
 from __future__ import annotations
@@ -29,7 +34,38 @@ SOURCES = Registry("data source", {
 })
 """name -> reader, a function (path, SourceOptions) -> RawData."""
 
-__all__ = ["SOURCES", "read"]
+OPTIONS = {
+    "image_size": "resizes every image to a square of this size",
+    "channels": "converts every image to grayscale or rgb",
+    "label_column": "names the table column that holds the labels",
+    "feature_columns": "names the table columns used as features, all other columns when null",
+    "class_names": "names labels 0..K-1 that the data gives as bare integers",
+}
+"""The data.* keys only some sources read, and what each does (test_fraction and seed apply to every source)."""
+
+READS = {
+    "idx": ("image_size", "channels", "class_names"),
+    "image_folder": ("image_size", "channels"),  # its classes are named after their folders
+    "arrays": ("image_size", "channels", "class_names"),  # image_size and channels: arrays of images only
+    "table": ("label_column", "feature_columns"),  # its labels are named by their values
+}
+"""source -> the OPTIONS it reads; any other OPTIONS key set for it is refused, naming the key."""
+
+__all__ = ["OPTIONS", "READS", "SOURCES", "option_help", "read", "refusal"]
+
+
+def option_help(key: str) -> str:
+    """What data.`key` (one of OPTIONS) does and which sources read it."""
+    readers = [name for name, keys in READS.items() if key in keys]
+    if len(readers) == 1:
+        return f"{OPTIONS[key]}; only the {readers[0]} source reads it"
+    return f"{OPTIONS[key]}; the {', '.join(readers[:-1])} and {readers[-1]} sources read it"
+
+
+def refusal(source: str, key: str) -> str:
+    """Why data.`key` is refused with `source`: the key, the source, what the key is for, the way out."""
+    return (f"the {source} source does not use {key} ({key} {option_help(key)}); "
+            f"remove data.{key} from params.yaml or set it to null (-S data.{key}=null)")
 
 
 def read(name: str, path: Path | str, options: SourceOptions | None = None) -> RawData:

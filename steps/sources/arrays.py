@@ -121,7 +121,7 @@ def _pixels(x: np.ndarray, where: str) -> np.ndarray:
 
 def read(path: Path, options: SourceOptions) -> RawData:
     """A .npz file or a folder of .npy files as image or feature RawData."""
-    refuse_options(options, "arrays", ("label_column", "feature_columns"))
+    refuse_options(options, "arrays")
     if path.is_dir():
         arrays, where, raw_files = _load_folder(path)
     elif path.is_file() and path.suffix == ".npz":

@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from steps.sources import OPTIONS, READS, refusal
+
 Kind = Literal["image", "features"]
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -30,10 +32,8 @@ class DataError(ValueError):
 class SourceOptions:
     """How to read a source; each field is `data.<field>` in params.yaml.
 
-    image_size: resize every image to image_size x image_size (image sources only).
-    channels: None keeps what the data has; "grayscale" or "rgb" converts every image.
-    label_column / feature_columns: the table source's columns (feature_columns None = all others).
-    class_names: names for labels 0..K-1 of sources whose labels are bare integers (idx, arrays).
+    image_size, channels, label_column, feature_columns, class_names: what each does and which sources
+    read it is `steps.sources.OPTIONS` and `READS` (None: not set; channels None keeps what the data has).
     test_fraction / seed: the seeded stratified test split, used only when a source has no test split.
     """
 
@@ -131,8 +131,11 @@ def check_labels(labels: np.ndarray, class_names: Sequence[str], where: str) -> 
     return labels.astype(np.int64, copy=False)
 
 
-def refuse_options(options: SourceOptions, source: str, fields: Sequence[str]) -> None:
-    """Refuse options that mean nothing to this source, rather than silently ignoring them."""
-    given = [name for name in fields if getattr(options, name) is not None]
+def refuse_options(options: SourceOptions, source: str, fields: Sequence[str] | None = None) -> None:
+    """Refuse the options `source` does not read (`READS`; or `fields`, when what the data turn out to be
+    rules more out) rather than silently ignoring them. The config refuses the same keys before any work
+    (steps/config/data.py); this holds for callers of `read` that built their options by hand."""
+    unread = fields if fields is not None else [key for key in OPTIONS if key not in READS[source]]
+    given = [key for key in unread if getattr(options, key) is not None]
     if given:
-        raise ValueError(f"the {source} source does not use {', '.join(given)}; remove it from params.yaml")
+        raise ValueError("; ".join(refusal(source, key) for key in given))

@@ -118,7 +118,7 @@ def _labels(path: Path, images: Path, count: int) -> np.ndarray:
 
 def read(folder: Path, options: SourceOptions) -> RawData:
     """The IDX files in `folder` as image RawData (train = train-*, test = t10k-*)."""
-    refuse_options(options, "idx", ("label_column", "feature_columns"))
+    refuse_options(options, "idx")
     files = find_files(folder)
     train_x, test_x = _images(files["train_images"]), _images(files["test_images"])
     if train_x.shape[2:] != test_x.shape[2:]:

@@ -117,7 +117,7 @@ def _decode(files: list[Path], channels: int, size: int | None, shape: tuple[int
 
 def read(root: Path, options: SourceOptions) -> RawData:
     """Images under `root` (either layout) as image RawData."""
-    refuse_options(options, "image_folder", ("label_column", "feature_columns", "class_names"))
+    refuse_options(options, "image_folder")
     parts = _layout(root)
     class_names = tuple(sorted(next(iter(parts.values()))))
     files = {part: [f for name in class_names for f in classes[name]] for part, classes in parts.items()}

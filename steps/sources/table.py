@@ -140,7 +140,7 @@ def _labels(column: pd.Series, where: str) -> np.ndarray:
 
 def read(path: Path, options: SourceOptions) -> RawData:
     """A table file, or a folder of them, as feature RawData."""
-    refuse_options(options, "table", ("image_size", "channels", "class_names"))
+    refuse_options(options, "table")
     if options.label_column is None:
         raise ValueError("the table source needs data.label_column (the column holding the labels)")
     files = table_files(path)

@@ -33,7 +33,7 @@ def readers_in(code: tuple[str, ...]) -> set[str]:
 
 def test_only_the_data_stage_runs_a_reader_and_only_the_one_params_name(params):
     assert readers_in(stage("data").code(params)) == {"idx"}
-    table = variant(params, data={"source": "table", "label_column": "label"})
+    table = variant(params, data={"source": "table", "label_column": "label", "class_names": None})
     assert readers_in(stage("data").code(table)) == {"table"}
     for st in STAGES[1:]:
         assert readers_in(st.code(params)) == set(), st.name

@@ -18,6 +18,7 @@ from steps.compression.families import Family
 from steps.compression.prune_method import PruneMethod
 from steps.core.dag import STAGES
 from steps.promote import gates
+from steps.sources.base import SourceOptions
 from tests.helpers import REPO
 
 
@@ -36,6 +37,14 @@ def test_a_data_source_is_one_module_and_one_registry_line(name):
     reader = sources.SOURCES[name]
     assert reader.__module__ == f"steps.sources.{name}" and reader.__name__ == "read"
     assert len(inspect.signature(reader).parameters) == 2  # (where the raw data is, SourceOptions)
+
+
+def test_each_data_source_declares_the_source_specific_keys_it_reads():
+    """sources.READS: one line per source, naming only keys of sources.OPTIONS, which are data.* keys and
+    SourceOptions fields (the config and the readers both refuse the others from it)."""
+    assert list(sources.READS) == list(sources.SOURCES)
+    assert all(set(keys) <= set(sources.OPTIONS) for keys in sources.READS.values())
+    assert set(sources.OPTIONS) <= set(config.DataConfig.model_fields) & set(SourceOptions.__dataclass_fields__)
 
 
 def test_the_data_source_names_are_the_schemas():

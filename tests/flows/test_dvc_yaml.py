@@ -28,7 +28,7 @@ def test_dvc_yaml_is_written_for_the_projects_params_and_repro_regenerates_it(tm
     assert "steps/sources/idx.py" in data_deps(tmp_path)
     assert "steps/sources/table.py" not in data_deps(tmp_path)
 
-    params["data"].update(source="table", label_column="label")
+    params["data"].update(source="table", label_column="label", class_names=None)
     write_params(tmp_path, params)
     assert cli(tmp_path, "dvc-yaml", "--check").exit_code == 1
     ran = []
