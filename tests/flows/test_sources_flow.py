@@ -9,11 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from steps import config, tracking
 from steps.core.dag import STAGE_NAMES
-from steps.core.datasets import read_manifest
+from steps.core.datasets import raw_split, read_manifest
+from steps.promote.contracts import ContractMismatch
+from steps.sources.images import conform_image
 from steps.sources.base import DataError
 from tests.helpers import tiny_params, write_params
 
@@ -87,6 +91,15 @@ def test_rgb_image_folder_end_to_end(tmp_path: Path):
     assert decision.accuracy > 0.6  # chance is 1/3
     tags = tracking.model_version(params.promote.model_name, decision.version).tags
     assert tags["shrinkflow.accuracy"] == f"{decision.accuracy:.6f}"
+    # Served: the photos as their owner has them (20x20 files), resized by the model as the data stage resized
+    # them: encoded bytes, and pixels (N, H, W, C), answer as the data stage's own 16x16 conversion does.
+    served = tracking.load_predictor(params.promote.model_name, decision.version)
+    files = sorted(folder.rglob("*.png"))[::9]
+    as_data_stage = np.stack([conform_image(Image.open(f), 3, 16) for f in files])
+    expected = served.predict(as_data_stage)["class_index"].tolist()
+    encoded = np.array([f.read_bytes() for f in files], dtype=object)
+    assert served.predict(encoded)["class_index"].tolist() == expected
+    assert served.predict(np.stack([np.asarray(Image.open(f)) for f in files]))["class_index"].tolist() == expected
 
 
 def test_table_end_to_end_with_mlps(tmp_path: Path):
@@ -98,6 +111,32 @@ def test_table_end_to_end_with_mlps(tmp_path: Path):
     assert read_manifest(root)["kind"] == "features"
     assert decision.promoted, decision.reason
     assert decision.accuracy > 0.8
+    # Served: the raw (unscaled) rows with their named columns, in any order
+    served = tracking.load_predictor(params.promote.model_name, decision.version)
+    x, y = raw_split(root, "test")
+    rows = pd.DataFrame(x, columns=read_manifest(root)["feature_names"])
+    answers = served.predict(rows[["f3", "f1", "f0", "f2"]])
+    assert int((answers["class_index"].to_numpy() == y).sum()) == round(decision.accuracy * len(y))
+    assert set(answers["label"]) <= {"setosa", "versicolor", "virginica"}
+    with pytest.raises(MlflowException, match=r"missing inputs.*f1"):
+        served.predict(rows.drop(columns="f1"))
+    rows.loc[1, "f2"] = np.nan
+    with pytest.raises(MlflowException, match=r"\['f2'\] hold NaN"):
+        served.predict(rows)
+    # One registered model, one contract: an image model under the same name is refused before registering
+    folder = rgb_folder(tmp_path / "photos")
+    cnn = {"name": "cnn", "channels": [4, 8], "hidden": [16], "batch_norm": True}
+    (tmp_path / "images").mkdir()
+    images = project(tmp_path / "images", {"source": "image_folder", "path": str(folder), "image_size": 8},
+                     teacher={"arch": cnn, "train": {**LONGER, "epochs": 1}},
+                     distill={"student": cnn, "train": {**LONGER, "epochs": 1}})[1]
+    images = images.model_copy(update={"promote": params.promote})
+    tracking.use_store(root)  # the table's project and store, now holding images
+    run_pipeline(root, images, until="evaluate")
+    with pytest.raises(ContractMismatch, match=r"kind: image vs features.*promote.model_name.*replace_contract"):
+        run_pipeline(root, images)
+    versions = MlflowClient().search_model_versions(f"name = '{params.promote.model_name}'")
+    assert [int(v.version) for v in versions] == [decision.version]
 
 
 def test_a_conv_arch_on_a_table_is_refused_naming_source_and_arch(tmp_path: Path):
