@@ -153,12 +153,15 @@ def decode_image(path: Path, contract: InputContract) -> np.ndarray:
 
 
 def image_files(root: Path) -> Iterator[Path]:
-    """Image files under `root`, recursively, in sorted order; hidden files and folders (".*") skipped."""
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                yield Path(folder) / name
+    """Image files under `root`, recursively, in the order of their paths' sorted parts (a folder's entries,
+    files and subfolders together, by name); hidden files and folders (".*") skipped."""
+    with os.scandir(root) as scan:
+        entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+    for entry in entries:
+        if entry.is_dir():
+            yield from image_files(Path(entry.path))
+        elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+            yield Path(entry.path)
 
 
 def _image_folder(root: Path, contract: InputContract, batch_size: int) -> Input:
@@ -369,6 +372,17 @@ def _read_or_refuse(chunks: Iterator, path: Path, errors: tuple[type[BaseExcepti
         yield chunk
 
 
+def _numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values, mask of cells that hold something other than a number): a CSV chunk reads a column with
+    one stray word as text, and only that cell is wrong."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_complex_dtype(column.dtype):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(column), bool)
+    numbers = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return numbers, np.isnan(numbers) & column.notna().to_numpy()
+
+
 def table_batch(frame: pd.DataFrame, start: int, contract: InputContract, id_column: str | None) -> Batch:
     """Rows of a table as float32 features; a row with a NaN, an infinity or a non-number is an error naming
     the column (and the row, when ids come from --id-column)."""
@@ -378,17 +392,12 @@ def table_batch(frame: pd.DataFrame, start: int, contract: InputContract, id_col
     values = np.empty((len(frame), len(features)), dtype=np.float64)
     problems: dict[int, list[str]] = {}
     for j, column in enumerate(features):
-        raw = frame[column]
-        if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_complex_dtype(raw.dtype):
-            numbers, not_numbers = raw.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(raw), bool)
-        else:
-            numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            not_numbers = np.isnan(numbers) & raw.notna().to_numpy()
-        values[:, j] = numbers
+        values[:, j], not_numbers = _numbers(frame[column])
         for i in np.flatnonzero(not_numbers):
-            problems.setdefault(int(i), []).append(f"column {column!r}: {raw.iloc[i]!r} is not a number")
-        for i in np.flatnonzero(~np.isfinite(numbers) & ~not_numbers):
-            problems.setdefault(int(i), []).append(f"column {column!r} is {'empty (NaN)' if np.isnan(numbers[i]) else numbers[i]}")
+            problems.setdefault(int(i), []).append(f"column {column!r}: {frame[column].iloc[i]!r} is not a number")
+        for i in np.flatnonzero(~np.isfinite(values[:, j]) & ~not_numbers):
+            what = "empty (NaN)" if np.isnan(values[i, j]) else values[i, j]
+            problems.setdefault(int(i), []).append(f"column {column!r} is {what}")
     rows = range(start, start + len(frame))
     ids = frame[id_column].tolist() if id_column else list(rows)
     if id_column:
