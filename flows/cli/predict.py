@@ -27,7 +27,8 @@ class OnError(StrEnum):
 
 
 def predict(
-    uri: Annotated[str, typer.Argument(help="models:/NAME@ALIAS (e.g. @champion) or models:/NAME/VERSION")],
+    uri: Annotated[str, typer.Argument(
+        metavar="MODEL", help="models:/NAME@ALIAS (e.g. @champion) or models:/NAME/VERSION")],
     input_path: Annotated[Path, typer.Argument(
         metavar="INPUT", help="a folder of images (searched recursively), *-idx3-ubyte[.gz], .npz, .parquet/.pq "
                               "or .csv")],
@@ -52,6 +53,8 @@ def predict(
         writer.output_format(out)
     except ValueError as err:
         fail(str(err))
+    if not input_path.exists():  # before the model loads (seconds)
+        fail(f"{input_path}: no such file or folder")
     tracking.use_store(root.resolve())
     try:
         version = ref.resolve()

@@ -160,6 +160,15 @@ def test_inputs_that_cannot_be_scored_at_all_are_refused_naming_them(root, folde
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "incoming"]
 
 
+def test_a_version_number_scores_an_npz_and_a_missing_input_is_refused(root, tmp_path):
+    np.savez(tmp_path / "rows.npz", x=np.array([[2.0, 1.0], [0.0, 1.0]], dtype=np.float32))
+    result = predict(root, "models:/table/1", tmp_path / "rows.npz", "-o", tmp_path / "s.csv")
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(tmp_path / "s.csv")[["id", "label"]].values.tolist() == [[0, "a"], [1, "b"]]
+    missing = predict(root, "models:/table/1", tmp_path / "nowhere.npz", "-o", tmp_path / "t.csv")
+    assert missing.exit_code == 2 and "nowhere.npz: no such file or folder" in missing.stderr
+
+
 def test_nothing_scored_is_a_failure_with_the_rows_listed(root, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "bad.png").write_bytes(b"x")
