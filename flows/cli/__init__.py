@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import audit, doctor, export, registry, run, serve, serve_model, sweep
+from flows.cli import audit, doctor, export, predict, registry, run, serve, serve_model, sweep
 
 app = typer.Typer(help="Train, prune, distill, evaluate and promote a model, reproducibly.", no_args_is_help=True)
 app.command()(run.run)
@@ -18,4 +18,5 @@ app.command()(registry.promote)
 app.command()(audit.audit)
 app.command("export")(export.export)
 app.command("serve-model")(serve_model.serve_model)
+app.command("predict")(predict.predict)
 app.add_typer(registry.app, name="registry")

@@ -2,9 +2,10 @@
 
 Callers use the names below (`tracking.open_run`, `tracking.aliases`, ...); each module behind them
 does one job: `store` (which store, does it answer), `runs` (log into runs), `models` (the registry),
-`events` (history and audit records, the registry-lock primitive), `sqlite` (reading the local store
-without MLflow). Names resolve on first use (PEP 562), so `import steps.tracking` costs nothing until
-one is needed: the no-change check of `shrinkflow run` reads the local store without importing MLflow.
+`events` (history and audit records, the registry-lock primitive), `scorers` (a registered model
+loaded for batch scoring), `sqlite` (reading the local store without MLflow). Names resolve on first
+use (PEP 562), so `import steps.tracking` costs nothing until one is needed: the no-change check of
+`shrinkflow run` reads the local store without importing MLflow.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _MODULES = {
              "log_run_metrics", "log_run_params", "log_run_table", "log_table", "open_run", "run_artifact_uri",
              "run_record", "set_run_tags", "set_tags"),
     "localstore": ("local_uri", "check_store"),
+    "scorers": ("BadInput", "Scorer", "load_scorer"),
     "store": ("TrackingUnavailable", "check_server", "experiment_id", "file_store_path", "record_into",
               "tracking_uri", "use_store"),
 }

@@ -61,6 +61,9 @@ RULES = {
     # readers of raw data: numpy, Pillow, pandas; nothing of shrinkflow but themselves and the Registry class
     "steps.sources": (OUTSIDE_SYSTEMS + ("torch", "flows", "steps"),
                       lambda n: n.startswith(("steps.sources", "steps.compression.choices"))),
+    # batch scoring: readers and writer of raw inputs, given the model's predict; no outside system, no torch
+    "steps.scoring": (OUTSIDE_SYSTEMS + ("torch", "flows", "steps"),
+                      lambda n: n.startswith(("steps.scoring", "steps.sources", "steps.core.files"))),
     "steps.core": (OUTSIDE_SYSTEMS + ("flows", "steps.tracking", "steps.storage", "steps.registry",
                                       *STAGE_MODULES), lambda n: False),
     "steps.tracking": (("prefect", "dvc", "flows", "steps.storage", "steps.registry", *STAGE_MODULES),
@@ -102,11 +105,11 @@ def test_only_the_doors_import_mlflow_and_dvc():
 def test_steps_is_a_regular_package():
     """A namespace package would be shadowed by any other `steps` package on sys.path."""
     for package in ("steps", "steps/core", "steps/config", "steps/tracking", "steps/storage", "steps/registry",
-                    "steps/compression", "steps/sources", "steps/stagekit", "flows", "flows/cli"):
+                    "steps/compression", "steps/sources", "steps/scoring", "steps/stagekit", "flows", "flows/cli"):
         assert (REPO / package / "__init__.py").is_file(), package
 
 
-LAYER_PACKAGES = {"compression", "config", "core", "registry", "sources", "stagekit", "storage", "tracking"}
+LAYER_PACKAGES = {"compression", "config", "core", "registry", "scoring", "sources", "stagekit", "storage", "tracking"}
 
 
 def test_top_of_steps_holds_only_the_stages():
