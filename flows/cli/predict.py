@@ -45,7 +45,7 @@ def predict(
     from steps import tracking
     from steps.core.files import OutputWriteError
     from steps.scoring import batch, readers, writer
-    from steps.scoring.contract import ContractMissing, InputContract
+    from steps.scoring.contract import ContractMissing, from_metadata
     from steps.sources.base import DataError
 
     try:
@@ -59,7 +59,7 @@ def predict(
     try:
         version = ref.resolve()
         scorer = tracking.load_scorer(ref.name, version)
-        contract = InputContract.from_metadata(scorer.metadata, f"{uri} (version {version})")
+        contract = from_metadata(scorer.metadata, f"{uri} (version {version})")
         source = readers.open_input(input_path, contract, batch_size, id_column)
     except (tracking.UnknownModel, ContractMissing, DataError) as err:
         fail(str(err))

@@ -37,7 +37,8 @@ from steps.core.layout import PROMOTION, REPORT, deployable_files, metrics_path,
 from steps.core.names import Artifact, ModelRole, Tag
 from steps.core.results import EvaluateReport, QuantizeResult, TeacherResult
 from steps.promote.champion import cost_metrics, incumbent_now
-from steps.promote.contracts import ScoredSplit, check_same_task, served_rows
+from steps.promote.contracts import ScoredSplit, check_same_task
+from steps.serving.inputs import caller_rows
 from steps.promote.decision import Candidate, Decision, judge
 from steps.promote.gates import Gate, quality_gates
 from steps.registry import aliases, artifacts, comparison, history
@@ -50,7 +51,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     manifest, contract = datasets.read_manifest(root), datasets.contract(root)
     name = cfg.resolved_model_name(manifest)
     raw_x, y = datasets.raw_split(root, "test")
-    test = ScoredSplit(raw=served_rows(raw_x, contract), y=y,
+    test = ScoredSplit(raw=caller_rows(raw_x, contract), y=y,
                        normalised=lambda: datasets.normalise(raw_x, manifest).numpy())
     class_names = list(contract.classes)
     support = np.bincount(y, minlength=len(class_names)).tolist()

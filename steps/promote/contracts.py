@@ -32,14 +32,6 @@ class ScoredSplit:
     y: np.ndarray
 
 
-def served_rows(x: np.ndarray, contract: Contract) -> np.ndarray | pd.DataFrame:
-    """Raw rows as a caller sends them: pixels (N, H, W) for one channel, (N, H, W, C) otherwise; a table with
-    the named feature columns."""
-    if not contract.images:
-        return pd.DataFrame(x, columns=list(contract.feature_names))
-    return x[:, 0] if contract.channels == 1 else x.transpose(0, 2, 3, 1)
-
-
 def check_same_task(model_name: str, contract: Contract, replace: bool) -> None:
     """ContractMismatch naming both contracts and the ways out, unless the champion (if any) takes the same input
     and names the same classes; `replace` (promote.replace_contract) starts a new line on purpose."""

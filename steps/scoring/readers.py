@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from steps.scoring.contract import InputContract
+from steps.serving.contract import Contract
 from steps.sources.arrays import TEST_SUFFIX, X_KEYS
 from steps.sources.base import DataError
 from steps.sources.image_folder import COLOR_MODES, GRAY_MODES
@@ -83,7 +83,7 @@ class Unreadable(ValueError):
     """One row or file cannot be read; the message says why (the caller adds its id)."""
 
 
-def open_input(path: Path, contract: InputContract, batch_size: int, id_column: str | None = None) -> Input:
+def open_input(path: Path, contract: Contract, batch_size: int, id_column: str | None = None) -> Input:
     """The input at `path` as batches of at most `batch_size` rows; DataError when it cannot be scored at all."""
     path = Path(path)
     if not path.exists():
@@ -106,7 +106,7 @@ def open_input(path: Path, contract: InputContract, batch_size: int, id_column: 
                     f"*-idx3-ubyte[.gz], .npz, or a table ({', '.join(TABLE_EXTENSIONS)})")
 
 
-def _expect(contract: InputContract, kind: str, path: Path, what: str) -> None:
+def _expect(contract: Contract, kind: str, path: Path, what: str) -> None:
     if contract.kind != kind:
         raise DataError(f"{path}: {what}, but the model takes {contract.describe()}")
 
@@ -124,13 +124,13 @@ def _model_layout(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1))
 
 
-def _size_refused(width: int, height: int, contract: InputContract) -> str:
+def _size_refused(width: int, height: int, contract: Contract) -> str:
     h, w = contract.size
     return (f"{width}x{height} pixels (width x height), but the model takes {w}x{h} and was trained without "
             "resizing (data.image_size unset), so it resizes nothing")
 
 
-def conform(image: Image.Image, contract: InputContract) -> np.ndarray:
+def conform(image: Image.Image, contract: Contract) -> np.ndarray:
     """One decoded image as uint8 (C, H, W) of the contract's channels and size; Unreadable when it cannot be."""
     if image.mode not in GRAY_MODES | COLOR_MODES:
         raise Unreadable(f"unsupported image mode {image.mode!r} (16-bit or float?); save it as 8-bit gray or RGB")
@@ -143,7 +143,7 @@ def conform(image: Image.Image, contract: InputContract) -> np.ndarray:
     return pixels
 
 
-def decode_image(path: Path, contract: InputContract) -> np.ndarray:
+def decode_image(path: Path, contract: Contract) -> np.ndarray:
     """An image file as uint8 (C, H, W) the contract's way; Unreadable naming why not."""
     try:
         with Image.open(path) as image:
@@ -164,7 +164,7 @@ def image_files(root: Path) -> Iterator[Path]:
             yield Path(entry.path)
 
 
-def _image_folder(root: Path, contract: InputContract, batch_size: int) -> Input:
+def _image_folder(root: Path, contract: Contract, batch_size: int) -> Input:
     count = sum(1 for _ in image_files(root))
     if count == 0:
         raise DataError(f"{root}: no images ({'/'.join(IMAGE_EXTENSIONS)}) in this folder or its subfolders")
@@ -186,7 +186,7 @@ def _image_folder(root: Path, contract: InputContract, batch_size: int) -> Input
     return Input(root, f"a folder of {count} images", count, batches())
 
 
-def conform_array(images: np.ndarray, contract: InputContract, where: Path) -> np.ndarray:
+def conform_array(images: np.ndarray, contract: Contract, where: Path) -> np.ndarray:
     """uint8 (N, C, H, W) of one size, to the contract's channels and size; DataError when the size cannot be."""
     if images.shape[1:] == tuple(contract.input_shape):
         return images
@@ -219,7 +219,7 @@ def _idx_shape(fh, path: Path) -> tuple[int, int, int]:
     return struct.unpack(">3I", dims)
 
 
-def _idx_file(path: Path, contract: InputContract, batch_size: int) -> Input:
+def _idx_file(path: Path, contract: Contract, batch_size: int) -> Input:
     try:
         with _open_idx(path) as fh:
             count, height, width = _idx_shape(fh, path)
@@ -274,7 +274,7 @@ def _pick_npz_array(path: Path) -> tuple[str, np.ndarray]:
     return key, found
 
 
-def _npz_features(x: np.ndarray, contract: InputContract, where: str) -> tuple[np.ndarray, dict[int, str]]:
+def _npz_features(x: np.ndarray, contract: Contract, where: str) -> tuple[np.ndarray, dict[int, str]]:
     if x.ndim != 2 or x.shape[1] != len(contract.feature_names):
         raise DataError(f"{where}: shape {x.shape}, but the model takes {contract.describe()}: (N, "
                         f"{len(contract.feature_names)}) features, column i named feature_names[i]")
@@ -287,7 +287,7 @@ def _npz_features(x: np.ndarray, contract: InputContract, where: str) -> tuple[n
     return values, errors
 
 
-def _npz_images(x: np.ndarray, contract: InputContract, where: str) -> tuple[np.ndarray, dict[int, str]]:
+def _npz_images(x: np.ndarray, contract: Contract, where: str) -> tuple[np.ndarray, dict[int, str]]:
     """uint8 (N, C, H, W) by the arrays source's rules (steps/sources/arrays.py): floats all in [0, 1] are
     scaled by 255 as the data stage scaled them; other values must be pixel values 0..255, row by row."""
     if x.ndim == 3:
@@ -309,7 +309,7 @@ def _npz_images(x: np.ndarray, contract: InputContract, where: str) -> tuple[np.
     return pixels.reshape(x.shape), errors
 
 
-def _npz_file(path: Path, contract: InputContract, batch_size: int) -> Input:
+def _npz_file(path: Path, contract: Contract, batch_size: int) -> Input:
     key, x = _pick_npz_array(path)
     where = f"{path}[{key}]"
     if x.ndim == 0 or len(x) == 0:
@@ -341,7 +341,7 @@ def _npz_file(path: Path, contract: InputContract, batch_size: int) -> Input:
 
 # -- tables -------------------------------------------------------------------------------------------------------
 
-def _check_columns(columns: list[str], contract: InputContract, id_column: str | None, path: Path) -> list[str]:
+def _check_columns(columns: list[str], contract: Contract, id_column: str | None, path: Path) -> list[str]:
     """The columns to read: the features (all present, none doubled), then the id column."""
     doubled = sorted({c for c in columns if columns.count(c) > 1})
     if doubled:
@@ -383,7 +383,7 @@ def _numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return numbers, np.isnan(numbers) & column.notna().to_numpy()
 
 
-def table_batch(frame: pd.DataFrame, start: int, contract: InputContract, id_column: str | None) -> Batch:
+def table_batch(frame: pd.DataFrame, start: int, contract: Contract, id_column: str | None) -> Batch:
     """Rows of a table as float32 features; a row with a NaN, an infinity or a non-number is an error naming
     the column (and the row, when ids come from --id-column)."""
     import pandas as pd
@@ -410,7 +410,7 @@ def table_batch(frame: pd.DataFrame, start: int, contract: InputContract, id_col
     return Batch([ids[i] for i in keep], data, errors)
 
 
-def _parquet_table(path: Path, contract: InputContract, batch_size: int, id_column: str | None) -> Input:
+def _parquet_table(path: Path, contract: Contract, batch_size: int, id_column: str | None) -> Input:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -440,7 +440,7 @@ def _parquet_table(path: Path, contract: InputContract, batch_size: int, id_colu
     return Input(path, f"a Parquet table of {count} rows", count, batches())
 
 
-def _csv_table(path: Path, contract: InputContract, batch_size: int, id_column: str | None) -> Input:
+def _csv_table(path: Path, contract: Contract, batch_size: int, id_column: str | None) -> Input:
     import pandas as pd
 
     try:

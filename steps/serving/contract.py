@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+METADATA_KEY = "shrinkflow_contract"
+"""Where a registered model's MLmodel metadata holds its contract (`to_dict()`)."""
 RESERVED_COLUMNS = ("label", "class_index")
 """The answer's own columns; a class may not be named like them (its probability column would collide)."""
 
@@ -33,16 +35,20 @@ class Contract:
     kind: str
     input_shape: tuple[int, ...]
     classes: tuple[str, ...]
-    feature_names: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    resize: int | None
-    dataset: str
-    dataset_digest: str
+    feature_names: tuple[str, ...] = ()
+    resize: int | None = None
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    dataset: str = ""
+    dataset_digest: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("image", "features"):
             raise ContractError(f"input kind {self.kind!r}: expected 'image' or 'features'")
+        if self.images and (len(self.input_shape) != 3 or self.channels not in (1, 3)):
+            raise ContractError(f"image input_shape {list(self.input_shape)}: expected [C, H, W] with C 1 or 3")
+        if not self.images and len(self.feature_names) != self.input_shape[0]:
+            raise ContractError(f"{len(self.feature_names)} feature names for input_shape {list(self.input_shape)}")
         clash = sorted(set(self.classes) & set(RESERVED_COLUMNS))
         if clash:
             raise ContractError(f"class name(s) {clash} collide with the answer's columns {list(RESERVED_COLUMNS)}")
@@ -59,9 +65,16 @@ class Contract:
 
     @classmethod
     def from_dict(cls, raw: dict) -> Contract:
-        return cls(**{**raw, "input_shape": tuple(raw["input_shape"]), "classes": tuple(raw["classes"]),
-                      "feature_names": tuple(raw["feature_names"]), "mean": tuple(raw["mean"]),
-                      "std": tuple(raw["std"])})
+        """From `to_dict()`'s form (JSON lists); ContractError naming what is missing or malformed."""
+        try:
+            return cls(kind=raw["kind"], input_shape=tuple(int(n) for n in raw["input_shape"]),
+                       classes=tuple(str(c) for c in raw["classes"]),
+                       feature_names=tuple(str(f) for f in raw.get("feature_names") or ()),
+                       resize=None if raw.get("resize") is None else int(raw["resize"]),
+                       mean=tuple(raw.get("mean") or ()), std=tuple(raw.get("std") or ()),
+                       dataset=raw.get("dataset", ""), dataset_digest=raw.get("dataset_digest", ""))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ContractError(f"malformed input contract ({type(err).__name__}: {err})") from None
 
     @classmethod
     def read(cls, path: Path) -> Contract:
@@ -80,6 +93,11 @@ class Contract:
     @property
     def channels(self) -> int:
         return self.input_shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the images the model takes."""
+        return self.input_shape[1], self.input_shape[2]
 
     def task(self) -> dict:
         """What every version of one registered model must share: the input's kind and shape (the feature

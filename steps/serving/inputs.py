@@ -27,6 +27,14 @@ class InputError(ValueError):
     """The input does not fit the model's contract; the message names the field, row or column."""
 
 
+def caller_rows(x: np.ndarray, contract: Contract) -> np.ndarray | pd.DataFrame:
+    """A processed split's rows as a caller sends them: pixels (N, H, W) for one channel, (N, H, W, C) otherwise
+    (Pillow's layouts); a table with the named feature columns. What promote and the audit score with."""
+    if not contract.images:
+        return pd.DataFrame(x, columns=list(contract.feature_names))
+    return x[:, 0] if contract.channels == 1 else x.transpose(0, 2, 3, 1)
+
+
 def to_batch(data, contract: Contract) -> np.ndarray:
     """float32 (N, C, H, W) raw pixel values or (N, D) raw features, checked against `contract`."""
     batch = features(data, contract) if not contract.images else images(data, contract)

@@ -24,13 +24,13 @@ from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, Tens
 from steps.core.hashing import sha256
 from steps.core.names import Artifact, Tag
 from steps.serving.classifier import CONTRACT_ARTIFACT, ONNX_ARTIFACT
+from steps.serving.contract import METADATA_KEY
 from steps.tracking.store import is_missing
 
 SERVING = Path(__file__).resolve().parents[1] / "serving"
 """steps/serving/: the served model's code, stored with every registered version (its code/ folder)."""
 SERVING_REQUIREMENTS = [f"{package}=={package_version(package)}"
                         for package in ("mlflow", "numpy", "pandas", "pillow", "onnxruntime")]
-CONTRACT_METADATA = "shrinkflow_contract"
 _URI = re.compile(r"^models:/(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
 
 
@@ -131,7 +131,7 @@ def register(onnx_file: Path, contract, example, name: str) -> int:
             name=Artifact.MODEL.value, python_model=str(SERVING / "serving_entry.py"), code_paths=[str(SERVING)],
             artifacts={ONNX_ARTIFACT: str(onnx_file), CONTRACT_ARTIFACT: str(contract_file)},
             signature=signature(contract), input_example=example, pip_requirements=SERVING_REQUIREMENTS,
-            metadata={CONTRACT_METADATA: contract.to_dict()}, registered_model_name=name)
+            metadata={METADATA_KEY: contract.to_dict()}, registered_model_name=name)
     return int(info.registered_model_version)
 
 
@@ -156,7 +156,7 @@ def contract_of(name: str, version: int):
     from steps.serving.contract import Contract
 
     source = mlflow.models.get_model_info(f"models:/{name}/{version}")
-    stored = (source.metadata or {}).get(CONTRACT_METADATA)
+    stored = (source.metadata or {}).get(METADATA_KEY)
     return Contract.from_dict(stored) if stored else None
 
 

@@ -63,7 +63,12 @@ RULES = {
                       lambda n: n.startswith(("steps.sources", "steps.compression.choices"))),
     # batch scoring: readers and writer of raw inputs, given the model's predict; no outside system, no torch
     "steps.scoring": (OUTSIDE_SYSTEMS + ("torch", "flows", "steps"),
-                      lambda n: n.startswith(("steps.scoring", "steps.sources", "steps.core.files"))),
+                      lambda n: n.startswith(("steps.scoring", "steps.serving", "steps.sources", "steps.core.files"))),
+    # the served model: shipped inside every registered model (its code/ folder), so it imports nothing of the
+    # project but itself (relative imports; serving_entry.py names it absolutely when MLflow runs it while logging)
+    # and no torch; MLflow only for the pyfunc class it is
+    "steps.serving": (("prefect", "prefect_dask", "dvc", "dask", "distributed", "torch", "flows", "steps"),
+                      lambda n: n.startswith("steps.serving")),
     "steps.core": (OUTSIDE_SYSTEMS + ("flows", "steps.tracking", "steps.storage", "steps.registry",
                                       *STAGE_MODULES), lambda n: False),
     "steps.tracking": (("prefect", "dvc", "flows", "steps.storage", "steps.registry", *STAGE_MODULES),
@@ -89,15 +94,16 @@ def test_a_stage_imports_no_other_stage_and_no_orchestrator(stage):
 
 
 def test_only_the_doors_import_mlflow_and_dvc():
-    """mlflow only under steps/tracking, dvc only under steps/storage, prefect only under flows/."""
+    """mlflow only under steps/tracking (and the served model, an MLflow pyfunc class shipped with every registered
+    version), dvc only under steps/storage, prefect only under flows/."""
     everything = [p for p in (REPO / "steps").rglob("*.py")]
     leaks = []
     for path in everything:
         rel = path.relative_to(REPO).as_posix()
         for line, name in imported_names(path):
             top = name.split(".")[0]
-            door = {"mlflow": "steps/tracking/", "dvc": "steps/storage/"}.get(top)
-            if (door and not rel.startswith(door)) or top in ("prefect", "prefect_dask"):
+            doors = {"mlflow": ("steps/tracking/", "steps/serving/"), "dvc": ("steps/storage/",)}.get(top)
+            if (doors and not rel.startswith(doors)) or top in ("prefect", "prefect_dask"):
                 leaks.append(f"{rel}:{line} imports {name}")
     assert sorted(set(leaks)) == []
 
@@ -105,11 +111,12 @@ def test_only_the_doors_import_mlflow_and_dvc():
 def test_steps_is_a_regular_package():
     """A namespace package would be shadowed by any other `steps` package on sys.path."""
     for package in ("steps", "steps/core", "steps/config", "steps/tracking", "steps/storage", "steps/registry",
-                    "steps/compression", "steps/sources", "steps/scoring", "steps/stagekit", "flows", "flows/cli"):
+                    "steps/compression", "steps/sources", "steps/scoring", "steps/serving", "steps/stagekit", "flows", "flows/cli"):
         assert (REPO / package / "__init__.py").is_file(), package
 
 
-LAYER_PACKAGES = {"compression", "config", "core", "registry", "scoring", "sources", "stagekit", "storage", "tracking"}
+LAYER_PACKAGES = {"compression", "config", "core", "registry", "scoring", "serving", "sources", "stagekit", "storage",
+                  "tracking"}
 
 
 def test_top_of_steps_holds_only_the_stages():

@@ -151,7 +151,7 @@ def test_inputs_that_cannot_be_scored_at_all_are_refused_naming_them(root, folde
     empty = predict(root, "models:/images@champion", tmp_path / "empty", "-o", tmp_path / "s.csv")
     assert empty.exit_code == 2 and "empty: no images" in empty.stderr
     wrong_kind = predict(root, "models:/table@champion", folder, "-o", tmp_path / "s.csv")
-    assert wrong_kind.exit_code == 2 and "but the model takes tables with the feature columns ['a', 'b']" in \
+    assert wrong_kind.exit_code == 2 and "but the model takes tables of 2 named features" in \
         wrong_kind.stderr
     bare = predict(root, "models:/bare@champion", folder, "-o", tmp_path / "s.csv")
     assert bare.exit_code == 2 and "carries no 'shrinkflow_contract'" in bare.stderr

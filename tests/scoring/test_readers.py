@@ -10,15 +10,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from steps.scoring.contract import ContractMissing, InputContract
+from steps.scoring.contract import ContractMissing, from_metadata
+from steps.serving.contract import Contract
 from steps.scoring.readers import open_input
 from steps.sources.base import DataError
 from steps.sources.idx import write_idx
 
-GRAY_8 = InputContract("image", (1, 8, 8), ("dark", "bright"))
-RGB_8 = InputContract("image", (3, 8, 8), ("dark", "bright"))
-RESIZED_8 = InputContract("image", (1, 8, 8), ("dark", "bright"), resize=8)
-TABLE = InputContract("features", (2,), ("no", "yes"), feature_names=("a", "b"))
+GRAY_8 = Contract("image", (1, 8, 8), ("dark", "bright"))
+RGB_8 = Contract("image", (3, 8, 8), ("dark", "bright"))
+RESIZED_8 = Contract("image", (1, 8, 8), ("dark", "bright"), resize=8)
+TABLE = Contract("features", (2,), ("no", "yes"), feature_names=("a", "b"))
 
 
 def read_all(path, contract, batch_size=2, id_column=None):
@@ -87,7 +88,7 @@ def test_an_empty_folder_is_refused_by_name(tmp_path):
 
 
 def test_images_for_a_table_model_are_refused_naming_both(folder):
-    with pytest.raises(DataError, match=r"a folder of 4 images, but the model takes tables with the feature"):
+    with pytest.raises(DataError, match=r"a folder of 4 images, but the model takes tables of 2 named features"):
         open_input(folder, TABLE, 4)
 
 
@@ -192,7 +193,9 @@ def test_an_input_of_unknown_kind_or_missing_is_refused_by_name(tmp_path):
 
 def test_a_model_without_a_contract_is_refused_naming_it():
     with pytest.raises(ContractMissing, match="models:/m@champion carries no 'shrinkflow_contract'"):
-        InputContract.from_metadata({}, "models:/m@champion")
+        from_metadata({}, "models:/m@champion")
     raw = {"kind": "image", "input_shape": [1, 8, 8], "classes": ["a"], "feature_names": [], "resize": None,
            "mean": [0.5]}
-    assert InputContract.from_metadata({"shrinkflow_contract": raw}, "m") == InputContract("image", (1, 8, 8), ("a",))
+    assert from_metadata({"shrinkflow_contract": raw}, "m") == Contract("image", (1, 8, 8), ("a",), mean=(0.5,))
+    with pytest.raises(ContractMissing, match="m: malformed input contract"):
+        from_metadata({"shrinkflow_contract": {"kind": "image"}}, "m")

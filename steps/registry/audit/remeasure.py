@@ -60,13 +60,13 @@ def served_check(name: str, version: int, tags: dict[str, str], work: Path, stud
     counted against the accuracy recorded at registration: the served accuracy, or for versions registered
     before the contract (which take normalised tensors) the evaluated student accuracy."""
     from steps.core import datasets
-    from steps.promote.contracts import served_rows
+    from steps.serving.inputs import caller_rows
     from steps.registry.comparison import served_labels
 
     raw_x, y = datasets.raw_split(work, "test")
     contract = datasets.contract(work)
     manifest = datasets.read_manifest(work)
-    labels = served_labels(name, version, served_rows(raw_x, contract),
+    labels = served_labels(name, version, caller_rows(raw_x, contract),
                            lambda: datasets.normalise(raw_x, manifest).numpy())
     correct = int((labels == y).sum())
     recorded = float(tags.get(Tag.SERVED_ACCURACY, student_accuracy))
