@@ -18,9 +18,8 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from .contract import Contract
+from .pixels import conform_image
 
-RESAMPLE = Image.Resampling.BILINEAR  # the data stage's filter (steps/sources/images.py)
-_MODE = {1: "L", 3: "RGB"}
 
 
 class InputError(ValueError):
@@ -145,14 +144,10 @@ def decoded(item, index: int, contract: Contract) -> np.ndarray:
 
 
 def conform(image: Image.Image, contract: Contract, where: str) -> np.ndarray:
-    """Pillow's conversions, as the data stage makes them: the contract's mode, then its size when it resized."""
+    """The data stage's conversion (its mode, then its size when it resized); another size is refused when the
+    data stage did not resize."""
     c, h, w = contract.input_shape
-    if image.mode != _MODE[c]:
-        image = image.convert(_MODE[c])
-    if image.size != (w, h):
-        if contract.resize is None:
-            raise InputError(f"{where}: size {image.size[0]}x{image.size[1]}, but the model takes {w}x{h} "
-                             "and its data was not resized (no resize to apply)")
-        image = image.resize((w, h), RESAMPLE)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[None] if c == 1 else array.transpose(2, 0, 1)
+    if image.size != (w, h) and contract.resize is None:
+        raise InputError(f"{where}: size {image.size[0]}x{image.size[1]}, but the model takes {w}x{h} "
+                         "and its data was not resized (no resize to apply)")
+    return conform_image(image, c, contract.resize)

@@ -59,8 +59,9 @@ RULES = {
                      lambda n: n in ("steps", "steps.compression") or n.startswith(CONFIG_MAY_IMPORT)
                      or FAMILY_CONFIG.match(n)),
     # readers of raw data: numpy, Pillow, pandas; nothing of shrinkflow but themselves and the Registry class
+    # readers; images converted by the one conversion the served model uses too (steps.serving.pixels)
     "steps.sources": (OUTSIDE_SYSTEMS + ("torch", "flows", "steps"),
-                      lambda n: n.startswith(("steps.sources", "steps.compression.choices"))),
+                      lambda n: n.startswith(("steps.sources", "steps.compression.choices", "steps.serving.pixels"))),
     # batch scoring: readers and writer of raw inputs, given the model's predict; no outside system, no torch
     "steps.scoring": (OUTSIDE_SYSTEMS + ("torch", "flows", "steps"),
                       lambda n: n.startswith(("steps.scoring", "steps.serving", "steps.sources", "steps.core.files"))),
@@ -111,7 +112,8 @@ def test_only_the_doors_import_mlflow_and_dvc():
 def test_steps_is_a_regular_package():
     """A namespace package would be shadowed by any other `steps` package on sys.path."""
     for package in ("steps", "steps/core", "steps/config", "steps/tracking", "steps/storage", "steps/registry",
-                    "steps/compression", "steps/sources", "steps/scoring", "steps/serving", "steps/stagekit", "flows", "flows/cli"):
+                    "steps/compression", "steps/sources", "steps/scoring", "steps/serving", "steps/stagekit", "flows",
+                    "flows/cli"):
         assert (REPO / package / "__init__.py").is_file(), package
 
 
