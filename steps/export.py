@@ -29,14 +29,17 @@ from steps.core.torchkit import load_model
 
 
 def export_one(model, x: torch.Tensor, y: torch.Tensor, path: Path, cfg: config.ExportConfig, threads: int,
-               contract) -> dict:
+               contract=None) -> dict:
     """Export, check and compare one model; the file is deleted again when it fails a check.
 
-    The file takes raw inputs (`x`: raw pixels or unscaled features): its graph starts with the data's
-    scaling and standardisation, and its metadata_props carry the input `contract`.
+    With the data's input `contract` (the pipeline), the file takes raw inputs (`x`: raw pixels or unscaled
+    features): its graph starts with the data's scaling and standardisation, and its metadata_props carry the
+    contract. Without one (benchmarks comparing models), it takes what the model takes.
     """
-    model = RawInput(model, list(contract.mean), list(contract.std), contract.images)
-    onnx_export.export(model, x[:2], path, cfg.opset, cfg.exporter, metadata=contract.onnx_metadata())
+    if contract is not None:
+        model = RawInput(model, list(contract.mean), list(contract.std), contract.images)
+    metadata = contract.onnx_metadata() if contract is not None else None
+    onnx_export.export(model, x[:2], path, cfg.opset, cfg.exporter, metadata=metadata)
     try:
         onnx_export.check(path)
         parity = onnx_export.parity(model, onnx_export.session(path, threads), x, y)

@@ -36,9 +36,10 @@ from steps.core.hashing import sha256
 from steps.core.layout import PROMOTION, REPORT, deployable_files, metrics_path, model_files, model_path
 from steps.core.names import Artifact, ModelRole, Tag
 from steps.core.results import EvaluateReport, QuantizeResult, TeacherResult
+from steps.core.torchkit import load_model
 from steps.promote.champion import cost_metrics, incumbent_now
-from steps.promote.contracts import ScoredSplit, check_same_task
-from steps.serving.inputs import caller_rows
+from steps.promote.contracts import check_same_task
+from steps.registry.comparison import ScoredSplit
 from steps.promote.decision import Candidate, Decision, judge
 from steps.promote.gates import Gate, quality_gates
 from steps.registry import aliases, artifacts, comparison, history
@@ -50,13 +51,14 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     report = EvaluateReport.read(root / REPORT).to_dict()
     manifest, contract = datasets.read_manifest(root), datasets.contract(root)
     name = cfg.resolved_model_name(manifest)
-    raw_x, y = datasets.raw_split(root, "test")
-    test = ScoredSplit(raw=caller_rows(raw_x, contract), y=y,
-                       normalised=lambda: datasets.normalise(raw_x, manifest).numpy())
+    test = comparison.test_split(root)
     class_names = list(contract.classes)
-    support = np.bincount(y, minlength=len(class_names)).tolist()
+    support = np.bincount(test.y, minlength=len(class_names)).tolist()
     gates = quality_gates(report, cfg, class_names, support)
-    check_same_task(name, contract, cfg.replace_contract)  # before anything is registered
+    # Everything that can be refused is refused before anything is registered: a damaged checkpoint, another task
+    load_model(root, ModelRole.STUDENT)
+    tracking.use_store(root)
+    check_same_task(name, contract, cfg.replace_contract)
     files, deployable = deployable_files(root)
     trigger = origin.trigger or this_process()
     with tracking.open_run(root, **lineage.stage_run(root, params, "promote", origin)) as run_id:
@@ -111,7 +113,7 @@ def served_accuracy(name: str, version: int, test: ScoredSplit, root: Path, depl
     """The registered model's accuracy on the raw test split, through its pyfunc (what is served). It must be the
     deployable file's accuracy that the quantize stage measured on the same split, or the served model does not
     compute what was evaluated (preprocessing lost on the way): ValueError naming both."""
-    labels = comparison.served_labels(name, version, test.raw)
+    labels = comparison.served_labels(name, version, test)
     accuracy = float((labels == test.y).mean())
     quantized = QuantizeResult.read(root / metrics_path("quantize"))
     recorded = next((v["accuracy"] for v in quantized.variants.values() if Path(v["file"]).name == deployable.name),

@@ -10,9 +10,9 @@ import numpy as np
 
 from steps import config, tracking
 from steps.core.names import Alias, Tag
-from steps.promote.contracts import ScoredSplit
 from steps.promote.decision import Candidate, Incumbent
 from steps.registry import comparison
+from steps.registry.comparison import ScoredSplit
 
 COST_METRICS = ("parameters", "file_bytes", "latency_p95_low_ms", "latency_p95_high_ms")
 """Logged in the promote run as candidate.<key>: what 'smaller or faster' reads of a later champion."""
@@ -25,8 +25,8 @@ def incumbent_now(candidate: Candidate, test: ScoredSplit, class_names: list[str
     if current is None:
         return None
     version = int(current.version)
-    champion = comparison.served_labels(candidate.model_name, version, test.raw, test.normalised)
-    challenger = comparison.served_labels(candidate.model_name, candidate.version, test.raw)
+    champion = comparison.served_labels(candidate.model_name, version, test)
+    challenger = comparison.served_labels(candidate.model_name, candidate.version, test)
     y = test.y
     return Incumbent(version=version, metrics=champion_costs(current),
                      comparison=comparison.compare(y, champion, challenger, class_names, cfg),

@@ -1,17 +1,8 @@
 """One registered model, one contract: a candidate may join a model's line only when it takes the same input and
 names the same classes as the champion; checked before anything is registered.
-
-Also what promote scores with: the test split raw (what the served model takes) and, for champions registered
-before the contract existed, normalised.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
-
-import numpy as np
-import pandas as pd
 
 from steps import tracking
 from steps.core.names import Alias
@@ -20,16 +11,6 @@ from steps.serving.contract import Contract
 
 class ContractMismatch(ValueError):
     """The candidate's input contract differs from the champion's under the same registered model name."""
-
-
-@dataclass(frozen=True)
-class ScoredSplit:
-    """The test split for scoring registered versions: `raw` as the served model takes it, `normalised` (called
-    only for a champion registered before the contract) as older versions take it, and the labels."""
-
-    raw: np.ndarray | pd.DataFrame
-    normalised: Callable[[], np.ndarray]
-    y: np.ndarray
 
 
 def check_same_task(model_name: str, contract: Contract, replace: bool) -> None:

@@ -7,9 +7,16 @@ fixed, so the same versions on the same data give the same p-value and interval 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 
 from steps import config, tracking
+from steps.core import datasets
+from steps.serving.inputs import caller_rows
 from steps.core.stats.classes import ClassDropBound, class_drops_paired
 from steps.core.stats.paired import PairedComparison, compare_paired
 
@@ -17,21 +24,34 @@ BOOTSTRAP_SEED = 0
 BATCH = 1024
 
 
-def served_labels(model_name: str, version: int, raw, normalised=None) -> np.ndarray:
-    """Predicted classes of a registered version, through its pyfunc model (what is served), in batches.
+@dataclass(frozen=True)
+class ScoredSplit:
+    """The test split for scoring registered versions: `raw` as the served model takes it (what a caller
+    sends), `normalised` (called only for a version registered before the contract, which takes normalised
+    tensors) and the labels."""
 
-    `raw`: the test split as the data's owner has it (the served model's contract). Versions registered
-    before the contract take normalised tensors and answer with logits: they are scored on `normalised`
-    (a function returning that array), so a new candidate can still be compared with an old champion.
-    """
+    raw: np.ndarray | pd.DataFrame
+    normalised: Callable[[], np.ndarray]
+    y: np.ndarray
+
+
+def test_split(root: Path) -> ScoredSplit:
+    """The processed test split of the project (or fetched copy) at `root`, ready for served_labels."""
+    manifest, contract = datasets.read_manifest(root), datasets.contract(root)
+    x, y = datasets.raw_split(root, "test")
+    return ScoredSplit(raw=caller_rows(x, contract), y=y, normalised=lambda: datasets.normalise(x, manifest).numpy())
+
+
+def served_labels(model_name: str, version: int, split: ScoredSplit) -> np.ndarray:
+    """Predicted classes of a registered version on `split`, through its pyfunc model (what is served), in
+    batches: raw inputs, or normalised tensors for versions registered before the contract (they answer with
+    logits), so a new candidate can still be compared with an old champion."""
     predict = tracking.load_predictor(model_name, int(version)).predict
     if tracking.contract_of(model_name, int(version)) is not None:
+        raw = split.raw
         return np.concatenate([predict(raw[i: i + BATCH])["class_index"].to_numpy()
                                for i in range(0, len(raw), BATCH)])
-    if normalised is None:
-        raise ValueError(f"{model_name} v{version} was registered before the input contract (it takes normalised "
-                         "tensors): pass the normalised test split")
-    x = normalised()
+    x = split.normalised()
     return np.concatenate([np.asarray(predict(x[i: i + BATCH])) for i in range(0, len(x), BATCH)]).argmax(1)
 
 

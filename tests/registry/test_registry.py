@@ -21,7 +21,7 @@ from steps import config, data, export, promote, quantize, tracking
 from steps.compression.families import build
 from steps.compression.training import accuracy
 from steps.core.datasets import load_splits, read_manifest
-from steps.core.layout import PROMOTION, REPORT
+from steps.core.layout import PROMOTION, REPORT, metrics_path
 from steps.core.names import Alias, ModelRole, Tag
 from steps.core.torchkit import save_model, spec_from
 from steps.evaluate.perclass import class_recall
@@ -120,7 +120,7 @@ def test_size_gate_is_optional_and_enforced(project):
     assert "max_size_ratio" not in [g.name for g in quality_gates(report, params.promote)]
 
 
-def test_champion_loads_as_pyfunc_with_signature_and_example(project):
+def test_champion_loads_as_pyfunc_with_signature_contract_and_raw_example(project):
     import mlflow
 
     root, params = project
@@ -128,11 +128,15 @@ def test_champion_loads_as_pyfunc_with_signature_and_example(project):
     promote.run(params, root)
     tracking.use_store(root)
     model = mlflow.pyfunc.load_model(f"models:/{name}@{Alias.CHAMPION}")
-    assert model.metadata.signature is not None
-    assert model.metadata.get_input_schema().inputs[0].shape == (-1, 1, 28, 28)
-    assert model.metadata.saved_input_example_info["type"] == "ndarray"
-    batch = np.random.default_rng(0).normal(size=(7, 1, 28, 28)).astype(np.float32)
-    assert np.asarray(model.predict(batch)).shape == (7, 10)
+    manifest = json.loads((root / "data/processed/manifest.json").read_text())
+    outputs = [c.name for c in model.metadata.get_output_schema().inputs]
+    assert outputs == ["label", "class_index", *manifest["classes"]]
+    assert model.metadata.get_params_schema().to_dict()[0]["name"] == "output"
+    assert model.metadata.metadata["shrinkflow_contract"]["classes"] == manifest["classes"]
+    example = np.asarray(model.input_example)  # real raw test rows: uint8 pixels 0-255
+    assert example.shape == (5, 28, 28) and example.max() > 1
+    pixels = np.random.default_rng(0).integers(0, 256, size=(7, 28, 28)).astype(np.uint8)
+    assert model.predict(pixels).shape == (7, 2 + len(manifest["classes"]))
 
 
 def test_history_explains_promotion_rejection_force_and_rollback_and_survives_a_new_client(project):
@@ -212,6 +216,27 @@ def test_a_crash_before_the_decision_leaves_the_champion_and_history_untouched(p
     finally:
         weights.write_bytes(good)
     tracking.use_store(root)
+    assert tracking.aliases(name) == {"champion": 1}
+    assert len(history.events(name)) == 1
+
+
+def test_a_failure_after_registering_marks_the_version_failed_and_moves_no_alias(project):
+    root, params = project
+    name = params.promote.model_name
+    promote.run(params, root)
+    quantized = root / metrics_path("quantize")
+    good = quantized.read_text()
+    lying = json.loads(good)
+    lying["variants"]["fp32"]["accuracy"] -= 0.5  # the served model can no longer agree with the deployable
+    quantized.write_text(json.dumps(lying))
+    try:
+        with pytest.raises(ValueError, match="the served model is right on"):
+            promote.run(params, root)
+    finally:
+        quantized.write_text(good)
+    tracking.use_store(root)
+    tags = tracking.model_version(name, 2).tags
+    assert tags[Tag.DECISION] == "failed" and "the served model is right on" in tags[Tag.REASON]
     assert tracking.aliases(name) == {"champion": 1}
     assert len(history.events(name)) == 1
 

@@ -1,6 +1,7 @@
 import pytest
 
 from steps import quantize
+from steps.compression import onnx_export
 from steps.core.layout import int8_path, onnx_path
 from steps.core.names import ModelRole
 
@@ -13,6 +14,10 @@ def test_quantize_writes_int8_variants_and_names_the_deployable(project_after, s
     for method in ("dynamic", "static"):
         assert (root / int8_path(ModelRole.STUDENT, method)).is_file()
         assert result.variants[method]["file_bytes"] < result.variants["fp32"]["file_bytes"]
+        # int8 files take raw pixels too and carry the fp32 file's contract
+        assert onnx_export.metadata(root / int8_path(ModelRole.STUDENT, method)) == \
+            onnx_export.metadata(root / onnx_path(ModelRole.STUDENT))
+        assert result.variants[method]["accuracy"] > 0.5  # scored on raw pixels: normalised ones would be garbage
 
 
 def test_quantize_stops_when_the_deployable_int8_loses_too_much():

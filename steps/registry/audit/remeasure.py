@@ -59,15 +59,10 @@ def served_check(name: str, version: int, tags: dict[str, str], work: Path, stud
     """The registered pyfunc model on the fetched raw test split (raw pixels or rows, as a caller sends them),
     counted against the accuracy recorded at registration: the served accuracy, or for versions registered
     before the contract (which take normalised tensors) the evaluated student accuracy."""
-    from steps.core import datasets
-    from steps.serving.inputs import caller_rows
-    from steps.registry.comparison import served_labels
+    from steps.registry.comparison import served_labels, test_split
 
-    raw_x, y = datasets.raw_split(work, "test")
-    contract = datasets.contract(work)
-    manifest = datasets.read_manifest(work)
-    labels = served_labels(name, version, caller_rows(raw_x, contract),
-                           lambda: datasets.normalise(raw_x, manifest).numpy())
+    split = test_split(work)
+    labels, y = served_labels(name, version, split), split.y
     correct = int((labels == y).sum())
     recorded = float(tags.get(Tag.SERVED_ACCURACY, student_accuracy))
     recorded_correct = round(recorded * len(y))  # counts: accuracy is recorded in float32 / 6 digits
@@ -123,7 +118,7 @@ def decision_check(name: str, version: int, tags: dict[str, str], work: Path) ->
     """Recompute the promotion's paired test vs the champion it faced (both versions served by the registry,
     on the fetched test split, with the logged promote params and the fixed bootstrap seed): every statistic
     the decision recorded must come out the same."""
-    from steps.core.datasets import load_splits, read_manifest
+    from steps.core.datasets import read_manifest
     from steps.core.stats.classes import worst_of
     from steps.registry import comparison
     from steps.registry.history import statistics_tags
@@ -133,10 +128,10 @@ def decision_check(name: str, version: int, tags: dict[str, str], work: Path) ->
     if champion is None or not recorded:
         return [Check("decision statistics", None, "no champion at decision time: nothing was compared")]
     cfg = config.validate(logged_json(tags[Tag.PROMOTE_RUN], "params.json")).promote
-    test = load_splits(work, ("test",))["test"]
-    x, y = test.x.numpy(), test.y.numpy()
+    split = comparison.test_split(work)
+    y = split.y
     classes = list(read_manifest(work)["classes"])
-    before, now = comparison.served_labels(name, champion, x), comparison.served_labels(name, version, x)
+    before, now = comparison.served_labels(name, champion, split), comparison.served_labels(name, version, split)
     drops = comparison.class_drops(y, before, now, classes, cfg)
     redone = comparison.statistics(comparison.compare(y, before, now, classes, cfg), worst_of(drops))
     # compared as the version's tags print them (6 significant digits) and against the tags themselves
