@@ -1,7 +1,8 @@
 """Which MLflow store a process records into, and whether it answers.
 
 Local profile: `sqlite:///<root>/mlflow.db` with artifacts in `<root>/mlartifacts`
-(`mlflow ui --backend-store-uri sqlite:///mlflow.db` at the project root shows them).
+(`mlflow ui --backend-store-uri sqlite:///mlflow.db` at the project root shows them; its "Model training" view,
+`?workflowType=machine_learning`, lists the runs).
 `MLFLOW_TRACKING_URI` in the environment selects a server instead (the services profiles):
 a server that does not answer fails with `TrackingUnavailable`, naming its URI.
 """
@@ -34,9 +35,10 @@ USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 ARTIFACTS_DIR = "mlartifacts"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
-"""MLflow 3's experiment kind for model training (its UI's "Machine learning" view: runs, metrics, models).
-With no kind MLflow's UI opens an experiment in the GenAI view (traces, sessions, evaluations), where the
-runs a person looks for are one click away, under a tab they would not think of."""
+"""MLflow 3's experiment kind for model training (runs, metrics, models), the value its UI's kind selector writes;
+the other kind is "genai_development" (traces, sessions, evaluations). MLflow 3.17.2's own UI picks the view from
+its "GenAI | Model training" switch (default GenAI, remembered by the browser; `?workflowType=machine_learning` in
+the URL), not from this tag: seen in a browser, docs/pipeline.md says how to open the runs."""
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST",)
 
 
