@@ -36,7 +36,7 @@ def since(began: float) -> float:
 
 
 def _number(value: float | int | str) -> str:
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, bool | str):
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
