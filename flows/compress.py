@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
 from steps import config, storage, tracking
+from steps.compression import progress
 from flows import staleness
 from steps.core import datasets, lineage, profiles
 from steps.core.dag import STAGE_NAMES, STAGES, Stage, stage
@@ -94,11 +96,37 @@ def run_stage(root: str, stage_name: str, params: dict, params_sha256: str,
     st = stage(stage_name)
     check_params_unchanged(Path(root), params_sha256)
     run = importlib.import_module(st.module).run
-    if st.name == DATA_STAGE:
-        run(config.validate(params), Path(root))
-    else:
-        run(config.validate(params), Path(root), origin)
+    with progress_in_run_log():
+        if st.name == DATA_STAGE:
+            run(config.validate(params), Path(root))
+        else:
+            run(config.validate(params), Path(root), origin)
     return staleness.output_hashes(Path(root), st)
+
+
+class _ToRunLogger(logging.Handler):
+    def __init__(self, run_logger) -> None:
+        super().__init__()
+        self.run_logger = run_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.run_logger.log(record.levelno, record.getMessage())
+
+
+@contextlib.contextmanager
+def progress_in_run_log():
+    """The stage's progress lines (steps/compression/progress.py) through this task run's logger: in Prefect's
+    terminal output as "Task run 'teacher' - teacher: epoch 1/10, ...", and in the run's log on the Prefect API.
+    Not also propagated to the root logger, whose Prefect handler would print each line a second time."""
+    source = logging.getLogger(progress.LOGGER_NAME)
+    handler, propagated = _ToRunLogger(get_run_logger()), source.propagate
+    source.addHandler(handler)
+    source.propagate = False
+    try:
+        yield
+    finally:
+        source.removeHandler(handler)
+        source.propagate = propagated
 
 
 def _result(st: Stage, state) -> dict[str, str]:
@@ -196,7 +224,29 @@ def _run_stages(root: str, snapshot: Snapshot, remote: str | None, flow_run) -> 
                     raise StageFailed(f"opening the pipeline's MLflow run (before stage '{later}') failed: "
                                       f"{type(err).__name__}: {err}") from err
                 origin = dataclasses.replace(origin, parent_run=run_id)  # the later stages' runs nest under it
+            if st.name in PARENT_ARTIFACTS:
+                show_on_parent(Path(root), st, origin.parent_run)
     return states, pushed, outputs
+
+
+PARENT_ARTIFACTS = {
+    "evaluate": ["comparison.json", "per_class_recall.json", "pareto.png"],
+    "prune": ["frontier.png", "sensitivity.png"],  # a budget search's; the prune knobs make no figures
+}
+"""What a person opening the pipeline's run should see there without opening each stage's: {stage: artifacts}."""
+
+
+def show_on_parent(root: Path, st: Stage, parent_run_id: str) -> None:
+    """Copy a stage's tables and plots (PARENT_ARTIFACTS) into the pipeline's run from the stage run that made this
+    run's models: this run's own, or an earlier run's when the stage was cached. A copy that fails is a warning:
+    the models and the record are whole without it."""
+    run_id = json.loads((root / st.metrics[0]).read_text())["mlflow_run_id"]
+    try:
+        tracking.copy_artifacts(run_id, parent_run_id, PARENT_ARTIFACTS[st.name])
+    except Exception as err:  # MLflow's errors, a server blip: nothing to retry for a view
+        get_run_logger().warning("could not copy %s of %s's run %s into the pipeline's run %s: %s: %s",
+                                 ", ".join(PARENT_ARTIFACTS[st.name]), st.name, run_id, parent_run_id,
+                                 type(err).__name__, err)
 
 
 @contextlib.contextmanager

@@ -85,11 +85,12 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
         if init_uri:
             tracking.set_tags({"teacher.init": init_uri, "teacher.init_sha256": init_sha})
 
-        def on_epoch(epoch: int, loss: float) -> None:
+        def on_epoch(epoch: int, loss: float) -> dict[str, float]:
             epoch_metrics = {"train_loss": loss, "val_accuracy": accuracy(model, splits["val"])}
             if cfg.train.l1.coefficient > 0:  # show sparsity emerging under L1
                 epoch_metrics["near_zero_fraction"] = near_zero_fraction(model, cfg.train.l1.target)
             tracking.log_metrics(epoch_metrics, step=epoch)
+            return epoch_metrics
 
         if cfg.train.epochs > 0:
             train_epochs(

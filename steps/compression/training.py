@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from steps.compression import choices
+from steps.compression import choices, progress
 from steps.compression.augment import Augment
 
 StepLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -98,6 +99,10 @@ def progress_bar() -> Progress:
     )
 
 
+EpochHook = Callable[[int, float], Mapping[str, float] | None]
+"""(epoch, mean train loss) -> the metrics it measured (e.g. validation accuracy), shown in the epoch's line."""
+
+
 def train_epochs(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -108,19 +113,24 @@ def train_epochs(
     *,
     generator: torch.Generator,
     description: str,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: EpochHook | None = None,
     after_step: Callable[[], None] | None = None,
     lr_schedule: str = "constant",
 ) -> None:
     """Run `epochs` passes; `on_epoch(epoch, mean_loss)` after each, `after_step()` after each update.
-    lr_schedule "cosine" anneals the learning rate to 0 over all steps (Loshchilov & Hutter)."""
+    lr_schedule "cosine" anneals the learning rate to 0 over all steps (Loshchilov & Hutter).
+
+    Each epoch ends with one progress line (`description`: epoch i/n, train loss, what `on_epoch` measured,
+    seconds); on a terminal a bar shows the batches of the epoch under way."""
     model.train()
     batches = -(-n // batch_size)
     scheduler = _scheduler(optimizer, lr_schedule, epochs * batches)
-    with progress_bar() as bar:
-        task = bar.add_task(description, total=epochs * batches, status="")
-        for epoch in range(1, epochs + 1):
-            total = 0.0
+    for epoch in range(1, epochs + 1):
+        began = time.perf_counter()
+        total = 0.0
+        # One bar per epoch, gone before the epoch's line is written: a line written under a live bar garbles it.
+        with progress_bar() as bar:
+            task = bar.add_task(description, total=batches, status=f"epoch {epoch}/{epochs}")
             for idx in batch_indices(n, batch_size, generator):
                 optimizer.zero_grad(set_to_none=True)
                 loss = step_loss(model, idx)
@@ -131,10 +141,10 @@ def train_epochs(
                     after_step()
                 total += loss.item() * len(idx)
                 bar.advance(task)
-            mean = total / n
-            bar.update(task, status=f"epoch {epoch}/{epochs} loss {mean:.4f}")
-            if on_epoch is not None:
-                on_epoch(epoch, mean)
+        mean = total / n
+        measured = on_epoch(epoch, mean) if on_epoch is not None else None
+        progress.report(description, f"epoch {epoch}/{epochs}", {"train_loss": mean, **(measured or {})},
+                        progress.since(began))
 
 
 def cosine_lr(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:

@@ -6,10 +6,11 @@ number in the report, in a sweep and in an audit means the same thing.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from steps import config
-from steps.compression import measure
+from steps.compression import measure, progress
 from steps.compression.training import accuracy
 from steps.core.layout import model_path
 from steps.core.names import ModelRole
@@ -66,11 +67,14 @@ def latencies(models: dict, onnx_files: dict[str, Path], batches: dict[str, obje
     each set timed interleaved."""
     out: dict[str, dict] = {EAGER: {}, ONNXRUNTIME: {}}
     for key, batch in batches.items():
+        began = time.perf_counter()
         out[EAGER][key] = _intervals(measure.latency_ms(models, batch, cfg.latency_warmup, cfg.latency_repeats,
                                                         threads, keep_samples=True))
         if onnx_files:
             out[ONNXRUNTIME][key] = _intervals(measure.onnx_latency_ms(
                 onnx_files, batch.numpy(), cfg.latency_warmup, cfg.latency_repeats, threads, keep_samples=True))
+        progress.report("latency", f"{key} timed", {"eager_models": len(models), "onnx_files": len(onnx_files),
+                                                    "repeats": cfg.latency_repeats}, progress.since(began))
     return out
 
 

@@ -89,8 +89,10 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
         step_loss = logits_only_loss(objective, teacher, train, device)
 
     with tracking.open_run(root, **lineage.stage_run(root, params, "distill", origin)) as run_id:
-        def on_epoch(epoch: int, loss: float) -> None:
-            tracking.log_metrics({"train_loss": loss, "val_accuracy": accuracy(student, splits["val"])}, step=epoch)
+        def on_epoch(epoch: int, loss: float) -> dict[str, float]:
+            epoch_metrics = {"train_loss": loss, "val_accuracy": accuracy(student, splits["val"])}
+            tracking.log_metrics(epoch_metrics, step=epoch)
+            return epoch_metrics
 
         optimizer = adam(trainable, cfg.train.lr, cfg.train.weight_decay)
         train_epochs(student, optimizer, len(train), cfg.train.batch_size, cfg.train.epochs, step_loss,

@@ -24,10 +24,11 @@ frontier, and saves the chosen candidate as the pruned model.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from steps import config, tracking
-from steps.compression import choices, measure, pruning
+from steps.compression import choices, measure, progress, pruning
 from steps.compression.families import family_of
 from steps.compression.prune_method import PruneMethod
 from steps.compression.training import accuracy, adam, train_epochs
@@ -94,6 +95,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
         tracking.log_metrics({"sparsity": 0.0, "val_accuracy": accuracy(model, splits["val"]),
                               "parameters": original}, step=0)
         for round_no, target in enumerate(method.targets(), start=1):
+            began = time.perf_counter()
             method.prune_round(model, round_no, train, device)
             # Pruning replaces parameters (masks, or smaller tensors): a fresh optimizer sees the new ones.
             optimizer = adam(model.parameters(), cfg.finetune.lr, cfg.finetune.weight_decay)
@@ -106,6 +108,8 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
             point = {"round": round_no, "target": target, "sparsity": method.sparsity(model),
                      "parameters": measure.parameters(model), "val_accuracy": accuracy(model, splits["val"])}
             curve.append(point)
+            progress.report("prune", f"round {round_no}/{cfg.rounds}",
+                            {k: v for k, v in point.items() if k != "round"}, progress.since(began))
             tracking.log_metrics({k: v for k, v in point.items() if k != "round"}, step=round_no)
         method.finish(model)
         result = PruneResult(method=cfg.method, sparsity=method.sparsity(model), parameters=measure.parameters(model),

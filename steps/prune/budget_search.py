@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from steps import config
-from steps.compression import quantization, width_search
+from steps.compression import progress, quantization, width_search
 from steps.compression.prune_method import CALIBRATION_IMAGES
 from steps.compression.training import Split, accuracy, adam, train_epochs
 from steps.core import budget
@@ -37,6 +38,10 @@ from steps.core.layout import model_path
 from steps.core.names import ModelRole
 from steps.core.torchkit import regularised_loss
 from steps.prune.search_cache import SearchCache, cache_key, machine
+
+
+PHASE = "budget search"
+"""How its progress lines begin."""
 
 
 class BudgetUnreachable(ValueError):
@@ -74,8 +79,12 @@ def _sensitivity(root: Path, cache: SearchCache, layers, make, val: Split, param
                     [(layer.name, layer.levels) for layer in layers], params.prune.importance, params.seed)
     hit = cache.sensitivity(key)
     if hit is not None:
+        progress.report(PHASE, "sensitivity from the cache", {}, 0.0)
         return hit["base"], {layer: {int(w): d for w, d in t.items()} for layer, t in hit["table"].items()}
+    began = time.perf_counter()
     base, table = width_search.sensitivity(layers, lambda setting: accuracy(make(setting), scored))
+    progress.report(PHASE, "sensitivity", {"layers": len(layers), "cuts_scored": sum(map(len, table.values())),
+                                           "base_val_accuracy": base}, progress.since(began))
     cache.keep_sensitivity(key, base, table)
     return base, table
 
@@ -149,6 +158,7 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
         """(every setting measured, the candidates to verify), over every precision."""
         points, path, baselines = [], [], []
         for precision in opts.precisions:  # every setting measured, once per precision
+            began = time.perf_counter()
             walk = width_search.greedy(layers, table, base, measure_in(precision), excess, tag=precision,
                                        fits_wanted=opts.candidates)
             measured = walk.measured
@@ -159,6 +169,9 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
                 baselines += [p for p in uniform if p.fits]
             points += _new(measured, points)  # a setting both the walk and the uniform cuts visited is one point
             path += walk.path
+            progress.report(PHASE, f"{precision} settings measured",
+                            {"settings": len(measured), "fitting": sum(p.fits for p in measured)},
+                            progress.since(began))
         fitting = _candidates(path, points, opts.candidates)
         return points, fitting + _new(baselines, fitting)
 
@@ -219,6 +232,7 @@ class _Verifier:
     def verify(self, model, layers, point: width_search.Point, index: int, total: int) -> dict:
         """Fine-tune one candidate (prune.finetune), then measure it afresh with the verification repeats."""
         ft, target = self.params.prune.finetune, self.params.target
+        began = time.perf_counter()
         model = model.to(self.device)
         train_epochs(model, adam(model.parameters(), ft.lr, ft.weight_decay), len(self.train), ft.batch_size,
                      ft.epochs, regularised_loss(self.train, self.device, ft, self.params.seed + index),
@@ -229,6 +243,8 @@ class _Verifier:
         problems = budget.violations(measured, target)  # the budget itself: the margin was the search's aim
         if target.min_accuracy is not None and val_accuracy < target.min_accuracy:
             problems.append(f"val accuracy {val_accuracy:.4f} < target.min_accuracy {target.min_accuracy}")
+        progress.report(PHASE, f"candidate {index}/{total}, {budget.describe(measured)}",
+                        {"val_accuracy": val_accuracy, "fits": "yes" if not problems else "no"}, progress.since(began))
         return {"model": model, "candidate": index, "origin": point.origin,
                 "widths": {layer.name: w for layer, w in zip(layers, point.setting, strict=True)},
                 "predicted_accuracy": point.predicted_accuracy, "val_accuracy": val_accuracy,

@@ -18,7 +18,6 @@ from steps.core.layout import DATA_DIR
 from steps.core.profiles import DVC_REMOTE_NAME, Profile, dvc_remote_url, require, s3_endpoint
 
 environment.apply_defaults()  # DVC reads DVC_NO_ANALYTICS when it starts
-logging.getLogger("dvc").setLevel(logging.WARNING)  # "Updating lock file" on every commit is noise
 
 LOCK_FILE = "dvc.lock"
 
@@ -37,8 +36,26 @@ def _repo(root: Path):
     names and output paths against the current directory, not the repo it was given."""
     from dvc.repo import Repo
 
+    _dvc_logs_through_the_application()
     with contextlib.chdir(root), Repo(str(root)) as repo:
         yield repo
+
+
+DVC_LOGGERS = ("dvc", "dvc_objects", "dvc_data")
+
+
+def _dvc_logs_through_the_application() -> None:
+    """Importing DVC (`dvc.logger.setup()`) gives its loggers handlers of their own, writing to stdout and stderr,
+    while their records also propagate to the root logger: under Prefect, whose handler is on the root, every
+    DVC line ("Updating lock file 'dvc.lock'") was printed twice, raw and formatted. DVC's own handlers go, so
+    its lines are printed once, by whatever the application set up (Prefect's log, a stage's stderr).
+    (Setting the level at import, as before, did nothing: DVC's import sets it back to INFO.)"""
+    from dvc.logger import LoggerHandler
+
+    for name in DVC_LOGGERS:
+        dvc_logger = logging.getLogger(name)
+        for handler in [h for h in dvc_logger.handlers if isinstance(h, LoggerHandler)]:
+            dvc_logger.removeHandler(handler)
 
 
 def commit_stage(root: Path, stage_name: str) -> None:

@@ -8,6 +8,9 @@ stages open their own), so everything about one of those takes its run id.
 from __future__ import annotations
 
 import contextlib
+import json
+import posixpath
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +25,8 @@ from steps.core.results import flatten
 from steps.tracking.store import experiment_id, use_store
 
 PARENT_RUN_TAG = Tag.MLFLOW_PARENT_RUN
+LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"
+"""MLflow's run tag listing the artifacts `log_table` wrote, {"path", "type": "table"} each."""
 
 
 @contextlib.contextmanager
@@ -124,6 +129,28 @@ def log_run_files(run_id: str, paths: list[Path]) -> None:
     client = MlflowClient()
     for path in paths:
         client.log_artifact(run_id, str(path))
+
+
+def copy_artifacts(source_run_id: str, target_run_id: str, paths: list[str]) -> list[str]:
+    """Copy the artifacts `paths` of one run that it has into another run, at the same paths; returns those copied.
+
+    A table logged with `log_table` is logged as a table again, so the UI shows it as one there too."""
+    client = MlflowClient()
+    folders = {posixpath.dirname(path) or None for path in paths}
+    present = {item.path for folder in folders for item in client.list_artifacts(source_run_id, folder)}
+    source = client.get_run(source_run_id)
+    tables = {entry["path"] for entry in json.loads(source.data.tags.get(LOGGED_ARTIFACTS, "[]"))
+              if entry.get("type") == "table"}
+    copied = [path for path in paths if path in present]
+    with tempfile.TemporaryDirectory(prefix="shrinkflow-artifacts-") as scratch:
+        for path in copied:
+            if path in tables:
+                table = client.load_table(source.info.experiment_id, path, [source_run_id])
+                client.log_table(target_run_id, table, path)
+            else:
+                local = client.download_artifacts(source_run_id, path, scratch)
+                client.log_artifact(target_run_id, local, artifact_path=posixpath.dirname(path) or None)
+    return copied
 
 
 def set_run_tags(run_id: str, tags: dict[str, str]) -> None:

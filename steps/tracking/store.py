@@ -1,7 +1,8 @@
 """Which MLflow store a process records into, and whether it answers.
 
 Local profile: `sqlite:///<root>/mlflow.db` with artifacts in `<root>/mlartifacts`
-(`mlflow ui --backend-store-uri sqlite:///mlflow.db` at the project root shows them).
+(`mlflow ui --backend-store-uri sqlite:///mlflow.db` at the project root shows them; its "Model training" view,
+`?workflowType=machine_learning`, lists the runs).
 `MLFLOW_TRACKING_URI` in the environment selects a server instead (the services profiles):
 a server that does not answer fails with `TrackingUnavailable`, naming its URI.
 """
@@ -32,6 +33,12 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 # environment itself, so reading it later would mistake our own local store for a server.
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 ARTIFACTS_DIR = "mlartifacts"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+"""MLflow 3's experiment kind for model training (runs, metrics, models), the value its UI's kind selector writes;
+the other kind is "genai_development" (traces, sessions, evaluations). MLflow 3.17.2's own UI picks the view from
+its "GenAI | Model training" switch (default GenAI, remembered by the browser; `?workflowType=machine_learning` in
+the URL), not from this tag: seen in a browser, docs/pipeline.md says how to open the runs."""
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST",)
 
 
@@ -106,7 +113,7 @@ def file_store_path() -> Path | None:
 
 def experiment_id(name: str) -> str:
     """The id of experiment `name` in the current store; created when missing, with its artifacts inside the
-    project on the local store (a server decides where its artifacts go)."""
+    project on the local store (a server decides where its artifacts go), as a model-training experiment."""
     try:
         found = mlflow.get_experiment_by_name(name)
     except MlflowException as err:  # the first request of every stage: say which server did not answer
@@ -115,10 +122,12 @@ def experiment_id(name: str) -> str:
             raise
         raise _server_error(mlflow.get_tracking_uri(), cause) from err
     if found is not None:
+        if EXPERIMENT_KIND_TAG not in found.tags:  # created before shrinkflow set a kind; one set by a person stays
+            MlflowClient().set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return found.experiment_id
     db = None if USER_TRACKING_URI else file_store_path()
     location = (db.parent / ARTIFACTS_DIR).as_uri() if db is not None else None
     try:
-        return mlflow.create_experiment(name, artifact_location=location)
+        return mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
     except MlflowException:  # created concurrently by another process
         return mlflow.get_experiment_by_name(name).experiment_id

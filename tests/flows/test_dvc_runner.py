@@ -26,6 +26,10 @@ def test_dvc_repro_runs_every_stage_then_nothing(tmp_path, idx_dir):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     for name in STAGE_NAMES:
         assert f"Running stage '{name}'" in first.stdout
+    # each stage's progress on its stderr (steps/core/stage.py), which DVC passes through
+    for line in ("teacher: epoch 2/2, train_loss ", "prune: round 2/2, ", "distill: epoch 2/2, train_loss ",
+                 "latency: batch_1 timed, "):
+        assert line in first.stderr, first.stderr[-3000:]
     assert set(yaml.safe_load((root / "dvc.lock").read_text())["stages"]) == set(STAGE_NAMES)
     assert (root / REPORT).is_file()
 

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from benchmarks.checkout import copy_project
 from flows.runlock import RUN_LOCK, RunLocked, project_lock
 from steps import tracking
+from steps.core.dag import STAGE_NAMES
 from steps.core.names import Tag
 from steps.core.sqlite import CorruptDatabase
 from steps.registry import audit
+from steps.tracking.store import EXPERIMENT_KIND_TAG, MODEL_TRAINING
 from tests.helpers import BIN, REPO, cli_env, shrinkflow, tiny_params
 
 pytestmark = pytest.mark.integration
@@ -88,6 +91,29 @@ def test_stage_runs_are_nested_under_one_pipeline_run_with_the_dataset(contended
     inputs = parents[0].inputs.dataset_inputs
     assert len(inputs) == 1 and inputs[0].dataset.digest == tracking.model_version(
         "fashion-student", 1).tags[Tag.DATA_HASH]
+
+
+def test_the_pipeline_run_shows_the_comparison_and_the_pareto_plot_in_a_model_training_experiment(contended):
+    root, _, _ = contended
+    tracking.use_store(root)
+    parent = next(r for r in tracking.search_events("lock", "")
+                  if Tag.PIPELINE_RUN in r.data.tags and Tag.STAGE not in r.data.tags)
+    client = MlflowClient()
+    shown = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"comparison.json", "per_class_recall.json", "pareto.png"} <= shown
+    assert client.get_experiment(parent.info.experiment_id).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
+
+
+def test_the_run_shows_every_epoch_once_in_its_task_log_and_each_dvc_line_once(contended):
+    _, first, _ = contended
+    printed = (first.stdout + first.stderr).splitlines()
+    for epoch in (1, 2):
+        lines = [line for line in printed if f"teacher: epoch {epoch}/2, train_loss " in line]
+        assert len(lines) == 1 and "Task run 'teacher' - " in lines[0] and ", val_accuracy " in lines[0], lines
+    assert sum(" - distill: epoch 2/2, train_loss " in line for line in printed) == 1
+    assert sum(" - latency: batch_1 timed, " in line for line in printed) == 1  # evaluate's timing
+    # one `dvc commit` per stage, each line printed once (DVC's own handler printed it raw as well)
+    assert sum("Updating lock file 'dvc.lock'" in line for line in printed) == len(STAGE_NAMES)
 
 
 def test_a_params_edit_during_the_run_fails_it_naming_the_file_and_registers_nothing(tmp_path, idx_dir):

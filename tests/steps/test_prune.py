@@ -1,9 +1,11 @@
+import logging
+
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from steps import config, prune, tracking
-from steps.compression import choices, measure
+from steps.compression import choices, measure, progress
 from steps.compression.families import build
 from steps.compression.families.spec import ModelSpec
 from steps.core.datasets import load_splits
@@ -12,9 +14,10 @@ from steps.core.torchkit import load_model
 from tests.helpers import variant
 
 
-def test_prune_reaches_target_with_a_curve(project_after, stage_params):
+def test_prune_reaches_target_with_a_curve(project_after, stage_params, caplog):
     root = project_after("teacher")
-    result = prune.run(stage_params, root)
+    with caplog.at_level(logging.INFO, logger=progress.LOGGER_NAME):
+        result = prune.run(stage_params, root)
     assert result.sparsity == pytest.approx(stage_params.prune.target_sparsity, abs=1e-3)
     assert [p["round"] for p in result.curve] == [1, 2]
     model, _ = load_model(root, ModelRole.PRUNED)
@@ -23,6 +26,12 @@ def test_prune_reaches_target_with_a_curve(project_after, stage_params):
     sparsity_curve = MlflowClient().get_metric_history(result.mlflow_run_id, "sparsity")
     assert [m.value for m in sorted(sparsity_curve, key=lambda m: m.step)][0] == 0.0
     assert len(sparsity_curve) == stage_params.prune.rounds + 1
+    # what a person saw meanwhile: each round's fine-tuning epoch, then the round with what it measured
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == progress.LOGGER_NAME and r.getMessage().startswith("prune")]  # not the snapshot's teacher
+    assert [line.split(", ")[0] for line in lines] == ["prune round 1/2 @ 43.8%: epoch 1/1", "prune: round 1/2",
+                                                       "prune round 2/2 @ 50.0%: epoch 1/1", "prune: round 2/2"]
+    assert f"val_accuracy {result.curve[-1]['val_accuracy']:.4f}" in lines[-1]
 
 
 def test_structured_prune_removes_channels(project_after, stage_params):

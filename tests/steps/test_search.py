@@ -1,12 +1,13 @@
 """The budget search (params `target:`) as the prune stage runs it, and what the later stages do with its choice."""
 
 import json
+import logging
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from steps import distill, evaluate, export, promote, prune, quantize, tracking
-from steps.compression import measure, width_search
+from steps.compression import measure, progress, width_search
 from steps.core.layout import model_path
 from steps.core.names import ModelRole, Tag
 from steps.core.torchkit import load_model
@@ -31,12 +32,14 @@ def teacher_parameters(root) -> int:
     return measure.parameters(load_model(root, ModelRole.TEACHER)[0])
 
 
-def test_the_search_meets_a_parameter_budget_that_a_fixed_setting_misses(project_after, stage_params):
+def test_the_search_meets_a_parameter_budget_that_a_fixed_setting_misses(project_after, stage_params, caplog):
     root = project_after("teacher")
     limit = int(teacher_parameters(root) * 0.35)
     fixed = prune.run(variant(stage_params, prune={"method": "structured", "target_sparsity": 0.3}), root)
     assert fixed.parameters > limit  # the hand-set 30% of channels is too big for this budget
-    result = prune.run(with_target(stage_params, parameters=limit), root)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=progress.LOGGER_NAME):
+        result = prune.run(with_target(stage_params, parameters=limit), root)
     pruned, _ = load_model(root, ModelRole.PRUNED)
     assert result.method == "search"
     assert measure.parameters(pruned) == result.parameters == result.search["chosen"]["parameters"] <= limit
@@ -48,6 +51,14 @@ def test_the_search_meets_a_parameter_budget_that_a_fixed_setting_misses(project
     round_to = stage_params.prune.round_to
     layers = width_search.layers_of(load_model(root, ModelRole.TEACHER)[0], QUICK["widths"], round_to)
     assert tuple(uniform[0]["widths"].values()) in width_search.uniform(layers, QUICK["widths"], round_to)
+    # what a person saw meanwhile: the sensitivity, the settings measured, each candidate's epochs and verdict
+    lines = [r.getMessage() for r in caplog.records if r.name == progress.LOGGER_NAME]
+    assert lines[0].startswith("budget search: sensitivity, layers ")
+    assert lines[1].startswith(f"budget search: fp32 settings measured, settings {len(result.search['frontier'])}")
+    for i, candidate in enumerate(result.search["candidates"], start=1):
+        assert f"search candidate {i}/2 (fp32): epoch 1/1, train_loss " in " ".join(lines)
+        verdict = [line for line in lines if line.startswith(f"budget search: candidate {i}/2, fp32: p95 ")]
+        assert len(verdict) == 1 and f"val_accuracy {candidate['val_accuracy']:.4f}, fits yes" in verdict[0]
 
 
 def test_an_impossible_budget_is_refused_saying_how_close_the_best_came(project_after, stage_params):
