@@ -8,12 +8,14 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from steps.core.datasets import raw_split
 from steps.core.layout import REPORT
 from steps.core.names import ModelRole
+from tests.helpers import shrinkflow
 from tests.servers import scoring_server
 
 pytestmark = pytest.mark.integration
@@ -70,3 +72,23 @@ def test_bad_requests_get_a_4xx_naming_the_fault_and_the_server_keeps_serving(se
     assert status == 400 and "[0, 255]" in body["message"]
     status, body = post(url, {"inputs": pixels[:3, 0].tolist()})
     assert status == 200 and len(body["predictions"]) == 3
+
+
+def test_shrinkflow_predict_scores_a_folder_of_pngs_with_the_champion(served, stage_params, tmp_path):
+    """Batch scoring as a scheduled job runs it: a folder of the files a team receives, an answer per file."""
+    root, url = served
+    pixels, labels = raw_split(root, "test")
+    folder = tmp_path / "incoming"
+    (folder / "day2").mkdir(parents=True)
+    for i, image in enumerate(pixels[:40, 0]):
+        Image.fromarray(image).save(folder / ("day2" if i % 2 else "") / f"{i:03d}.png")
+    out = tmp_path / "scores.parquet"
+    done = shrinkflow(root, "predict", f"models:/{stage_params.promote.model_name}@champion", str(folder),
+                      "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    scores = pd.read_parquet(out)
+    index = scores["id"].str.extract(r"(\d+)\.png")[0].astype(int)
+    status, body = post(url, {"inputs": pixels[index.to_numpy(), 0].tolist()})
+    assert status == 200
+    assert scores["class_index"].tolist() == [a["class_index"] for a in body["predictions"]]
+    assert len(scores) == 40 and scores["id"].str.startswith("day2/").sum() == 20
