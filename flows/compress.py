@@ -240,10 +240,11 @@ def show_on_parent(root: Path, st: Stage, parent_run_id: str) -> None:
     """Copy a stage's tables and plots (PARENT_ARTIFACTS) into the pipeline's run from the stage run that made this
     run's models: this run's own, or an earlier run's when the stage was cached. A copy that fails is a warning:
     the models and the record are whole without it."""
-    run_id = json.loads((root / st.metrics[0]).read_text())["mlflow_run_id"]
+    run_id = "unknown"
     try:
+        run_id = json.loads((root / st.metrics[0]).read_text())["mlflow_run_id"]
         tracking.copy_artifacts(run_id, parent_run_id, PARENT_ARTIFACTS[st.name])
-    except Exception as err:  # MLflow's errors, a server blip: nothing to retry for a view
+    except Exception as err:  # MLflow's errors, a server blip, an unreadable record: nothing to retry for a view
         get_run_logger().warning("could not copy %s of %s's run %s into the pipeline's run %s: %s: %s",
                                  ", ".join(PARENT_ARTIFACTS[st.name]), st.name, run_id, parent_run_id,
                                  type(err).__name__, err)

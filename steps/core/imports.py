@@ -46,10 +46,11 @@ def direct_imports(module: str) -> frozenset[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and (node.level or node.module):
+            base = _absolute(module, path, node)
             for alias in node.names:
-                sub = f"{node.module}.{alias.name}"
-                targets.add(sub if module_file(sub) is not None else node.module)
+                sub = f"{base}.{alias.name}"
+                targets.add(sub if module_file(sub) is not None else base)
     found = {m for m in targets if m.split(".")[0] == PACKAGE and module_file(m) is not None}
     for name in list(found):
         if _is_lazy_package(name):
@@ -59,6 +60,16 @@ def direct_imports(module: str) -> frozenset[str]:
         found |= {".".join(parts[:i]) for i in range(1, len(parts))}
     found.discard(module)
     return frozenset(found)
+
+
+def _absolute(module: str, path, node: ast.ImportFrom) -> str:
+    """The module a `from ... import` names: `from .answers import x` in steps.serving.inputs is
+    steps.serving.answers (steps/serving/ imports itself relatively: it is shipped inside registered models)."""
+    if node.level == 0:
+        return node.module
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base)
 
 
 def _is_lazy_package(module: str) -> bool:

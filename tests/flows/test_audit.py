@@ -96,10 +96,11 @@ def test_data_tampered_on_the_remote_is_named(project):
 
 
 def test_registered_artifact_tampered_is_named(project):
-    weights = next((project / "mlartifacts").rglob("model.pt2"))
-    with tampered(weights, lambda b: b + b"\0"):
+    # the served model's contract: what it tells callers and how it reads their input
+    contract = next(p for p in (project / "mlartifacts").rglob("contract.json") if "models" in p.parts)
+    with tampered(contract, lambda b: b + b"\n"):
         report = audit.run(project, "models:/fashion-student/1", **LOOSE)
-    assert "model/data/model.pt2" in failed(report)["artifacts.sha256"]
+    assert "model/artifacts/contract.json" in failed(report)["artifacts.sha256"]
     assert next(c for c in report.checks if c.name == "metrics").passed is None  # not measured on unproven files
 
 

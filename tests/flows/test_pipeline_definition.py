@@ -81,7 +81,8 @@ class RecordingSnapshot:
 
 @pytest.fixture
 def calls(monkeypatch) -> list[str]:
-    """What the flow did, in order: stage names, "publish", "open parent" and "close parent"."""
+    """What the flow did, in order: stage names, "publish", "open parent", "close parent" and "show <stage>" (a
+    stage's tables and plots copied onto the parent run)."""
     calls: list[str] = []
 
     @contextlib.contextmanager
@@ -93,6 +94,7 @@ def calls(monkeypatch) -> list[str]:
             calls.append("close parent")
 
     monkeypatch.setattr(compress, "_parent_run", parent_run)
+    monkeypatch.setattr(compress, "show_on_parent", lambda root, st, parent: calls.append(f"show {st.name}"))
     monkeypatch.setattr(compress, "publish", lambda *args: calls.append("publish") or 0)
     return calls
 
@@ -113,6 +115,8 @@ def test_flow_runs_every_stage_in_dag_order(calls):
     # MLflow's parent run opens once the data exists and spans the rest; the push precedes the registration
     assert calls.index("open parent") == calls.index(compress.DATA_STAGE) + 1 and calls[-1] == "close parent"
     assert calls.index("publish") == calls.index(compress.REGISTRY_STAGE) - 1
+    assert [c for c in calls if c.startswith("show")] == ["show prune", "show evaluate"]
+    assert calls.index("show evaluate") == calls.index("evaluate") + 1
     assert pushed == 0
     # every stage run names the pipeline run; those after data nest under the parent run
     assert all(o.pipeline_run == "flow-run-id" for o in snapshot.origins)
