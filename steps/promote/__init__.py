@@ -23,6 +23,7 @@ the other, each against the champion the other left.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -39,10 +40,10 @@ from steps.core.results import EvaluateReport, QuantizeResult, TeacherResult
 from steps.core.torchkit import load_model
 from steps.promote.champion import cost_metrics, incumbent_now
 from steps.promote.contracts import check_same_task
-from steps.registry.comparison import ScoredSplit
 from steps.promote.decision import Candidate, Decision, judge
 from steps.promote.gates import Gate, quality_gates
 from steps.registry import aliases, artifacts, comparison, history
+from steps.registry.comparison import ScoredSplit
 from steps.registry.lock import promotion_lock, this_process
 
 
@@ -58,7 +59,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     # Everything that can be refused is refused before anything is registered: a damaged checkpoint, another task
     load_model(root, ModelRole.STUDENT)
     tracking.use_store(root)
-    check_same_task(name, contract, cfg.replace_contract)
+    comparable = check_same_task(name, contract, cfg.replace_contract)
     files, deployable = deployable_files(root)
     trigger = origin.trigger or this_process()
     with tracking.open_run(root, **lineage.stage_run(root, params, "promote", origin)) as run_id:
@@ -66,15 +67,38 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
         tracking.log_files([root / f for f in model_files(ModelRole.STUDENT)], Artifact.MODEL_FILES)
         tracking.log_dict(params.model_dump(mode="json"), "params.json")  # the audit compares params.yaml to it
         version = tracking.register(deployable, contract, test.raw[:EXAMPLE_ROWS], name)
+        candidate = Candidate(model_name=name, version=version, metrics=report["models"][ModelRole.STUDENT])
         try:
-            decision = decide(root, params, report, run_id, Candidate(model_name=name, version=version,
-                              metrics=report["models"][ModelRole.STUDENT]), (files, deployable), test, gates, trigger)
+            decision = decide(root, params, report, run_id, candidate, (files, deployable), test, gates, trigger,
+                              comparable)
         except BaseException as err:
-            # No version is left without a decision: a failure after registering marks it failed, with the reason.
-            tracking.mark_failed(name, version, f"promote failed: {type(err).__name__}: {err}")
+            # No version is left without a decision: a failure between registering and the recorded decision
+            # marks it failed, with the reason (nothing has moved an alias yet).
+            mark_failed(name, version, err)
             raise
+        log_decision(decision)  # the decision is recorded; what follows only mirrors it into the run
     write_json(root / PROMOTION, decision.to_dict())
     return decision
+
+
+def mark_failed(name: str, version: int, err: BaseException) -> None:
+    """Tag the version failed with `err`; a store that cannot take the tag is logged, so that the original error,
+    not this one, is what the stage raises."""
+    try:
+        tracking.mark_failed(name, version, f"promote failed: {type(err).__name__}: {err}")
+    except Exception as tagging:  # the store that failed the stage may refuse this too
+        logging.getLogger(__name__).error("%s v%s is left without a decision: tagging it failed also failed (%s: %s)",
+                                          name, version, type(tagging).__name__, tagging)
+
+
+def log_decision(decision: Decision) -> None:
+    """The gates, statistics and the decision into the promote run (the version's tags and the history hold them
+    already)."""
+    gate_values = {f"gate.{g.name}": g.value for g in decision.gates}
+    stat_values = {f"stat.{k}": float(v) for k, v in decision.statistics.items() if not isinstance(v, str)}
+    tracking.log_metrics(gate_values | stat_values | {"promoted": float(decision.promoted)})
+    tracking.set_tags(gate_tags(decision.gates))
+    tracking.log_dict(decision.to_dict(), "decision.json")  # the audit recomputes the statistics from it
 
 
 EXAMPLE_ROWS = 5
@@ -82,9 +106,10 @@ EXAMPLE_ROWS = 5
 
 
 def decide(root: Path, params: config.Params, report: dict, run_id: str, candidate: Candidate,
-           deploy_files: tuple[list[Path], Path], test: ScoredSplit, gates: list[Gate], trigger: str) -> Decision:
-    """Everything after registering `candidate`: the version's files and tags, the served accuracy, the decision
-    under the registry lock, and its record."""
+           deploy_files: tuple[list[Path], Path], test: ScoredSplit, gates: list[Gate], trigger: str,
+           comparable: bool) -> Decision:
+    """Everything from registering `candidate` to its recorded decision: the version's files and tags, the served
+    accuracy, the decision under the registry lock (against the champion when `comparable`), and its record."""
     cfg = params.promote
     name, version, deployable = candidate.model_name, candidate.version, deploy_files[1]
     # Deployable ONNX files (issue 9): logged with this version, sha256 of each as a version tag.
@@ -98,14 +123,9 @@ def decide(root: Path, params: config.Params, report: dict, run_id: str, candida
     tracking.log_metrics(cost_metrics(candidate) | {"served.accuracy": served})
     class_names = list(datasets.read_manifest(root)["classes"])
     with promotion_lock(name, cfg.lock_timeout_s, trigger):
-        incumbent = incumbent_now(candidate, test, class_names, cfg)
+        incumbent = incumbent_now(candidate, test, class_names, cfg) if comparable else None
         decision = judge(gates, candidate, incumbent, cfg)
         record(decision, tags, report, trigger)
-    gate_values = {f"gate.{g.name}": g.value for g in decision.gates}
-    stat_values = {f"stat.{k}": float(v) for k, v in decision.statistics.items() if not isinstance(v, str)}
-    tracking.log_metrics(gate_values | stat_values | {"promoted": float(decision.promoted)})
-    tracking.set_tags(gate_tags(decision.gates))
-    tracking.log_dict(decision.to_dict(), "decision.json")  # the audit recomputes the statistics from it
     return decision
 
 

@@ -13,22 +13,26 @@ class ContractMismatch(ValueError):
     """The candidate's input contract differs from the champion's under the same registered model name."""
 
 
-def check_same_task(model_name: str, contract: Contract, replace: bool) -> None:
-    """ContractMismatch naming both contracts and the ways out, unless the champion (if any) takes the same input
-    and names the same classes; `replace` (promote.replace_contract) starts a new line on purpose."""
+def check_same_task(model_name: str, contract: Contract, replace: bool) -> bool:
+    """Whether the champion (if any) is this candidate's task, so the two can be compared on today's test split.
+
+    Another task is refused (ContractMismatch naming both contracts and the ways out), unless `replace`
+    (promote.replace_contract) starts a new line on purpose: then False, and the candidate is judged as if
+    there were no champion (another task's champion cannot be scored on this data)."""
     champion = tracking.alias_version(model_name, Alias.CHAMPION)
-    if champion is None or replace:
-        return
+    if champion is None:
+        return True
     version = int(champion.version)
     theirs = tracking.contract_of(model_name, version)
     differences = contract.differences(theirs) if theirs is not None else legacy_differences(model_name, version,
                                                                                              contract)
-    if differences:
+    if differences and not replace:
         raise ContractMismatch(
             f"{model_name}: this candidate is not the same task as the champion v{version}, so it cannot join the "
             f"model's line ({'; '.join(differences)}; this candidate's first). This run's model takes "
             f"{contract.describe()}. Register it under another name (promote.model_name), or start a new line on "
             "purpose with -S promote.replace_contract=true. Nothing was registered.")
+    return not differences
 
 
 def legacy_differences(model_name: str, version: int, contract: Contract) -> list[str]:

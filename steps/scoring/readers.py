@@ -39,8 +39,7 @@ from PIL import Image
 from steps.serving.contract import Contract
 from steps.sources.arrays import TEST_SUFFIX, X_KEYS
 from steps.sources.base import DataError
-from steps.sources.image_folder import COLOR_MODES, GRAY_MODES
-from steps.sources.images import conform_image
+from steps.serving.pixels import DECODE_ERRORS, conform_image, unsupported_mode
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +49,6 @@ TABLE_EXTENSIONS = (".parquet", ".pq", ".csv")
 IDX_NAME = re.compile(r"-idx3-ubyte(\.gz)?$")
 # Pillow's failures on a bad file (as steps/sources/image_folder.py): unknown format or truncated data
 # (OSError), broken chunks (SyntaxError, ValueError), decompression bombs.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 _IDX_ERRORS = (OSError, EOFError, zlib.error)
 
 Id = Any  # a relative path (str), a row index (int), or an --id-column value
@@ -132,8 +130,8 @@ def _size_refused(width: int, height: int, contract: Contract) -> str:
 
 def conform(image: Image.Image, contract: Contract) -> np.ndarray:
     """One decoded image as uint8 (C, H, W) of the contract's channels and size; Unreadable when it cannot be."""
-    if image.mode not in GRAY_MODES | COLOR_MODES:
-        raise Unreadable(f"unsupported image mode {image.mode!r} (16-bit or float?); save it as 8-bit gray or RGB")
+    if unsupported_mode(image.mode):
+        raise Unreadable(unsupported_mode(image.mode))
     if image.size != contract.size[::-1] and contract.resize is None:
         raise Unreadable(_size_refused(*image.size, contract))
     pixels = conform_image(image, contract.channels, contract.resize)
@@ -148,7 +146,7 @@ def decode_image(path: Path, contract: Contract) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return conform(image, contract)
-    except _DECODE_ERRORS as err:
+    except DECODE_ERRORS as err:
         raise Unreadable(f"not a readable image ({err})") from None
 
 

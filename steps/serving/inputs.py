@@ -15,10 +15,10 @@ import io
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .contract import Contract
-from .pixels import conform_image
+from .pixels import DECODE_ERRORS, conform_image, unsupported_mode
 
 
 
@@ -75,8 +75,8 @@ def images(data, contract: Contract) -> np.ndarray:
         data = np.asarray(data, dtype=object) if data and isinstance(data[0], str | bytes) else np.asarray(data)
     if not isinstance(data, np.ndarray):
         raise InputError(f"expected an array of raw pixel values or a list of encoded images, got {type(data).__name__}")
-    if data.dtype == object and data.ndim == 1 and len(data) and isinstance(data[0], str | bytes):
-        return np.stack([decoded(item, i, contract) for i, item in enumerate(data)]).astype(np.float32)
+    if data.ndim == 1 and len(data) and (data.dtype.kind in "SU" or isinstance(data[0], str | bytes)):
+        return np.stack([decoded(item, i, contract) for i, item in enumerate(data.tolist())]).astype(np.float32)
     return pixel_array(data, contract)
 
 
@@ -90,10 +90,11 @@ def pixel_array(data: np.ndarray, contract: Contract) -> np.ndarray:
         raise InputError(f"pixel values must be numbers, got dtype {data.dtype}")
     nchw = channels_first(data, contract)
     values = nchw.astype(np.float32, copy=False)
-    if not np.isfinite(values).all() or values.min(initial=0) < 0 or values.max(initial=0) > 255:
-        raise InputError(f"pixel values must be raw values in [0, 255]; got the range "
-                         f"[{np.nanmin(values):g}, {np.nanmax(values):g}]" if np.isfinite(values).any()
-                         else "pixel values must be finite numbers in [0, 255]")
+    if not np.isfinite(values).all():
+        raise InputError("pixel values must be finite numbers in [0, 255]; got NaN or infinite values")
+    if values.min(initial=0) < 0 or values.max(initial=0) > 255:
+        raise InputError(f"pixel values must be raw values in [0, 255]; got the range [{values.min():g}, "
+                         f"{values.max():g}]")
     return values if nchw.shape[2:] == tuple(contract.input_shape[1:]) else resized(values, contract)
 
 
@@ -136,11 +137,13 @@ def decoded(item, index: int, contract: Contract) -> np.ndarray:
         except (binascii.Error, ValueError):
             raise InputError(f"image {index}: not base64 text") from None
     try:
-        with Image.open(io.BytesIO(raw)) as image:
-            image.load()
-            return conform(image, contract, f"image {index}")
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except DECODE_ERRORS as err:
         raise InputError(f"image {index}: cannot be decoded as an image ({err})") from None
+    if unsupported_mode(image.mode):
+        raise InputError(f"image {index}: {unsupported_mode(image.mode)}")
+    return conform(image, contract, f"image {index}")
 
 
 def conform(image: Image.Image, contract: Contract, where: str) -> np.ndarray:

@@ -14,6 +14,19 @@ from PIL import Image
 # shrinking, so it antialiases downscaling as well (no need for BOX there).
 RESAMPLE = Image.Resampling.BILINEAR
 MODES = {1: "L", 3: "RGB"}
+GRAY_MODES = frozenset({"1", "L", "LA"})
+COLOR_MODES = frozenset({"P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
+"""8-bit modes the conversion takes; 16-bit and float images (I;16, I, F) would be clipped, so they are refused."""
+# Pillow's own failures on a bad file: unreadable/unknown format (UnidentifiedImageError is an
+# OSError), truncated data (OSError), broken chunks (SyntaxError, ValueError), decompression bombs.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+def unsupported_mode(mode: str) -> str | None:
+    """Why an image of `mode` cannot be converted, or None when it can."""
+    if mode in GRAY_MODES | COLOR_MODES:
+        return None
+    return f"unsupported image mode {mode!r} (16-bit or float?); save it as 8-bit gray or RGB"
 
 
 def conform_image(image: Image.Image, channels: int, size: int | None) -> np.ndarray:

@@ -26,16 +26,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from steps.serving.pixels import COLOR_MODES, DECODE_ERRORS, unsupported_mode
 from steps.sources.base import CHANNELS, DataError, RawData, SourceOptions, refuse_options
 from steps.sources.images import conform_image
 from steps.sources.labels import split_off_test
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
-GRAY_MODES = frozenset({"1", "L", "LA"})
-COLOR_MODES = frozenset({"P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
-# Pillow's own failures on a bad file: unreadable/unknown format (UnidentifiedImageError is an
-# OSError), truncated data (OSError), broken chunks (SyntaxError, ValueError), decompression bombs.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 def _visible(path: Path) -> list[Path]:
@@ -97,10 +93,10 @@ def _header(path: Path) -> tuple[str, tuple[int, int]]:
     try:
         with Image.open(path) as image:
             mode, size = image.mode, image.size
-    except _DECODE_ERRORS as err:
+    except DECODE_ERRORS as err:
         raise DataError(f"{path}: not a readable image ({err})") from None
-    if mode not in GRAY_MODES | COLOR_MODES:
-        raise DataError(f"{path}: unsupported image mode {mode!r} (16-bit or float?); save it as 8-bit gray or RGB")
+    if unsupported_mode(mode):
+        raise DataError(f"{path}: {unsupported_mode(mode)}")
     return mode, size
 
 
@@ -110,7 +106,7 @@ def _decode(files: list[Path], channels: int, size: int | None, shape: tuple[int
         try:
             with Image.open(path) as image:
                 out[i] = conform_image(image, channels, size)
-        except _DECODE_ERRORS as err:
+        except DECODE_ERRORS as err:
             raise DataError(f"{path}: not a readable image ({err})") from None
     return out
 

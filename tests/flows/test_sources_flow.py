@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from steps import config, tracking
+from steps import config, promote, tracking
 from steps.core.dag import STAGE_NAMES
 from steps.core.datasets import raw_split, read_manifest
 from steps.promote.contracts import ContractMismatch
@@ -137,6 +137,10 @@ def test_table_end_to_end_with_mlps(tmp_path: Path):
         run_pipeline(root, images)
     versions = MlflowClient().search_model_versions(f"name = '{params.promote.model_name}'")
     assert [int(v.version) for v in versions] == [decision.version]
+    # ... unless the new line is started on purpose: judged as if there were no champion (it cannot face one)
+    replacing = images.model_copy(update={"promote": images.promote.model_copy(update={"replace_contract": True})})
+    new_line = promote.run(replacing, root)
+    assert new_line.promoted and new_line.incumbent_version is None and new_line.version == decision.version + 1
 
 
 def test_a_conv_arch_on_a_table_is_refused_naming_source_and_arch(tmp_path: Path):

@@ -34,6 +34,7 @@ def test_every_layout_and_dtype_of_raw_pixels_gives_the_same_batch():
     assert np.array_equal(to_batch(encoded, GRAY), expected)
     as_text = np.array([base64.b64encode(png(p[0])).decode() for p in PIXELS], dtype=object)
     assert np.array_equal(to_batch(as_text, GRAY), expected)  # base64, as JSON carries bytes
+    assert np.array_equal(to_batch(as_text.astype(str), GRAY), expected)  # np.array(list of str): dtype <U
 
 
 def test_other_sizes_are_resized_as_the_data_stage_does_only_when_it_resized():
@@ -51,7 +52,8 @@ def test_other_sizes_are_resized_as_the_data_stage_does_only_when_it_resized():
     (PIXELS[:, :, :5], r"shape \(3, 1, 5, 5\): expected images of 1 channel\(s\), 6x5"),
     (np.repeat(PIXELS, 3, axis=1), r"shape \(3, 3, 6, 5\)"),
     (PIXELS.astype(np.float32) * 2, r"raw values in \[0, 255\]"),
-    (np.full((1, 6, 5), np.nan), r"finite numbers in \[0, 255\]"),
+    (np.full((1, 6, 5), np.nan), r"finite numbers in \[0, 255\]; got NaN or infinite values"),
+    (np.array([png(np.full((6, 5), 60000, np.uint16))], dtype=object), r"image 0: unsupported image mode 'I;16'"),
     (np.array([b"not an image"], dtype=object), r"image 0: cannot be decoded"),
     (np.zeros((0, 6, 5), np.uint8), r"empty batch"),
     (np.array([["a"] * 5] * 6, dtype=object)[None], r"pixel values must be numbers"),
