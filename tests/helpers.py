@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import os
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +182,15 @@ def variant(params, **sections):
     for section, values in sections.items():
         raw[section] = {**raw[section], **values}
     return config.validate(raw)
+
+
+@contextlib.contextmanager
+def tampered(path: Path, change) -> Iterator[None]:
+    """`path` with its bytes replaced by `change(bytes)` while the block runs, then the original back."""
+    original = path.read_bytes()
+    path.chmod(0o644)  # DVC's cache and remote objects are read-only
+    path.write_bytes(change(original))
+    try:
+        yield
+    finally:
+        path.write_bytes(original)

@@ -116,30 +116,29 @@ def decide(root: Path, params: config.Params, report: dict, run_id: str, candida
     tracking.log_deployable(name, version, *deploy_files)
     digests = artifacts.artifact_digests(name, version, run_id)
     tracking.log_dict(digests, "artifacts.json")
-    served = served_accuracy(name, version, test, root, deployable)
+    labels = comparison.served_labels(name, version, test)  # scored once: the served check and the champion's
+    served = served_accuracy(name, version, labels, test.y, root, deployable)
     tags = lineage_tags(root, params, report, run_id) | {Tag.ARTIFACTS_SHA256: artifacts.digest_of(digests),
                                                          Tag.SERVED_ACCURACY: f"{served:.6f}"}
     tracking.tag_version(name, version, tags)
     tracking.log_metrics(cost_metrics(candidate) | {"served.accuracy": served})
-    class_names = list(datasets.read_manifest(root)["classes"])
     with promotion_lock(name, cfg.lock_timeout_s, trigger):
-        incumbent = incumbent_now(candidate, test, class_names, cfg) if comparable else None
+        incumbent = incumbent_now(candidate, labels, test, cfg) if comparable else None
         decision = judge(gates, candidate, incumbent, cfg)
         record(decision, tags, report, trigger)
     return decision
 
 
-def served_accuracy(name: str, version: int, test: ScoredSplit, root: Path, deployable: Path) -> float:
-    """The registered model's accuracy on the raw test split, through its pyfunc (what is served). It must be the
-    deployable file's accuracy that the quantize stage measured on the same split, or the served model does not
-    compute what was evaluated (preprocessing lost on the way): ValueError naming both."""
-    labels = comparison.served_labels(name, version, test)
-    accuracy = float((labels == test.y).mean())
+def served_accuracy(name: str, version: int, labels: np.ndarray, y: np.ndarray, root: Path, deployable: Path) -> float:
+    """The registered model's accuracy on the raw test split from its served `labels` (its pyfunc's). It must be
+    the deployable file's accuracy that the quantize stage measured on the same split, or the served model does
+    not compute what was evaluated (preprocessing lost on the way): ValueError naming both."""
+    accuracy = float((labels == y).mean())
     quantized = QuantizeResult.read(root / metrics_path("quantize"))
     recorded = next((v["accuracy"] for v in quantized.variants.values() if Path(v["file"]).name == deployable.name),
                     None)
-    if recorded is not None and quantized.eval_images == len(test.y) and \
-            round(recorded * len(test.y)) != round(accuracy * len(test.y)):
+    if recorded is not None and quantized.eval_images == len(y) and \
+            round(recorded * len(y)) != round(accuracy * len(y)):
         raise ValueError(f"{name} v{version}: the served model is right on {accuracy:.4%} of the raw test split, "
                          f"but the deployable {deployable.name} was measured at {recorded:.4%}")
     return accuracy

@@ -18,16 +18,16 @@ COST_METRICS = ("parameters", "file_bytes", "latency_p95_low_ms", "latency_p95_h
 """Logged in the promote run as candidate.<key>: what 'smaller or faster' reads of a later champion."""
 
 
-def incumbent_now(candidate: Candidate, test: ScoredSplit, class_names: list[str],
+def incumbent_now(candidate: Candidate, challenger: np.ndarray, test: ScoredSplit,
                   cfg: config.PromoteConfig) -> Incumbent | None:
-    """The current champion scored beside the candidate on `test`, both through the registry; None if none."""
+    """The current champion scored through the registry on `test`, beside the candidate's served labels there
+    (`challenger`); None if there is no champion."""
     current = tracking.alias_version(candidate.model_name, Alias.CHAMPION)
     if current is None:
         return None
     version = int(current.version)
     champion = comparison.served_labels(candidate.model_name, version, test)
-    challenger = comparison.served_labels(candidate.model_name, candidate.version, test)
-    y = test.y
+    y, class_names = test.y, test.classes
     return Incumbent(version=version, metrics=champion_costs(current),
                      comparison=comparison.compare(y, champion, challenger, class_names, cfg),
                      class_drops=comparison.class_drops(y, champion, challenger, class_names, cfg))

@@ -16,6 +16,7 @@ import pandas as pd
 
 from steps import config, tracking
 from steps.core import datasets
+from steps.serving.contract import Contract
 from steps.serving.inputs import caller_rows
 from steps.core.stats.classes import ClassDropBound, class_drops_paired
 from steps.core.stats.paired import PairedComparison, compare_paired
@@ -28,26 +29,29 @@ BATCH = 1024
 class ScoredSplit:
     """The test split for scoring registered versions: `raw` as the served model takes it (what a caller
     sends), `normalised` (called only for a version registered before the contract, which takes normalised
-    tensors) and the labels."""
+    tensors), the labels and the class names."""
 
     raw: np.ndarray | pd.DataFrame
     normalised: Callable[[], np.ndarray]
     y: np.ndarray
+    classes: list[str]
 
 
 def test_split(root: Path) -> ScoredSplit:
     """The processed test split of the project (or fetched copy) at `root`, ready for served_labels."""
     manifest, contract = datasets.read_manifest(root), datasets.contract(root)
     x, y = datasets.raw_split(root, "test")
-    return ScoredSplit(raw=caller_rows(x, contract), y=y, normalised=lambda: datasets.normalise(x, manifest).numpy())
+    return ScoredSplit(raw=caller_rows(x, contract), y=y, normalised=lambda: datasets.normalise(x, manifest).numpy(),
+                       classes=list(contract.classes))
 
 
 def served_labels(model_name: str, version: int, split: ScoredSplit) -> np.ndarray:
     """Predicted classes of a registered version on `split`, through its pyfunc model (what is served), in
     batches: raw inputs, or normalised tensors for versions registered before the contract (they answer with
     logits), so a new candidate can still be compared with an old champion."""
-    predict = tracking.load_predictor(model_name, int(version)).predict
-    if tracking.contract_of(model_name, int(version)) is not None:
+    model = tracking.load_predictor(model_name, int(version))
+    predict = model.predict
+    if Contract.from_metadata(model.metadata.metadata) is not None:  # the loaded model says which kind it is
         raw = split.raw
         return np.concatenate([predict(raw[i: i + BATCH])["class_index"].to_numpy()
                                for i in range(0, len(raw), BATCH)])

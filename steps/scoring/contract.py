@@ -12,11 +12,11 @@ class ContractMissing(ValueError):
 
 def from_metadata(metadata: dict | None, model: str) -> Contract:
     """The contract in a pyfunc model's `metadata.metadata`; ContractMissing naming `model` when absent or bad."""
-    raw = (metadata or {}).get(METADATA_KEY)
-    if not isinstance(raw, dict):
-        raise ContractMissing(f"{model} carries no {METADATA_KEY!r} in its MLmodel metadata (registered before "
-                              "raw-input serving existed?): retrain and promote it, then score with the new version")
     try:
-        return Contract.from_dict(raw)
+        contract = Contract.from_metadata(metadata)
     except ContractError as err:
         raise ContractMissing(f"{model}: {err}") from None
+    if contract is None:
+        raise ContractMissing(f"{model} carries no {METADATA_KEY!r} in its MLmodel metadata (registered before "
+                              "raw-input serving existed?): retrain and promote it, then score with the new version")
+    return contract

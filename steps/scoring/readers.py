@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from steps.serving.contract import Contract
+from steps.serving.inputs import caller_rows, to_pil_layout
 from steps.sources.arrays import TEST_SUFFIX, X_KEYS
 from steps.sources.base import DataError
 from steps.serving.pixels import DECODE_ERRORS, conform_image, unsupported_mode
@@ -117,11 +118,6 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 
 # -- images -----------------------------------------------------------------------------------------------------
 
-def _model_layout(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, C, H, W) as the model is fed: (N, H, W) for one channel, (N, H, W, C) for three."""
-    return np.ascontiguousarray(images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1))
-
-
 def _size_refused(width: int, height: int, contract: Contract) -> str:
     h, w = contract.size
     return (f"{width}x{height} pixels (width x height), but the model takes {w}x{h} and was trained without "
@@ -179,7 +175,7 @@ def _image_folder(root: Path, contract: Contract, batch_size: int) -> Input:
                     errors.append((key, str(err)))
                     continue
                 ids.append(key)
-            yield Batch(ids, _model_layout(np.stack(images)) if images else None, errors)
+            yield Batch(ids, caller_rows(np.stack(images), contract) if images else None, errors)
 
     return Input(root, f"a folder of {count} images", count, batches())
 
@@ -192,8 +188,7 @@ def conform_array(images: np.ndarray, contract: Contract, where: Path) -> np.nda
         raise DataError(f"{where}: images of {_size_refused(images.shape[3], images.shape[2], contract)}")
     out = np.empty((len(images), *contract.input_shape), dtype=np.uint8)
     for i, image in enumerate(images):
-        pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
-        out[i] = conform(Image.fromarray(np.ascontiguousarray(pixels)), contract)
+        out[i] = conform(Image.fromarray(to_pil_layout(image)), contract)
     return out
 
 
@@ -242,7 +237,8 @@ def _idx_file(path: Path, contract: Contract, batch_size: int) -> Input:
                         raise DataError(f"{path}: ends after {start + len(raw) // per_image} of the {count} images "
                                         "its header promises (truncated?)")
                     images = np.frombuffer(raw, dtype=np.uint8).reshape(n, 1, height, width)
-                    yield Batch(list(range(start, start + n)), _model_layout(conform_array(images, contract, path)))
+                    yield Batch(list(range(start, start + n)), caller_rows(conform_array(images, contract, path),
+                                                                           contract))
         except _IDX_ERRORS as err:
             raise DataError(f"{path}: cannot read ({err})") from None
 
@@ -323,14 +319,9 @@ def _npz_file(path: Path, contract: Contract, batch_size: int) -> Input:
         x, errors = _npz_features(x, contract, where)
 
     def batches() -> Iterator[Batch]:
-        import pandas as pd
-
         for start in range(0, len(x), batch_size):
             rows = [i for i in range(start, min(start + batch_size, len(x))) if i not in errors]
-            data = None
-            if rows:
-                data = (_model_layout(x[rows]) if contract.images
-                        else pd.DataFrame(x[rows], columns=list(contract.feature_names)))
+            data = caller_rows(x[rows], contract) if rows else None
             failed = [(i, errors[i]) for i in range(start, min(start + batch_size, len(x))) if i in errors]
             yield Batch(rows, data, failed)
 

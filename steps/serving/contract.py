@@ -77,6 +77,17 @@ class Contract:
             raise ContractError(f"malformed input contract ({type(err).__name__}: {err})") from None
 
     @classmethod
+    def from_metadata(cls, metadata: dict | None) -> Contract | None:
+        """The contract in a registered model's MLmodel `metadata` (METADATA_KEY); None when it holds none (a
+        version registered before contracts); ContractError when it is malformed."""
+        stored = (metadata or {}).get(METADATA_KEY)
+        if stored is None:
+            return None
+        if not isinstance(stored, dict):
+            raise ContractError(f"malformed input contract (a {type(stored).__name__}, not a mapping)")
+        return cls.from_dict(stored)
+
+    @classmethod
     def read(cls, path: Path) -> Contract:
         return cls.from_dict(json.loads(Path(path).read_text()))
 

@@ -71,10 +71,8 @@ def images(data, contract: Contract) -> np.ndarray:
         if data.shape[1] != 1:
             raise InputError(f"a table of images must have one column of encoded images, got {list(data.columns)}")
         data = data.iloc[:, 0].to_numpy()
-    if isinstance(data, list | tuple):
-        data = np.asarray(data, dtype=object) if data and isinstance(data[0], str | bytes) else np.asarray(data)
     if not isinstance(data, np.ndarray):
-        raise InputError(f"expected an array of raw pixel values or a list of encoded images, got {type(data).__name__}")
+        raise InputError(f"expected an array of raw pixel values or of encoded images, got {type(data).__name__}")
     if data.ndim == 1 and len(data) and (data.dtype.kind in "SU" or isinstance(data[0], str | bytes)):
         return np.stack([decoded(item, i, contract) for i, item in enumerate(data.tolist())]).astype(np.float32)
     return pixel_array(data, contract)

@@ -155,9 +155,7 @@ def contract_of(name: str, version: int):
     (those take normalised tensors and answer with logits)."""
     from steps.serving.contract import Contract
 
-    source = mlflow.models.get_model_info(f"models:/{name}/{version}")
-    stored = (source.metadata or {}).get(METADATA_KEY)
-    return Contract.from_dict(stored) if stored else None
+    return Contract.from_metadata(mlflow.models.get_model_info(f"models:/{name}/{version}").metadata)
 
 
 def signature_input_shape(name: str, version: int) -> list[int] | None:

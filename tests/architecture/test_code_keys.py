@@ -145,49 +145,49 @@ def test_a_field_a_section_switches_off_chooses_nothing():
     assert selected_modules(slow, ["drawing.off"]) == {"steps.colours.blue"}
 
 
-def test_a_registry_entry_is_not_an_import(tmp_path, monkeypatch):
+@pytest.fixture
+def fake_steps(tmp_path, monkeypatch):
+    """`fake_steps({path under steps/: source})`: a `steps` package of these files is what `imports` reads
+    (its cache cleared before and after)."""
+    def write(tree: dict[str, str]) -> None:
+        for rel, text in tree.items():
+            (tmp_path / "steps" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "steps" / rel).write_text(text)
+        monkeypatch.setattr(imports, "SOURCE_ROOT", tmp_path)
+        imports.direct_imports.cache_clear()
+
+    yield write
+    imports.direct_imports.cache_clear()
+
+
+def test_a_registry_entry_is_not_an_import(fake_steps):
     """The library module that reads a registry does not depend on every entry; a plain import still counts."""
-    tree = {"__init__.py": "", "compression/__init__.py": "",
-            "compression/choices.py": 'R = Registry("x", {"a": "steps.compression.impl:f"})\n',
-            "compression/user.py": "from steps.compression import choices\nimport steps.compression.helper\n",
-            "compression/impl.py": "", "compression/helper.py": ""}
-    for rel, text in tree.items():
-        (tmp_path / "steps" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "steps" / rel).write_text(text)
-    monkeypatch.setattr(imports, "SOURCE_ROOT", tmp_path)
-    imports.direct_imports.cache_clear()
-    try:
-        assert imports.closure("steps.compression.user") == (
-            "steps", "steps.compression", "steps.compression.choices", "steps.compression.helper",
-            "steps.compression.user")
-    finally:
-        imports.direct_imports.cache_clear()
+    fake_steps({"__init__.py": "", "compression/__init__.py": "",
+                "compression/choices.py": 'R = Registry("x", {"a": "steps.compression.impl:f"})\n',
+                "compression/user.py": "from steps.compression import choices\nimport steps.compression.helper\n",
+                "compression/impl.py": "", "compression/helper.py": ""})
+    assert imports.closure("steps.compression.user") == (
+        "steps", "steps.compression", "steps.compression.choices", "steps.compression.helper",
+        "steps.compression.user")
 
 
-def test_a_package_counts_as_all_its_modules_only_when_it_serves_names_lazily(tmp_path, monkeypatch):
-    tree = {"__init__.py": "", "a.py": "from steps import eager, lazy\n", "eager/__init__.py": "",
-            "eager/reader.py": "", "lazy/__init__.py": "def __getattr__(name):\n    pass\n", "lazy/store.py": ""}
-    for rel, text in tree.items():
-        (tmp_path / "steps" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "steps" / rel).write_text(text)
-    monkeypatch.setattr(imports, "SOURCE_ROOT", tmp_path)
-    imports.direct_imports.cache_clear()
-    try:
-        assert imports.closure("steps.a") == ("steps", "steps.a", "steps.eager", "steps.lazy", "steps.lazy.store")
-    finally:
-        imports.direct_imports.cache_clear()
+def test_a_package_counts_as_all_its_modules_only_when_it_serves_names_lazily(fake_steps):
+    fake_steps({"__init__.py": "", "a.py": "from steps import eager, lazy\n", "eager/__init__.py": "",
+                "eager/reader.py": "", "lazy/__init__.py": "def __getattr__(name):\n    pass\n", "lazy/store.py": ""})
+    assert imports.closure("steps.a") == ("steps", "steps.a", "steps.eager", "steps.lazy", "steps.lazy.store")
 
 
-def test_a_new_import_becomes_a_dependency(tmp_path, monkeypatch):
+def test_a_new_import_becomes_a_dependency(fake_steps):
     """The derivation follows the code: a module that starts importing another gets it as a dependency."""
-    (tmp_path / "steps").mkdir()
-    (tmp_path / "steps" / "__init__.py").write_text("")
-    (tmp_path / "steps" / "a.py").write_text("def f():\n    from steps import b\n")
-    (tmp_path / "steps" / "b.py").write_text("import steps.c\n")
-    (tmp_path / "steps" / "c.py").write_text("")
-    monkeypatch.setattr(imports, "SOURCE_ROOT", tmp_path)
-    imports.direct_imports.cache_clear()
-    try:
-        assert imports.closure("steps.a") == ("steps", "steps.a", "steps.b", "steps.c")
-    finally:
-        imports.direct_imports.cache_clear()
+    fake_steps({"__init__.py": "", "a.py": "def f():\n    from steps import b\n", "b.py": "import steps.c\n",
+                "c.py": ""})
+    assert imports.closure("steps.a") == ("steps", "steps.a", "steps.b", "steps.c")
+
+
+def test_relative_imports_count_like_absolute_ones(fake_steps):
+    """steps/serving/ imports itself relatively (it is shipped inside registered models as `serving`)."""
+    fake_steps({"__init__.py": "", "serving/__init__.py": "from .entry import x\n",
+                "serving/entry.py": "from .inputs import y\nfrom . import answers\n", "serving/inputs.py": "",
+                "serving/answers.py": ""})
+    assert imports.closure("steps.serving.entry") == (
+        "steps", "steps.serving", "steps.serving.answers", "steps.serving.entry", "steps.serving.inputs")

@@ -4,10 +4,8 @@ on the DVC remote, a registered artifact, or a param."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from steps import tracking
 from steps.core.names import Tag
 from steps.registry import audit
 from steps.registry.audit.report import AUDITS_DIR, AuditReport
-from tests.helpers import shrinkflow, tiny_params
+from tests.helpers import shrinkflow, tampered, tiny_params
 
 pytestmark = pytest.mark.integration
 
@@ -37,18 +35,6 @@ MODEL_URI = "models:/fashion-student@champion"
 # rows use the relative tolerance, which the tests set so that it only catches a missing measurement (the interval
 # rule is tested on given numbers in tests/registry/test_audit_checks.py).
 LOOSE = {"latency_tolerance": 1e6}
-
-
-@contextlib.contextmanager
-def tampered(path: Path, change) -> Iterator[None]:
-    """Change a file for the duration of one audit, then put the original back."""
-    original = path.read_bytes()
-    path.chmod(0o644)  # DVC's cache and remote objects are read-only
-    path.write_bytes(change(original))
-    try:
-        yield
-    finally:
-        path.write_bytes(original)
 
 
 def failed(report: AuditReport) -> dict[str, str]:

@@ -27,7 +27,7 @@ from steps.core.torchkit import save_model, spec_from
 from steps.evaluate.perclass import class_recall
 from steps.promote.gates import quality_gates
 from steps.registry import aliases, history, lock
-from tests.helpers import REPO, shrinkflow, tiny_params, write_params
+from tests.helpers import REPO, shrinkflow, tampered, tiny_params, write_params
 
 MODEL = "registry-test"
 
@@ -207,14 +207,9 @@ def test_a_crash_before_the_decision_leaves_the_champion_and_history_untouched(p
     root, params = project
     name = params.promote.model_name
     promote.run(params, root)
-    weights = root / "models/student.safetensors"
-    good = weights.read_bytes()
-    weights.write_bytes(b"truncated")
-    try:
+    with tampered(root / "models/student.safetensors", lambda _: b"truncated"):
         with pytest.raises(Exception, match="student"):
             promote.run(params, root)
-    finally:
-        weights.write_bytes(good)
     tracking.use_store(root)
     assert tracking.aliases(name) == {"champion": 1}
     assert len(history.events(name)) == 1
@@ -224,16 +219,15 @@ def test_a_failure_after_registering_marks_the_version_failed_and_moves_no_alias
     root, params = project
     name = params.promote.model_name
     promote.run(params, root)
-    quantized = root / metrics_path("quantize")
-    good = quantized.read_text()
-    lying = json.loads(good)
-    lying["variants"]["fp32"]["accuracy"] -= 0.5  # the served model can no longer agree with the deployable
-    quantized.write_text(json.dumps(lying))
-    try:
+
+    def lie(raw: bytes) -> bytes:  # the served model can no longer agree with the deployable
+        result = json.loads(raw)
+        result["variants"]["fp32"]["accuracy"] -= 0.5
+        return json.dumps(result).encode()
+
+    with tampered(root / metrics_path("quantize"), lie):
         with pytest.raises(ValueError, match="the served model is right on"):
             promote.run(params, root)
-    finally:
-        quantized.write_text(good)
     tracking.use_store(root)
     tags = tracking.model_version(name, 2).tags
     assert tags[Tag.DECISION] == "failed" and "the served model is right on" in tags[Tag.REASON]

@@ -118,7 +118,6 @@ def decision_check(name: str, version: int, tags: dict[str, str], work: Path) ->
     """Recompute the promotion's paired test vs the champion it faced (both versions served by the registry,
     on the fetched test split, with the logged promote params and the fixed bootstrap seed): every statistic
     the decision recorded must come out the same."""
-    from steps.core.datasets import read_manifest
     from steps.core.stats.classes import worst_of
     from steps.registry import comparison
     from steps.registry.history import statistics_tags
@@ -129,8 +128,7 @@ def decision_check(name: str, version: int, tags: dict[str, str], work: Path) ->
         return [Check("decision statistics", None, "no champion at decision time: nothing was compared")]
     cfg = config.validate(logged_json(tags[Tag.PROMOTE_RUN], "params.json")).promote
     split = comparison.test_split(work)
-    y = split.y
-    classes = list(read_manifest(work)["classes"])
+    y, classes = split.y, split.classes
     before, now = comparison.served_labels(name, champion, split), comparison.served_labels(name, version, split)
     drops = comparison.class_drops(y, before, now, classes, cfg)
     redone = comparison.statistics(comparison.compare(y, before, now, classes, cfg), worst_of(drops))
