@@ -1,103 +1,81 @@
-"""Latency stability (issue 29): does a deployable's p95 hold from one timing window to the next, and what moves it?
+"""Latency stability (issue 29): do latency verdicts hold from one run to the next, before and after the change?
 
-    make run && .venv/bin/python benchmarks/latency_stability.py            # the project's student and teacher
-    .venv/bin/python benchmarks/latency_stability.py --windows 8 --gap 30  # more, further apart
+    make run && .venv/bin/python benchmarks/latency_stability.py                    # the project's models
+    .venv/bin/python benchmarks/latency_stability.py --model choice=PATH.onnx --runs 10 --gap 170   # 30 minutes
 
-Times the project's student and teacher ONNX files (the files evaluate times, on raw test pixels) at
-`--batch-size` (256: the issue's case), in `--windows` windows spaced `--gap` seconds apart, under each
-condition, the windows of all conditions in turns so that slow drift of the machine reaches every
-condition alike:
+Each run times every model (the project's student, and any `--model NAME=FILE`, e.g. a budget search's
+choice) the way a budget is judged, at `--batch-size` (256: the issue's case):
 
-- `fresh`: ONNX Runtime alone in this process, the pipeline's session (2 threads, spinning off), the two
-  files interleaved call by call (steps/compression/measure.py), as evaluate times them;
-- `after training`: the same, right after 40 steps of PyTorch training in this process (its OpenMP pool
-  just busy), as evaluate runs in the flow's process after the training stages;
-- `spinning on`: ONNX Runtime's default intra-op spinning;
-- `one at a time`: each file in its own block (all the student's calls, then all the teacher's), not
-  interleaved.
+- `before`: the procedure up to issue 29: the file alone, one window of target.search.verify_repeats calls
+  and verify_seconds, p95 with its order-statistic 95% interval; a latency limit passes when the upper end is
+  within it, else fails;
+- `after`: steps/core/latency.py as the search's verification and evaluate now time it: the file beside the
+  teacher's file in the same turns, target.search.verify_windows windows; p95's interval across the windows,
+  and the speedup (teacher median / model median) with its interval; pass, over or inconclusive.
 
-Each window gives each file's p95 with its 95% interval and the teacher/student ratio of p50s. The table
-says, per condition, how far the student's p95 moves between windows (max/min) and how far the ratio does:
-an absolute budget judged in one window inherits the first spread, a budget relative to the teacher timed
-side by side the second. Writes a dated JSON + Markdown file to benchmarks/results/ (with lscpu's model).
+Runs are `--gap` seconds apart. At the end each model's budgets are set at 0.8x, 1.0x and 1.2x of its
+median p95 over the runs (for `speedup`: 1.2x, 1.0x and 0.8x of its median speedup, so 0.8x is "20% outside"
+again), and the table counts each verdict over the runs: a budget 20% inside or outside should get one
+verdict every time. Writes a dated JSON + Markdown file to benchmarks/results/ (with lscpu's model).
 """
 
 from __future__ import annotations
 
+import collections
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+import yaml
 
 import common
 
-from steps.compression import measure, onnx_export
-from steps.core import datasets
+from steps import config
+from steps.core import budget, datasets, latency
 from steps.core.layout import onnx_path
-from steps.core.measurement import with_p95_interval
 from steps.core.names import ModelRole
-from steps.core.torchkit import load_model
 
-CONDITIONS = ("fresh", "after training", "spinning on", "one at a time")
-THREADS, WARMUP, REPEATS = 2, 5, 120  # params.threads and evaluate's latency_warmup / latency_repeats
+FACTORS = (0.8, 1.0, 1.2)
 
 
-def sessions(root: Path, spinning: bool) -> dict:
+def timed_batch(root: Path, batch_size: int) -> np.ndarray:
+    pixels = datasets.raw_split(root, "test")[0].astype(np.float32)
+    return np.ascontiguousarray(np.resize(pixels, (batch_size, *pixels.shape[1:])))
+
+
+def one_run(models: dict[str, Path], teacher: Path, batch: np.ndarray, params: config.Params) -> dict:
+    """{model: {"before": reading, "after": reading}} of one run."""
+    after_timing = budget.verify_timing(params, len(batch))
+    before_timing = latency.Timing(len(batch), params.threads, after_timing.warmup, after_timing.repeats,
+                                   after_timing.seconds, windows=1)
     out = {}
-    for role in (ModelRole.STUDENT, ModelRole.TEACHER):
-        sess = onnx_export.session(root / onnx_path(role), THREADS)
-        if spinning:  # a session as ONNX Runtime makes it by default: idle workers spin
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
-            sess = ort.InferenceSession(str(root / onnx_path(role)), options, providers=["CPUExecutionProvider"])
-        out[role.value] = sess
+    for name, path in models.items():
+        before = latency.reading(latency.time_files({name: path}, batch, before_timing), name)
+        timed = latency.time_files({name: path, latency.REFERENCE: teacher}, batch, after_timing)
+        after = latency.reading(timed, name, latency.REFERENCE if path != teacher else None)
+        out[name] = {"before": before, "after": after}
     return out
 
 
-def train_a_little(root: Path, steps: int = 40) -> None:
-    """What the flow's process did just before evaluate: PyTorch training (the student, on random batches)."""
-    torch.set_num_threads(THREADS)
-    model = load_model(root, ModelRole.STUDENT)[0].train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    generator = torch.Generator().manual_seed(0)
-    shape = tuple(datasets.input_shape(datasets.read_manifest(root)))
-    for _ in range(steps):
-        x = torch.randn((128, *shape), generator=generator)
-        loss = model(x).logsumexp(1).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+def verdict_counts(runs: list[dict], model: str, procedure: str, key: str, factor: float) -> dict[str, int]:
+    """How often each verdict came out over the runs, for a limit at `factor` x the model's median (latency:
+    p95; speedup: the limit is the median speedup / factor, so a factor above 1 is always the looser limit)."""
+    readings = [r[model][procedure] for r in runs]
+    spec = budget.MEASURED[key]
+    median = float(np.median([r[spec.estimate] for r in readings]))
+    limit = median * factor if key == budget.LATENCY else median / factor
+    found = collections.Counter()
+    for r in readings:
+        if procedure == "before":  # the old rule: the upper end of the interval within the limit, else refused
+            found[latency.PASS if r[spec.high] <= limit else latency.OVER] += 1
+        else:
+            found[latency.verdict(r[spec.low], r[spec.high], limit, spec.at_least)] += 1
+    return dict(found)
 
 
-def window(root: Path, condition: str, batch: np.ndarray) -> dict:
-    """One timing window: {file: {p50, p95, p95_low, p95_high, ...}} and the teacher/student p50 ratio."""
-    if condition == "after training":
-        train_a_little(root)
-    timed_sessions = sessions(root, spinning=condition == "spinning on")
-    feed = {"x": batch}
-    runners = {name: (lambda s=s: s.run(None, feed)) for name, s in timed_sessions.items()}
-    if condition == "one at a time":
-        timed = {name: measure.interleaved_ms({name: run}, WARMUP, REPEATS, keep_samples=True)[name]
-                 for name, run in runners.items()}
-    else:
-        timed = measure.interleaved_ms(runners, WARMUP, REPEATS, keep_samples=True)
-    result = {name: with_p95_interval(t) for name, t in timed.items()}
-    return {**result, "ratio": result["teacher"]["p50"] / result["student"]["p50"]}
-
-
-def benchmark(root: Path, windows: int, gap: float, batch_size: int) -> dict:
-    pixels = datasets.raw_split(root, "test")[0].astype(np.float32)
-    batch = np.ascontiguousarray(np.resize(pixels, (batch_size, *pixels.shape[1:])))
-    runs: dict[str, list[dict]] = {c: [] for c in CONDITIONS}
-    for w in range(windows):
-        for condition in CONDITIONS:
-            runs[condition].append({"at_s": time.monotonic(), **window(root, condition, batch)})
-        if w < windows - 1:
-            time.sleep(gap)  # the windows are meant to be apart in time: evaluate and the search time minutes apart
-    return {"windows": windows, "gap_s": gap, "batch_size": batch_size, "runs": runs}
+def flips(counts: dict[str, int]) -> int:
+    """Runs whose verdict differs from the most common one."""
+    return sum(counts.values()) - max(counts.values())
 
 
 def spread(values: list[float]) -> float:
@@ -105,30 +83,53 @@ def spread(values: list[float]) -> float:
 
 
 def table(result: dict) -> str:
-    lines = ["| condition | student p95 ms per window | student p95 max/min | upper ends max/min | "
-             "teacher p95 max/min | teacher/student p50 ratio per window | ratio max/min |",
-             "|---|---|---|---|---|---|---|"]
-    for condition, runs in result["runs"].items():
-        student = [r["student"]["p95"] for r in runs]
-        highs = [r["student"]["p95_high"] for r in runs]
-        teacher = [r["teacher"]["p95"] for r in runs]
-        ratios = [r["ratio"] for r in runs]
-        lines.append(f"| {condition} | {' '.join(f'{v:.2f}' for v in student)} | {spread(student):.2f} | "
-                     f"{spread(highs):.2f} | {spread(teacher):.2f} | {' '.join(f'{v:.2f}' for v in ratios)} | "
-                     f"{spread(ratios):.2f} |")
+    runs = result["runs"]
+    lines = ["| model | procedure | p95 ms per run (median) | p95 max/min | limit | verdicts at 0.8x / 1.0x / 1.2x "
+             "(flips) |", "|---|---|---|---|---|---|"]
+    for model in runs[0]:
+        for procedure in ("before", "after"):
+            p95s = [r[model][procedure]["latency_p95_ms"] for r in runs]
+            keys = [budget.LATENCY] + ([budget.SPEEDUP] if "speedup" in runs[0][model][procedure] else [])
+            for key in keys:
+                cells = []
+                for factor in FACTORS:
+                    counts = verdict_counts(runs, model, procedure, key, factor)
+                    cells.append(", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + f" ({flips(counts)})")
+                values = [r[model][procedure][key] for r in runs]
+                shown = " ".join(f"{v:.2f}" for v in p95s) if key == budget.LATENCY else \
+                    "speedup " + " ".join(f"{v:.2f}" for v in values)
+                lines.append(f"| {model} | {procedure} | {shown} ({np.median(values):.2f}) | {spread(values):.2f} | "
+                             f"{'p95' if key == budget.LATENCY else 'speedup'} | {' / '.join(cells)} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     p = common.parser(__doc__)
     p.add_argument("--root", type=Path, default=common.REPO, help="a project after its run (its models/*.onnx)")
-    p.add_argument("--windows", type=int, default=6)
-    p.add_argument("--gap", type=float, default=15.0, help="seconds between windows")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=FILE", help="another ONNX file to time")
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--gap", type=float, default=170.0, help="seconds between runs (10 runs over about 30 minutes)")
     p.add_argument("--batch-size", type=int, default=256)
     args = p.parse_args()
-    windows, gap = (2, 0.0) if args.quick else (args.windows, args.gap)
-    result = benchmark(args.root.resolve(), windows, gap, args.batch_size)
-    common.report(args, "latency-stability", "Latency stability", table(result), result, threads=THREADS)
+    root = args.root.resolve()
+    params = config.validate(yaml.safe_load((root / "params.yaml").read_text()))
+    teacher = root / onnx_path(ModelRole.TEACHER)
+    models = {"student": root / onnx_path(ModelRole.STUDENT), "teacher": teacher}
+    models |= {name: Path(file) for name, _, file in (m.partition("=") for m in args.model)}
+    runs, gap = (2, 0.0) if args.quick else (args.runs, args.gap)
+    batch, results = timed_batch(root, args.batch_size), []
+    for r in range(runs):
+        began = time.monotonic()
+        results.append(one_run(models, teacher, batch, params))
+        print(f"run {r + 1}/{runs}: " + ", ".join(f"{m} p95 {v['after']['latency_p95_ms']:.2f} ms"
+                                                 for m, v in results[-1].items()), flush=True)
+        if r < runs - 1:
+            time.sleep(max(0.0, gap - (time.monotonic() - began)))
+    result = {"runs": results, "batch_size": args.batch_size, "gap_s": gap, "models": {k: str(v) for k, v in models.items()}}
+    note = ("Verdict counts over the runs; flips: runs whose verdict differs from the most common one. The teacher is "
+            "the reference, so it has no speedup row.")
+    common.report(args, "latency-stability", "Latency stability", table(result), result, note=note,
+                  threads=params.threads)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 from steps.config.base import Section
 
-BUDGET_KEYS = ("latency_p95_ms", "size_kb", "parameters", "macs")
+BUDGET_KEYS = ("latency_p95_ms", "speedup", "size_kb", "parameters", "macs")
 """The budget's limits; a model meets the budget when it is within every one that is set."""
 
 
@@ -38,7 +38,11 @@ class SearchConfig(Section):
         "at batch 1, 80 calls take 10 ms and one hiccup of the machine decides their p95")
     verify_repeats: int = Field(default=200, ge=72, description="timed calls when verifying a fine-tuned candidate")
     verify_seconds: float = Field(
-        default=1.5, ge=0, description="the same when verifying (and when evaluate re-measures the deployable)")
+        default=1.5, ge=0, description="the same when verifying (and when evaluate re-measures the deployable), "
+                                       "per timing window")
+    verify_windows: int = Field(
+        default=5, ge=2, description="timing windows when verifying and when evaluate re-measures the deployable: "
+        "the interval a latency limit is judged by spans how far they disagree (the machine's drift)")
     warmup: int = Field(default=20, ge=0, description="untimed calls first: ONNX Runtime allocates on the first runs")
     margin: float = Field(
         default=0.1, ge=0, lt=1, description="the search aims at each limit less this fraction, so that its "
@@ -60,6 +64,10 @@ class BudgetConfig(Section):
     latency_p95_ms: float | None = Field(
         default=None, gt=0, description="p95 latency of the deployable ONNX file on ONNX Runtime (params.threads) "
                                         "at batch_size; the upper end of its 95% interval must be within it")
+    speedup: float | None = Field(
+        default=None, gt=0, description="at least this many times faster than the unpruned teacher's ONNX file "
+        "(ratio of medians at batch_size, timed side by side in the same turns, so the machine's drift cannot "
+        "flip it); the lower end of its 95% interval must reach it")
     batch_size: int = Field(default=1, ge=1, description="the batch the latency budget is for")
     size_kb: float | None = Field(default=None, gt=0, description="deployable ONNX file size, KiB")
     parameters: int | None = Field(default=None, ge=1, description="parameter count")

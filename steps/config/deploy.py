@@ -52,5 +52,9 @@ class EvaluateConfig(_Section):
         default="onnxruntime", description="which latency the table, the Pareto plot and the gates use")
     latency_batch_size: int = Field(ge=1)
     latency_warmup: int = Field(ge=0)
-    latency_repeats: int = Field(ge=1, description="timed calls per model and batch; >= 72 puts a 95% interval "
-                                                   "on p95 (fewer: the latency gate falls back on the slowest call)")
+    latency_repeats: int = Field(ge=1, description="timed calls per model and batch in each window; with one "
+                                 "window, >= 72 puts a 95% interval on p95 (fewer: the latency gate falls back on the "
+                                 "slowest call)")
+    latency_windows: int = Field(
+        default=3, ge=1, description="timing windows for the ONNX files (what is deployed and gated): p95's interval "
+        "spans how far the windows disagree, which one window cannot show (steps/core/latency.py)")

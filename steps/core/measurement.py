@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from steps import config
 from steps.compression import measure, progress
 from steps.compression.training import accuracy
@@ -63,18 +65,38 @@ def _intervals(timed: dict[str, dict]) -> dict[str, dict]:
 
 def latencies(models: dict, onnx_files: dict[str, Path], batches: dict[str, object], cfg: config.EvaluateConfig,
               threads: int) -> dict[str, dict]:
-    """{backend: {batch key: {name: {p50, p95, p95_low, p95_high, max, n}}}}: eager models and ONNX files,
-    each set timed interleaved."""
+    """{backend: {batch key: {name: {p50, p95, p95_low, p95_high, max, n, ...}}}}: eager models and ONNX files,
+    each set timed interleaved; the ONNX files (what is deployed and gated) in `cfg.latency_windows` windows."""
     out: dict[str, dict] = {EAGER: {}, ONNXRUNTIME: {}}
     for key, batch in batches.items():
         began = time.perf_counter()
         out[EAGER][key] = _intervals(measure.latency_ms(models, batch, cfg.latency_warmup, cfg.latency_repeats,
                                                         threads, keep_samples=True))
         if onnx_files:
-            out[ONNXRUNTIME][key] = _intervals(measure.onnx_latency_ms(
-                onnx_files, batch.numpy(), cfg.latency_warmup, cfg.latency_repeats, threads, keep_samples=True))
+            out[ONNXRUNTIME][key] = onnx_windows(onnx_files, batch.numpy(), cfg, threads)
         progress.report("latency", f"{key} timed", {"eager_models": len(models), "onnx_files": len(onnx_files),
                                                     "repeats": cfg.latency_repeats}, progress.since(began))
+    return out
+
+
+def onnx_windows(files: dict[str, Path], batch, cfg: config.EvaluateConfig, threads: int) -> dict[str, dict]:
+    """{name: {p50, p95, p95_low, p95_high, max, n, windows}} of ONNX files timed in turns in `cfg.latency_windows`
+    windows of `cfg.latency_repeats` calls each (steps/core/latency.py): p95's interval spans the windows'
+    disagreement. Every file after the first also gets its speedup over the first (the teacher, in evaluate)
+    with its interval: speedup_low, speedup_high."""
+    from steps.core import latency
+
+    timing = latency.Timing(len(batch), threads, cfg.latency_warmup, cfg.latency_repeats, 0.0, cfg.latency_windows)
+    timed = latency.time_files(files, batch, timing)
+    first, out = next(iter(files)), {}
+    for name in files:
+        read = latency.reading(timed, name, first if name != first else None)
+        every = np.concatenate(timed[name])
+        out[name] = {"p50": read["latency_p50_ms"], "p95": read["latency_p95_ms"],
+                     "p95_low": read["latency_p95_low_ms"], "p95_high": read["latency_p95_high_ms"],
+                     "max": float(every.max()), "n": len(every), "windows": read["windows"],
+                     **({"speedup_low": read["speedup_low"], "speedup_high": read["speedup_high"]}
+                        if "speedup" in read else {})}
     return out
 
 

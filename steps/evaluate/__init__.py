@@ -66,16 +66,19 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
 
 def budget_check(params: config.Params, root: Path, test, quantized: dict) -> dict | None:
     """With a budget (params `target:`): the deployable file timed on the budget's terms (its batch size, the
-    search's verification timing), and the limits it is over; None without one."""
+    search's verification timing, beside the teacher's file), each limit's verdict, and a sentence for each
+    limit not passed; None without one."""
     limits = params.target
     if not limits.active:
         return None
     batch = budget.timed_batch(test, limits.batch_size)
+    # beside the teacher's file, in the same turns and windows as the search verified it (steps/core/latency.py)
     measured = {"precision": quantized["deploy"],
-                **budget.file_cost(root / quantized["deployable"], batch, budget.verify_timing(params)),
+                **budget.file_cost(root / quantized["deployable"], batch, budget.verify_timing(params),
+                                   reference=root / onnx_path(ModelRole.TEACHER)),
                 **budget.counts(load_model(root, ModelRole.STUDENT)[0], batch)}
     return {"budget": {**limits.limits(), "batch_size": limits.batch_size}, "measured": measured,
-            "violations": budget.violations(measured, limits)}
+            "verdicts": budget.verdicts(measured, limits), "violations": budget.violations(measured, limits)}
 
 
 def point_labels(params: config.Params) -> dict[str, str]:

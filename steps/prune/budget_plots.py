@@ -1,13 +1,13 @@
 """The two figures a person reads after a budget search: the sensitivity heat-map and the frontier.
 
 The frontier: every width setting the search measured, predicted accuracy against the budgeted cost
-(the upper end of the p95 interval for a latency budget), one colour per precision, the budget as a
+(the upper end of the p95 interval for a latency budget, the lower end of the speedup's for a relative one), one colour per precision, the budget as a
 dashed line, the verified candidates and the chosen model marked with their fine-tuned accuracy.
 """
 
 from __future__ import annotations
 
-from steps.core.budget import LATENCY, MEASURED
+from steps.core.budget import LATENCY, MEASURED, SPEEDUP
 from steps.core.reports import close_figure
 
 
@@ -47,25 +47,29 @@ def sensitivity_figure(outcome):
 def frontier_figure(outcome):
     plt = _pyplot()
     key = next(iter(k for k in outcome.budget if k in MEASURED), LATENCY)
-    column = MEASURED[key]
+
+    def value(point: dict) -> float:
+        return MEASURED[key].held(point, upper=True)
+
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     for precision in sorted({p["precision"] for p in outcome.frontier}):
         points = [p for p in outcome.frontier if p["precision"] == precision]
-        ax.scatter([p[column] for p in points], [p["predicted_accuracy"] * 100 for p in points], s=18, alpha=0.7,
+        ax.scatter([value(p) for p in points], [p["predicted_accuracy"] * 100 for p in points], s=18, alpha=0.7,
                    label=f"{precision}: searched (predicted accuracy)")
     for c in outcome.candidates:
         chosen = c["candidate"] == outcome.chosen["candidate"]
-        ax.scatter([c[column]], [c["val_accuracy"] * 100], marker="*" if chosen else "D", s=160 if chosen else 50,
+        ax.scatter([value(c)], [c["val_accuracy"] * 100], marker="*" if chosen else "D", s=160 if chosen else 50,
                    color="tab:red" if chosen else "tab:green", zorder=3)
         widths = "/".join(str(c["widths"][layer]) for layer in outcome.layer_widths)
         label = f"{'chosen ' if chosen else ''}{c['precision']} {c.get('origin', 'greedy')} {widths}"
-        ax.annotate(label, (c[column], c["val_accuracy"] * 100), textcoords="offset points", xytext=(6, 4),
+        ax.annotate(label, (value(c), c["val_accuracy"] * 100), textcoords="offset points", xytext=(6, 4),
                     fontsize=8)
     if outcome.budget.get(key) is not None:
         ax.axvline(outcome.budget[key], color="tab:red", linestyle="--",
                    label=f"budget {key} = {outcome.budget[key]:g}")
-    ax.set_xlabel(f"latency p95, upper end of its 95% interval (ms, batch {outcome.budget.get('batch_size', 1)})"
-                  if key == LATENCY else key)
+    batch = outcome.budget.get("batch_size", 1)
+    ax.set_xlabel(f"latency p95, upper end of its 95% interval (ms, batch {batch})" if key == LATENCY else
+                  f"speedup over the teacher, lower end of its 95% interval (batch {batch})" if key == SPEEDUP else key)
     ax.set_ylabel("val accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")

@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ from steps import config
 from steps.compression import progress, quantization, width_search
 from steps.compression.prune_method import CALIBRATION_IMAGES
 from steps.compression.training import Split, accuracy, adam, train_epochs
-from steps.core import budget
+from steps.core import budget, datasets
 from steps.core.hashing import sha256
 from steps.core.layout import model_path
 from steps.core.names import ModelRole
@@ -128,6 +130,19 @@ def _closest(points: list[width_search.Point]) -> width_search.Point:
     return min(points, key=lambda p: (p.excess, -p.predicted_accuracy))
 
 
+def _reference_file(root: Path, cache: SearchCache, teacher: torch.nn.Module, example: torch.Tensor,
+                    contract) -> Path:
+    """The teacher's deployable file as the export stage will write it (fp32, taking raw inputs): what every
+    candidate is timed beside. Kept in the search cache, by the teacher file and the data's contract."""
+    key = cache_key(sha256(root / model_path(ModelRole.TEACHER)), contract.to_dict())
+    path = cache.folder / f"reference-{key}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="shrinkflow-reference-") as scratch:
+            shutil.move(budget.deployable_file(teacher, example, "fp32", Path(scratch), None, contract), path)
+    return path
+
+
 def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Params, root: Path,
            device: torch.device, generator: torch.Generator) -> SearchOutcome:
     """The most accurate fine-tuned model inside `params.target`, or BudgetUnreachable."""
@@ -142,13 +157,16 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
     cache = SearchCache(root)
     base, table = _sensitivity(root, cache, layers, make, val, params)
     batch, calibration = budget.timed_batch(val, target.batch_size), _int8_calibration(train, params)
-    searching = budget.search_timing(params)
+    searching, contract = budget.search_timing(params), datasets.contract(root)
     arch = [type(teacher).__name__, list(example.shape[1:]), [(layer.name, layer.width) for layer in layers]]
+    reference = _reference_file(root, cache, teacher, example, contract)
+    walk_reference = reference if target.speedup is not None else None  # else the walk times a setting alone
 
     def measure_in(precision: str):
         def measure(setting):
-            key = cache_key(arch, setting, precision, searching, machine())
-            return cache.cost(key, lambda: budget.cost(make(setting), batch, precision, searching, calibration))
+            key = cache_key(arch, setting, precision, searching, walk_reference is not None, machine())
+            return cache.cost(key, lambda: budget.cost(make(setting), batch, precision, searching, calibration,
+                                                       walk_reference, contract))
         return measure
 
     def excess(cost):
@@ -176,14 +194,14 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
         return points, fitting + _new(baselines, fitting)
 
     points, fitting = explore()
-    if not fitting and cache.reused and target.latency_p95_ms is not None:
+    if not fitting and cache.reused and (target.latency_p95_ms is not None or target.speedup is not None):
         # Timings an earlier run cached may be from a slower spell of the machine (here batch-1 p95 moved by up to
         # 1.6x over minutes); refuse the budget only on this run's own measurements.
         cache.forget_earlier()
         points, fitting = explore()
     if not fitting:
         raise _unreachable_by_search(layers, _closest(points), target)
-    verifier = _Verifier(train, val, params, device, generator, batch, calibration)
+    verifier = _Verifier(train, val, params, device, generator, batch, calibration, reference, contract)
     verified = [verifier.verify(make(p.setting), layers, p, i, len(fitting)) for i, p in enumerate(fitting, start=1)]
     accepted = [v for v in verified if v["fits"]]
     if not accepted:
@@ -228,6 +246,10 @@ class _Verifier:
     generator: torch.Generator
     batch: torch.Tensor
     calibration: np.ndarray | None
+    reference: Path
+    """The teacher's deployable file, timed beside each candidate in the same turns."""
+    contract: object
+    """The data's input contract: candidates are timed as the raw-input files the export stage writes."""
 
     def verify(self, model, layers, point: width_search.Point, index: int, total: int) -> dict:
         """Fine-tune one candidate (prune.finetune), then measure it afresh with the verification repeats."""
@@ -239,7 +261,8 @@ class _Verifier:
                      generator=self.generator, description=f"search candidate {index}/{total} ({point.tag})",
                      lr_schedule=ft.lr_schedule)
         val_accuracy = accuracy(model, self.val)
-        measured = budget.cost(model, self.batch, point.tag, budget.verify_timing(self.params), self.calibration)
+        measured = budget.cost(model, self.batch, point.tag, budget.verify_timing(self.params), self.calibration,
+                               self.reference, self.contract)
         problems = budget.violations(measured, target)  # the budget itself: the margin was the search's aim
         if target.min_accuracy is not None and val_accuracy < target.min_accuracy:
             problems.append(f"val accuracy {val_accuracy:.4f} < target.min_accuracy {target.min_accuracy}")

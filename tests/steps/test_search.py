@@ -3,12 +3,13 @@
 import json
 import logging
 
+import onnx
 import pytest
 from mlflow.tracking import MlflowClient
 
 from steps import distill, evaluate, export, promote, prune, quantize, tracking
 from steps.compression import measure, progress, width_search
-from steps.core.layout import model_path
+from steps.core.layout import model_path, onnx_path
 from steps.core.names import ModelRole, Tag
 from steps.core.torchkit import load_model
 from steps.promote.gates import budget_gates
@@ -119,6 +120,36 @@ def test_the_chosen_precision_is_deployed_gated_on_the_budget_and_recorded_on_th
     tracking.use_store(root)
     tags = MlflowClient().get_model_version(params.promote.model_name, str(decision.version)).tags
     assert tags[f"{Tag.TARGET}.latency_p95_ms"] == "1000" and tags[f"{Tag.TARGET}.batch_size"] == "1"
+
+
+def test_a_relative_budget_is_searched_verified_and_gated_beside_the_teachers_file(project_after, stage_params):
+    root = project_after("export")
+    params = with_target(stage_params, speedup=0.05)  # tiny models: call overheads decide their speed
+    chosen = prune.run(params, root).search["chosen"]
+    windows = params.target.search.verify_windows
+    assert chosen["fits"] and chosen["windows"] == windows and chosen["speedup_low"] >= 0.05
+    # the search timed the teacher as the export stage writes it (raw inputs in): the same graph
+    (reference,) = SearchCache(root).folder.glob("reference-*.onnx")
+    assert op_types(reference) == op_types(root / onnx_path(ModelRole.TEACHER))
+    assert [op for op in op_types(reference) if op != "Constant"][:3] == ["Div", "Sub", "Div"]
+    for stage in (distill, export, quantize):
+        stage.run(params, root)
+    report = evaluate.run(params, root)
+    measured = report.target["measured"]
+    assert report.target["verdicts"] == {"speedup": "pass"} and measured["windows"] == windows
+    assert len(measured["reference_window_p95_ms"]) == windows  # the teacher timed in the same windows
+    gate = {g.name: g for g in promote.run(params, root).gates}["target.speedup"]
+    assert gate.passed and gate.value == measured["speedup_low"]
+
+
+def test_a_relative_budget_no_model_can_meet_is_refused_naming_the_speedup(project_after, stage_params):
+    root = project_after("teacher")
+    with pytest.raises(search.BudgetUnreachable, match=r"speedup [\d.]+ < 1100 \(1000 plus the 10% margin\)"):
+        prune.run(with_target(stage_params, speedup=1000.0), root)
+
+
+def op_types(path) -> list[str]:
+    return [node.op_type for node in onnx.load(str(path)).graph.node]
 
 
 def test_a_deployable_over_the_budget_fails_its_gate_naming_the_limit():
