@@ -1,12 +1,15 @@
 """Data step: any data source -> seeded train/val/test splits + manifest.
 
 `data.source` picks a reader in `steps.sources` (IDX files, an image folder,
-arrays, a table) and `data.path` the folder or file it reads. Whatever the
-source, this writes the same uncompressed .npz splits (uint8 images
-(N, C, H, W) under "images", or float32 features (N, D) under "features";
-int64 labels) and `manifest.json`: the dataset's name, source, kind, class
-names, input shape, normalisation statistics of the training split, rows and
-sha256 of every split file and the sha256 of every raw input. Every reader
+arrays, a table, texts) and `data.path` the folder or file it reads. Whatever
+the source, this writes the same uncompressed .npz splits (uint8 images
+(N, C, H, W) under "images", float32 features (N, D) under "features", or
+texts as int32 "input_ids" and uint8 "attention_mask" (N, max_length); int64
+labels) and `manifest.json`: the dataset's name, source, kind, class names,
+input shape, normalisation statistics of the training split, rows and sha256
+of every split file and the sha256 of every raw input. Texts are tokenised
+after the split (a tokenizer trained here sees the training split only); the
+tokenizer.json lies beside the splits, described in the manifest. Every reader
 (`steps.core.datasets.load_splits`) re-checks those hashes, so a tampered or
 truncated file is refused with its name before any training starts.
 """
@@ -26,24 +29,36 @@ from steps import config, sources
 from steps.core.hashing import sha256
 from steps.core.layout import DATA_DIR
 from steps.core.results import DataResult
-from steps.sources.base import DataError, RawData, SourceOptions
+from steps.sources.base import DataError, Encoded, RawData, SourceOptions, TokenizerOptions
 from steps.sources.labels import stratified_split
 
 Split = tuple[np.ndarray, np.ndarray]
 
 
-def source_options(cfg: config.DataConfig, seed: int) -> SourceOptions:
-    """The reader's options: the data section's keys of the same names."""
+def source_options(cfg: config.DataConfig, seed: int, root: Path = Path(".")) -> SourceOptions:
+    """The reader's options: the data section's keys of the same names (a tokenizer's path relative to `root`)."""
     feature_columns = tuple(cfg.feature_columns) if cfg.feature_columns is not None else None
     class_names = tuple(cfg.class_names) if cfg.class_names is not None else None
     return SourceOptions(image_size=cfg.image_size, channels=cfg.channels, label_column=cfg.label_column,
-                         feature_columns=feature_columns, class_names=class_names,
+                         feature_columns=feature_columns, class_names=class_names, text_column=cfg.text_column,
+                         max_length=cfg.max_length, tokenizer=_tokenizer_options(cfg.tokenizer, root),
                          test_fraction=cfg.test_fraction, seed=seed)
 
 
+def _tokenizer_options(tokenizer: config.data.TokenizerConfig | None, root: Path) -> TokenizerOptions | None:
+    if tokenizer is None:
+        return None
+    if tokenizer.path is not None:
+        return TokenizerOptions(path=str(_under(root, tokenizer.path)))
+    return TokenizerOptions(kind=tokenizer.train.kind, vocab_size=tokenizer.train.vocab_size)
+
+
+def _under(root: Path, path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else root / path
+
+
 def raw_path(params: config.Params, root: Path) -> Path:
-    path = Path(params.data.path)
-    return path if path.is_absolute() else root / path
+    return _under(root, params.data.path)
 
 
 def split(raw: RawData, cfg: config.DataConfig, seed: int) -> dict[str, Split]:
@@ -114,19 +129,32 @@ def combined_digest(hashes: dict[str, str]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def write_splits(root: Path, splits: dict[str, Split], manifest_fields: dict) -> DataResult:
-    """Write splits + manifest into a temp dir, then swap it in whole."""
+def encode(raw: RawData, splits: dict[str, Split], options: SourceOptions) -> Encoded:
+    """The arrays to write: texts through their encoder (`sources.ENCODERS`, by kind), images and features as
+    they are, under "images" or "features"."""
+    if raw.kind in sources.ENCODERS:
+        return sources.ENCODERS.resolve(raw.kind)(splits, options)
+    key = "images" if raw.kind == "image" else "features"
+    return Encoded(arrays={name: {key: x, "labels": labels} for name, (x, labels) in splits.items()},
+                   input_shape=raw.train[0].shape[1:], files={}, manifest={})
+
+
+def write_splits(root: Path, arrays: dict[str, dict[str, np.ndarray]], manifest_fields: dict,
+                 extra_files: dict[str, bytes] | None = None) -> DataResult:
+    """Write splits (each {name: array}, labels included) + any extra files + manifest into a temp dir, then
+    swap it in whole."""
     out = root / DATA_DIR
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".processed.", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the data is not secret
-    key = "images" if manifest_fields["kind"] == "image" else "features"
     try:
         files = {}
-        for name, (x, labels) in splits.items():
+        for name, split_arrays in arrays.items():
             path = tmp / f"{name}.npz"
-            np.savez(path, **{key: x, "labels": labels})
-            files[f"{name}.npz"] = {"sha256": sha256(path), "rows": len(labels)}
+            np.savez(path, **split_arrays)
+            files[f"{name}.npz"] = {"sha256": sha256(path), "rows": len(split_arrays["labels"])}
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_bytes(content)
         manifest = DataResult(files=files, **manifest_fields)
         (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
         if out.exists():
@@ -142,17 +170,19 @@ def run(params: config.Params, root: Path) -> DataResult:
     """Read the raw data with its source, split it, write the splits and manifest; returns the manifest."""
     cfg = params.data
     path = raw_path(params, root)
-    raw = sources.read(cfg.source, path, source_options(cfg, params.seed))
+    options = source_options(cfg, params.seed, root)
+    raw = sources.read(cfg.source, path, options)
     splits = split(raw, cfg, params.seed)
+    encoded = encode(raw, splits, options)
     hashes = raw_hashes(raw, path)
     fields = {
         "dataset": raw.name, "source": cfg.source, "kind": raw.kind, "classes": list(raw.class_names),
-        "input_shape": list(raw.train[0].shape[1:]), "feature_names": list(raw.feature_names),
+        "input_shape": list(encoded.input_shape), "feature_names": list(raw.feature_names),
         "seed": params.seed, "raw": hashes, "raw_sha256": combined_digest(hashes),
-        "normalization": normalization(raw.kind, splits["train"][0]),
-        "resize": cfg.image_size if raw.kind == "image" else None,
+        "normalization": normalization(raw.kind, splits["train"][0]) if raw.kind != "text" else {},
+        "resize": cfg.image_size if raw.kind == "image" else None, **encoded.manifest,
     }
-    return write_splits(root, splits, fields)
+    return write_splits(root, encoded.arrays, fields, encoded.files)
 
 
 def main() -> None:

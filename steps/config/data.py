@@ -8,7 +8,32 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from steps.config.base import Section as _Section
 from steps.config.base import choice
-from steps.sources import OPTIONS, READS, SOURCES, option_help, refusal
+from steps.sources import OPTIONS, READS, SOURCES, TOKENIZERS, option_help, refusal
+
+DATA_STAGE_ONLY = ("text",)
+"""Sources whose data no model family reads yet: params naming one validate only for the data stage run alone."""
+
+
+class TokenizerTraining(_Section):
+    """data.tokenizer.train: a tokenizer trained on the training split (steps/sources/tokens.py)."""
+
+    kind: choice(TOKENIZERS) = Field(description="wordpiece (BERT's recipe) | bpe (RoBERTa's byte-level recipe)")
+    vocab_size: int = Field(ge=1, description="the vocabulary's size, special tokens included")
+
+
+class TokenizerConfig(_Section):
+    """data.tokenizer: exactly one of `path` (a saved tokenizer) and `train`."""
+
+    path: str | None = Field(default=None, min_length=1, description="a folder written by save_pretrained "
+                             "(holding tokenizer.json), or a tokenizer.json")
+    train: TokenizerTraining | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TokenizerConfig:
+        if (self.path is None) == (self.train is None):
+            raise ValueError("data.tokenizer needs exactly one of path (a saved tokenizer) and train "
+                             "({kind: wordpiece | bpe, vocab_size: N})")
+        return self
 
 
 class DataConfig(_Section):
@@ -25,6 +50,9 @@ class DataConfig(_Section):
     label_column: str | None = Field(default=None, min_length=1, description=option_help("label_column"))
     feature_columns: list[str] | None = Field(default=None, description=option_help("feature_columns"))
     class_names: list[str] | None = Field(default=None, description=option_help("class_names"))
+    text_column: str | None = Field(default=None, min_length=1, description=option_help("text_column"))
+    max_length: int | None = Field(default=None, ge=1, description=option_help("max_length"))
+    tokenizer: TokenizerConfig | None = Field(default=None, description=option_help("tokenizer"))
     test_fraction: float = Field(default=0.2, gt=0, lt=1, description="held out as test when a source has none")
     train_limit: int | None = Field(default=None, ge=1, description="use only this many training rows")
     test_limit: int | None = Field(default=None, ge=1, description="use only this many test rows")
@@ -40,6 +68,18 @@ class DataConfig(_Section):
             del raw["raw_dir"]
         return raw
 
+    @field_validator("source")
+    @classmethod
+    def _a_model_reads_it(cls, value: str, info: ValidationInfo) -> str:
+        """Text data prepare token ids that no model family reads yet: a whole run (or any stage but the data
+        stage) is refused before any work rather than failing in the teacher stage. `config.load(root,
+        stage="data")` (what `python -m steps.data` does) lets the data stage prepare them alone."""
+        if value in DATA_STAGE_ONLY and (info.context or {}).get("stage") != "data":
+            raise ValueError(
+                f"the {value} source prepares token ids and attention masks, which no model family reads yet (the "
+                "hf family of issue 26 is not built): only the data stage runs on it (python -m steps.data)")
+        return value
+
     @field_validator(*OPTIONS)
     @classmethod
     def _read_by_the_source(cls, value: Any, info: ValidationInfo) -> Any:
@@ -54,4 +94,7 @@ class DataConfig(_Section):
     def _table_needs_label(self) -> DataConfig:
         if self.source == "table" and self.label_column is None:
             raise ValueError("the table source needs data.label_column (the column holding the labels)")
+        if self.source == "text" and (self.tokenizer is None or self.max_length is None):
+            missing = " and ".join(f"data.{k}" for k in ("tokenizer", "max_length") if getattr(self, k) is None)
+            raise ValueError(f"the text source needs {missing} (how texts become token ids, and how many of them)")
         return self

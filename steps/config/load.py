@@ -29,12 +29,15 @@ def format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def validate(raw: Any, source: str = PARAMS_FILE) -> Params:
-    """Validate an already-parsed mapping; raise ConfigError naming every bad key."""
+def validate(raw: Any, source: str = PARAMS_FILE, *, stage: str | None = None) -> Params:
+    """Validate an already-parsed mapping; raise ConfigError naming every bad key.
+
+    `stage`: the one stage about to run alone (`python -m steps.<stage>`), when params that no whole run
+    accepts are fine for it (today: data.source text, which only the data stage can use so far)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     try:
-        params = Params.model_validate(raw)
+        params = Params.model_validate(raw, context={"stage": stage})
     except ValidationError as err:
         raise ConfigError(format_errors(err, source)) from None
     if params.sweep.grid:  # a bad grid is a bad params.yaml, refused before any work like any other key
@@ -57,7 +60,7 @@ def read_raw(path: Path) -> dict[str, Any]:
     return raw
 
 
-def load(root: Path | str = ".") -> Params:
-    """Parse and validate `<root>/params.yaml`."""
+def load(root: Path | str = ".", *, stage: str | None = None) -> Params:
+    """Parse and validate `<root>/params.yaml` (for `stage` alone: `validate`)."""
     path = Path(root) / PARAMS_FILE
-    return validate(read_raw(path), source=str(path))
+    return validate(read_raw(path), source=str(path), stage=stage)

@@ -1,7 +1,8 @@
 """What every stage reads: the processed splits, refused unless each file's sha256 matches the manifest.
 
 Shapes, classes, kind and normalisation come from the manifest (`DataResult`), never from code:
-the same readers serve an IDX folder, an image folder, arrays and a table.
+the same readers serve an IDX folder, an image folder, arrays and a table; texts (token ids and attention
+masks, with their tokenizer.json) have their own readers, `load_text` and `tokenizer_file`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import numpy as np
 
 from steps.core.hashing import sha256
 from steps.core.layout import DATA_DIR, MANIFEST
-from steps.sources.base import DataError  # one error type for raw and processed data (a light module: no reader)
+from steps.sources.base import DataError, check_labels  # one error and label check for raw and processed data
 
 SPLITS = ("train", "val", "test")
 KEYS = {"image": "images", "features": "features"}
 
 
 def kind(manifest: dict) -> str:
-    """"image" or "features"; manifests from before data sources held images only."""
+    """"image", "features" or "text"; manifests from before data sources held images only."""
     return manifest.get("kind", "image")
 
 
@@ -57,20 +58,49 @@ def read_manifest(root: Path) -> dict:
         raise DataError(f"{path}: corrupt manifest: {err}") from None
 
 
+def _checked(path: Path, expected: str | None, what: str) -> Path:
+    if expected is None or not path.is_file():
+        raise DataError(f"{path}: missing {what}")
+    if sha256(path) != expected:
+        raise DataError(f"{path}: sha256 does not match {MANIFEST}; the file was changed or truncated")
+    return path
+
+
+def _split_file(root: Path, name: str, manifest: dict) -> Path:
+    entry = manifest["files"].get(f"{name}.npz")
+    return _checked(root / DATA_DIR / f"{name}.npz", entry and entry["sha256"], "split file")
+
+
 def load_arrays(root: Path, name: str, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
     """One split's samples and labels, refused unless its sha256 matches the manifest."""
-    path = root / DATA_DIR / f"{name}.npz"
-    entry = manifest["files"].get(f"{name}.npz")
-    if entry is None or not path.is_file():
-        raise DataError(f"{path}: missing split file")
-    if sha256(path) != entry["sha256"]:
-        raise DataError(f"{path}: sha256 does not match {MANIFEST}; the file was changed or truncated")
+    path = _split_file(root, name, manifest)
+    if kind(manifest) not in KEYS:
+        raise DataError(f"{path}: {kind(manifest)} splits hold token ids and attention masks; read them with load_text")
     with np.load(path, allow_pickle=False) as npz:
         x, labels = npz[KEYS[kind(manifest)]], npz["labels"]
     if x.ndim == 3 and "input_shape" not in manifest:
         x = x[:, None]  # a grayscale (N, H, W) split written before data sources existed
     check_pair(x, labels, str(path), manifest)
     return x, labels
+
+
+def load_text(root: Path, name: str, manifest: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One text split's int32 input_ids and uint8 attention_mask, both (N, max_length), and its labels; refused
+    unless its sha256 matches the manifest."""
+    path = _split_file(root, name, manifest)
+    with np.load(path, allow_pickle=False) as npz:
+        ids, mask, labels = npz["input_ids"], npz["attention_mask"], npz["labels"]
+    expected = (len(labels), manifest["max_length"])
+    if ids.dtype != np.int32 or mask.dtype != np.uint8 or ids.shape != expected or mask.shape != expected:
+        raise DataError(f"{path}: expected int32 input_ids and uint8 attention_mask of shape {expected}, got "
+                        f"{ids.dtype} {ids.shape} and {mask.dtype} {mask.shape}")
+    return ids, mask, check_labels(labels, manifest["classes"], str(path))
+
+
+def tokenizer_file(root: Path, manifest: dict) -> Path:
+    """The text data's tokenizer.json beside the splits, refused unless its sha256 matches the manifest."""
+    tokenizer = manifest.get("tokenizer") or {}
+    return _checked(root / DATA_DIR / tokenizer.get("file", "tokenizer.json"), tokenizer.get("sha256"), "tokenizer")
 
 
 def input_shape(manifest: dict) -> tuple[int, ...]:

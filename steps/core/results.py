@@ -56,10 +56,11 @@ class DataResult(StageResult):
     source: str
     """The `data.source` reader that read the raw data."""
     kind: str
-    """"image" (uint8 (N, C, H, W) in the splits) or "features" (float32 (N, D))."""
+    """"image" (uint8 (N, C, H, W) in the splits), "features" (float32 (N, D)) or "text" (int32 input_ids and
+    uint8 attention_mask, (N, max_length))."""
     classes: list[str]
     input_shape: list[int]
-    """One sample's shape: [C, H, W] or [D]."""
+    """One sample's shape: [C, H, W], [D] or [max_length]."""
     feature_names: list[str]
     seed: int
     files: dict[str, dict]
@@ -68,10 +69,27 @@ class DataResult(StageResult):
     raw_sha256: str
     """One sha256 over every raw file's name and sha256."""
     normalization: dict[str, list[float]]
-    """{"mean": [...], "std": [...]} of the training split: per channel (images) or per feature (tables)."""
+    """{"mean": [...], "std": [...]} of the training split: per channel (images) or per feature (tables); {} for
+    text."""
     resize: int | None = None
     """Images: the square size `data.image_size` resized every image to (the served model resizes the same way);
     None: images were kept at their size, and the served model refuses other sizes."""
+    max_length: int | None = None
+    """Text: every text's tokens, truncated on the right and padded to this length (special tokens included)."""
+    truncated: dict[str, int] | None = None
+    """Text: {split: how many of its texts lost tokens to max_length}."""
+    tokenizer: dict | None = None
+    """Text: {"file": "tokenizer.json" (beside the splits), "sha256", "vocab_size", "special_tokens": {role:
+    {"token", "id"}} for pad/cls/sep/unk/mask where present, "trained": {"kind", "vocab_size"} asked for, or
+    None when loaded from data.tokenizer.path}."""
+
+    TEXT_ONLY = ("max_length", "truncated", "tokenizer")
+
+    def to_dict(self) -> dict:
+        """The manifest; data that are not text leave out the text fields, so their manifests (and digests) stay
+        what they were before text existed."""
+        out = super().to_dict()
+        return {k: v for k, v in out.items() if k not in self.TEXT_ONLY or v is not None}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,7 @@ def run_stage_main(name: str, run: Callable[[config.Params, Path], object], argv
     root = args.root.resolve()
     show_logs()
     try:
-        params = config.load(root)
+        params = config.load(root, stage=name)
         run(params, root)
     except USER_ERRORS as err:
         print(f"{name} stage failed: {err}", file=sys.stderr)

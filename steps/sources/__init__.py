@@ -4,6 +4,8 @@
     image_folder  root/<class>/<image> or root/{train,test}/<class>/<image>, PNG or JPEG
     arrays        a .npz file, or a folder of .npy files (x/y, optional x_test/y_test)
     table         a Parquet or CSV file, or a folder of them (data.label_column names the labels)
+    text          labelled texts: a CSV, Parquet or JSON Lines file (or a folder of them), or root/<class>/*.txt;
+                  tokenised by the data stage (steps/sources/tokens.py) into token ids and attention masks
 
 Each module's docstring gives its exact rules. `SOURCES` is the one registry of them, names only: the
 config schema reads its valid `data.source` values from it, and a reader is imported when `read` is
@@ -31,8 +33,23 @@ SOURCES = Registry("data source", {
     "image_folder": "steps.sources.image_folder:read",
     "arrays": "steps.sources.arrays:read",
     "table": "steps.sources.table:read",
+    "text": "steps.sources.text:read",
 })
 """name -> reader, a function (path, SourceOptions) -> RawData."""
+
+ENCODERS = Registry("sample encoder", {
+    "text": "steps.sources.tokens:encode",
+})
+"""RawData kind -> what turns its split samples into arrays (texts into token ids); a kind not here (images,
+features) is written as it is. Keyed by kind, not by source; the text reader imports steps.sources.tokens
+itself, so the data stage's code key holds it exactly when data.source is text."""
+
+TOKENIZERS = Registry("tokenizer kind", {
+    "wordpiece": "steps.sources.tokens:wordpiece",
+    "bpe": "steps.sources.tokens:bpe",
+})
+"""data.tokenizer.train.kind -> a function (vocab_size, texts) -> a trained `tokenizers.Tokenizer`
+(steps/sources/tokens.py)."""
 
 OPTIONS = {
     "image_size": "resizes every image to a square of this size",
@@ -40,6 +57,10 @@ OPTIONS = {
     "label_column": "names the table column that holds the labels",
     "feature_columns": "names the table columns used as features, all other columns when null",
     "class_names": "names labels 0..K-1 that the data gives as bare integers",
+    "text_column": "names the table column that holds the texts",
+    "max_length": "truncates and pads every text to this many tokens",
+    "tokenizer": "loads a saved tokenizer ({path: DIR}) or trains one on the training split "
+                 "({train: {kind, vocab_size}})",
 }
 """The data.* keys only some sources read, and what each does (test_fraction and seed apply to every source)."""
 
@@ -48,10 +69,12 @@ READS = {
     "image_folder": ("image_size", "channels"),  # its classes are named after their folders
     "arrays": ("image_size", "channels", "class_names"),  # image_size and channels: arrays of images only
     "table": ("label_column", "feature_columns"),  # its labels are named by their values
+    # label_column, text_column and class_names: a table of texts; class folders of .txt files name their classes
+    "text": ("label_column", "text_column", "class_names", "max_length", "tokenizer"),
 }
 """source -> the OPTIONS it reads; any other OPTIONS key set for it is refused, naming the key."""
 
-__all__ = ["OPTIONS", "READS", "SOURCES", "option_help", "read", "refusal"]
+__all__ = ["ENCODERS", "OPTIONS", "READS", "SOURCES", "TOKENIZERS", "option_help", "read", "refusal"]
 
 
 def option_help(key: str) -> str:

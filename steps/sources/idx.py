@@ -21,7 +21,7 @@ import numpy as np
 
 from steps.sources.base import DataError, RawData, SourceOptions, check_labels, refuse_options
 from steps.sources.images import conform_images
-from steps.sources.labels import name_classes
+from steps.sources.labels import CLASSES_FILE, name_classes, read_class_names
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -29,7 +29,6 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-CLASSES_FILE = "classes.txt"
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -79,23 +78,6 @@ def find_files(folder: Path) -> dict[str, Path]:
     if missing:
         raise DataError(f"{folder}: missing {', '.join(missing)}")
     return found
-
-
-def read_class_names(path: Path, num_classes: int) -> tuple[str, ...]:
-    """classes.txt: one name per line, line i naming label i; at least as many names as labels."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read ({err})") from None
-    names = tuple(line.strip() for line in lines)
-    if "" in names:
-        raise DataError(f"{path}: line {names.index('') + 1} is blank; every line must name one class")
-    if len(set(names)) != len(names):
-        doubled = sorted({name for name in names if names.count(name) > 1})
-        raise DataError(f"{path}: class names repeated: {doubled}")
-    if len(names) < num_classes:
-        raise DataError(f"{path}: names {len(names)} classes but the labels go up to {num_classes - 1}")
-    return names
 
 
 def _images(path: Path) -> np.ndarray:

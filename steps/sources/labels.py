@@ -1,13 +1,17 @@
-"""Labels and splits the readers share: label values to 0..K-1, class names from params, the seeded stratified
-split (also the data stage's validation split) and the test split of a source that has none."""
+"""Labels and splits the readers share: label values to 0..K-1, class names from params or a classes.txt, the seeded
+stratified split (also the data stage's validation split) and the test split of a source that has none."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from steps.sources.base import DataError, SourceOptions, Split
+
+CLASSES_FILE = "classes.txt"
+"""One class name per line, line i naming label i (the idx and text sources read it beside their files)."""
 
 
 def encode_labels(
@@ -117,3 +121,20 @@ def name_classes(default: tuple[str, ...], options: SourceOptions, where: str) -
             f"{where}: class_names lists {len(options.class_names)} names but the data has {len(default)} classes"
         )
     return options.class_names
+
+
+def read_class_names(path: Path, num_classes: int) -> tuple[str, ...]:
+    """classes.txt: one name per line, line i naming label i; at least as many names as labels."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read ({err})") from None
+    names = tuple(line.strip() for line in lines)
+    if "" in names:
+        raise DataError(f"{path}: line {names.index('') + 1} is blank; every line must name one class")
+    if len(set(names)) != len(names):
+        doubled = sorted({name for name in names if names.count(name) > 1})
+        raise DataError(f"{path}: class names repeated: {doubled}")
+    if len(names) < num_classes:
+        raise DataError(f"{path}: names {len(names)} classes but the labels go up to {num_classes - 1}")
+    return names

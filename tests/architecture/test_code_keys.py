@@ -18,7 +18,7 @@ from steps.core import imports
 from steps.core.dag import STAGES, stage
 from tests.helpers import REPO, variant
 
-READERS = {"idx", "image_folder", "arrays", "table"}
+READERS = {"idx", "image_folder", "arrays", "table", "text"}
 CUSTOM = {"name": "custom", "channels": [], "hidden": [], "factory": "mymodels:build", "kwargs": {}}
 
 
@@ -38,6 +38,19 @@ def test_only_the_data_stage_runs_a_reader_and_only_the_one_params_name(params):
     for st in STAGES[1:]:
         assert readers_in(st.code(params)) == set(), st.name
         assert "steps/sources/base.py" in st.code(params)  # DataError: the light contract module, not a reader
+
+
+def test_text_data_add_the_text_reader_and_its_tokenizer_to_the_data_stage_alone(params):
+    """tokens.py (and the tokenizers library behind it) is code of a text project's data stage only: the default
+    IDX project's data stage holds neither it nor text.py."""
+    raw = params.model_dump(mode="json")
+    raw["data"] = {"source": "text", "path": "mail.csv", "val_size": 10, "text_column": "body",
+                   "label_column": "kind", "max_length": 32, "tokenizer": {"train": {"kind": "wordpiece",
+                                                                                      "vocab_size": 500}}}
+    text = config.validate(raw, stage="data")  # the data stage alone: no model family reads text yet
+    assert readers_in(stage("data").code(text)) == {"text"}
+    assert "steps/sources/tokens.py" in stage("data").code(text)
+    assert "steps/sources/tokens.py" not in stage("data").code(params)
 
 
 def test_every_stage_runs_its_module_and_what_it_imports(params):

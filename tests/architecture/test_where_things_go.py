@@ -49,9 +49,11 @@ def test_each_data_source_declares_the_source_specific_keys_it_reads():
 
 def test_the_data_source_names_are_the_schemas():
     field = config.DataConfig.model_fields["source"]
+    needs = {"table": {"label_column": "y"}, "text": {"max_length": 8, "tokenizer": {"path": "tok"}}}
     for name in sources.SOURCES:
-        raw = {"source": name, "path": "x", "val_size": 1, "label_column": "y" if name == "table" else None}
-        assert config.DataConfig.model_validate(raw).source == name
+        raw = {"source": name, "path": "x", "val_size": 1, **needs.get(name, {})}
+        # the data stage alone: no model family reads text yet, so a whole run refuses it (tests/sources/test_text.py)
+        assert config.DataConfig.model_validate(raw, context={"stage": "data"}).source == name
     assert field.default in sources.SOURCES
 
 

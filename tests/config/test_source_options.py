@@ -11,11 +11,15 @@ from typer.testing import CliRunner
 from flows.cli import app
 from steps import config, sources
 from steps.core.layout import DATA_DIR
-from steps.sources.base import SourceOptions, refuse_options
+from steps.sources.base import SourceOptions, TokenizerOptions, refuse_options
 from tests.helpers import default_params, write_params
 
 VALUES = {"image_size": 32, "channels": "rgb", "label_column": "y", "feature_columns": ["a", "b"],
-          "class_names": ["cat", "dog"]}
+          "class_names": ["cat", "dog"], "text_column": "body", "max_length": 16, "tokenizer": {"path": "tok"}}
+OPTION_VALUES = {**VALUES, "tokenizer": TokenizerOptions(path="tok")}  # what SourceOptions holds for each
+NEEDS = {"table": {"label_column": "y"},
+         "text": {"max_length": 16, "tokenizer": {"train": {"kind": "bpe", "vocab_size": 300}}}}
+"""The keys a source cannot do without."""
 
 
 def with_data(**data) -> dict:
@@ -34,6 +38,9 @@ def with_data(**data) -> dict:
     ("idx", "feature_columns", "the table columns used as features"),
     ("arrays", "label_column", "the table column that holds the labels"),
     ("arrays", "feature_columns", "the table columns used as features"),
+    ("image_folder", "text_column", "names the table column that holds the texts"),
+    ("table", "max_length", "truncates and pads every text to this many tokens"),
+    ("idx", "tokenizer", "loads a saved tokenizer"),
 ])
 def test_a_key_the_source_does_not_read_is_refused_naming_key_source_and_purpose(source, key, purpose):
     raw = with_data(source=source, **{key: VALUES[key]}, **({"label_column": "y"} if source == "table" else {}))
@@ -69,14 +76,14 @@ def test_the_config_and_the_readers_refuse_the_same_keys():
     """One list: for every source and every source-specific key, validation refuses exactly when the reader
     would (arrays of features also refuse image_size and channels once read: that stays in the reader)."""
     for source, key in product(sources.SOURCES, sources.OPTIONS):
-        extra = {"label_column": "y"} if source == "table" and key != "label_column" else {}
-        try:
-            config.validate(with_data(source=source, **{key: VALUES[key]}, **extra))
+        extra = {k: v for k, v in NEEDS.get(source, {}).items() if k != key}
+        try:  # stage: the text source validates for the data stage alone (no model family reads text yet)
+            config.validate(with_data(source=source, **{key: VALUES[key]}, **extra), stage="data")
             config_refuses = False
         except config.ConfigError:
             config_refuses = True
         try:
-            refuse_options(SourceOptions(**{key: VALUES[key]}), source)
+            refuse_options(SourceOptions(**{key: OPTION_VALUES[key]}), source)
             reader_refuses = False
         except ValueError as err:
             reader_refuses = True

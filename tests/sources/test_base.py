@@ -80,7 +80,7 @@ def test_raw_data_refuses_a_class_without_training_rows_and_bad_dtypes():
 
 
 def test_registry_names_and_unknown_source():
-    assert set(sources.SOURCES) == {"idx", "image_folder", "arrays", "table"}
+    assert set(sources.SOURCES) == {"idx", "image_folder", "arrays", "table", "text"}
     with pytest.raises(ValueError, match=r"unknown data source 'hdf5'; choose one of \['arrays', 'idx'"):
         sources.read("hdf5", Path("."), SourceOptions())
 
