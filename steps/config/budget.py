@@ -36,7 +36,8 @@ class SearchConfig(Section):
     search_seconds: float = Field(
         default=0.3, ge=0, description="timed calls go on (past search_repeats) until they have lasted this long: "
         "at batch 1, 80 calls take 10 ms and one hiccup of the machine decides their p95")
-    verify_repeats: int = Field(default=200, ge=72, description="timed calls when verifying a fine-tuned candidate")
+    verify_repeats: int = Field(default=80, ge=72, description="timed calls per file and window when verifying a "
+                                                              "fine-tuned candidate (and in evaluate)")
     verify_seconds: float = Field(
         default=1.5, ge=0, description="the same when verifying (and when evaluate re-measures the deployable), "
                                        "per timing window")

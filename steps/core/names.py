@@ -59,6 +59,8 @@ class Tag(StrEnum):
     """Prefix: `shrinkflow.onnx_sha256.<file name>` holds that ONNX artifact's sha256."""
     TARGET = "shrinkflow.target"
     """Prefix: `shrinkflow.target.<limit>` holds the budget (params `target:`) the version was searched for."""
+    REFERENCE_SHA256 = "shrinkflow.reference_sha256"
+    """sha256 of the teacher's ONNX file logged with a budgeted version: what its latency was timed beside."""
 
 
 STATISTIC_TAG = "shrinkflow.statistic"
@@ -72,6 +74,7 @@ class Artifact(StrEnum):
     MODEL = "model"  # the registered MLflow model (torch.export), as downloaded from models:/NAME/VERSION
     MODEL_FILES = "model_files"  # the safetensors weights + JSON spec
     DEPLOY = "deploy"  # the deployable ONNX files (fp32, int8)
+    REFERENCE = "reference"  # the teacher's ONNX file a budgeted version was timed beside (steps/core/latency.py)
 
 
 class ModelRole(StrEnum):

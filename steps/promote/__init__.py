@@ -34,7 +34,7 @@ from steps.core import datasets, lineage
 from steps.core.dag import LINEAGE_SECTIONS
 from steps.core.files import write_json
 from steps.core.hashing import sha256
-from steps.core.layout import PROMOTION, REPORT, deployable_files, metrics_path, model_files, model_path
+from steps.core.layout import PROMOTION, REPORT, deployable_files, metrics_path, model_files, model_path, onnx_path
 from steps.core.names import Artifact, ModelRole, Tag
 from steps.core.results import EvaluateReport, QuantizeResult, TeacherResult
 from steps.core.torchkit import load_model
@@ -114,6 +114,8 @@ def decide(root: Path, params: config.Params, report: dict, run_id: str, candida
     name, version, deployable = candidate.model_name, candidate.version, deploy_files[1]
     # Deployable ONNX files (issue 9): logged with this version, sha256 of each as a version tag.
     tracking.log_deployable(name, version, *deploy_files)
+    if report.get("target"):  # what its latency was timed beside, so the audit re-times it on the same terms
+        tracking.log_reference(name, version, root / onnx_path(ModelRole.TEACHER))
     digests = artifacts.artifact_digests(name, version, run_id)
     tracking.log_dict(digests, "artifacts.json")
     labels = comparison.served_labels(name, version, test)  # scored once: the served check and the champion's

@@ -189,6 +189,29 @@ def log_deployable(name: str, version: int, files: list[Path], deployable: Path)
     return tags
 
 
+def log_reference(name: str, version: int, path: Path) -> None:
+    """Log the file a budgeted version's latency was timed beside (the teacher's ONNX file) into the active run and
+    tag the version with its sha256, so the audit re-times the version on the same terms."""
+    mlflow.log_artifact(str(path), artifact_path=Artifact.REFERENCE)
+    tag_version(name, version, {Tag.REFERENCE_SHA256.value: sha256(Path(path))})
+
+
+def download_reference(mv, dest: Path) -> Path | None:
+    """The reference file logged with model version `mv`, checked against its sha256 tag; None when the version
+    has none (registered without a budget, or before issue 29)."""
+    digest = mv.tags.get(Tag.REFERENCE_SHA256)
+    if digest is None:
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    local = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=Artifact.REFERENCE,
+                                                     dst_path=str(dest)))
+    (path,) = sorted(local.glob("*.onnx"))
+    if sha256(path) != digest:
+        raise ValueError(f"{mv.name} version {mv.version}: {Artifact.REFERENCE}/{path.name} has sha256 {sha256(path)}, "
+                         f"but {digest} was recorded at registration")
+    return path
+
+
 def download_deployable(mv, dest: Path) -> dict[str, str]:
     """Download the ONNX files logged with model version `mv` into `dest`, each checked against its sha256 tag.
 

@@ -10,9 +10,12 @@ from mlflow.tracking import MlflowClient
 from steps import distill, evaluate, export, promote, prune, quantize, tracking
 from steps.compression import measure, progress, width_search
 from steps.core.layout import model_path, onnx_path
+from steps.core.datasets import read_manifest
+from steps.core.hashing import sha256
 from steps.core.names import ModelRole, Tag
 from steps.core.torchkit import load_model
 from steps.promote.gates import budget_gates
+from steps.registry.audit.remeasure import budget_check
 from steps.prune import budget_search as search
 from steps.prune.search_cache import SearchCache
 from tests.helpers import variant
@@ -138,8 +141,18 @@ def test_a_relative_budget_is_searched_verified_and_gated_beside_the_teachers_fi
     measured = report.target["measured"]
     assert report.target["verdicts"] == {"speedup": "pass"} and measured["windows"] == windows
     assert len(measured["reference_window_p95_ms"]) == windows  # the teacher timed in the same windows
-    gate = {g.name: g for g in promote.run(params, root).gates}["target.speedup"]
+    decision = promote.run(params, root)
+    gate = {g.name: g for g in decision.gates}["target.speedup"]
     assert gate.passed and gate.value == measured["speedup_low"]
+    # the audit re-times the registered deployable beside the teacher's file logged with the version
+    name = params.promote.resolved_model_name(read_manifest(root))
+    tags = tracking.model_version(name, decision.version).tags
+    assert tags[Tag.REFERENCE_SHA256] == sha256(root / onnx_path(ModelRole.TEACHER))
+    (row,) = budget_check(name, decision.version, tags, root)
+    assert row.name == "budget speedup" and row.passed and row.observed.startswith("pass ")
+    assert row.recorded.startswith("pass") and f"{windows} windows" in row.detail
+    older = {k: v for k, v in tags.items() if k != Tag.REFERENCE_SHA256}  # as registered before issue 29
+    assert budget_check(name, decision.version, older, root)[0].passed is None
 
 
 def test_a_relative_budget_no_model_can_meet_is_refused_naming_the_speedup(project_after, stage_params):

@@ -14,7 +14,10 @@ Checks, in order (each one a row of the verdict table):
    confidence intervals (it fails only when the re-measured interval starts above the end of the recorded one),
    p50, and p95 without intervals (fewer repeats than an interval needs), within a stated relative tolerance;
    the served pyfunc model's accuracy must equal it too;
-5b. decision: the promotion's paired test against the champion it faced (McNemar, bootstrap interval, worst
+5b. budget: a budgeted version's latency limits (`target.latency_p95_ms`, `target.speedup`) judged again as evaluate
+   judged them: the registered deployable timed beside the reference file logged with it, in windows; it fails
+   only when the whole re-measured interval is past a limit (steps/core/latency.py);
+5c. decision: the promotion's paired test against the champion it faced (McNemar, bootstrap interval, worst
    class) is recomputed from both registered versions on the fetched test split and must equal what the
    decision recorded and tagged;
 6. retrain (optional): the pipeline's training stages rerun at the recorded commit in a temporary git worktree,
@@ -37,7 +40,7 @@ from steps.registry.audit.records import (
     params_check,
     teacher_init_check,
 )
-from steps.registry.audit.remeasure import LATENCY_TOLERANCE, decision_check, metrics_check
+from steps.registry.audit.remeasure import LATENCY_TOLERANCE, budget_check, decision_check, metrics_check
 from steps.registry.audit.report import AuditReport, Check
 from steps.registry.audit.retrain import RETRAIN_TOLERANCE, retrain_check
 
@@ -76,6 +79,7 @@ def run(root: Path, model_uri: str, retrain: bool = False, latency_tolerance: fl
         if data_ok and artifacts_ok:
             _guard(report, "metrics", lambda: metrics_check(root, name, version, tags, work, latency_tolerance))
             _guard(report, "decision", lambda: decision_check(name, version, tags, work))
+            _guard(report, "budget", lambda: budget_check(name, version, tags, work))
         else:
             report.checks.append(Check("metrics", None, "needs verified data and artifacts"))
         if retrain:

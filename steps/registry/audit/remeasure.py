@@ -7,7 +7,7 @@ from pathlib import Path
 
 from steps import config, tracking
 from steps.core.layout import onnx_path
-from steps.core.names import STATISTIC_TAG, ModelRole, Tag
+from steps.core.names import STATISTIC_TAG, Artifact, ModelRole, Tag
 from steps.registry.audit.records import logged_json
 from steps.registry.audit.report import Check
 
@@ -112,6 +112,45 @@ def latency_check(key: str, logged: dict[str, float], measured: dict, tolerance:
     ok = abs(now - recorded) <= tolerance * recorded
     return Check(f"metric {key}", ok, f"{rule}within {tolerance:.0%}, {timed}", recorded=f"{recorded:.6g}",
                  observed=f"{now:.6g}")
+
+
+def budget_check(name: str, version: int, tags: dict[str, str], work: Path) -> list[Check]:
+    """A budgeted version's latency limits judged again as evaluate judged them (steps/core/latency.py): the
+    registered deployable timed beside the reference file logged with it, at the budget's batch size, in the
+    verification's windows. Passes on pass, and on inconclusive (the re-measured interval straddles the limit:
+    the machine's noise, not a changed model); fails only when the whole re-measured interval is past the limit.
+    Sizes and counts are exact and checked as metrics."""
+    from steps.core import budget
+    from steps.core.datasets import load_splits
+
+    params = config.validate(logged_json(tags[Tag.PROMOTE_RUN], "params.json"))
+    limits = {k: v for k, v in params.target.limits().items() if k in (budget.LATENCY, budget.SPEEDUP)}
+    if not limits:
+        return []
+    mv = tracking.model_version(name, version)
+    folder = work / "budget"
+    tracking.download_deployable(mv, folder)
+    reference = (tracking.download_reference(mv, folder / Artifact.REFERENCE) if Tag.REFERENCE_SHA256 in tags
+                 else None)
+    batch = budget.timed_batch(load_splits(work, ("test",))["test"], params.target.batch_size)
+    measured = budget.file_cost(folder / tags[Tag.DEPLOYABLE], batch, budget.verify_timing(params), reference)
+    rows = []
+    for key, limit in limits.items():
+        recorded = tags.get(f"{Tag.GATE}.target.{key}", "not recorded").split(":")[0]
+        if key == budget.SPEEDUP and reference is None:
+            rows.append(Check(f"budget {key}", None, "no reference file was logged with this version (registered "
+                              "before issue 29): its speedup cannot be re-timed on the same terms", recorded=recorded))
+            continue
+        verdict = budget.verdict_of(measured, key, limit)
+        spec = budget.MEASURED[key]
+        interval = f"[{measured[spec.low]:.4g}, {measured[spec.high]:.4g}]"
+        rows.append(Check(f"budget {key}", verdict != budget.OVER,
+                          f"re-timed as evaluate times it, {measured['windows']} windows: "
+                          f"{budget.describe_latency(measured)}; verdict {verdict} against {limit:g}" +
+                          ("; inconclusive is not a failure: the interval straddles the limit" if verdict ==
+                           budget.INCONCLUSIVE else ""),
+                          recorded=recorded, observed=f"{verdict} {measured[spec.estimate]:.4g} {interval}"))
+    return rows
 
 
 def decision_check(name: str, version: int, tags: dict[str, str], work: Path) -> list[Check]:
