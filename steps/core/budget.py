@@ -22,7 +22,6 @@ from steps.core import latency
 from steps.core.latency import INCONCLUSIVE, OVER, PASS, REFERENCE, Timing
 
 LATENCY, SPEEDUP = "latency_p95_ms", "speedup"
-VERDICTS = (PASS, OVER, INCONCLUSIVE)
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,10 @@ class Measured:
     at_least: bool = False
 
     def held(self, cost: dict, upper: bool) -> float:
-        """The value held against the limit: the interval's unfavourable end (`upper`), else the estimate."""
-        if not upper or self.low is None:
-            return cost[self.estimate]
-        return cost[self.low] if self.at_least else cost[self.high]
+        """The value held against the limit: the interval's unfavourable end (`upper`, when the cost has an
+        interval), else the estimate."""
+        end = (self.low if self.at_least else self.high) if upper and self.low is not None else None
+        return cost[end] if end is not None and cost.get(end) is not None else cost[self.estimate]
 
 
 MEASURED = {LATENCY: Measured(LATENCY, "latency_p95_low_ms", "latency_p95_high_ms"),

@@ -108,8 +108,9 @@ STAGES: tuple[Stage, ...] = (
     # metrics/prune.json: the precision a budget search chose to deploy
     Stage("quantize", inputs=(DATA_DIR, onnx_path(ModelRole.STUDENT), metrics_path("prune")),
           params=("seed", "threads", "quantize", "target"), outs=(INT8_DIR,), metrics=(metrics_path("quantize"),)),
+    # metrics/prune.json: how the budget search's verification read the teacher's file (the machine's drift since)
     Stage("evaluate", inputs=(DATA_DIR, *_ALL_MODELS, *(onnx_path(role) for role in ModelRole), INT8_DIR,
-                              metrics_path("quantize")),
+                              metrics_path("quantize"), metrics_path("prune")),
           params=("threads", "evaluate", "target"), metrics=(REPORT,), plots=(f"{PLOTS_DIR}/pareto.png",),
           plugins=_LOADS_ALL_MODELS),
     # the deployable ONNX files are logged with the registered version

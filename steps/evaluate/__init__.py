@@ -14,7 +14,7 @@ from steps.core.names import ModelRole
 from steps.evaluate.perclass import class_recall, recall_frame
 from steps.core.reports import close_figure, frame, report_figure
 from steps.core.torchkit import load_model
-from steps.core.results import EvaluateReport, QuantizeResult, flatten
+from steps.core.results import EvaluateReport, PruneResult, QuantizeResult, flatten
 
 
 def onnx_name(variant: str) -> str:
@@ -77,8 +77,17 @@ def budget_check(params: config.Params, root: Path, test, quantized: dict) -> di
                 **budget.file_cost(root / quantized["deployable"], batch, budget.verify_timing(params),
                                    reference=root / onnx_path(ModelRole.TEACHER)),
                 **budget.counts(load_model(root, ModelRole.STUDENT)[0], batch)}
+    measured["machine_vs_search"] = machine_vs_search(root, measured)
     return {"budget": {**limits.limits(), "batch_size": limits.batch_size}, "measured": measured,
             "verdicts": budget.verdicts(measured, limits), "violations": budget.violations(measured, limits)}
+
+
+def machine_vs_search(root: Path, measured: dict) -> float | None:
+    """How much slower (> 1) the teacher's file read now than when the budget search verified the chosen model
+    beside it: the machine's drift between the two measurements, which an absolute latency budget inherits."""
+    search = PruneResult.read(root / metrics_path("prune")).search or {}
+    then = (search.get("chosen") or {}).get("reference_p95_ms")
+    return measured["reference_p95_ms"] / then if then else None
 
 
 def point_labels(params: config.Params) -> dict[str, str]:

@@ -78,8 +78,11 @@ def _budget_detail(key: str, measured: dict, batch_size: int) -> str:
     where = f"{measured['precision']}, batch {batch_size}"
     windows = f" across {measured['windows']} timing windows" if measured.get("windows", 1) > 1 else ""
     if key == budget.LATENCY:
+        since = measured.get("machine_vs_search")
+        moved = (f"; the teacher's file read {since:.2f}x the p95 it had when the search verified this model"
+                 if since else "")
         return (f"{where}: p95 {measured[budget.LATENCY]:.4g} ms, 95% CI [{measured['latency_p95_low_ms']:.4g}, "
-                f"{measured['latency_p95_high_ms']:.4g}]{windows}")
+                f"{measured['latency_p95_high_ms']:.4g}]{windows}{moved}")
     if key == budget.SPEEDUP:
         drift = latency.drift(measured)
         moved = f"; the teacher's own p95 moved {drift:.2f}x between windows meanwhile" if drift else ""

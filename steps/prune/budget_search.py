@@ -35,6 +35,7 @@ from steps.compression import progress, quantization, width_search
 from steps.compression.prune_method import CALIBRATION_IMAGES
 from steps.compression.training import Split, accuracy, adam, train_epochs
 from steps.core import budget, datasets
+from steps.core.files import atomic_write
 from steps.core.hashing import sha256
 from steps.core.layout import model_path
 from steps.core.names import ModelRole
@@ -137,9 +138,9 @@ def _reference_file(root: Path, cache: SearchCache, teacher: torch.nn.Module, ex
     key = cache_key(sha256(root / model_path(ModelRole.TEACHER)), contract.to_dict())
     path = cache.folder / f"reference-{key}.onnx"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="shrinkflow-reference-") as scratch:
-            shutil.move(budget.deployable_file(teacher, example, "fp32", Path(scratch), None, contract), path)
+            built = budget.deployable_file(teacher, example, "fp32", Path(scratch), None, contract)
+            atomic_write(path, lambda tmp: shutil.copyfile(built, tmp))
     return path
 
 

@@ -41,6 +41,9 @@ def test_the_gates_fail_an_inconclusive_latency_and_pass_a_relative_budget_namin
     latency, speedup = gates["target.latency_p95_ms"], gates["target.speedup"]
     assert not latency.passed and latency.value == 11.0 and "inconclusive" in latency.detail
     assert "95% CI [7, 11] across 5 timing windows" in latency.detail
+    assert "when the search verified" not in latency.detail  # evaluate had no search to compare with
+    moved = budget_gates({**checked, "measured": {**MEASURED, "machine_vs_search": 1.09}})[0]
+    assert "the teacher's file read 1.09x the p95 it had when the search verified this model" in moved.detail
     assert speedup.passed and speedup.value == 3.2
     assert "3.4x faster than the teacher's file" in speedup.detail and "moved 1.70x" in speedup.detail
     over = budget_gates({"measured": {**MEASURED, "latency_p95_low_ms": 9.5}, "budget": {"latency_p95_ms": 9.0,

@@ -141,6 +141,7 @@ def test_a_relative_budget_is_searched_verified_and_gated_beside_the_teachers_fi
     measured = report.target["measured"]
     assert report.target["verdicts"] == {"speedup": "pass"} and measured["windows"] == windows
     assert len(measured["reference_window_p95_ms"]) == windows  # the teacher timed in the same windows
+    assert measured["machine_vs_search"] == measured["reference_p95_ms"] / chosen["reference_p95_ms"]
     decision = promote.run(params, root)
     gate = {g.name: g for g in decision.gates}["target.speedup"]
     assert gate.passed and gate.value == measured["speedup_low"]
