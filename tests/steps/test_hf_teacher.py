@@ -20,9 +20,10 @@ from steps.core import datasets
 from steps.core.dag import dvc_yaml, stage
 from steps.core.layout import DATA_DIR, metrics_path, model_dir, model_path, spec_path
 from steps.core.names import ModelRole
+from steps.core.results import TeacherResult
 from steps.core.stage import run_stage_main
 from steps.core.torchkit import load_model
-from tests.helpers import REPO, tiny_params
+from tests.helpers import REPO, tiny_params, write_params
 
 TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
              "intermediate_size": 64}
@@ -106,11 +107,12 @@ def test_an_hf_teacher_starts_from_its_path_not_from_teacher_init(tmp_path: Path
 def test_the_teacher_trains_on_text_and_saves_a_folder_stock_transformers_reloads(tmp_path: Path):
     from transformers import AutoModelForSequenceClassification
 
-    params = config.validate(raw_params(texts(tmp_path)), stage="teacher")
-    data.run(params, tmp_path)
+    write_params(tmp_path, raw_params(texts(tmp_path)))
+    run_stage_main("data", data.run, ["--root", str(tmp_path)])  # what python -m steps.data runs
     (tmp_path / "models").mkdir()
     (tmp_path / model_path(ModelRole.TEACHER)).write_bytes(b"a cnn teacher of an earlier run")
-    result = teacher.run(params, tmp_path)
+    run_stage_main("teacher", teacher.run, ["--root", str(tmp_path)])  # ...and python -m steps.teacher
+    result = TeacherResult.read(tmp_path / metrics_path("teacher"))
     assert result.val_accuracy >= 0.9  # chance is 0.5; the two classes share no word
     folder = tmp_path / model_dir(ModelRole.TEACHER)
     assert sorted(p.name for p in folder.iterdir()) == FOLDER
@@ -150,9 +152,7 @@ def test_the_default_project_neither_runs_the_hf_family_nor_imports_transformers
 
 
 def test_python_m_a_later_stage_refuses_an_hf_project_before_any_work(tmp_path: Path, capsys):
-    import yaml
-
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params(tmp_path / "mail.csv"), sort_keys=False))
+    write_params(tmp_path, raw_params(tmp_path / "mail.csv"))
     with pytest.raises(SystemExit) as exit_:
         run_stage_main("prune", lambda params, root: pytest.fail("prune ran"), ["--root", str(tmp_path)])
     assert exit_.value.code == 2
