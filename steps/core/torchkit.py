@@ -65,7 +65,7 @@ def spec_from(arch: config.ArchConfig, root: Path) -> ModelSpec:
     if kind == "text":
         tokenizer = manifest["tokenizer"]
         sizes |= {"vocab_size": tokenizer["vocab_size"], "pad_token_id": tokenizer["special_tokens"]["pad"]["id"],
-                  "max_length": manifest["max_length"]}
+                  "max_length": manifest["max_length"], "class_names": list(manifest["classes"])}
     return ModelSpec(**arch.spec_fields(root), **sizes, num_classes=len(manifest["classes"]), input_shape=list(shape))
 
 

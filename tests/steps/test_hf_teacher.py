@@ -130,6 +130,7 @@ def test_the_teacher_trains_on_text_and_saves_a_folder_stock_transformers_reload
     manifest = datasets.read_manifest(tmp_path)
     assert stock.config.num_labels == len(manifest["classes"]) == spec.num_classes == 2
     assert stock.config.vocab_size == manifest["tokenizer"]["vocab_size"]
+    assert stock.config.id2label == {0: "ham", 1: "spam"}  # the data's class names, for whoever reloads it
 
 
 def test_the_teacher_stage_declares_its_folder_and_the_hf_code(tmp_path: Path):

@@ -48,6 +48,8 @@ class ModelSpec:
     vocab_size: int = 0
     pad_token_id: int = 0
     max_length: int = 0
+    class_names: list[str] = field(default_factory=list)
+    """The data's class names, for a text model's id2label (its checkpoint folder names its outputs)."""
 
     def to_dict(self) -> dict:
         """Every field, but those added for text models left out at their defaults: the spec files of the other
@@ -68,5 +70,6 @@ class ModelSpec:
         return cls(**raw)
 
 
-TEXT_FIELDS = {"hf_config": {}, "hf_path": None, "vocab_size": 0, "pad_token_id": 0, "max_length": 0}
+TEXT_FIELDS = {"hf_config": {}, "hf_path": None, "vocab_size": 0, "pad_token_id": 0, "max_length": 0,
+               "class_names": []}
 """ModelSpec's fields for text models, with their defaults (left out of `to_dict` at those)."""

@@ -98,6 +98,15 @@ def _size_to_data(config, spec: ModelSpec) -> None:
     config.num_labels = spec.num_classes  # also resets id2label / label2id to that many entries
     config.vocab_size = spec.vocab_size
     config.pad_token_id = spec.pad_token_id
+    _name_labels(config, spec)
+
+
+def _name_labels(config, spec: ModelSpec) -> None:
+    """id2label and label2id from the data's class names, so the saved folder names its outputs for anyone
+    who reloads it (a transformers pipeline answers "spam", not "LABEL_1")."""
+    if len(spec.class_names) == spec.num_classes:
+        config.id2label = dict(enumerate(spec.class_names))
+        config.label2id = {name: i for i, name in enumerate(spec.class_names)}
 
 
 def _read_config(folder: Path) -> dict:
@@ -150,6 +159,7 @@ def load_pretrained(folder: Path, spec: ModelSpec) -> nn.Module:
         logger.warning("hf: %s has %s: a new head for the data's %d classes is trained from scratch", folder, had,
                        spec.num_classes)
         config.num_labels = spec.num_classes
+    _name_labels(config, spec)
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             folder, config=config, local_files_only=True, use_safetensors=True, ignore_mismatched_sizes=not keeps_head)
