@@ -68,10 +68,10 @@ def _cache_key(context: TaskRunContext, parameters: dict) -> str:
                                tracking.tracking_uri(root))
 
 
-def outputs_intact(root: Path, st: Stage, recorded: dict[str, str]) -> bool:
+def outputs_intact(root: Path, st: Stage, params, recorded: dict[str, str]) -> bool:
     """The files a (possibly cached) stage produced are on disk unchanged, and for promote the
     version it registered is still in the registry."""
-    if staleness.output_hashes(root, st) != recorded:
+    if staleness.output_hashes(root, st, params) != recorded:
         return False
     if st.name == REGISTRY_STAGE:
         decision = json.loads((root / PROMOTION).read_text())
@@ -96,12 +96,13 @@ def run_stage(root: str, stage_name: str, params: dict, params_sha256: str,
     st = stage(stage_name)
     check_params_unchanged(Path(root), params_sha256)
     run = importlib.import_module(st.module).run
+    validated = config.validate(params)
     with progress_in_run_log():
         if st.name == DATA_STAGE:
-            run(config.validate(params), Path(root))
+            run(validated, Path(root))
         else:
-            run(config.validate(params), Path(root), origin)
-    return staleness.output_hashes(Path(root), st)
+            run(validated, Path(root), origin)
+    return staleness.output_hashes(Path(root), st, validated)
 
 
 class _ToRunLogger(logging.Handler):
@@ -173,7 +174,7 @@ class Snapshot:
         returns the final state's name and the output hashes. Raises StageFailed: later stages must not run."""
         state = self.run(st, origin)
         outputs = _result(st, state)
-        if not outputs_intact(Path(self.root), st, outputs):
+        if not outputs_intact(Path(self.root), st, self.params, outputs):
             get_run_logger().warning("cached outputs of %s are missing or changed; running it again", st.name)
             state = self.run(st, origin, refresh=True)
             outputs = _result(st, state)

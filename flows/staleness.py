@@ -40,12 +40,13 @@ def stage_key(root: Path, st: Stage, params, registry_uri: str, hashes: dict[Pat
     return digest.hexdigest()
 
 
-def output_hashes(root: Path, st: Stage, hashes: dict[Path, str] | None = None) -> dict[str, str]:
+def output_hashes(root: Path, st: Stage, params, hashes: dict[Path, str] | None = None) -> dict[str, str]:
     hashes = {} if hashes is None else hashes
-    for out in (*st.outs, *st.metrics, *st.plots):
+    outs = (*st.outputs(params), *st.metrics, *st.plots)  # a model's checkpoint files follow its family
+    for out in outs:
         if root / out not in hashes:
             hashes[root / out] = content_hash(root / out)
-    return {out: hashes[root / out] for out in (*st.outs, *st.metrics, *st.plots)}
+    return {out: hashes[root / out] for out in outs}
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def stale_stages(root: Path, params, record: RunRecord | None, registry_uri: str
     hashes: dict[Path, str] = {}
     stale = [st.name for st in STAGES
              if record.keys.get(st.name) != stage_key(root, st, params, registry_uri, hashes)
-             or record.outputs.get(st.name) != output_hashes(root, st, hashes)]
+             or record.outputs.get(st.name) != output_hashes(root, st, params, hashes)]
     if not stale and not version_exists(record.model_name, record.version):
         stale.append(REGISTRY_STAGE)  # the registered version was deleted: register again
     return stale

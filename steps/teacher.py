@@ -7,6 +7,10 @@ pickle (checkpoint.load), must fit the data (the manifest's input shape and clas
 on real samples), and `teacher.train.epochs` more epochs run on top of it (0: kept as it is, so a
 team compresses its production model without retraining it). The result records the model's
 URI and sha256; promote puts them on the registered version and the audit re-checks them.
+
+On text data (`data.source: text`) the teacher is an hf model (families/hf): the same loop trains it on the
+splits' input_ids and attention_mask, and its checkpoint is the folder `models/teacher/` that stock
+`transformers` reloads, the data's tokenizer.json beside it (torchkit.save_model asks the family).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from steps import config, tracking
 from steps.compression import measure
 from steps.compression.families import checkpoint
 from steps.compression.regularization import near_zero_fraction
-from steps.compression.training import accuracy, adam, train_epochs
+from steps.compression.training import accuracy, adam, rows, train_epochs
 from steps.core import datasets, lineage
 from steps.core.hashing import sha256
 from steps.core.names import ModelRole
@@ -81,7 +85,9 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     model = model.to(device)
     with tracking.open_run(root, **lineage.stage_run(root, params, "teacher", origin)) as run_id:
         name, digest = datasets.identity(root)
-        tracking.log_dataset(name, digest, train.x[:1].numpy(), train.y[:1].numpy(), context="training")
+        first = rows(train.x, slice(0, 1))  # the schema: one tensor, or a text's named token ids and mask
+        features = {k: v.numpy() for k, v in first.items()} if isinstance(first, dict) else first.numpy()
+        tracking.log_dataset(name, digest, features, train.y[:1].numpy(), context="training")
         if init_uri:
             tracking.set_tags({"teacher.init": init_uri, "teacher.init_sha256": init_sha})
 

@@ -58,6 +58,7 @@ FAMILIES = Registry("model family", {
     "resnet": "steps.compression.families.resnet.model:FAMILY",
     "vit": "steps.compression.families.vit.model:FAMILY",
     "custom": "steps.compression.families.custom.model:FAMILY",
+    "hf": "steps.compression.families.hf.model:FAMILY",  # transformers, on text data
 })
 SCHEDULES = Registry("pruning schedule", {
     "one_shot": "steps.compression.schedules:one_shot",

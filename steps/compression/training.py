@@ -23,24 +23,46 @@ from steps.compression.augment import Augment
 
 StepLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 """(model, batch indices) -> scalar loss; the caller's closure owns the data."""
+Inputs = torch.Tensor | dict[str, torch.Tensor]
+"""A model's input rows: one tensor (images, feature vectors), or named tensors of as many rows, passed as
+keyword arguments (a text model's input_ids and attention_mask)."""
 
 LR_SCHEDULES = choices.LR_SCHEDULES
 
 
 @dataclass(frozen=True)
 class Split:
-    """Normalised images (N, 1, 28, 28) float32 and labels (N,) int64."""
+    """Normalised images (N, C, H, W) or features (N, D) float32, or a text's named token ids and attention masks
+    (N, L) int64; labels (N,) int64."""
 
-    x: torch.Tensor
+    x: Inputs
     y: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.y)
 
     def batch(self, idx: torch.Tensor, device: torch.device,
-              augment: Augment | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.x[idx] if augment is None else augment(self.x[idx])
-        return x.to(device), self.y[idx].to(device)
+              augment: Augment | None = None) -> tuple[Inputs, torch.Tensor]:
+        x = rows(self.x, idx) if augment is None else augment(self.x[idx])
+        return to_device(x, device), self.y[idx].to(device)
+
+
+def rows(x: Inputs, idx: torch.Tensor | slice) -> Inputs:
+    """The rows `idx` of every tensor of `x`."""
+    return {name: t[idx] for name, t in x.items()} if isinstance(x, dict) else x[idx]
+
+
+def count(x: Inputs) -> int:
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def to_device(x: Inputs, device: torch.device) -> Inputs:
+    return {name: t.to(device) for name, t in x.items()} if isinstance(x, dict) else x.to(device)
+
+
+def forward(model: nn.Module, x: Inputs) -> torch.Tensor:
+    """`model` on one batch: named tensors as keyword arguments, one tensor as the argument."""
+    return model(**x) if isinstance(x, dict) else model(x)
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -77,10 +99,11 @@ def evaluating(model: nn.Module):
         model.train(was_training)
 
 
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: Inputs, batch_size: int = 1024) -> torch.Tensor:
     device = next(model.parameters()).device
     with evaluating(model):
-        return torch.cat([model(x[idx].to(device)).cpu() for idx in batch_indices(len(x), batch_size, None)])
+        return torch.cat([forward(model, to_device(rows(x, idx), device)).cpu()
+                          for idx in batch_indices(count(x), batch_size, None)])
 
 
 def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:
@@ -162,7 +185,7 @@ def _scheduler(optimizer: torch.optim.Optimizer, name: str, steps: int) -> torch
 def cross_entropy_loss(split: Split, device: torch.device, augment: Augment | None = None) -> StepLoss:
     def step(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
         x, y = split.batch(idx, device, augment)
-        return nn.functional.cross_entropy(model(x), y)
+        return nn.functional.cross_entropy(forward(model, x), y)
 
     return step
 

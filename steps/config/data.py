@@ -10,9 +10,6 @@ from steps.config.base import Section as _Section
 from steps.config.base import choice
 from steps.sources import OPTIONS, READS, SOURCES, TOKENIZERS, option_help, refusal
 
-DATA_STAGE_ONLY = ("text",)
-"""Sources whose data no model family reads yet: params naming one validate only for the data stage run alone."""
-
 
 class TokenizerTraining(_Section):
     """data.tokenizer.train: a tokenizer trained on the training split (steps/sources/tokens.py)."""
@@ -67,18 +64,6 @@ class DataConfig(_Section):
             raw = {**raw, "path": raw["raw_dir"]}
             del raw["raw_dir"]
         return raw
-
-    @field_validator("source")
-    @classmethod
-    def _a_model_reads_it(cls, value: str, info: ValidationInfo) -> str:
-        """Text data prepare token ids that no model family reads yet: a whole run (or any stage but the data
-        stage) is refused before any work rather than failing in the teacher stage. `config.load(root,
-        stage="data")` (what `python -m steps.data` does) lets the data stage prepare them alone."""
-        if value in DATA_STAGE_ONLY and (info.context or {}).get("stage") != "data":
-            raise ValueError(
-                f"the {value} source prepares token ids and attention masks, which no model family reads yet (the "
-                "hf family of issue 26 is not built): only the data stage runs on it (python -m steps.data)")
-        return value
 
     @field_validator(*OPTIONS)
     @classmethod

@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, ValidationError, WrapValidator, field_va
 from steps.compression import choices
 from steps.compression.families.cnn.config import CNNConfig
 from steps.compression.families.custom.config import CustomConfig
+from steps.compression.families.hf.config import HFConfig
 from steps.compression.families.mlp.config import MLPConfig
 from steps.compression.families.resnet.config import ResNetConfig
 from steps.compression.families.vit.config import ViTConfig
@@ -17,7 +18,7 @@ from steps.config.base import RegistryChoice
 from steps.config.base import Section as _Section
 from steps.config.training import TrainConfig
 
-FAMILY_CONFIGS = (MLPConfig, CNNConfig, ResNetConfig, ViTConfig, CustomConfig)
+FAMILY_CONFIGS = (MLPConfig, CNNConfig, ResNetConfig, ViTConfig, CustomConfig, HFConfig)
 """One config class per model family, each validating its own fields (steps/compression/families/<name>/config.py)."""
 
 
@@ -77,4 +78,7 @@ class TeacherConfig(_Section):
     def _zero_epochs_need_init(self) -> TeacherConfig:
         if self.train.epochs == 0 and self.init is None:
             raise ValueError("teacher.train.epochs: 0 needs teacher.init (a trained model to keep as it is)")
+        if self.init is not None and self.arch.saves_directory:
+            raise ValueError(f"teacher.init: an {self.arch.name} teacher starts from teacher.arch.path "
+                             "(a save_pretrained folder), not from teacher.init")
         return self

@@ -11,8 +11,9 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
+from steps.config import pairing
 from steps.config.base import Section as _Section
 from steps.config.budget import BudgetConfig
 from steps.config.data import DataConfig
@@ -61,6 +62,22 @@ class Params(_Section):
     storage: StorageConfig
     run: RunConfig
     target: BudgetConfig = Field(description="the budget: when a limit is set, the prune stage searches for the model")
+
+    @field_validator("teacher")
+    @classmethod
+    def _reads_the_data(cls, teacher: TeacherConfig, info: ValidationInfo) -> TeacherConfig:
+        """The teacher's family reads what the data source gives (text for hf), and the stage runs on it
+        (pairing.py); a whole run or a stage alone (`config.load(root, stage=...)`) is refused before any work."""
+        data = info.data.get("data")  # absent when data itself is invalid: that error is reported
+        if data is not None:
+            pairing.check_teacher(data.source, teacher.arch, (info.context or {}).get("stage"))
+        return teacher
+
+    @field_validator("distill")
+    @classmethod
+    def _student_family_runs(cls, distill: DistillConfig, info: ValidationInfo) -> DistillConfig:
+        pairing.check_student(distill.student, (info.context or {}).get("stage"))
+        return distill
 
     def unused(self) -> tuple[str, ...]:
         """A budget replaces the prune knobs (the stage searches widths instead) and the student (the searched,

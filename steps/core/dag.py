@@ -54,6 +54,9 @@ class Stage:
     metrics: tuple[str, ...] = ()
     plots: tuple[str, ...] = ()
     plugins: tuple[str, ...] = ()
+    model: ModelRole | None = None
+    """The model the stage saves, when its checkpoint's files (its `outs`) depend on the family params choose:
+    a .safetensors file and its .json spec, or a folder for a family that saves one (hf)."""
 
     @property
     def module(self) -> str:
@@ -62,6 +65,13 @@ class Stage:
     @property
     def command(self) -> str:
         return f"python -m {self.module}"
+
+    def outputs(self, params: Params) -> tuple[str, ...]:
+        """`outs` under `params`: a model's checkpoint is a folder when its family saves one (hf)."""
+        if self.model is None:
+            return self.outs
+        saved = model_files(self.model, directory=_arch_of(params, self.model).saves_directory)
+        return (*saved, *(out for out in self.outs if out not in model_files(self.model)))
 
     def code(self, params: Params) -> tuple[str, ...]:
         """The source files the stage runs under `params`: its module (a stage folder's `__main__` too, which
@@ -80,6 +90,14 @@ class Stage:
         return tuple(_resolve(dep, dumped) for dep in self.deps(params))
 
 
+def _arch_of(params: Params, role: ModelRole):
+    """The family config of the model `role` names: the student's own unless a budget distills the searched
+    (pruned) model, whose family is the teacher's."""
+    if role is ModelRole.STUDENT and "distill.student" not in params.unused():
+        return params.distill.student
+    return params.teacher.arch
+
+
 RAW_DIR = "${data.path}"
 """The raw input of whichever data source (a folder or a file), wherever params.yaml points; DVC resolves
 the same template itself, so a new file in the folder or a new table changes the data stage's deps."""
@@ -91,7 +109,8 @@ distill.student is unused, the searched pruned model: the teacher's family)."""
 STAGES: tuple[Stage, ...] = (
     Stage("data", inputs=(RAW_DIR,), params=("seed", "data"), outs=(DATA_DIR,), plugins=("data",)),
     Stage("teacher", inputs=(DATA_DIR,), params=("seed", "device", "threads", "teacher"),
-          outs=model_files(ModelRole.TEACHER), metrics=(metrics_path("teacher"),), plugins=("teacher",)),
+          outs=model_files(ModelRole.TEACHER), metrics=(metrics_path("teacher"),), plugins=("teacher",),
+          model=ModelRole.TEACHER),
     # it loads the teacher; with a budget (target), prune searches the widths and precision instead
     Stage("prune", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER)),
           params=("seed", "device", "threads", "prune", "target"),
@@ -136,8 +155,8 @@ def dvc_yaml(params: Params) -> dict:
     stages = {}
     for s in STAGES:
         entry: dict = {"cmd": s.command, "deps": list(s.deps(params)), "params": list(s.params)}
-        if s.outs:
-            entry["outs"] = list(s.outs)
+        if s.outputs(params):
+            entry["outs"] = list(s.outputs(params))
         if s.metrics:
             entry["metrics"] = [{m: {"cache": False}} for m in s.metrics]
         if s.plots:

@@ -130,7 +130,8 @@ def normalise(x: np.ndarray, manifest: dict):
 
 
 def load_splits(root: Path, names: tuple[str, ...] = SPLITS):
-    """Hash-checked, normalised tensors for training: {name: training.Split}."""
+    """Hash-checked tensors for training: {name: training.Split}; images and features normalised, texts as int64
+    input_ids and attention_mask."""
     import torch
 
     from steps.compression.training import Split
@@ -138,8 +139,14 @@ def load_splits(root: Path, names: tuple[str, ...] = SPLITS):
     manifest = read_manifest(root)
     result = {}
     for name in names:
-        x, labels = load_arrays(root, name, manifest)
-        result[name] = Split(x=normalise(x, manifest), y=torch.from_numpy(labels.astype(np.int64)))
+        if kind(manifest) == "text":  # token ids and masks by name: the keyword arguments of a text model
+            ids, mask, labels = load_text(root, name, manifest)
+            x = {"input_ids": torch.from_numpy(ids.astype(np.int64)),
+                 "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+        else:
+            x, labels = load_arrays(root, name, manifest)
+            x = normalise(x, manifest)
+        result[name] = Split(x=x, y=torch.from_numpy(labels.astype(np.int64)))
     return result
 
 

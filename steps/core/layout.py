@@ -32,8 +32,15 @@ def spec_path(role: ModelRole) -> str:
     return f"{MODELS_DIR}/{role}.json"
 
 
-def model_files(role: ModelRole) -> tuple[str, str]:
-    return model_path(role), spec_path(role)
+def model_dir(role: ModelRole) -> str:
+    """The checkpoint of a family that saves a folder (hf: a save_pretrained folder stock `from_pretrained` reloads)."""
+    return f"{MODELS_DIR}/{role}"
+
+
+def model_files(role: ModelRole, directory: bool = False) -> tuple[str, ...]:
+    """A model's checkpoint: its weights and the spec beside them, or its folder (`directory`: the family's
+    config says `saves_directory`)."""
+    return (model_dir(role),) if directory else (model_path(role), spec_path(role))
 
 
 def onnx_path(role: ModelRole) -> str:

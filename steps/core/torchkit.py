@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,11 +12,11 @@ import torch
 
 from steps import config
 from steps.compression import augment
-from steps.compression.families import build, checkpoint, family
+from steps.compression.families import CHECKPOINT_RECORD, build, checkpoint, family
 from steps.compression.families.spec import ModelSpec
-from steps.compression.training import resolve_device, seed_everything
+from steps.compression.training import Inputs, count, forward, resolve_device, rows, seed_everything
 from steps.core import datasets
-from steps.core.layout import model_path, spec_path
+from steps.core.layout import model_dir, model_path, spec_path
 from steps.core.names import ModelRole
 
 
@@ -31,9 +32,9 @@ def regularised_loss(split, device: torch.device, train: config.TrainConfig, see
     from steps.compression.regularization import l1_penalty
     from steps.compression.training import cross_entropy_loss
 
-    if train.augment and split.x.dim() != 4:
-        raise ValueError("train.augment shifts and flips images; the data are feature vectors (a table): "
-                         "set augment: false")
+    if train.augment and (isinstance(split.x, dict) or split.x.dim() != 4):
+        what = "token ids (text)" if isinstance(split.x, dict) else "feature vectors (a table)"
+        raise ValueError(f"train.augment shifts and flips images; the data are {what}: set augment: false")
     base = cross_entropy_loss(split, device, augment.for_training(train.augment, seed))
     l1 = train.l1
     if l1.coefficient == 0:
@@ -42,11 +43,15 @@ def regularised_loss(split, device: torch.device, train: config.TrainConfig, see
 
 
 def spec_from(arch: config.ArchConfig, root: Path) -> ModelSpec:
-    """The arch of params.yaml sized from the data's manifest: its input shape and class count. A family
-    that convolves or patches images (`needs_images`) is refused on a table's feature vectors."""
+    """The arch of params.yaml sized from the data's manifest: its input shape and class count (and for text, its
+    tokenizer's vocabulary size, padding id and max_length). A family that convolves or patches images
+    (`needs_images`) is refused on a table's feature vectors, a family that reads text on anything else."""
     manifest = datasets.read_manifest(root)
     shape = datasets.input_shape(manifest)
     kind = datasets.kind(manifest)
+    if (kind == "text") != arch.reads_text:
+        raise ValueError(f"arch.name {arch.name!r} {'reads' if arch.reads_text else 'cannot read'} token ids, and "
+                         f"data.source {manifest.get('source')!r} gives {kind} data: text goes with name: hf")
     needs_images = family(arch.name).needs_images
     if kind == "features" and needs_images:
         raise ValueError(
@@ -57,7 +62,11 @@ def spec_from(arch: config.ArchConfig, root: Path) -> ModelSpec:
                          "set data.image_size")
     sizes = {"in_channels": shape[0], "image_size": shape[1]} if kind == "image" else \
         {"in_channels": 0, "image_size": 0}  # no image: the MLP reads input_shape
-    return ModelSpec(**arch.model_dump(), **sizes, num_classes=len(manifest["classes"]), input_shape=list(shape))
+    if kind == "text":
+        tokenizer = manifest["tokenizer"]
+        sizes |= {"vocab_size": tokenizer["vocab_size"], "pad_token_id": tokenizer["special_tokens"]["pad"]["id"],
+                  "max_length": manifest["max_length"], "class_names": list(manifest["classes"])}
+    return ModelSpec(**arch.spec_fields(root), **sizes, num_classes=len(manifest["classes"]), input_shape=list(shape))
 
 
 @contextlib.contextmanager
@@ -74,7 +83,7 @@ def project_importable(root: Path) -> Iterator[None]:
             sys.path.remove(entry)
 
 
-def build_for(root: Path, spec: ModelSpec, example: torch.Tensor) -> torch.nn.Module:
+def build_for(root: Path, spec: ModelSpec, example: Inputs) -> torch.nn.Module:
     """The model of `spec`, refused unless it maps `example` (real samples) to one logit per class."""
     with project_importable(root):
         model = build(spec)
@@ -82,28 +91,65 @@ def build_for(root: Path, spec: ModelSpec, example: torch.Tensor) -> torch.nn.Mo
     return model
 
 
-def check_outputs(model: torch.nn.Module, spec: ModelSpec, example: torch.Tensor) -> None:
+def check_outputs(model: torch.nn.Module, spec: ModelSpec, example: Inputs) -> None:
     what = f"arch.factory {spec.factory!r}" if spec.factory else f"arch {spec.name!r}"
+    two = rows(example, slice(0, 2))
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model(example[:2])
+            out = forward(model, two)
     except Exception as err:
-        raise ValueError(f"{what} cannot run on the data's samples of shape {list(example.shape[1:])}: {err}") from None
+        shape = {k: list(v.shape[1:]) for k, v in two.items()} if isinstance(two, dict) else list(two.shape[1:])
+        raise ValueError(f"{what} cannot run on the data's samples of shape {shape}: {err}") from None
     finally:
         model.train(was_training)
-    if not isinstance(out, torch.Tensor) or out.shape != (len(example[:2]), spec.num_classes):
+    if not isinstance(out, torch.Tensor) or out.shape != (count(two), spec.num_classes):
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"{what} returns {got} for a batch of {len(example[:2])}; the data has "
+        raise ValueError(f"{what} returns {got} for a batch of {count(two)}; the data has "
                          f"{spec.num_classes} classes, so it must return logits of shape [batch, {spec.num_classes}]")
 
 
 def load_model(root: Path, role: ModelRole, device: torch.device | None = None):
-    with project_importable(root):
-        model, spec = checkpoint.load(root / model_path(role), root / spec_path(role))
+    """The checkpoint of `role` and its spec: a family's own folder (hf) when one is there, else the .safetensors
+    file and its .json spec (save_model keeps only one of the two on disk)."""
+    folder = root / model_dir(role)
+    if folder.is_dir():
+        model, spec = _folder_family(folder).load_checkpoint(folder)
+    else:
+        with project_importable(root):
+            model, spec = checkpoint.load(root / model_path(role), root / spec_path(role))
     return (model.to(device) if device is not None else model), spec
 
 
-def save_model(root: Path, role: ModelRole, model, spec: ModelSpec, meta: dict) -> None:
-    checkpoint.save(model.cpu(), spec, root / model_path(role), root / spec_path(role), meta)
+def _folder_family(folder: Path):
+    """The family that wrote a checkpoint folder (its shrinkflow.json's spec names it)."""
+    import json
+
+    try:
+        name = json.loads((folder / CHECKPOINT_RECORD).read_text())["spec"]["name"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{folder / CHECKPOINT_RECORD}: not a checkpoint record ({err})") from None
+    chosen = family(name)
+    if chosen.load_checkpoint is None:
+        raise ValueError(f"{folder}: the {name} family saves no checkpoint folder")
+    return chosen
+
+
+def save_model(root: Path, role: ModelRole, model, spec: ModelSpec, meta: dict) -> list[Path]:
+    """Save the checkpoint of `role` as its family does (a folder for hf, with the text data's tokenizer.json); the
+    other form's files, left by a model of another family, are removed so a stale one is never loaded. Returns
+    the files written."""
+    chosen = family(spec.name)
+    folder, files = root / model_dir(role), [root / model_path(role), root / spec_path(role)]
+    if chosen.save_checkpoint is None:
+        checkpoint.save(model.cpu(), spec, *files, meta)
+        shutil.rmtree(folder, ignore_errors=True)
+        return files
+    manifest = datasets.read_manifest(root)
+    tokenizer = datasets.tokenizer_file(root, manifest) if datasets.kind(manifest) == "text" else None
+    extra = {tokenizer.name: tokenizer} if tokenizer is not None else {}  # tokenizer.json: the model's own
+    chosen.save_checkpoint(model.cpu(), spec, folder, meta, extra)
+    for stale in files:
+        stale.unlink(missing_ok=True)
+    return sorted(path for path in folder.iterdir() if path.is_file())

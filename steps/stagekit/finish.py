@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from steps import tracking
-from steps.core.layout import metrics_path, model_files
+from steps.core.layout import metrics_path
 from steps.core.names import Artifact, ModelRole
 from steps.core.results import StageResult
 from steps.core.torchkit import save_model
@@ -19,10 +19,10 @@ def save_and_record(root: Path, stage: str, role: ModelRole, model, spec, meta: 
                     metrics: dict[str, float] | None = None) -> None:
     """Inside the stage's MLflow run: the checkpoint of `role` saved (with `meta`), `metrics` logged, and the
     checkpoint's files logged as the run's model files."""
-    save_model(root, role, model, spec, {"stage": stage, **meta})
+    written = save_model(root, role, model, spec, {"stage": stage, **meta})
     if metrics:
         tracking.log_metrics(metrics)
-    tracking.log_files([root / f for f in model_files(role)], Artifact.MODEL_FILES)
+    tracking.log_files(written, Artifact.MODEL_FILES)  # a folder's files (hf) side by side, as a file and its spec
 
 
 def write_result(root: Path, stage: str, result: StageResult) -> StageResult:

@@ -52,7 +52,7 @@ def test_the_data_source_names_are_the_schemas():
     needs = {"table": {"label_column": "y"}, "text": {"max_length": 8, "tokenizer": {"path": "tok"}}}
     for name in sources.SOURCES:
         raw = {"source": name, "path": "x", "val_size": 1, **needs.get(name, {})}
-        # the data stage alone: no model family reads text yet, so a whole run refuses it (tests/sources/test_text.py)
+        # the data stage alone: elsewhere text goes with an hf teacher (tests/steps/test_hf_teacher.py)
         assert config.DataConfig.model_validate(raw, context={"stage": "data"}).source == name
     assert field.default in sources.SOURCES
 

@@ -27,7 +27,7 @@ def from_params(arch: dict) -> torch.nn.Module:
     return build(ModelSpec(**config.validate(raw).teacher.arch.model_dump()))
 
 
-@pytest.mark.parametrize("name", sorted(VALID))
+@pytest.mark.parametrize("name", sorted(set(VALID) - {"hf"}))  # hf reads text: tests/compression/test_hf_family.py
 def test_every_family_built_from_params_answers_its_hooks(name):
     model = from_params(VALID[name])
     family = family_of(model)

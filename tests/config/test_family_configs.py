@@ -18,9 +18,12 @@ VALID = {
     "resnet": {"name": "resnet", "channels": [8], "hidden": [16]},
     "vit": {"name": "vit", "patch_size": 7, "embed_dim": 16, "depth": 1, "heads": 2, "mlp_ratio": 2.0, "pool": "mean"},
     "custom": {"name": "custom", "factory": "tests.custom_model:small_net", "kwargs": {"width": 4}},
+    "hf": {"name": "hf", "config": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2,
+                                   "num_attention_heads": 2, "intermediate_size": 64}},
 }
 SET = {"channels": [8], "hidden": [8], "batch_norm": True, "patch_size": 4, "embed_dim": 32, "depth": 2,
-       "heads": 2, "mlp_ratio": 4.0, "pool": "mean", "factory": "acme:make", "kwargs": {"width": 4}}
+       "heads": 2, "mlp_ratio": 4.0, "pool": "mean", "factory": "acme:make", "kwargs": {"width": 4},
+       "config": {"model_type": "bert"}, "path": "my-bert"}
 """A value for every family's field that says more than "none", so it would change the model."""
 OWN = {c.model_fields["name"].annotation.__args__[0]: set(c.model_fields) - {"name"} for c in FAMILY_CONFIGS}
 
@@ -31,7 +34,13 @@ def validate(arch: dict, where: str = "teacher") -> config.Params:
         raw["teacher"]["arch"] = arch
     else:
         raw["distill"]["student"] = arch
-    return config.validate(raw)
+    return config.validate(raw, stage=stage_for(arch))
+
+
+def stage_for(arch: dict) -> str | None:
+    """An hf model goes with text data and runs no whole pipeline yet (tests/steps/test_hf_teacher.py): its settings
+    are validated as for the data stage alone, which reads no model but still validates every section."""
+    return "data" if arch.get("name") == "hf" else None
 
 
 def test_the_examples_cover_every_family_and_every_field():
@@ -61,7 +70,8 @@ def test_keys_the_flat_arch_wrote_for_every_family_are_accepted_when_they_say_no
 
 
 @pytest.mark.parametrize(("arch", "message"), [
-    ({"name": "rnn"}, "teacher.arch.name: Input should be 'mlp', 'cnn', 'resnet', 'vit' or 'custom' (got 'rnn')"),
+    ({"name": "rnn"}, "teacher.arch.name: Input should be 'mlp', 'cnn', 'resnet', 'vit', 'custom' or 'hf' "
+                      "(got 'rnn')"),
     ({"channels": [8]}, "teacher.arch.name: required key is missing"),
     ({**VALID["cnn"], "channels": []}, "teacher.arch: Value error, a cnn needs at least one entry in 'channels'"),
     ({**VALID["cnn"], "hidden": [0]}, "teacher.arch.hidden: Value error, layer widths must be positive (got [0])"),
@@ -89,13 +99,15 @@ def test_an_override_and_a_sweep_switch_families(tmp_path):
 
 def test_the_schema_validates_every_family_without_loading_torch():
     code = ("import sys, json; from steps import config; raw = json.loads(sys.argv[1]); "
-            "[config.validate({**raw, 'teacher': {**raw['teacher'], 'arch': a}}) for a in json.loads(sys.argv[2])]; "
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(default_params()), json.dumps(list(VALID.values()))],
+            "[config.validate({**raw, 'teacher': {**raw['teacher'], 'arch': a}}, stage=s) "
+            "for a, s in json.loads(sys.argv[2])]; "
+            "print(sorted(m for m in sys.modules if m in ('torch', 'transformers') or m.startswith('torch.')))")
+    archs = [(arch, stage_for(arch)) for arch in VALID.values()]
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(default_params()), json.dumps(archs)],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_every_family_names_its_layer_widths_for_the_plot_labels():
     widths = {name: validate(arch).teacher.arch.widths for name, arch in VALID.items()}
-    assert widths == {"mlp": [16], "cnn": [8, 16], "resnet": [8, 16], "vit": [], "custom": []}
+    assert widths == {"mlp": [16], "cnn": [8, 16], "resnet": [8, 16], "vit": [], "custom": [], "hf": []}

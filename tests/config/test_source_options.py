@@ -77,7 +77,7 @@ def test_the_config_and_the_readers_refuse_the_same_keys():
     would (arrays of features also refuse image_size and channels once read: that stays in the reader)."""
     for source, key in product(sources.SOURCES, sources.OPTIONS):
         extra = {k: v for k, v in NEEDS.get(source, {}).items() if k != key}
-        try:  # stage: the text source validates for the data stage alone (no model family reads text yet)
+        try:  # stage: the data stage alone, which reads no model (text goes with an hf teacher otherwise)
             config.validate(with_data(source=source, **{key: VALUES[key]}, **extra), stage="data")
             config_refuses = False
         except config.ConfigError:

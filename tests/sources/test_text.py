@@ -1,6 +1,7 @@
 """The text source: tables of texts (CSV, Parquet, JSON Lines) and class folders of .txt files, their labels, the
 tokenizer (trained on the training split, or loaded from a path), truncation, and bad input refused by file, row and
-column. The data stage runs on text alone: no model family reads token ids yet, so a whole run is refused."""
+column. Text goes with the hf family (tests/steps/test_hf_teacher.py); the data stage alone runs on it whatever
+the model."""
 
 from __future__ import annotations
 
@@ -266,10 +267,10 @@ def test_a_tokenizer_folder_that_is_not_one_is_refused_before_reading(tmp_path: 
         data.run(params(tmp_path / "mail.csv", tokenizer={"path": str(tmp_path / "model")}, **TABLE), tmp_path)
 
 
-def test_params_refuse_a_whole_run_on_text_and_unknown_tokenizer_keys(tmp_path: Path):
+def test_params_refuse_text_with_an_image_model_and_unknown_tokenizer_keys(tmp_path: Path):
     rows().to_csv(tmp_path / "mail.csv", index=False)
-    with pytest.raises(config.ConfigError, match=r"data.source: .*no model family reads yet \(the hf family of "
-                                                 r"issue 26 is not built\)"):
+    with pytest.raises(config.ConfigError, match=r"teacher.arch.name 'cnn' .*data.source 'text' gives token ids: "
+                                                 r"use name: hf"):
         params(tmp_path / "mail.csv", stage=None, **TABLE)
     for tokenizer, match in (({"path": "x", "lowercase": True}, r"data.tokenizer.lowercase: unknown key"),
                              ({"path": "x", "train": WORDPIECE["train"]}, r"exactly one of path .* and train"),
@@ -289,7 +290,7 @@ def test_shrinkflow_run_refuses_text_and_the_data_stage_alone_runs(tmp_path: Pat
                    **TABLE}
     write_params(tmp_path, raw)
     result = CliRunner().invoke(app, ["run", "--root", str(tmp_path)])
-    assert result.exit_code == 2 and "data.source" in result.output and "hf family" in result.output
+    assert result.exit_code == 2 and "data.source" in result.output and "name: hf" in result.output
     assert not (tmp_path / DATA_DIR).exists()
     run_stage_main("data", data.run, ["--root", str(tmp_path)])  # what `python -m steps.data` runs
     assert json.loads((tmp_path / MANIFEST).read_text())["kind"] == "text"

@@ -23,6 +23,9 @@ Hooks:
                       anything changed
     example_input(spec)    a dummy batch of one sample (checkpoint.load's forward check, export)
     refuse_unprunable(m)   raise, naming the layer, if structured pruning cannot shrink `m` and reload it
+    save_checkpoint   None (a .safetensors file and its .json spec: checkpoint.py), or save(m, spec, folder, meta,
+                      extra_files) writing the family's own checkpoint folder atomically (hf: a save_pretrained folder)
+    load_checkpoint   None, or load(folder) -> (model, spec): that folder read back
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is loaded by the families' model.py only, never by the config schema
+    from pathlib import Path
+
     import torch
     from torch import nn
 
@@ -40,6 +45,8 @@ if TYPE_CHECKING:  # torch is loaded by the families' model.py only, never by th
 TAG = "shrinkflow_family"
 """The class attribute naming a built-in model's family; a model without it is a user's (custom)."""
 UNTAGGED = "custom"
+CHECKPOINT_RECORD = "shrinkflow.json"
+"""In a family's checkpoint folder (hf): {"spec": the ModelSpec, naming the family, "meta": the stage's record}."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ class Family:
     fit_weights: Callable[[nn.Module, dict[str, torch.Tensor]], bool]
     example_input: Callable[[ModelSpec], torch.Tensor]
     refuse_unprunable: Callable[[nn.Module], None]
+    save_checkpoint: Callable[[nn.Module, ModelSpec, Path, dict, dict[str, Path]], None] | None = None
+    load_checkpoint: Callable[[Path], tuple[nn.Module, ModelSpec]] | None = None
 
 
 def family(name: str) -> Family:

@@ -9,7 +9,7 @@ validates a family's settings without loading the library; that is also why the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -22,6 +22,17 @@ the key, at any other."""
 
 class ArchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    saves_directory: ClassVar[bool] = False
+    """Whether the family's checkpoint is a folder (hf: a save_pretrained one) instead of a .safetensors file
+    with its .json spec beside it (steps.core.layout.model_files)."""
+    reads_text: ClassVar[bool] = False
+    """Whether the family reads token ids (data.source text) instead of images or feature vectors."""
+
+    def spec_fields(self, root) -> dict[str, Any]:
+        """These settings under ModelSpec's names (torchkit.spec_from adds the data's sizes); `root`, the
+        project root, for a family whose settings name files."""
+        return self.model_dump()
 
     @property
     def widths(self) -> list[int]:

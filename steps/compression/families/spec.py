@@ -41,9 +41,21 @@ class ModelSpec:
     pool: str = "cls"
     block_heads: list[int] = field(default_factory=list)
     block_mlp: list[int] = field(default_factory=list)
+    # hf only (families/hf): the transformers config keys of arch.config, or the save_pretrained folder of
+    # arch.path; and the text data's vocabulary size, padding id and sequence length (the manifest's)
+    hf_config: dict = field(default_factory=dict)
+    hf_path: str | None = None
+    vocab_size: int = 0
+    pad_token_id: int = 0
+    max_length: int = 0
+    class_names: list[str] = field(default_factory=list)
+    """The data's class names, for a text model's id2label (its checkpoint folder names its outputs)."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field, but those added for text models left out at their defaults: the spec files of the other
+        families stay byte-identical to what they were before text models existed."""
+        return {key: value for key, value in asdict(self).items()
+                if key not in TEXT_FIELDS or value != TEXT_FIELDS[key]}
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -56,3 +68,8 @@ class ModelSpec:
         if unknown:
             raise ValueError(f"model spec has unknown keys {sorted(unknown)}")
         return cls(**raw)
+
+
+TEXT_FIELDS = {"hf_config": {}, "hf_path": None, "vocab_size": 0, "pad_token_id": 0, "max_length": 0,
+               "class_names": []}
+"""ModelSpec's fields for text models, with their defaults (left out of `to_dict` at those)."""

@@ -1,0 +1,1 @@
+"""The hf family: a Hugging Face `transformers` encoder with a sequence-classification head, on text data."""

@@ -1,0 +1,214 @@
+"""The hf family: a Hugging Face `transformers` AutoModelForSequenceClassification on the text data's token ids.
+
+Built from `arch.config` (a transformers config: `model_type` and its sizes), sized by the data's manifest
+(num_labels from its classes, vocab_size and pad_token_id from its tokenizer, max_position_embeddings at
+least its max_length), or loaded from `arch.path`, a local `save_pretrained` folder. Loading is offline
+(HF_HUB_OFFLINE=1, local_files_only), safetensors only (`pytorch_model.bin` is a pickle: refused, naming
+it) and never runs code shipped with a model (a config.json with `auto_map` is refused, naming it; no
+`trust_remote_code`). A folder without a classification head for the data's classes (a bare encoder such
+as BertModel, or a head for another class count) gets a new head, said in the log.
+
+The stages see `HFClassifier`: token ids and attention mask in, logits out, like every family's model. Its
+checkpoint is a folder that stock `transformers` reloads with `from_pretrained` (config.json,
+model.safetensors, the data's tokenizer.json beside them, and shrinkflow.json: the spec and the stage's
+record), written atomically. Pruning, distillation and export of hf models are issue 26's next part:
+their hooks refuse, saying so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+# Read by huggingface_hub when it is imported (through transformers): a hub id then fails in seconds
+# instead of retrying for about 50 s, and nothing here ever downloads.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from transformers import AutoConfig, AutoModelForSequenceClassification  # noqa: E402
+
+from steps.compression.families import CHECKPOINT_RECORD, Family  # noqa: E402
+from steps.compression.families.hf.config import REMOTE_CODE, HFConfig  # noqa: E402
+from steps.compression.families.layers import same_spec  # noqa: E402
+from steps.compression.families.spec import ModelSpec  # noqa: E402
+from steps.core.files import atomic_write_dir  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+"""The weights a folder must hold: one safetensors file, or the index of its shards."""
+PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+META = CHECKPOINT_RECORD  # the spec and the stage's record, beside what from_pretrained reads (which ignores it)
+NEXT_PART = "issue 26's next part"
+
+
+class HFModelError(ValueError):
+    """An hf model cannot be built or loaded as asked; names the folder, file or config key."""
+
+
+class HFClassifier(nn.Module):
+    """A transformers sequence classifier as the stages take any model: (input_ids, attention_mask) -> logits."""
+
+    shrinkflow_family = "hf"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.hf = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def build(spec: ModelSpec) -> HFClassifier:
+    """From `spec.hf_path` (a save_pretrained folder) when set, else from `spec.hf_config`, sized by the data."""
+    if spec.hf_path:
+        return HFClassifier(load_pretrained(Path(spec.hf_path), spec))
+    return HFClassifier(AutoModelForSequenceClassification.from_config(config_from(spec)))
+
+
+def config_from(spec: ModelSpec):
+    """The transformers config of `spec.hf_config` with the data's class count, vocabulary and padding id."""
+    keys = dict(spec.hf_config)
+    model_type = keys.pop("model_type", None)
+    try:
+        config = AutoConfig.for_model(model_type, **keys)
+    except (ValueError, KeyError, TypeError) as err:
+        raise HFModelError(f"teacher.arch.config: model_type {model_type!r}: {err}") from None
+    defaults = type(config)()
+    unknown = sorted(key for key in keys if not hasattr(defaults, key))
+    if unknown:
+        raise HFModelError(f"teacher.arch.config: {type(config).__name__} has no {unknown} (model_type {model_type!r})")
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and positions < spec.max_length:
+        if "max_position_embeddings" in keys:
+            raise HFModelError(f"teacher.arch.config.max_position_embeddings {positions} is below the data's "
+                               f"max_length {spec.max_length}: the model could not place every token")
+        config.max_position_embeddings = spec.max_length + 2  # room for RoBERTa's offset of padding_idx + 1
+    _size_to_data(config, spec)
+    return config
+
+
+def _size_to_data(config, spec: ModelSpec) -> None:
+    config.num_labels = spec.num_classes  # also resets id2label / label2id to that many entries
+    config.vocab_size = spec.vocab_size
+    config.pad_token_id = spec.pad_token_id
+    _name_labels(config, spec)
+
+
+def _name_labels(config, spec: ModelSpec) -> None:
+    """id2label and label2id from the data's class names, so the saved folder names its outputs for anyone
+    who reloads it (a transformers pipeline answers "spam", not "LABEL_1")."""
+    if len(spec.class_names) == spec.num_classes:
+        config.id2label = dict(enumerate(spec.class_names))
+        config.label2id = {name: i for i, name in enumerate(spec.class_names)}
+
+
+def _read_config(folder: Path) -> dict:
+    """config.json of a save_pretrained `folder`, refused when it is missing, not JSON or names code to run."""
+    if not folder.is_dir():
+        raise HFModelError(f"{folder}: not a folder (an hf arch.path names a folder written by save_pretrained)")
+    path = folder / CONFIG
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HFModelError(f"{path}: missing (a save_pretrained folder holds config.json)") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise HFModelError(f"{path}: not valid JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise HFModelError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    if REMOTE_CODE in raw:
+        raise HFModelError(f"{path}: {REMOTE_CODE} {raw[REMOTE_CODE]!r} points at Python code shipped with the model; "
+                           "shrinkflow never runs it (no trust_remote_code): use a model transformers defines")
+    return raw
+
+
+def _check_weights(folder: Path) -> None:
+    if any((folder / name).is_file() for name in WEIGHTS):
+        return
+    pickled = [name for name in PICKLED if (folder / name).is_file()]
+    if pickled:
+        raise HFModelError(f"{folder / pickled[0]}: a pickle (torch.save), which shrinkflow never loads; save the "
+                           "model with save_pretrained(safe_serialization=True) to get model.safetensors")
+    raise HFModelError(f"{folder}: no {WEIGHTS[0]} (a save_pretrained folder holds its weights there)")
+
+
+def load_pretrained(folder: Path, spec: ModelSpec) -> nn.Module:
+    """The sequence classifier of a save_pretrained `folder`, offline and safetensors only, with a head for
+    `spec.num_classes` (a new one, logged, when the folder has none for that many)."""
+    raw = _read_config(folder)
+    _check_weights(folder)
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    vocabulary = getattr(config, "vocab_size", None)
+    if vocabulary is not None and vocabulary < spec.vocab_size:
+        raise HFModelError(f"{folder}: its vocabulary holds {vocabulary} tokens, the data's tokenizer "
+                           f"{spec.vocab_size}: tokenize with this model's tokenizer (data.tokenizer.path)")
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and positions < spec.max_length:
+        raise HFModelError(f"{folder}: max_position_embeddings {positions} is below data.max_length {spec.max_length}")
+    heads = [a for a in raw.get("architectures") or [] if a.endswith("ForSequenceClassification")]
+    keeps_head = bool(heads) and config.num_labels == spec.num_classes
+    if not keeps_head:
+        had = (f"a head for {config.num_labels} classes" if heads
+               else f"no classification head ({raw.get('architectures')})")
+        logger.warning("hf: %s has %s: a new head for the data's %d classes is trained from scratch", folder, had,
+                       spec.num_classes)
+        config.num_labels = spec.num_classes
+    _name_labels(config, spec)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            folder, config=config, local_files_only=True, use_safetensors=True, ignore_mismatched_sizes=not keeps_head)
+    except (OSError, ValueError) as err:
+        raise HFModelError(f"{folder}: transformers cannot load it: {err}") from None
+
+
+def save(model: HFClassifier, spec: ModelSpec, folder: Path, meta: dict, extra_files: dict[str, Path]) -> None:
+    """A folder stock `from_pretrained` reloads (config.json, model.safetensors), with `extra_files` (the data's
+    tokenizer.json) and shrinkflow.json beside them; written whole into a temporary folder, then swapped in."""
+    record = {"spec": dataclasses.replace(spec, hf_path=None).to_dict(), "meta": meta}
+
+    def write(tmp: Path) -> None:
+        model.hf.save_pretrained(tmp)
+        for name, source in extra_files.items():
+            shutil.copyfile(source, tmp / name)
+        (tmp / META).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    atomic_write_dir(folder, write)
+
+
+def load(folder: Path) -> tuple[HFClassifier, ModelSpec]:
+    """A checkpoint folder `save` wrote, and its spec (hf_path: the folder), in eval mode."""
+    try:
+        spec = ModelSpec.from_dict(json.loads((folder / META).read_text())["spec"])
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{folder / META}: model file missing (did the stage that writes it run?)") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise HFModelError(f"{folder / META}: not a valid model spec: {err}") from None
+    spec = dataclasses.replace(spec, hf_path=str(folder))
+    model = build(spec)
+    model.eval()
+    return model, spec
+
+
+def example_input(spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """One blank text: padding ids under a mask of ones, max_length long."""
+    ids = torch.full((1, spec.max_length), spec.pad_token_id, dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _not_yet(what: str):
+    def refuse(model: nn.Module, *_) -> list[str]:
+        raise HFModelError(f"{what} of an hf model is {NEXT_PART} (today the hf family trains a teacher only)")
+
+    return refuse
+
+
+FAMILY = Family("hf", frozenset(), False, _not_yet("pooled features"), _not_yet("attention maps"),
+                _not_yet("hidden states"), config=HFConfig, build=build, needs_images=False, spec_of=same_spec,
+                fit_weights=lambda model, state: False, example_input=example_input,
+                refuse_unprunable=_not_yet("structured pruning"), save_checkpoint=save, load_checkpoint=load)
