@@ -132,9 +132,10 @@ STAGES: tuple[Stage, ...] = (
                               metrics_path("quantize"), metrics_path("prune")),
           params=("threads", "evaluate", "target"), metrics=(REPORT,), plots=(f"{PLOTS_DIR}/pareto.png",),
           plugins=_LOADS_ALL_MODELS),
-    # the deployable ONNX files are logged with the registered version
+    # the deployable ONNX files are logged with the registered version; with a budget, the teacher's ONNX file
+    # too (the reference its latency was timed beside, for the audit)
     Stage("promote", inputs=(DATA_DIR, REPORT, *model_files(ModelRole.STUDENT), onnx_path(ModelRole.STUDENT),
-                             INT8_DIR, metrics_path("quantize")),
+                             INT8_DIR, metrics_path("quantize"), onnx_path(ModelRole.TEACHER)),
           params=("promote", "tracking", "target"), metrics=(PROMOTION,), plugins=_LOADS_ALL_MODELS),
 )
 

@@ -129,3 +129,13 @@ def test_a_failed_stage_stops_the_flow_before_the_next(calls):
         compress._run_stages("/nowhere", RecordingSnapshot(calls, fail_at="prune"), None, flow_run=FLOW_RUN)
     assert [c for c in calls if c in STAGE_NAMES] == list(STAGE_NAMES[:STAGE_NAMES.index("prune") + 1])
     assert calls[-1] == "close parent" and "publish" not in calls
+
+
+def test_promote_depends_on_the_teacher_onnx_file_it_logs_as_the_budget_reference():
+    """promote logs models/teacher.onnx with a budgeted version (tracking.log_reference, issue 29): a file a stage
+    reads must be one of its inputs, or DVC and the flow's cache key do not see it (and a fetch of promote's
+    inputs alone leaves it out)."""
+    from steps.core.layout import onnx_path
+    from steps.core.names import ModelRole
+
+    assert onnx_path(ModelRole.TEACHER) in stage("promote").inputs
