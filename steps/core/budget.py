@@ -62,9 +62,10 @@ def verify_timing(params: config.Params, batch_size: int | None = None) -> Timin
 
 
 def deployable_file(model: torch.nn.Module, example: torch.Tensor, precision: str, folder: Path,
-                    calibration: np.ndarray | None, contract=None) -> Path:
+                    calibration: np.ndarray | None, contract=None, export: config.ExportConfig | None = None) -> Path:
     """`model` as the ONNX file that would be deployed: fp32, or its int8 version by `precision`. With the data's
-    input `contract` the graph starts with its scaling, as the export stage writes it (the same graph is timed);
+    input `contract` and the `export` settings the graph is the one the export stage writes (it starts with the
+    data's scaling; the same opset and exporter), so the same graph is timed;
     the int8 ranges of a static file then come from normalised calibration images, which changes its scales but
     not the work it does, so not its latency."""
     if contract is not None:
@@ -72,7 +73,7 @@ def deployable_file(model: torch.nn.Module, example: torch.Tensor, precision: st
 
         model = RawInput(model, list(contract.mean), list(contract.std), contract.images)
     fp32 = folder / "fp32.onnx"
-    onnx_export.export(model, example[:1], fp32)
+    onnx_export.export(model, example[:1], fp32, *((export.opset, export.exporter) if export is not None else ()))
     if precision == "fp32":
         return fp32
     out = folder / f"{precision}.onnx"
@@ -100,12 +101,13 @@ def counts(model: torch.nn.Module, example: torch.Tensor) -> dict:
 
 
 def cost(model: torch.nn.Module, batch: torch.Tensor, precision: str, timing: Timing,
-         calibration: np.ndarray | None = None, reference: Path | None = None, contract=None) -> dict:
+         calibration: np.ndarray | None = None, reference: Path | None = None, contract=None,
+         export: config.ExportConfig | None = None) -> dict:
     """{precision, latency_p95_ms (and its interval), size_kb, parameters, macs; speedup with a `reference`} of the
     deployable form of `model` (deployable_file); `batch` is timed (its length is the budget's batch size)."""
     model = model.cpu().eval()
     with tempfile.TemporaryDirectory(prefix="shrinkflow-budget-") as scratch:
-        path = deployable_file(model, batch, precision, Path(scratch), calibration, contract)
+        path = deployable_file(model, batch, precision, Path(scratch), calibration, contract, export)
         return {"precision": precision, **file_cost(path, batch, timing, reference), **counts(model, batch)}
 
 

@@ -113,7 +113,7 @@ STAGES: tuple[Stage, ...] = (
           model=ModelRole.TEACHER),
     # it loads the teacher; with a budget (target), prune searches the widths and precision instead
     Stage("prune", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER)),
-          params=("seed", "device", "threads", "prune", "target"),
+          params=("seed", "device", "threads", "prune", "target", "export"),
           outs=model_files(ModelRole.PRUNED), metrics=(metrics_path("prune"),),
           plugins=("teacher.arch", "prune")),
     # distill.teacher chooses which one teaches; with a budget, the teacher distills into the searched model

@@ -132,14 +132,15 @@ def _closest(points: list[width_search.Point]) -> width_search.Point:
 
 
 def _reference_file(root: Path, cache: SearchCache, teacher: torch.nn.Module, example: torch.Tensor,
-                    contract) -> Path:
+                    contract, export: config.ExportConfig) -> Path:
     """The teacher's deployable file as the export stage will write it (fp32, taking raw inputs): what every
-    candidate is timed beside. Kept in the search cache, by the teacher file and the data's contract."""
-    key = cache_key(sha256(root / model_path(ModelRole.TEACHER)), contract.to_dict())
+    candidate is timed beside. Kept in the search cache, by the teacher file, the data's contract and the export
+    settings."""
+    key = cache_key(sha256(root / model_path(ModelRole.TEACHER)), contract.to_dict(), export.model_dump())
     path = cache.folder / f"reference-{key}.onnx"
     if not path.is_file():
         with tempfile.TemporaryDirectory(prefix="shrinkflow-reference-") as scratch:
-            built = budget.deployable_file(teacher, example, "fp32", Path(scratch), None, contract)
+            built = budget.deployable_file(teacher, example, "fp32", Path(scratch), None, contract, export)
             atomic_write(path, lambda tmp: shutil.copyfile(built, tmp))
     return path
 
@@ -160,14 +161,15 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
     batch, calibration = budget.timed_batch(val, target.batch_size), _int8_calibration(train, params)
     searching, contract = budget.search_timing(params), datasets.contract(root)
     arch = [type(teacher).__name__, list(example.shape[1:]), [(layer.name, layer.width) for layer in layers]]
-    reference = _reference_file(root, cache, teacher, example, contract)
+    reference = _reference_file(root, cache, teacher, example, contract, params.export)
     walk_reference = reference if target.speedup is not None else None  # else the walk times a setting alone
 
     def measure_in(precision: str):
         def measure(setting):
-            key = cache_key(arch, setting, precision, searching, walk_reference is not None, machine())
+            key = cache_key(arch, setting, precision, searching, walk_reference is not None,
+                            params.export.model_dump(), machine())
             return cache.cost(key, lambda: budget.cost(make(setting), batch, precision, searching, calibration,
-                                                       walk_reference, contract))
+                                                       walk_reference, contract, params.export))
         return measure
 
     def excess(cost):
@@ -263,7 +265,7 @@ class _Verifier:
                      lr_schedule=ft.lr_schedule)
         val_accuracy = accuracy(model, self.val)
         measured = budget.cost(model, self.batch, point.tag, budget.verify_timing(self.params), self.calibration,
-                               self.reference, self.contract)
+                               self.reference, self.contract, self.params.export)
         problems = budget.violations(measured, target)  # the budget itself: the margin was the search's aim
         if target.min_accuracy is not None and val_accuracy < target.min_accuracy:
             problems.append(f"val accuracy {val_accuracy:.4f} < target.min_accuracy {target.min_accuracy}")

@@ -9,6 +9,13 @@ window, and computing the statistic on the pooled resample (Davison & Hinkley 19
 "resample clusters, then within") gives an interval as wide as the windows disagree, and as narrow as one
 window's noise when they agree.
 
+With as few windows as a stage can afford (3 to 5), that percentile interval is too narrow: in a simulation
+of windows whose speed varies independently it covered 61-69% where it claims 95% (review of issue 29). It is
+therefore widened as Hesterberg's *expanded percentile interval* does ("What Teachers Should Know About the
+Bootstrap", The American Statistician 69(4), 2015): each side's distance from the estimate times
+t(W-1) / z x sqrt(W / (W-1)), 1.58 at 5 windows; the same simulation then covered 79-85%. It is still a
+95% interval in name more than in fact when windows are few, which the docs say; more windows narrow it.
+
 The statistic sees one array per timed file (the windows are paired: a reference timed in the same turns),
 so a ratio of two files' medians gets its interval the same way. The seed is fixed: the same timings give
 the same interval (the audit recomputes it).
@@ -18,7 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import math
+
 import numpy as np
+from scipy import stats as sps
 
 from steps.core.stats.base import Interval, check_probability
 
@@ -55,7 +65,21 @@ def window_interval(windows: Sequence[Sequence[np.ndarray]], statistic: Statisti
         estimates[b] = statistic(*pooled(resampled))
     tail = (1 - confidence) / 2
     low, high = np.quantile(estimates, [tail, 1 - tail])
-    return Interval(float(statistic(*pooled(windows))), float(low), float(high), confidence)
+    estimate = float(statistic(*pooled(windows)))
+    return Interval(estimate, *expanded(estimate, float(low), float(high), len(windows), confidence), confidence)
+
+
+def expansion(windows: int, confidence: float = 0.95) -> float:
+    """How much wider the expanded percentile interval is than the plain one from `windows` windows."""
+    z = sps.norm.ppf(1 - (1 - confidence) / 2)
+    return float(sps.t.ppf(1 - (1 - confidence) / 2, windows - 1) / z * math.sqrt(windows / (windows - 1)))
+
+
+def expanded(estimate: float, low: float, high: float, windows: int, confidence: float = 0.95) -> tuple[float, float]:
+    """A percentile interval [low, high] around `estimate` from `windows` windows, each side widened by
+    expansion(windows)."""
+    factor = expansion(windows, confidence)
+    return estimate - factor * (estimate - low), estimate + factor * (high - estimate)
 
 
 def p95(samples: np.ndarray) -> float:
