@@ -17,7 +17,8 @@ from tests.helpers import REPO, synthetic_images
 # Smaller than --quick alone (which stays runnable on the full dataset): the synthetic data is learnt from a few
 # hundred images, and these tests check that the scripts run, not their numbers.
 TINY_DATA = ("-S", "data.val_size=100", "-S", "data.train_limit=300", "-S", "data.test_limit=100")
-ONE_TIMING = ("-S", "evaluate.latency_warmup=0", "-S", "evaluate.latency_repeats=1")
+ONE_TIMING = ("-S", "evaluate.latency_warmup=0", "-S", "evaluate.latency_repeats=1",
+              "-S", "evaluate.latency_windows=1")
 
 
 def run_quick(script: str, *args: str, drop: tuple[str, ...] = (), env: dict | None = None,
