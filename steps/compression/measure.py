@@ -118,12 +118,17 @@ def onnx_latency_ms(files: dict[str, Path], batch: np.ndarray, warmup: int, repe
                     block: int = 1) -> dict[str, dict]:
     """ONNX Runtime (CPU provider, `threads` intra-op threads): one run on `batch` per file, timed interleaved
     (interleaved_samples: `repeats`, `min_seconds`, `block`)."""
+    return interleaved_ms(onnx_runners(files, batch, threads), warmup, repeats, keep_samples, min_seconds, block)
+
+
+def onnx_runners(files: dict[str, Path], batch: np.ndarray, threads: int) -> dict[str, Callable[[], object]]:
+    """{name: a zero-argument call running that ONNX file on `batch`} (ONNX Runtime, `threads` intra-op threads):
+    what interleaved_samples times."""
     from steps.compression.onnx_export import INPUT, session
 
     feed = {INPUT: np.ascontiguousarray(batch, dtype=np.float32)}
     sessions = {name: session(path, threads) for name, path in files.items()}
-    runners = {name: (lambda s=sess: s.run(None, feed)) for name, sess in sessions.items()}
-    return interleaved_ms(runners, warmup, repeats, keep_samples, min_seconds, block)
+    return {name: (lambda s=sess: s.run(None, feed)) for name, sess in sessions.items()}
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:

@@ -55,11 +55,8 @@ def time_files(files: dict[str, Path], batch: np.ndarray, timing: Timing) -> dic
     `batch` in turns (steps/compression/measure.py interleaved_samples), window after window. Warm-up once:
     the sessions stay loaded between windows."""
     from steps.compression import measure
-    from steps.compression.onnx_export import INPUT, session
 
-    feed = {INPUT: np.ascontiguousarray(batch, dtype=np.float32)}
-    sessions = {name: session(path, timing.threads) for name, path in files.items()}
-    runners = {name: (lambda s=sess: s.run(None, feed)) for name, sess in sessions.items()}
+    runners = measure.onnx_runners(files, batch, timing.threads)
     out: dict[str, list[list[float]]] = {name: [] for name in files}
     for w in range(timing.windows):
         timed = measure.interleaved_samples(runners, timing.warmup if w == 0 else 0, timing.repeats, timing.seconds)
