@@ -29,13 +29,10 @@ from PIL import Image
 from steps.serving.pixels import COLOR_MODES, DECODE_ERRORS, unsupported_mode
 from steps.sources.base import CHANNELS, DataError, RawData, SourceOptions, refuse_options
 from steps.sources.images import conform_image
+from steps.sources.folders import class_layout, visible
 from steps.sources.labels import split_off_test
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-
-def _visible(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if not p.name.startswith("."))
 
 
 def _is_image(path: Path) -> bool:
@@ -44,7 +41,7 @@ def _is_image(path: Path) -> bool:
 
 def scan_classes(split_root: Path) -> dict[str, list[Path]]:
     """{class name: its image files, sorted} for the class folders directly under split_root."""
-    entries = _visible(split_root)
+    entries = visible(split_root)
     stray = [p for p in entries if _is_image(p)]
     if stray:
         raise DataError(f"{stray[0]}: images must be inside a class folder ({split_root}/<class>/...)")
@@ -67,26 +64,7 @@ def _layout(root: Path) -> dict[str, dict[str, list[Path]]]:
     """{"all": classes} for the flat layout, {"train": ..., "test": ...} for the split one."""
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (the image_folder source reads root/<class>/<image>)")
-    dirs = {p.name for p in _visible(root) if p.is_dir()}
-    if not {"train", "test"} & dirs:
-        return {"all": scan_classes(root)}
-    if {"train", "test"} - dirs:
-        have, lack = ("train", "test") if "train" in dirs else ("test", "train")
-        raise DataError(f"{root}: has {have}/ but no {lack}/; give both, or put the class folders directly in {root}")
-    extra = sorted(dirs - {"train", "test"})
-    if extra:
-        raise DataError(f"{root}: unexpected folder(s) {extra} beside train/ and test/")
-    stray = [p for p in _visible(root) if _is_image(p)]
-    if stray:
-        raise DataError(f"{stray[0]}: images must be inside train/<class>/ or test/<class>/")
-    parts = {name: scan_classes(root / name) for name in ("train", "test")}
-    only_train = sorted(set(parts["train"]) - set(parts["test"]))
-    only_test = sorted(set(parts["test"]) - set(parts["train"]))
-    if only_train or only_test:
-        raise DataError(
-            f"{root}: train/ and test/ hold different classes: only in train/ {only_train}, only in test/ {only_test}"
-        )
-    return parts
+    return class_layout(root, scan_classes, loose=_is_image, what="images")
 
 
 def _header(path: Path) -> tuple[str, tuple[int, int]]:

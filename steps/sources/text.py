@@ -34,6 +34,7 @@ import numpy as np
 
 from steps.sources import tokens
 from steps.sources.base import DataError, RawData, SourceOptions, check_labels, refuse_options
+from steps.sources.folders import class_layout, visible
 from steps.sources.labels import CLASSES_FILE, encode_labels, read_class_names, split_off_test
 
 TABLES = (".csv", ".parquet", ".pq", ".jsonl")
@@ -62,10 +63,6 @@ def _read_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err})") from None
-
-
-def _visible(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
 # --- a table of texts ---------------------------------------------------------------------------------------
@@ -182,7 +179,7 @@ def table_files(path: Path) -> list[Path]:
         if path.suffix.lower() not in TABLES:
             raise DataError(f"{path}: not a table of texts (expected {', '.join(TABLES)}) nor a folder")
         return [path]
-    return [p for p in _visible(path) if p.is_file() and p.suffix.lower() in TABLES]
+    return [p for p in visible(path) if p.is_file() and p.suffix.lower() in TABLES]
 
 
 def _class_names(labels: np.ndarray, options: SourceOptions, names_file: Path | None, where: str):
@@ -228,7 +225,7 @@ def _read_tables(path: Path, files: list[Path], options: SourceOptions) -> RawDa
 
 def _class_files(split_root: Path) -> dict[str, list[Path]]:
     """{class name: its .txt files, sorted} for the class folders directly under split_root."""
-    entries = _visible(split_root)
+    entries = visible(split_root)
     stray = [p for p in entries if p.is_file() and p.suffix.lower() == TEXT_FILES]
     if stray:
         raise DataError(f"{stray[0]}: texts must be inside a class folder ({split_root}/<class>/*.txt)")
@@ -245,24 +242,6 @@ def _class_files(split_root: Path) -> dict[str, list[Path]]:
     return classes
 
 
-def _folder_layout(root: Path) -> dict[str, dict[str, list[Path]]]:
-    """{"all": classes} for the flat layout, {"train": ..., "test": ...} for the split one."""
-    dirs = {p.name for p in _visible(root) if p.is_dir()}
-    if not {"train", "test"} & dirs:
-        return {"all": _class_files(root)}
-    if {"train", "test"} - dirs:
-        have, lack = ("train", "test") if "train" in dirs else ("test", "train")
-        raise DataError(f"{root}: has {have}/ but no {lack}/; give both, or put the class folders directly in {root}")
-    if dirs - {"train", "test"}:
-        raise DataError(f"{root}: unexpected folder(s) {sorted(dirs - {'train', 'test'})} beside train/ and test/")
-    parts = {name: _class_files(root / name) for name in ("train", "test")}
-    if set(parts["train"]) != set(parts["test"]):
-        raise DataError(f"{root}: train/ and test/ hold different classes: only in train/ "
-                        f"{sorted(set(parts['train']) - set(parts['test']))}, only in test/ "
-                        f"{sorted(set(parts['test']) - set(parts['train']))}")
-    return parts
-
-
 def _file_text(path: Path) -> str:
     text = decode(_read_bytes(path), path)
     if not text.strip():
@@ -275,7 +254,7 @@ def _read_folders(root: Path, options: SourceOptions) -> RawData:
     if given:
         raise ValueError(f"{root}: class folders of {TEXT_FILES} files name their classes; data.{given[0]} is for "
                          "a table of texts (remove it)")
-    parts = _folder_layout(root)
+    parts = class_layout(root, _class_files)
     class_names = tuple(sorted(next(iter(parts.values()))))
     arrays, every_file = {}, []
     for part, classes in parts.items():
