@@ -81,5 +81,6 @@ class DataConfig(_Section):
             raise ValueError("the table source needs data.label_column (the column holding the labels)")
         if self.source == "text" and (self.tokenizer is None or self.max_length is None):
             missing = " and ".join(f"data.{k}" for k in ("tokenizer", "max_length") if getattr(self, k) is None)
-            raise ValueError(f"the text source needs {missing} (how texts become token ids, and how many of them)")
+            raise ValueError(f"the text source needs {missing} (how texts become token ids, and how many of them; "
+                             "without data.tokenizer, an hf teacher.arch.path's tokenizer is used)")
         return self

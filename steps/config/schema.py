@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from steps.config import pairing
 from steps.config.base import Section as _Section
@@ -62,6 +62,21 @@ class Params(_Section):
     storage: StorageConfig
     run: RunConfig
     target: BudgetConfig = Field(description="the budget: when a limit is set, the prune stage searches for the model")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tokenizer_of_the_teacher(cls, raw: Any) -> Any:
+        """Text data without data.tokenizer take the tokenizer of the teacher's save_pretrained folder
+        (teacher.arch.path), as the model was trained on it; the data stage refuses that folder, naming it,
+        when it holds no tokenizer.json."""
+        if not isinstance(raw, dict):
+            return raw
+        data, teacher = raw.get("data"), raw.get("teacher")
+        arch = teacher.get("arch") if isinstance(teacher, dict) else None
+        if (isinstance(data, dict) and data.get("source") == "text" and data.get("tokenizer") is None
+                and isinstance(arch, dict) and arch.get("name") == "hf" and arch.get("path")):
+            return {**raw, "data": {**data, "tokenizer": {"path": arch["path"]}}}
+        return raw
 
     @field_validator("teacher")
     @classmethod

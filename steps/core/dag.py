@@ -81,13 +81,40 @@ class Stage:
         chosen = selected_modules(params, self.plugins)
         return tuple(sorted(imports.relative_file(m) for m in imports.closure(*entry, *chosen)))
 
+    def inputs_for(self, params: Params) -> tuple[str, ...]:
+        """`inputs` under `params`: each model's checkpoint as its family saves it (a folder for hf), and the
+        files outside the project that params name: a saved tokenizer the data stage reads, the folder a
+        teacher is loaded from (a change in either must rerun the stage that reads it)."""
+        resolved: list[str] = []
+        for dep in self.inputs:
+            role = _model_role_of(dep)
+            files = (dep,) if role is None else model_files(role, directory=_arch_of(params, role).saves_directory)
+            resolved.extend(f for f in files if f not in resolved)
+        return (*resolved, *_named_files(params, self.name))
+
     def deps(self, params: Params) -> tuple[str, ...]:
-        return (*self.code(params), *self.inputs)
+        return (*self.code(params), *self.inputs_for(params))
 
     def resolved_deps(self, params: Params) -> tuple[str, ...]:
         """Deps with `${section.key}` templates filled from params, as DVC resolves them."""
         dumped = params.model_dump(mode="json")
         return tuple(_resolve(dep, dumped) for dep in self.deps(params))
+
+
+def _model_role_of(dep: str) -> ModelRole | None:
+    """The model whose checkpoint `dep` is one of the default (.safetensors + .json) files of, if any."""
+    return next((role for role in ModelRole if dep in model_files(role)), None)
+
+
+def _named_files(params: Params, stage_name: str) -> tuple[str, ...]:
+    """Files params name that the stage reads besides the pipeline's own: data.tokenizer.path (data) and the
+    teacher's arch files (teacher: an hf arch.path)."""
+    if stage_name == "data":
+        tokenizer = params.data.tokenizer
+        return (tokenizer.path,) if tokenizer is not None and tokenizer.path else ()
+    if stage_name == "teacher":
+        return params.teacher.arch.files
+    return ()
 
 
 def _arch_of(params: Params, role: ModelRole):

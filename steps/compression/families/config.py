@@ -35,6 +35,12 @@ class ArchSettings(BaseModel):
         return self.model_dump()
 
     @property
+    def files(self) -> tuple[str, ...]:
+        """Files or folders these settings load a model from (as params.yaml names them): the teacher stage's
+        inputs besides the data. Empty for a family built from its settings alone."""
+        return ()
+
+    @property
     def widths(self) -> list[int]:
         """The layer widths it names, conv channels then classifier hidden (a label for plots); [] for a
         family sized by other settings (vit) or by its factory (custom)."""

@@ -43,6 +43,11 @@ class HFConfig(ArchSettings):
             _check_config(self.config)
         return self
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The save_pretrained folder the model is loaded from, when `path` names one."""
+        return (self.path,) if self.path else ()
+
     def spec_fields(self, root) -> dict[str, Any]:
         """ModelSpec's names for these settings; `path` resolved against the project root."""
         from pathlib import Path
