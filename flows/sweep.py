@@ -38,7 +38,7 @@ from steps import config, tracking
 from steps.core import frontier, lineage
 from steps.core.dag import stage
 from steps.core.datasets import load_splits
-from steps.core.layout import DATA_DIR, STATE_DIR, metrics_path, model_files
+from steps.core.layout import DATA_DIR, STATE_DIR, metrics_path
 from steps.core.measurement import measure_models
 from steps.core.names import ModelRole, Tag
 from steps.core.reports import close_figure
@@ -116,12 +116,13 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def seed_member(root: Path, member_root: Path, params: config.Params) -> Path:
-    """A member's own directory: the shared data and teacher, and its params.yaml."""
-    for src in sorted((root / DATA_DIR).rglob("*")):
-        if src.is_file():
-            _link_or_copy(src, member_root / src.relative_to(root))
-    for rel in model_files(ModelRole.TEACHER):
-        _link_or_copy(root / rel, member_root / rel)
+    """A member's own directory: the shared data and teacher (its file and spec, or its folder: hf), and its
+    params.yaml."""
+    for rel in (DATA_DIR, *stage("teacher").outputs(params)):
+        shared = root / rel
+        for src in sorted(shared.rglob("*")) if shared.is_dir() else [shared]:
+            if src.is_file():
+                _link_or_copy(src, member_root / src.relative_to(root))
     (member_root / config.PARAMS_FILE).write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
     return member_root
 

@@ -67,3 +67,17 @@ def test_text_data_without_a_tokenizer_or_a_teacher_folder_are_refused_naming_bo
     with pytest.raises(config.ConfigError) as err:
         config.validate(raw, stage="data")
     assert "data.tokenizer" in str(err.value) and "teacher.arch.path" in str(err.value)
+
+
+def test_a_sweep_member_gets_the_shared_teacher_in_its_familys_form(tmp_path: Path):
+    from flows.sweep import seed_member
+
+    root, member = tmp_path / "project", tmp_path / "member"
+    for rel in (f"{DATA_DIR}/train.npz", f"{model_dir(ModelRole.TEACHER)}/config.json",
+                f"{model_dir(ModelRole.TEACHER)}/model.safetensors"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    seed_member(root, member, hf_params(tmp_path))
+    copied = sorted(str(p.relative_to(member)) for p in member.rglob("*") if p.is_file())
+    assert copied == [f"{DATA_DIR}/train.npz", f"{model_dir(ModelRole.TEACHER)}/config.json",
+                      f"{model_dir(ModelRole.TEACHER)}/model.safetensors", "params.yaml"]
