@@ -22,6 +22,7 @@ from steps.core.layout import (
     PROMOTION,
     REPORT,
     metrics_path,
+    model_dir,
     model_files,
     onnx_path,
 )
@@ -82,7 +83,19 @@ class Stage:
         return tuple(sorted(imports.relative_file(m) for m in imports.closure(*entry, *chosen)))
 
     def deps(self, params: Params) -> tuple[str, ...]:
-        return (*self.code(params), *self.inputs)
+        return (*self.code(params), *self.model_inputs(params))
+
+    def model_inputs(self, params: Params) -> tuple[str, ...]:
+        """`inputs` under `params`: a model's checkpoint files (.safetensors and .json) read as its folder when its
+        family saves one (hf), as `outputs` writes them."""
+        out: list[str] = []
+        for dep in self.inputs:
+            role = next((r for r in ModelRole if dep in model_files(r)), None)
+            if role is not None and _arch_of(params, role).saves_directory:
+                dep = model_dir(role)
+            if dep not in out:
+                out.append(dep)
+        return tuple(out)
 
     def resolved_deps(self, params: Params) -> tuple[str, ...]:
         """Deps with `${section.key}` templates filled from params, as DVC resolves them."""

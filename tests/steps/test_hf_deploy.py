@@ -173,3 +173,16 @@ def test_macro_f1_by_hand_with_a_class_never_predicted_and_one_absent():
     assert macro_f1(y_true, y_true, 4) == 1.0
     with pytest.raises(ValueError, match="y_pred has class indices outside"):
         macro_f1(y_true, np.array([0, 0, 1, 1, 1, 4]), 4)
+
+
+def test_the_deploy_stages_read_hf_checkpoints_as_folders(tmp_path: Path):
+    """DVC would refuse a stage whose dependency models/teacher.safetensors an hf project never writes."""
+    from steps.core.dag import dvc_yaml
+    from steps.core.layout import model_dir, model_path
+
+    params = config.validate(raw_params(tmp_path / "mail.csv"), stage="export")
+    stages = dvc_yaml(params)["stages"]
+    for name in ("export", "evaluate"):
+        deps = stages[name]["deps"]
+        assert model_dir(ModelRole.TEACHER) in deps and model_dir(ModelRole.PRUNED) in deps, name
+        assert model_path(ModelRole.TEACHER) not in deps and model_path(ModelRole.PRUNED) not in deps, name
