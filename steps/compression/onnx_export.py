@@ -10,7 +10,12 @@ by default. It exports the dense, the structurally pruned (narrower layers)
 and the distilled models of every architecture here in about 0.1 s each; the
 torch.export-based one (`dynamo`) works too but takes about 1 s per model
 and needs opset 18. PyTorch deprecates the TorchScript exporter; `exporter:
-dynamo` in params.yaml is the way off it.
+dynamo` in params.yaml is the way off it. On a Hugging Face BERT
+(transformers 5.25, torch 2.13) both export with dynamic batch and sequence
+axes and match PyTorch to 1e-8 at other batch sizes and lengths than traced:
+TorchScript in about 0.2 s for a 2-layer one, dynamo in about 3.5 s. Both keep
+the attention mask when traced on rows without padding (transformers drops
+the mask for such rows only outside tracing).
 
 Every exported file passes `onnx.checker` (full check, with shape inference)
 and a parity check against PyTorch on real images: the largest absolute logit
@@ -68,6 +73,11 @@ def _export(model: nn.Module, example: Inputs, target, opset: int, exporter: Exp
         # Known and accepted: the TorchScript exporter's deprecation notice (see the module docstring).
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*feature will be removed.*")
+        # transformers' attention, traced: it compares the mask's length with the keys' (one sequence axis here,
+        # so always equal) and asks whether a causal mask may replace a missing one (the mask is never missing);
+        # the parity check on the test split is what proves the traced graph right
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
+                                module=r"transformers\.(masking_utils|integrations\.sdpa_attention)")
         if exporter == "dynamo":
             dims = {BATCH: torch.export.Dim(BATCH), SEQUENCE: torch.export.Dim(SEQUENCE)}
             shapes = {name: {axis: dims[dim] for axis, dim in axis_names.items()} for name, axis_names in axes.items()}

@@ -13,11 +13,13 @@ import onnx
 import pandas as pd
 import pytest
 import torch
+from rich.console import Console
 
 from steps import config, data, evaluate, export, quantize, teacher, tracking
 from steps.compression import onnx_export
 from steps.compression.training import predict_logits
 from steps.core import datasets
+from steps.core.reports import table
 from steps.core.layout import REPORT, metrics_path, onnx_path, variant_path
 from steps.core.names import ModelRole
 from steps.core.results import ExportResult, QuantizeResult
@@ -156,6 +158,10 @@ def test_evaluate_reports_macro_f1_and_recall_per_named_class(project: Path):
         assert {"eager", "onnxruntime"} <= set(m["latency"]) and "batch_1" in m["latency"]["onnxruntime"]
     assert "dynamic" in report["deploy"]["variants"]
     assert (project / "plots" / "pareto.png").is_file()
+    console = Console(record=True, width=250)
+    console.print(table(report))  # what python -m steps.evaluate prints
+    shown = console.export_text()
+    assert "macro-F1" in shown and f"{report['models']['student']['macro_f1']:.2%}" in shown
     tracking.use_store(project)
     logged = tracking.run_record(report["mlflow_run_id"]).data.metrics
     assert logged["student.macro_f1"] == pytest.approx(report["models"]["student"]["macro_f1"])
