@@ -1,4 +1,5 @@
-"""Measuring models side by side: accuracy and macro-F1, size, MACs, memory, and latency in PyTorch eager and ONNX Runtime.
+"""Measuring models side by side: accuracy and macro-F1, size, MACs, memory, and latency in PyTorch eager and
+ONNX Runtime.
 
 The evaluate stage, the sweep's frontier and the audit all measure through `measure_all`, so a
 number in the report, in a sweep and in an audit means the same thing.

@@ -14,19 +14,20 @@ import pandas as pd
 import pytest
 import torch
 from rich.console import Console
+from sklearn.metrics import f1_score  # a cross-check of macro_f1 (scikit-learn comes with MLflow)
 
 from steps import config, data, evaluate, export, quantize, teacher, tracking
 from steps.compression import onnx_export
 from steps.compression.training import predict_logits
 from steps.core import datasets
-from steps.core.reports import table
 from steps.core.layout import REPORT, metrics_path, onnx_path, variant_path
 from steps.core.names import ModelRole
+from steps.core.reports import table
 from steps.core.results import ExportResult, QuantizeResult
 from steps.core.stats.classes import macro_f1, per_class_f1
 from steps.core.torchkit import load_model, save_model
 from tests.helpers import write_params
-from tests.steps.test_hf_teacher import HAM, SPAM, TINY_BERT, raw_params
+from tests.steps.test_hf_teacher import HAM, SPAM, raw_params
 
 MAX_LENGTH = 16
 LEGAL = "contract clause party signed court notice counsel terms".split()
@@ -146,8 +147,6 @@ def test_evaluate_reports_macro_f1_and_recall_per_named_class(project: Path):
     test = datasets.load_splits(project, ("test",))["test"]
     classes = datasets.read_manifest(project)["classes"]
     assert classes == ["ham", "legal", "spam"]
-    from sklearn.metrics import f1_score
-
     for role in ModelRole:
         m = report["models"][role]
         predicted = predict_logits(load_model(project, role)[0], test.x).argmax(1).numpy()
