@@ -4,6 +4,9 @@ test split.
 Each file's graph starts with the data's scaling and standardisation (steps/compression/raw_input.py), so it
 takes what a caller has (pixel values 0-255, unscaled features), and its metadata_props carry the input
 contract: class names, input layout, normalisation and the dataset's digest (steps/serving/contract.py).
+Text is the exception the data's kind decides (`graph_for`): its graph takes token ids and attention masks
+as they are, since tokenising is the caller's (steps/compression/token_input.py), and its metadata_props
+name the tokenizer to tokenise with.
 
 A file that fails the checker, or whose logits differ from PyTorch's by more
 than `export.parity_atol` or that changes any prediction, fails the stage
@@ -13,33 +16,57 @@ with the numbers and is removed, so nothing downstream sees it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from steps import config, tracking
-from steps.compression import measure, onnx_export
+from steps.compression import measure, onnx_export, token_input
 from steps.compression.raw_input import RawInput
+from steps.compression.training import Inputs, rows
 from steps.core import datasets, lineage
 from steps.core.hashing import sha256
-from steps.core.layout import metrics_path, onnx_path
+from steps.core.layout import MANIFEST, metrics_path, onnx_path
 from steps.core.names import ModelRole
 from steps.core.results import ExportResult
 from steps.core.torchkit import load_model
 
 
-def export_one(model, x: torch.Tensor, y: torch.Tensor, path: Path, cfg: config.ExportConfig, threads: int,
-               contract=None) -> dict:
+@dataclass(frozen=True)
+class Graph:
+    """What the deployable ONNX file is made of, as the data's kind decides: the module exported around the model
+    (`wrap`) and the file's metadata_props."""
+
+    wrap: Callable[[nn.Module], nn.Module]
+    metadata: dict[str, str]
+
+
+def graph_for(root: Path) -> Graph:
+    """Images and tables: the model behind the data's scaling and standardisation (RawInput), with the input
+    contract as metadata. Text: the model itself on token ids, with what to tokenise with as metadata."""
+    manifest = datasets.read_manifest(root)
+    if datasets.kind(manifest) == "text":
+        return Graph(lambda model: model, token_input.onnx_metadata(manifest, sha256(root / MANIFEST)))
+    contract = datasets.contract(root)
+    return Graph(lambda model: RawInput(model, list(contract.mean), list(contract.std), contract.images),
+                 contract.onnx_metadata())
+
+
+def export_one(model, x: Inputs, y: torch.Tensor, path: Path, cfg: config.ExportConfig, threads: int,
+               graph: Graph | None = None) -> dict:
     """Export, check and compare one model; the file is deleted again when it fails a check.
 
-    With the data's input `contract` (the pipeline), the file takes raw inputs (`x`: raw pixels or unscaled
-    features): its graph starts with the data's scaling and standardisation, and its metadata_props carry the
-    contract. Without one (benchmarks comparing models), it takes what the model takes.
+    With the data's `graph` (the pipeline), the file takes what a caller has (`x`, datasets.onnx_split: raw
+    pixels, unscaled features, or token ids) and its metadata_props say what that is. Without one (benchmarks
+    comparing models), it takes what the model takes.
     """
-    if contract is not None:
-        model = RawInput(model, list(contract.mean), list(contract.std), contract.images)
-    metadata = contract.onnx_metadata() if contract is not None else None
-    onnx_export.export(model, x[:2], path, cfg.opset, cfg.exporter, metadata=metadata)
+    if graph is not None:
+        model = graph.wrap(model)
+    onnx_export.export(model, rows(x, slice(0, 2)), path, cfg.opset, cfg.exporter,
+                       metadata=graph.metadata if graph is not None else None)
     try:
         onnx_export.check(path)
         parity = onnx_export.parity(model, onnx_export.session(path, threads), x, y)
@@ -53,18 +80,23 @@ def export_one(model, x: torch.Tensor, y: torch.Tensor, path: Path, cfg: config.
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> ExportResult:
     torch.set_num_threads(params.threads)
     cfg = params.export
-    raw_x, raw_y = datasets.raw_split(root, "test")
-    x = torch.from_numpy(raw_x[: cfg.parity_images].astype("float32"))
+    raw_x, raw_y = datasets.onnx_split(root, "test")
+    x = to_tensors(rows(raw_x, slice(0, cfg.parity_images)))
     y = torch.from_numpy(raw_y[: cfg.parity_images].astype("int64"))
-    contract = datasets.contract(root)
+    graph = graph_for(root)
     models = {role.value: export_one(load_model(root, role)[0], x, y, root / onnx_path(role), cfg, params.threads,
-                                     contract)
+                                     graph)
               for role in ModelRole}
     with tracking.open_run(root, **lineage.stage_run(root, params, "export", origin)) as run_id:
         tracking.log_metrics({f"{role}.{k}": v for role, m in models.items() for k, v in m.items() if k != "sha256"})
     result = ExportResult(models=models, opset=cfg.opset, exporter=cfg.exporter, mlflow_run_id=run_id)
     result.write(root / metrics_path("export"))
     return result
+
+
+def to_tensors(x) -> Inputs:
+    """Tensors of an array or of named arrays (datasets.onnx_split's), sharing their memory."""
+    return {name: torch.from_numpy(a) for name, a in x.items()} if isinstance(x, dict) else torch.from_numpy(x)
 
 
 def main() -> None:

@@ -19,13 +19,15 @@ import numpy as np
 
 from steps import config, tracking
 from steps.compression import measure, onnx_export, quantization
+from steps.compression.training import count, rows
 from steps.core import datasets, lineage
 from steps.core.hashing import sha256
 from steps.core.layout import FP32, INT8_DIR, metrics_path, variant_path
 from steps.core.results import PruneResult, QuantizeResult
 
 
-def onnx_accuracy(path: Path, x: np.ndarray, y: np.ndarray, threads: int) -> float:
+def onnx_accuracy(path: Path, x, y: np.ndarray, threads: int) -> float:
+    """Accuracy of an ONNX file on `x` (an array, or named token arrays) with ONNX Runtime."""
     return float((onnx_export.predict(onnx_export.session(path, threads), x).argmax(1) == y).mean())
 
 
@@ -50,18 +52,20 @@ def build(params: config.Params, root: Path, methods: list[str]) -> tuple[dict[s
     out_dir = root / INT8_DIR
     shutil.rmtree(out_dir, ignore_errors=True)  # a method dropped from params must not leave its file behind
     out_dir.mkdir(parents=True)
-    # The ONNX files take raw inputs (their graphs standardise), so they are calibrated and scored on raw ones.
+    # The ONNX files take raw inputs (their graphs standardise) or token ids (datasets.onnx_split), so they are
+    # calibrated and scored on those.
     calibration = None
     if "static" in methods:
-        train_x = datasets.raw_split(root, "train")[0].astype(np.float32)
-        calibration = quantization.calibration_slice(train_x, min(cfg.calibration_images, len(train_x)), params.seed)
+        train_x = datasets.onnx_split(root, "train")[0]
+        calibration = quantization.calibration_slice(train_x, min(cfg.calibration_images, count(train_x)),
+                                                     params.seed)
     fp32 = root / variant_path(FP32)
     onnx_export.check(fp32)
     for method in methods:
         quantization.quantize(fp32, root / variant_path(method), method, calibration)
         onnx_export.check(root / variant_path(method))
-    test_x, test_y = datasets.raw_split(root, "test")
-    x, y = test_x[: cfg.eval_images].astype(np.float32), test_y[: cfg.eval_images]
+    test_x, test_y = datasets.onnx_split(root, "test")
+    x, y = rows(test_x, slice(0, cfg.eval_images)), test_y[: cfg.eval_images]
     variants = {}
     for name in (FP32, *methods):
         path = root / variant_path(name)

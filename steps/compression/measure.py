@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from steps.compression.training import evaluating
+from steps.compression.training import Inputs, evaluating, forward
 
 
 def parameters(model: nn.Module) -> int:
@@ -34,8 +34,9 @@ def compressed_size(path: Path) -> int:
     return len(zlib.compress(Path(path).read_bytes(), level=6))
 
 
-def macs(model: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass on `example` (dense count: zeros still cost)."""
+def macs(model: nn.Module, example: Inputs) -> int:
+    """Multiply-accumulates of one forward pass on `example` (dense count: zeros still cost); named tensors (token
+    ids) go in as keyword arguments."""
     import torch_pruning as tp
 
     with evaluating(model):
@@ -98,7 +99,7 @@ def interleaved_ms(runners: dict[str, Callable[[], object]], warmup: int, repeat
             for name, values in timed.items()}
 
 
-def latency_ms(models: dict[str, nn.Module], batch: torch.Tensor, warmup: int, repeats: int,
+def latency_ms(models: dict[str, nn.Module], batch: Inputs, warmup: int, repeats: int,
                threads: int, keep_samples: bool = False) -> dict[str, dict]:
     """PyTorch eager: one forward pass on `batch` per model, at a fixed thread count, timed interleaved."""
     previous = torch.get_num_threads()
@@ -107,13 +108,13 @@ def latency_ms(models: dict[str, nn.Module], batch: torch.Tensor, warmup: int, r
         with contextlib.ExitStack() as stack:
             for model in models.values():
                 stack.enter_context(evaluating(model))
-            runners = {name: (lambda m=model: m(batch)) for name, model in models.items()}
+            runners = {name: (lambda m=model: forward(m, batch)) for name, model in models.items()}
             return interleaved_ms(runners, warmup, repeats, keep_samples)
     finally:
         torch.set_num_threads(previous)
 
 
-def onnx_latency_ms(files: dict[str, Path], batch: np.ndarray, warmup: int, repeats: int,
+def onnx_latency_ms(files: dict[str, Path], batch, warmup: int, repeats: int,
                     threads: int, keep_samples: bool = False, min_seconds: float = 0.0,
                     block: int = 1) -> dict[str, dict]:
     """ONNX Runtime (CPU provider, `threads` intra-op threads): one run on `batch` per file, timed interleaved
@@ -121,12 +122,13 @@ def onnx_latency_ms(files: dict[str, Path], batch: np.ndarray, warmup: int, repe
     return interleaved_ms(onnx_runners(files, batch, threads), warmup, repeats, keep_samples, min_seconds, block)
 
 
-def onnx_runners(files: dict[str, Path], batch: np.ndarray, threads: int) -> dict[str, Callable[[], object]]:
+def onnx_runners(files: dict[str, Path], batch, threads: int) -> dict[str, Callable[[], object]]:
     """{name: a zero-argument call running that ONNX file on `batch`} (ONNX Runtime, `threads` intra-op threads):
-    what interleaved_samples times."""
-    from steps.compression.onnx_export import INPUT, session
+    what interleaved_samples times. `batch`: an array (images, features) or named token arrays (onnx_export.feed)."""
+    from steps.compression.onnx_export import feed as feed_of
+    from steps.compression.onnx_export import session
 
-    feed = {INPUT: np.ascontiguousarray(batch, dtype=np.float32)}
+    feed = feed_of(batch)
     sessions = {name: session(path, threads) for name, path in files.items()}
     return {name: (lambda s=sess: s.run(None, feed)) for name, sess in sessions.items()}
 
@@ -140,7 +142,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50": float(p50), "p95": float(p95), "max": ordered[-1], "n": len(ordered)}
 
 
-def peak_memory_bytes(model: nn.Module, batch: torch.Tensor) -> int:
+def peak_memory_bytes(model: nn.Module, batch: Inputs) -> int:
     """Peak bytes allocated by the CPU allocator during one forward pass on `batch`.
 
     Replays the profiler's allocation (+) and free (-) events in time order and
@@ -155,7 +157,7 @@ def peak_memory_bytes(model: nn.Module, batch: torch.Tensor) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     with evaluating(model), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        model(batch)
+        forward(model, batch)
     running = peak = 0
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
         running += event.self_cpu_memory_usage

@@ -22,33 +22,35 @@ from typing import Literal
 import numpy as np
 
 from steps.compression.families.checkpoint import atomic_write
-from steps.compression.onnx_export import INPUT, ExportError, set_metadata
+from steps.compression.onnx_export import INPUT, ExportError, feed, set_metadata
 from steps.compression.onnx_export import metadata as onnx_metadata
+from steps.compression.training import count, rows
 
 Method = Literal["dynamic", "static"]
 METHODS: tuple[str, ...] = ("dynamic", "static")
 
 
-def calibration_slice(x: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """`size` images drawn from `x` without replacement by a seeded generator: the same seed, the same slice."""
-    if size > len(x):
-        raise ValueError(f"calibration needs {size} images but the training split has only {len(x)}")
-    order = np.random.default_rng(seed).permutation(len(x))[:size]
-    return np.ascontiguousarray(x[np.sort(order)], dtype=np.float32)
+def calibration_slice(x, size: int, seed: int):
+    """`size` samples drawn from `x` (an array, or named arrays of as many rows: token ids) without replacement
+    by a seeded generator: the same seed, the same slice; as the graph's feed types them (onnx_export.feed)."""
+    if size > count(x):
+        raise ValueError(f"calibration needs {size} images but the training split has only {count(x)}")
+    picked = rows(x, np.sort(np.random.default_rng(seed).permutation(count(x))[:size]))
+    return feed(picked) if isinstance(picked, dict) else feed(picked)[INPUT]
 
 
-def _reader(images: np.ndarray, batch_size: int):
+def _reader(images, batch_size: int):
     from onnxruntime.quantization import CalibrationDataReader
 
     class SliceReader(CalibrationDataReader):
         """Feeds the calibration images to the quantizer in batches."""
 
         def __init__(self) -> None:
-            self._batches = iter(images[i : i + batch_size] for i in range(0, len(images), batch_size))
+            self._batches = iter(rows(images, slice(i, i + batch_size)) for i in range(0, count(images), batch_size))
 
         def get_next(self):
             batch = next(self._batches, None)
-            return None if batch is None else {INPUT: batch}
+            return None if batch is None else feed(batch)
 
     return SliceReader()
 
@@ -75,12 +77,15 @@ def quantize(fp32: Path, out: Path, method: Method, calibration: np.ndarray | No
 
     if method not in METHODS:
         raise ValueError(f"unknown quantization method {method!r}; choose one of {', '.join(METHODS)}")
-    if method == "static" and (calibration is None or len(calibration) == 0):
+    if method == "static" and (calibration is None or count(calibration) == 0):
         raise ValueError("static quantization needs calibration images")
     with tempfile.TemporaryDirectory(prefix="shrinkflow-quant-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         try:
-            quant_pre_process(str(fp32), str(prepared))
+            # auto_merge: a text model's graph slices its position ids to min(max positions, sequence), which
+            # symbolic shape inference cannot prove equal to the sequence axis ("Incomplete symbolic shape
+            # inference") unless it may merge the two; graphs without such a conflict come out the same.
+            quant_pre_process(str(fp32), str(prepared), auto_merge=True)
         except Exception as err:
             raise ExportError(f"{fp32}: ONNX Runtime's quantization pre-processing failed: {err}") from err
 
@@ -104,7 +109,7 @@ def quantize(fp32: Path, out: Path, method: Method, calibration: np.ndarray | No
         atomic_write(Path(out), write)
 
 
-def op_times_ms(path: Path, batch: np.ndarray, threads: int, runs: int) -> dict[str, float]:
+def op_times_ms(path: Path, batch, threads: int, runs: int) -> dict[str, float]:
     """Mean time per run spent in each ONNX Runtime kernel type (from its profiler), slowest first.
 
     Says *why* one model is slower than another: e.g. ConvInteger and
@@ -122,10 +127,10 @@ def op_times_ms(path: Path, batch: np.ndarray, threads: int, runs: int) -> dict[
         options.profile_file_prefix = str(Path(scratch) / "profile")
         options.log_severity_level = 3
         sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {INPUT: np.ascontiguousarray(batch, dtype=np.float32)}
-        sess.run(None, feed)  # warm-up, counted out below
+        inputs = feed(batch)
+        sess.run(None, inputs)  # warm-up, counted out below
         for _ in range(runs):
-            sess.run(None, feed)
+            sess.run(None, inputs)
         events = json.loads(Path(sess.end_profiling()).read_text())
     totals: dict[str, float] = {}
     kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]

@@ -156,6 +156,18 @@ def raw_split(root: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     return load_arrays(root, name, read_manifest(root))
 
 
+def onnx_split(root: Path, name: str) -> tuple[np.ndarray | dict[str, np.ndarray], np.ndarray]:
+    """One split as the deployable ONNX files take it, and its labels: raw pixels or unscaled features as float32
+    (their graphs standardise: steps/compression/raw_input.py), or for text the int64 input_ids and
+    attention_mask by name, which the graph takes as they are (steps/compression/token_input.py)."""
+    manifest = read_manifest(root)
+    if kind(manifest) == "text":
+        ids, mask, labels = load_text(root, name, manifest)
+        return {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64)}, labels
+    x, labels = load_arrays(root, name, manifest)
+    return x.astype(np.float32), labels
+
+
 def contract(root: Path):
     """The input contract of the processed data (steps/serving/contract.py): what the served model takes."""
     from steps.serving.contract import Contract

@@ -50,10 +50,10 @@ class Timing:
     windows: int = 1
 
 
-def time_files(files: dict[str, Path], batch: np.ndarray, timing: Timing) -> dict[str, list[list[float]]]:
+def time_files(files: dict[str, Path], batch, timing: Timing) -> dict[str, list[list[float]]]:
     """{name: [[ms of each call] per window]}: the ONNX files (ONNX Runtime, `timing.threads` threads) run on
-    `batch` in turns (steps/compression/measure.py interleaved_samples), window after window. Warm-up once:
-    the sessions stay loaded between windows."""
+    `batch` (an array, or a text's token arrays by name: onnx_export.feed) in turns (steps/compression/measure.py
+    interleaved_samples), window after window. Warm-up once: the sessions stay loaded between windows."""
     from steps.compression import measure
 
     runners = measure.onnx_runners(files, batch, timing.threads)

@@ -1,4 +1,5 @@
-"""Measuring models side by side: accuracy, size, MACs, memory, and latency in PyTorch eager and ONNX Runtime.
+"""Measuring models side by side: accuracy and macro-F1, size, MACs, memory, and latency in PyTorch eager and
+ONNX Runtime.
 
 The evaluate stage, the sweep's frontier and the audit all measure through `measure_all`, so a
 number in the report, in a sweep and in an audit means the same thing.
@@ -13,10 +14,11 @@ import numpy as np
 
 from steps import config
 from steps.compression import measure, progress
-from steps.compression.training import accuracy
-from steps.core.layout import model_path
+from steps.compression.training import count, predict_logits, rows
+from steps.core.layout import model_dir, model_path
 from steps.core.names import ModelRole
 from steps.core.stats import quantiles
+from steps.core.stats.classes import macro_f1
 from steps.core.torchkit import load_model
 
 EAGER, ONNXRUNTIME = "eager", "onnxruntime"
@@ -27,17 +29,27 @@ def batch_key(size: int) -> str:
 
 
 def static_metrics(root: Path, role: ModelRole, model, test, batch) -> dict:
-    """Everything but latency: accuracy, sizes, MACs, peak memory."""
-    weights = root / model_path(role)
+    """Everything but latency: accuracy and macro-F1, sizes, MACs, peak memory."""
+    weights = weights_files(root, role)
+    logits = predict_logits(model, test.x)  # once, for both
+    predicted = logits.argmax(1)
     return {
-        "accuracy": accuracy(model, test),
+        "accuracy": (predicted == test.y).float().mean().item(),  # as training.accuracy computes it
+        "macro_f1": macro_f1(test.y.numpy(), predicted.numpy(), logits.shape[1]),
         "parameters": measure.parameters(model),
         "nonzeros": measure.nonzeros(model),
-        "file_bytes": measure.file_size(weights),
-        "compressed_bytes": measure.compressed_size(weights),
-        "macs": measure.macs(model, test.x[:1]),
+        "file_bytes": sum(measure.file_size(w) for w in weights),
+        "compressed_bytes": sum(measure.compressed_size(w) for w in weights),
+        "macs": measure.macs(model, rows(test.x, slice(0, 1))),
         "peak_memory_bytes": measure.peak_memory_bytes(model, batch),
     }
+
+
+def weights_files(root: Path, role: ModelRole) -> list[Path]:
+    """The files holding a model's weights: its .safetensors file, or in a family's checkpoint folder (hf's
+    save_pretrained folder) its safetensors files (one, or the shards), not the config and tokenizer beside them."""
+    folder = root / model_dir(role)
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else [root / model_path(role)]
 
 
 P95_CONFIDENCE = 0.95
@@ -73,20 +85,21 @@ def latencies(models: dict, onnx_files: dict[str, Path], batches: dict[str, obje
         out[EAGER][key] = _intervals(measure.latency_ms(models, batch, cfg.latency_warmup, cfg.latency_repeats,
                                                         threads, keep_samples=True))
         if onnx_files:
-            out[ONNXRUNTIME][key] = onnx_windows(onnx_files, batch.numpy(), cfg, threads)
+            out[ONNXRUNTIME][key] = onnx_windows(onnx_files, batch, cfg, threads)
         progress.report("latency", f"{key} timed", {"eager_models": len(models), "onnx_files": len(onnx_files),
                                                     "repeats": cfg.latency_repeats}, progress.since(began))
     return out
 
 
 def onnx_windows(files: dict[str, Path], batch, cfg: config.EvaluateConfig, threads: int) -> dict[str, dict]:
-    """{name: {p50, p95, p95_low, p95_high, max, n, windows}} of ONNX files timed in turns in `cfg.latency_windows`
+    """{name: {p50, p95, p95_low, p95_high, max, n, windows}} of ONNX files run on `batch` (what the graphs take:
+    onnx_export.feed of a tensor, or of token ids by name) timed in turns in `cfg.latency_windows`
     windows of `cfg.latency_repeats` calls each (steps/core/latency.py): p95's interval spans the windows'
     disagreement. Every file after the first also gets its speedup over the first (the teacher, in evaluate)
     with its interval: speedup_low, speedup_high."""
     from steps.core import latency
 
-    timing = latency.Timing(len(batch), threads, cfg.latency_warmup, cfg.latency_repeats, 0.0, cfg.latency_windows)
+    timing = latency.Timing(count(batch), threads, cfg.latency_warmup, cfg.latency_repeats, 0.0, cfg.latency_windows)
     timed = latency.time_files(files, batch, timing)
     first, out = next(iter(files)), {}
     for name in files:
@@ -116,8 +129,8 @@ def measure_all(models: dict[str, tuple[Path, ModelRole]], test, cfg: config.Eva
     `latency_p95_ms` and `speedup` use `cfg.latency_backend` (eager when no
     ONNX files are given).
     """
-    big = test.x[: cfg.latency_batch_size]
-    batches = {batch_key(1): test.x[:1], batch_key(len(big)): big}
+    big = rows(test.x, slice(0, cfg.latency_batch_size))  # text: (batch, the data's max_length) token ids
+    batches = {batch_key(1): rows(test.x, slice(0, 1)), batch_key(count(big)): big}
     loaded = {name: load_model(root, role)[0] for name, (root, role) in models.items()}
     results = {name: static_metrics(*models[name], model, test, big) for name, model in loaded.items()}
     timed = latencies(loaded, onnx_files or {}, batches, cfg, threads)
@@ -127,7 +140,7 @@ def measure_all(models: dict[str, tuple[Path, ModelRole]], test, cfg: config.Eva
         metrics["latency"] = timings_of(timed, name)
         if onnx_files and name in onnx_files:
             metrics["onnx_bytes"] = measure.file_size(onnx_files[name])
-        headline = metrics["latency"][backend][batch_key(len(big))]
+        headline = metrics["latency"][backend][batch_key(count(big))]
         metrics["latency_p50_ms"], metrics["latency_p95_ms"] = headline["p50"], headline["p95"]
         # the p95's confidence interval and what a gate falls back on without one (too few repeats)
         metrics["latency_p95_low_ms"], metrics["latency_p95_high_ms"] = headline["p95_low"], headline["p95_high"]

@@ -12,6 +12,7 @@ BACKENDS = {"eager": "eager", "onnxruntime": "ORT"}
 
 COLUMNS = {
     "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
     "parameters": "params",
     "nonzeros": "non-zeros",
     "file_bytes": "size (KB)",
@@ -42,7 +43,8 @@ def frame(report: dict) -> pd.DataFrame:
         latency = {f"{b}_p50_ms": _p50(m, b, big) for b in BACKENDS}
         latency |= {f"{b}_b1_p50_ms": _p50(m, b, 1) for b in BACKENDS}
         rows.append({"model": role, **{k: m[k] for k in COLUMNS if k in m}, **latency})
-    return pd.DataFrame(rows).set_index("model")[list(COLUMNS)]
+    # reindex: a report written before a column existed (macro_f1) shows it as not measured (NaN)
+    return pd.DataFrame(rows).set_index("model").reindex(columns=list(COLUMNS))
 
 
 def backend(report: dict) -> str:
@@ -63,6 +65,7 @@ def table(report: dict, promotion: dict | None = None) -> Group:
         out.add_row(
             role,
             f"{row['accuracy']:.2%}",
+            f"{row['macro_f1']:.2%}",
             f"{int(row['parameters']):,}",
             f"{int(row['nonzeros']):,}",
             f"{row['file_bytes'] / 1024:,.0f}",

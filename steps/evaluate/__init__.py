@@ -95,7 +95,7 @@ def point_labels(params: config.Params) -> dict[str, str]:
     arch, prune, student = params.teacher.arch, params.prune, params.distill.student
 
     def shape(spec) -> str:
-        return f"{spec.name} {'-'.join(map(str, spec.widths))}"
+        return f"{spec.name} {'-'.join(map(str, spec.widths))}".strip()  # hf: no widths to name
 
     if params.target.active:
         budget_text = ", ".join(f"{k} {v:g}" for k, v in params.target.limits().items())

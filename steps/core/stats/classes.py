@@ -45,6 +45,30 @@ def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
         return np.where(support > 0, hits / support, np.nan)
 
 
+def per_class_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """F1 of each class 0..num_classes-1 from the confusion counts: 2 TP / (2 TP + FP + FN) (float64), which is the
+    harmonic mean of precision and recall without dividing by a zero count: 0 for a class that occurs but is never
+    predicted (or predicted but never occurs); NaN for a class neither in y_true nor in y_pred."""
+    if not isinstance(num_classes, int | np.integer) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    y_true = check_labels("y_true", y_true, num_classes)
+    y_pred = check_labels("y_pred", y_pred, num_classes)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true and y_pred must have the same shape, got {y_true.shape} and {y_pred.shape}")
+    tp = np.bincount(y_true[y_true == y_pred], minlength=num_classes)
+    support = np.bincount(y_true, minlength=num_classes)  # TP + FN
+    predicted = np.bincount(y_pred, minlength=num_classes)  # TP + FP
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support + predicted > 0, 2 * tp / (support + predicted), np.nan)
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+    """The unweighted mean of per_class_f1 over the classes that occur in y_true or y_pred (scikit-learn's
+    f1_score(average="macro")): every class counts alike, so on imbalanced data (spam is a third of mail) a
+    model that never says the rare class scores about half, where its accuracy still looks good."""
+    return float(np.nanmean(per_class_f1(y_true, y_pred, num_classes)))
+
+
 def class_drops_paired(y_true: np.ndarray, pred_reference: np.ndarray, pred_candidate: np.ndarray,
                        class_names: Sequence[str], confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
                        seed: int = 0) -> list[ClassDropBound]:
