@@ -97,6 +97,21 @@ def load_text(root: Path, name: str, manifest: dict) -> tuple[np.ndarray, np.nda
     return ids, mask, check_labels(labels, manifest["classes"], str(path))
 
 
+def raw_texts(root: Path, name: str) -> tuple[list[str], np.ndarray]:
+    """A text split's texts as written (what a caller sends the served model) and its labels; hash-checked. Only
+    the test split keeps them (steps/sources/tokens.py RAW_SPLIT)."""
+    from steps.sources.tokens import RAW_TEXT_KEYS, unpack_texts
+
+    manifest = read_manifest(root)
+    path = _split_file(root, name, manifest)
+    with np.load(path, allow_pickle=False) as npz:
+        if not all(key in npz for key in RAW_TEXT_KEYS):
+            raise DataError(f"{path}: holds no raw texts (written before the served model took texts); rerun the "
+                            "data stage")
+        texts, labels = unpack_texts(*(npz[key] for key in RAW_TEXT_KEYS)), npz["labels"]
+    return texts, check_labels(labels, manifest["classes"], str(path))
+
+
 def tokenizer_file(root: Path, manifest: dict) -> Path:
     """The text data's tokenizer.json beside the splits, refused unless its sha256 matches the manifest."""
     tokenizer = manifest.get("tokenizer") or {}

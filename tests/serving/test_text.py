@@ -1,0 +1,110 @@
+"""The registered text model as production calls it: raw strings in (a list, or a table with the text column),
+class names and probabilities out, tokenised by the version's own tokenizer.json as the data stage tokenised;
+the version also holds the student's save_pretrained folder, which stock transformers reloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.types import DataType
+
+from steps import tracking
+from steps.core import datasets
+from steps.core.layout import model_dir, onnx_path
+from steps.core.names import ModelRole
+from steps.core.torchkit import load_model
+from steps.serving.classifier import HF_ARTIFACT
+from steps.serving.contract import Contract
+from tests.serving.textmodel import text_project
+
+NAME = "mail"
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory) -> tuple[Path, int]:
+    torch.set_num_threads(1)
+    root = text_project(tmp_path_factory.mktemp("text"))
+    tracking.use_store(root)
+    contract = datasets.contract(root)
+    texts, _ = datasets.raw_texts(root, "test")
+    tokenizer = datasets.tokenizer_file(root, datasets.read_manifest(root))
+    with mlflow.start_run(experiment_id=tracking.experiment_id("served-text")):
+        version = tracking.register(root / onnx_path(ModelRole.STUDENT), contract,
+                                    pd.DataFrame({contract.text_column: texts[:3]}), NAME,
+                                    text_files=(tokenizer, root / model_dir(ModelRole.STUDENT)))
+    return root, version
+
+
+@pytest.fixture(scope="module")
+def served(registered):
+    root, version = registered
+    tracking.use_store(root)
+    return mlflow.pyfunc.load_model(f"models:/{NAME}/{version}")
+
+
+def torch_labels(root: Path) -> np.ndarray:
+    """The student's classes on the processed (tokenised) test split, in PyTorch."""
+    model, _ = load_model(root, ModelRole.STUDENT)
+    with torch.no_grad():
+        return model(**datasets.load_splits(root, ("test",))["test"].x).argmax(1).numpy()
+
+
+def test_raw_strings_get_class_names_and_probabilities_that_agree_with_pytorch(registered, served):
+    root, _ = registered
+    texts, y = datasets.raw_texts(root, "test")
+    answers = served.predict(texts)  # a list of raw strings, longer than max_length some of them
+    classes = ["ham", "spam"]
+    assert list(answers.columns) == ["label", "class_index", *classes]
+    assert np.allclose(answers[classes].sum(axis=1), 1.0)
+    expected = torch_labels(root)
+    assert answers["class_index"].tolist() == expected.tolist()
+    assert answers["label"].tolist() == [classes[i] for i in expected]
+    assert (expected == y).mean() >= 0.9  # a trained model: the two classes share no word
+    table = served.predict(pd.DataFrame({"body": texts, "other": range(len(texts))}))  # the text column by name
+    pd.testing.assert_frame_equal(table, answers)
+    one = served.predict(np.array(texts[:4]))  # an array, as MLflow's scoring server makes of a JSON list
+    pd.testing.assert_frame_equal(one, answers.iloc[:4])
+    logits = served.predict(texts[:2], params={"output": "logits"})
+    assert list(logits.columns) == classes and logits.to_numpy().argmax(1).tolist() == expected[:2].tolist()
+
+
+@pytest.mark.parametrize(("bad", "named"), [
+    (["fine words", 7], "text 1: expected a string, got a int"),
+    (["fine words", None], "text 1: expected a string, got a missing value"),
+    (["fine words", "   \n"], "text 1: empty (only whitespace)"),
+    (pd.DataFrame({"subject": ["a"], "from": ["b"]}), "missing the text column 'body': the model received the "
+                                                      "column(s) ['subject']"),
+    (pd.DataFrame({"subject": ["a"], "body": ["b"]}), "whose first column is 'body'"),
+])
+def test_bad_input_is_refused_naming_what_is_wrong(served, bad, named):
+    with pytest.raises(MlflowException) as err:
+        served.predict(bad)
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert named in err.value.message and "raw texts" in err.value.message
+
+
+def test_the_version_holds_the_contract_and_a_folder_stock_transformers_reloads(registered, served, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    root, version = registered
+    contract = Contract.from_metadata(served.metadata.metadata)
+    manifest = datasets.read_manifest(root)
+    assert (contract.kind, contract.text_column, contract.max_length) == ("text", "body", 16)
+    assert contract.tokenizer_sha256 == manifest["tokenizer"]["sha256"]
+    assert served.metadata.get_input_schema().input_types() == [DataType.string]
+    downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}/{version}", dst_path=str(tmp_path)))
+    (folder,) = [p for p in (downloaded / "artifacts").iterdir() if p.is_dir()]
+    assert folder.name == Path(model_dir(ModelRole.STUDENT)).name and HF_ARTIFACT
+    stock = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    stock.eval()
+    test = datasets.load_splits(root, ("test",))["test"]
+    with torch.no_grad():
+        assert stock(**test.x).logits.argmax(1).numpy().tolist() == torch_labels(root).tolist()
+    assert stock.config.id2label == {0: "ham", 1: "spam"}
+    assert (folder / "tokenizer.json").read_bytes() == datasets.tokenizer_file(root, manifest).read_bytes()
