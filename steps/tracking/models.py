@@ -178,6 +178,14 @@ def signature_input_shape(name: str, version: int) -> list[int] | None:
     return list(inputs.inputs[0].shape[1:]) if inputs is not None and inputs.is_tensor_spec() else None
 
 
+def served_artifacts(name: str, version: int, dest: Path) -> dict[str, Path]:
+    """The registered model of `name` `version` downloaded into `dest`: {artifact name: local path} of the files
+    and folders its pyfunc was logged with (steps/serving/classifier.py names them)."""
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(dest)))
+    logged = mlflow.models.Model.load(str(local / "MLmodel")).flavors["python_function"].get("artifacts") or {}
+    return {key: local / entry["path"] for key, entry in logged.items()}
+
+
 def mark_failed(name: str, version: int, reason: str) -> None:
     """Tag a version whose promotion failed after it was registered, so no version is left without a decision."""
     tag_version(name, version, {Tag.DECISION: "failed", Tag.REASON: reason[:5000]})
