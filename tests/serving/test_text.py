@@ -108,3 +108,27 @@ def test_the_version_holds_the_contract_and_a_folder_stock_transformers_reloads(
         assert stock(**test.x).logits.argmax(1).numpy().tolist() == torch_labels(root).tolist()
     assert stock.config.id2label == {0: "ham", 1: "spam"}
     assert (folder / "tokenizer.json").read_bytes() == datasets.tokenizer_file(root, manifest).read_bytes()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_shrinkflow_predict_scores_a_table_of_texts_and_names_the_blank_rows(registered, served, suffix, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    root, version = registered
+    texts, _ = datasets.raw_texts(root, "test")
+    rows = pd.DataFrame({"id": [f"m{i:02d}" for i in range(len(texts) + 1)], "body": [*texts[:5], "  ", *texts[5:]],
+                         "sender": "someone"})
+    path = tmp_path / f"incoming{suffix}"
+    {".csv": lambda: rows.to_csv(path, index=False), ".parquet": lambda: rows.to_parquet(path),
+     ".jsonl": lambda: rows.to_json(path, orient="records", lines=True)}[suffix]()
+    out = tmp_path / "scores.parquet"
+    result = CliRunner().invoke(app, ["predict", f"models:/{NAME}/{version}", str(path), "-o", str(out),
+                                      "--id-column", "id", "--on-error", "skip", "--batch-size", "4",
+                                      "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "m05" in result.output and "blank" in result.output
+    scores = pd.read_parquet(out)
+    assert scores["id"].tolist() == [i for i in rows["id"] if i != "m05"]
+    assert scores["class_index"].tolist() == served.predict(texts)["class_index"].tolist()
