@@ -132,3 +132,21 @@ def test_shrinkflow_predict_scores_a_table_of_texts_and_names_the_blank_rows(reg
     scores = pd.read_parquet(out)
     assert scores["id"].tolist() == [i for i in rows["id"] if i != "m05"]
     assert scores["class_index"].tolist() == served.predict(texts)["class_index"].tolist()
+
+
+@pytest.mark.integration
+def test_mlflows_scoring_server_answers_raw_texts_over_http(registered, served, tmp_path):
+    """`shrinkflow serve-model`: a JSON list of strings, and a table in dataframe_split form, as a client sends."""
+    from tests.serving.test_http import post
+    from tests.servers import scoring_server
+
+    root, version = registered
+    texts, _ = datasets.raw_texts(root, "test")
+    expected = served.predict(texts)["label"].tolist()
+    with scoring_server(root, f"{NAME}/{version}", tmp_path) as server:
+        status, body = post(server.url, {"inputs": texts})
+        assert status == 200 and [a["label"] for a in body["predictions"]] == expected
+        status, body = post(server.url, {"dataframe_split": {"columns": ["body"], "data": [[t] for t in texts[:3]]}})
+        assert status == 200 and [a["label"] for a in body["predictions"]] == expected[:3]
+        status, body = post(server.url, {"inputs": ["fine words", " "]})
+        assert status == 400 and "text 1: empty" in body["message"]
