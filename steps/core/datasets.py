@@ -2,7 +2,8 @@
 
 Shapes, classes, kind and normalisation come from the manifest (`DataResult`), never from code:
 the same readers serve an IDX folder, an image folder, arrays and a table; texts (token ids and attention
-masks, with their tokenizer.json) have their own readers, `load_text` and `tokenizer_file`.
+masks, with their tokenizer.json) have their own readers, `load_text`, `raw_texts` (the test split as written)
+and `tokenizer_file`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The input contract of a registered model: what a caller sends, what it gets back, read from the data manifest.
 
 A registered model name holds one task: the same kind of input (images of one shape and channel
-count, the same named features, or texts in the same named column) and the same class names. The contract is stored inside the
-registered model (its MLmodel metadata and `contract.json`), so serving never re-reads the project.
+count, the same named features, or texts in the same named column) and the same class names. The
+contract is stored inside the registered model (its MLmodel metadata and `contract.json`), so serving
+never re-reads the project.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ class Contract:
                        resize=None if raw.get("resize") is None else int(raw["resize"]),
                        mean=tuple(raw.get("mean") or ()), std=tuple(raw.get("std") or ()),
                        dataset=raw.get("dataset", ""), dataset_digest=raw.get("dataset_digest", ""),
-                       text_column=str(raw.get("text_column") or ""), tokenizer_sha256=str(raw.get("tokenizer_sha256") or ""),
+                       text_column=str(raw.get("text_column") or ""),
+                       tokenizer_sha256=str(raw.get("tokenizer_sha256") or ""),
                        pad_token=str(raw.get("pad_token") or ""), pad_id=int(raw.get("pad_id") or 0))
         except (KeyError, TypeError, ValueError) as err:
             raise ContractError(f"malformed input contract ({type(err).__name__}: {err})") from None

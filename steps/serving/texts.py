@@ -2,9 +2,11 @@
 what is wrong.
 
 Texts: a list of strings (or one string), a 1-D array or Series of strings, or a table with the contract's
-text column first (MLflow passes a model only a table's first column, see table_column). Tokenised by the `tokenizers` library with the version's own tokenizer.json, exactly as the data
-stage tokenised the splits (steps/sources/tokens.py: truncated on the right, padded to max_length with
-the pad token), so the served model computes what was evaluated. No torch, no transformers.
+text column first (MLflow passes a model only a table's first column, see table_column). Tokenised by
+the `tokenizers` library with the version's own tokenizer.json, exactly as the data stage tokenised the
+splits (steps/sources/tokens.py: truncated on the right, padded to max_length with the pad token, so
+even a short text costs max_length tokens: the served model computes what was evaluated, to the last
+bit). No torch, no transformers.
 """
 
 from __future__ import annotations
