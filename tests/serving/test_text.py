@@ -97,6 +97,9 @@ def test_the_version_holds_the_contract_and_a_folder_stock_transformers_reloads(
     manifest = datasets.read_manifest(root)
     assert (contract.kind, contract.text_column, contract.max_length) == ("text", "body", 16)
     assert contract.tokenizer_sha256 == manifest["tokenizer"]["sha256"]
+    texts, _ = datasets.raw_texts(root, "test")  # the test split keeps its texts as written, for the served model
+    assert len(texts) == manifest["files"]["test.npz"]["rows"] and manifest["text_column"] == "body"
+    assert set(texts) <= set(pd.read_csv(root / "mail.csv")["body"])
     assert served.metadata.get_input_schema().input_types() == [DataType.string]
     downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}/{version}", dst_path=str(tmp_path)))
     (folder,) = [p for p in (downloaded / "artifacts").iterdir() if p.is_dir()]
@@ -150,3 +153,31 @@ def test_mlflows_scoring_server_answers_raw_texts_over_http(registered, served, 
         assert status == 200 and [a["label"] for a in body["predictions"]] == expected[:3]
         status, body = post(server.url, {"inputs": ["fine words", " "]})
         assert status == 400 and "text 1: empty" in body["message"]
+
+
+def test_served_tokenisation_is_the_data_stages_and_refuses_another_tokenizer(registered, tmp_path):
+    from steps.serving.texts import TextEncoder
+
+    root, _ = registered
+    manifest = datasets.read_manifest(root)
+    contract = datasets.contract(root)
+    tokenizer = datasets.tokenizer_file(root, manifest)
+    texts, _ = datasets.raw_texts(root, "test")
+    ids, mask, _ = datasets.load_text(root, "test", manifest)
+    feeds = TextEncoder(tokenizer, contract)(texts)  # some of them longer than max_length: truncated alike
+    assert np.array_equal(feeds["input_ids"], ids) and np.array_equal(feeds["attention_mask"], mask)
+    assert feeds["input_ids"].dtype == feeds["attention_mask"].dtype == np.int64
+    other = tmp_path / "tokenizer.json"
+    other.write_bytes(tokenizer.read_bytes().replace(b"[UNK]", b"[UNKNOWN]", 1))
+    with pytest.raises(ValueError, match=rf"tokenizer.json: sha256 \w+, but the model's contract was made with the "
+                                         rf"tokenizer of sha256 {contract.tokenizer_sha256}"):
+        TextEncoder(other, contract)
+
+
+def test_raw_texts_keep_every_character_as_written():
+    from steps.sources.tokens import pack_texts, unpack_texts
+
+    texts = np.array(["naïve café", "🍕 pizza\nnew line", "  spaced  ", "日本語のテキスト"], dtype=object)
+    data, offsets = pack_texts(texts)
+    assert data.dtype == np.uint8 and offsets.tolist()[0] == 0 and offsets[-1] == len(data)
+    assert unpack_texts(data, offsets) == texts.tolist()
