@@ -18,8 +18,9 @@ it with the pad token: each split is int32 `input_ids` (N, max_length) and uint8
 (N, max_length), 1 on real tokens. How many texts of each split lost tokens is counted, logged and
 recorded. The test split also keeps its texts as written (`text_utf8` + `text_offsets`, pack_texts): the
 served model takes raw texts, and promote and the audit score it on them. The tokenizer's tokenizer.json
-is written beside the splits as the bytes it was loaded from (or, trained, as serialised without truncation or padding, which the manifest records instead), with
-its sha256, vocabulary size and special tokens in the manifest.
+is written beside the splits as the bytes it was loaded from (or, trained, as serialised without
+truncation or padding, which the manifest records instead), with its sha256, vocabulary size and
+special tokens in the manifest.
 """
 
 from __future__ import annotations
