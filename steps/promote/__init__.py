@@ -212,7 +212,7 @@ def teacher_init_tags(root: Path, params: config.Params) -> dict[str, str]:
     """Where the teacher started from (teacher.init, as the teacher stage recorded it; or an hf teacher's
     teacher.arch.path, a save_pretrained folder, and the sha256 of its weights); none when trained from
     scratch. Not a declared input of promote: a new init changes the teacher and so the student."""
-    source = getattr(params.teacher.arch, "path", None)
+    source = getattr(params.teacher.arch, "path", None)  # a family loaded from a folder (hf: teacher.arch.path)
     if source:
         return {Tag.TEACHER_INIT: source, Tag.TEACHER_INIT_SHA256: sha256(weights_file(root / source))}
     path = root / metrics_path("teacher")
