@@ -30,8 +30,8 @@ def predict(
     uri: Annotated[str, typer.Argument(
         metavar="MODEL", help="models:/NAME@ALIAS (e.g. @champion) or models:/NAME/VERSION")],
     input_path: Annotated[Path, typer.Argument(
-        metavar="INPUT", help="a folder of images (searched recursively), *-idx3-ubyte[.gz], .npz, .parquet/.pq "
-                              "or .csv")],
+        metavar="INPUT", help="a folder of images (searched recursively), *-idx3-ubyte[.gz], .npz, .parquet/.pq, "
+                              ".csv or .jsonl (a table: the model's feature columns or its text column)")],
     out: Annotated[Path, typer.Option("-o", "--out", help="the scores file: .parquet, .pq or .csv")],
     batch_size: Annotated[int, typer.Option(min=1, help="rows read and scored at a time")] = 256,
     on_error: Annotated[OnError, typer.Option(

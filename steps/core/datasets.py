@@ -2,7 +2,8 @@
 
 Shapes, classes, kind and normalisation come from the manifest (`DataResult`), never from code:
 the same readers serve an IDX folder, an image folder, arrays and a table; texts (token ids and attention
-masks, with their tokenizer.json) have their own readers, `load_text` and `tokenizer_file`.
+masks, with their tokenizer.json) have their own readers, `load_text`, `raw_texts` (the test split as written)
+and `tokenizer_file`.
 """
 
 from __future__ import annotations
@@ -95,6 +96,21 @@ def load_text(root: Path, name: str, manifest: dict) -> tuple[np.ndarray, np.nda
         raise DataError(f"{path}: expected int32 input_ids and uint8 attention_mask of shape {expected}, got "
                         f"{ids.dtype} {ids.shape} and {mask.dtype} {mask.shape}")
     return ids, mask, check_labels(labels, manifest["classes"], str(path))
+
+
+def raw_texts(root: Path, name: str) -> tuple[list[str], np.ndarray]:
+    """A text split's texts as written (what a caller sends the served model) and its labels; hash-checked. Only
+    the test split keeps them (steps/sources/tokens.py RAW_SPLIT)."""
+    from steps.sources.tokens import RAW_TEXT_KEYS, unpack_texts
+
+    manifest = read_manifest(root)
+    path = _split_file(root, name, manifest)
+    with np.load(path, allow_pickle=False) as npz:
+        if not all(key in npz for key in RAW_TEXT_KEYS):
+            raise DataError(f"{path}: holds no raw texts (written before the served model took texts); rerun the "
+                            "data stage")
+        texts, labels = unpack_texts(*(npz[key] for key in RAW_TEXT_KEYS)), npz["labels"]
+    return texts, check_labels(labels, manifest["classes"], str(path))
 
 
 def tokenizer_file(root: Path, manifest: dict) -> Path:

@@ -43,6 +43,23 @@ def model_files(role: ModelRole, directory: bool = False) -> tuple[str, ...]:
     return (model_dir(role),) if directory else (model_path(role), spec_path(role))
 
 
+FOLDER_WEIGHTS = "model.safetensors"
+"""The weights inside a checkpoint folder (save_pretrained's name)."""
+
+
+def weights_file(checkpoint: Path) -> Path:
+    """The file whose sha256 stands for a checkpoint: itself (a .safetensors file), or the weights inside a
+    checkpoint folder (hf)."""
+    return checkpoint / FOLDER_WEIGHTS if checkpoint.is_dir() else checkpoint
+
+
+def model_weights(root: Path, role: ModelRole) -> Path:
+    """The weights of `role` whose sha256 a registered version's model tag records, in whichever form its family
+    saved them (load_model reads the folder when there is one)."""
+    folder = root / model_dir(role)
+    return weights_file(folder) if folder.is_dir() else root / model_path(role)
+
+
 def onnx_path(role: ModelRole) -> str:
     """The model exported to ONNX (fp32, dynamic batch axis)."""
     return f"{MODELS_DIR}/{role}.onnx"

@@ -33,6 +33,7 @@ class Tag(StrEnum):
     EVALUATE_RUN = "shrinkflow.evaluate_run"
     TEACHER_INIT = "shrinkflow.teacher_init"  # teacher.init.from: the model the teacher started from
     TEACHER_INIT_SHA256 = "shrinkflow.teacher_init_sha256"  # sha256 of that safetensors file
+    TOKENIZER_SHA256 = "shrinkflow.tokenizer_sha256"  # text models: the data's tokenizer.json, served with the model
     ARTIFACTS_SHA256 = "shrinkflow.artifacts_sha256"
     """sha256 of the JSON {artifact path: sha256} logged as artifacts.json in the promote run."""
     LAST_AUDIT = "shrinkflow.last_audit"

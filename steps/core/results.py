@@ -82,8 +82,11 @@ class DataResult(StageResult):
     """Text: {"file": "tokenizer.json" (beside the splits), "sha256", "vocab_size", "special_tokens": {role:
     {"token", "id"}} for pad/cls/sep/unk/mask where present, "trained": {"kind", "vocab_size"} asked for, or
     None when loaded from data.tokenizer.path}."""
+    text_column: str | None = None
+    """Text: the column a caller's table names its texts in (data.text_column; "text" for class folders): the
+    served model's input (steps/serving/contract.py)."""
 
-    TEXT_ONLY = ("max_length", "truncated", "tokenizer")
+    TEXT_ONLY = ("max_length", "truncated", "tokenizer", "text_column")
 
     def to_dict(self) -> dict:
         """The manifest; data that are not text leave out the text fields, so their manifests (and digests) stay

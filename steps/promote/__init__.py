@@ -34,7 +34,17 @@ from steps.core import datasets, lineage
 from steps.core.dag import LINEAGE_SECTIONS
 from steps.core.files import write_json
 from steps.core.hashing import sha256
-from steps.core.layout import PROMOTION, REPORT, deployable_files, metrics_path, model_files, model_path, onnx_path
+from steps.core.layout import (
+    PROMOTION,
+    REPORT,
+    deployable_files,
+    metrics_path,
+    model_dir,
+    model_files,
+    model_weights,
+    onnx_path,
+    weights_file,
+)
 from steps.core.names import Artifact, ModelRole, Tag
 from steps.core.results import EvaluateReport, QuantizeResult, TeacherResult
 from steps.core.torchkit import load_model
@@ -62,11 +72,14 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     comparable = check_same_task(name, contract, cfg.replace_contract)
     files, deployable = deployable_files(root)
     trigger = origin.trigger or this_process()
+    folder = (root / model_dir(ModelRole.STUDENT)).is_dir()  # an hf student: its save_pretrained folder
+    text_files = (datasets.tokenizer_file(root, manifest), root / model_dir(ModelRole.STUDENT)) if contract.texts \
+        else None
     with tracking.open_run(root, **lineage.stage_run(root, params, "promote", origin)) as run_id:
         # the audit rebuilds and re-measures from these
-        tracking.log_files([root / f for f in model_files(ModelRole.STUDENT)], Artifact.MODEL_FILES)
+        tracking.log_files([root / f for f in model_files(ModelRole.STUDENT, folder)], Artifact.MODEL_FILES)
         tracking.log_dict(params.model_dump(mode="json"), "params.json")  # the audit compares params.yaml to it
-        version = tracking.register(deployable, contract, test.raw[:EXAMPLE_ROWS], name)
+        version = tracking.register(deployable, contract, test.raw[:EXAMPLE_ROWS], name, text_files)
         candidate = Candidate(model_name=name, version=version, metrics=report["models"][ModelRole.STUDENT])
         try:
             decision = decide(root, params, report, run_id, candidate, (files, deployable), test, gates, trigger,
@@ -175,7 +188,8 @@ def record(decision: Decision, tags: dict[str, str], report: dict, trigger: str)
     history.record(event)
 
 
-LINEAGE_KEYS = (Tag.GIT_COMMIT, Tag.GIT_DIRTY, Tag.DATA_HASH, Tag.PARAMS_HASH, Tag.MODEL_SHA256, Tag.PROMOTE_RUN)
+LINEAGE_KEYS = (Tag.GIT_COMMIT, Tag.GIT_DIRTY, Tag.DATA_HASH, Tag.PARAMS_HASH, Tag.MODEL_SHA256, Tag.PROMOTE_RUN,
+                Tag.TOKENIZER_SHA256)
 
 
 def lineage_tags(root: Path, params: config.Params, report: dict, run_id: str) -> dict[str, str]:
@@ -184,23 +198,36 @@ def lineage_tags(root: Path, params: config.Params, report: dict, run_id: str) -
         **lineage.code_tags(root),
         Tag.DATA_HASH: storage.data_hash(root) or "unrecorded",
         Tag.PARAMS_HASH: params.section_hash(*LINEAGE_SECTIONS),
-        Tag.MODEL_SHA256: sha256(root / model_path(ModelRole.STUDENT)),
+        Tag.MODEL_SHA256: sha256(model_weights(root, ModelRole.STUDENT)),
         Tag.PROMOTE_RUN: run_id,
         Tag.EVALUATE_RUN: report.get("mlflow_run_id", "unrecorded"),
         Tag.ACCURACY: f"{report['models'][ModelRole.STUDENT]['accuracy']:.6f}",
-        **teacher_init_tags(root),
+        **teacher_init_tags(root, params),
+        **tokenizer_tags(root),
         **{f"{Tag.TARGET}.{k}": f"{v:g}" for k, v in ((report.get("target") or {}).get("budget") or {}).items()},
     }
 
 
-def teacher_init_tags(root: Path) -> dict[str, str]:
-    """Where the teacher started from (teacher.init), as the teacher stage recorded it; none when trained
-    from scratch. Not a declared input of promote: a new init changes the teacher and so the student."""
+def teacher_init_tags(root: Path, params: config.Params) -> dict[str, str]:
+    """Where the teacher started from (teacher.init, as the teacher stage recorded it; or an hf teacher's
+    teacher.arch.path, a save_pretrained folder, and the sha256 of its weights); none when trained from
+    scratch. Not a declared input of promote: a new init changes the teacher and so the student."""
+    source = getattr(params.teacher.arch, "path", None)  # a family loaded from a folder (hf: teacher.arch.path)
+    if source:
+        return {Tag.TEACHER_INIT: source, Tag.TEACHER_INIT_SHA256: sha256(weights_file(root / source))}
     path = root / metrics_path("teacher")
     teacher = TeacherResult.read(path) if path.is_file() else None
     if teacher is None or not teacher.init_uri:
         return {}
     return {Tag.TEACHER_INIT: teacher.init_uri, Tag.TEACHER_INIT_SHA256: teacher.init_sha256}
+
+
+def tokenizer_tags(root: Path) -> dict[str, str]:
+    """Text data: the sha256 of the tokenizer.json the served model tokenises with (the data's, hash-checked)."""
+    manifest = datasets.read_manifest(root)
+    if datasets.kind(manifest) != "text":
+        return {}
+    return {Tag.TOKENIZER_SHA256: sha256(datasets.tokenizer_file(root, manifest))}
 
 
 def main() -> None:

@@ -40,8 +40,21 @@ class ScoredSplit:
 def test_split(root: Path) -> ScoredSplit:
     """The processed test split of the project (or fetched copy) at `root`, ready for served_labels."""
     manifest, contract = datasets.read_manifest(root), datasets.contract(root)
+    if contract.texts:
+        return text_split(root, contract)
     x, y = datasets.raw_split(root, "test")
     return ScoredSplit(raw=caller_rows(x, contract), y=y, normalised=lambda: datasets.normalise(x, manifest).numpy(),
+                       classes=list(contract.classes))
+
+
+def text_split(root: Path, contract: Contract) -> ScoredSplit:
+    """The raw test texts as a caller's table (the contract's text column). No version takes normalised texts."""
+    texts, y = datasets.raw_texts(root, "test")
+
+    def normalised():
+        raise ValueError("texts have no normalised form: every text model is registered with its contract")
+
+    return ScoredSplit(raw=pd.DataFrame({contract.text_column: texts}), normalised=normalised, y=y,
                        classes=list(contract.classes))
 
 

@@ -4,18 +4,20 @@
     a folder (searched recursively) the file's path in INPUT    uint8 (N, H, W) or (N, H, W, C) images
     *-idx3-ubyte[.gz]               the row index               the same (IDX images are 8-bit gray)
     .npz (one array, or x|images|features)  the row index       images as above, or the feature table
-    .parquet / .pq / .csv           the row index or --id-column  a float32 DataFrame of the feature columns
+    .parquet / .pq / .csv / .jsonl  the row index or --id-column  a float32 DataFrame of the feature columns,
+                                                                or (a text model) the text column's strings
 
 Images are made what the model takes as the data stage made them (steps/sources/images.py: Pillow's
 channel conversion, bilinear resize to the contract's `resize`); a model trained without resizing takes
-only its own size, and another size is that file's error. Table columns other than the features (and the
-id column) are left out; a missing feature column is refused before anything is read.
+only its own size, and another size is that file's error. Table columns other than the features or the
+text column (and the id column) are left out; a missing one is refused before anything is read.
 
 A folder and a table are read a batch at a time (`ParquetFile.iter_batches`, CSV `chunksize`), an IDX file
 a batch of bytes at a time; a .npz member is loaded whole (NumPy cannot read part of one), so data larger
 than memory belongs in a folder, an IDX file or a table.
 
-Unreadable rows (an undecodable image, a NaN or non-number in a feature column) are returned with the
+Unreadable rows (an undecodable image, a NaN or non-number in a feature column, an empty or missing text) are
+returned with the
 batch as (id, why), for the caller to skip or refuse; a problem of the whole input (missing, empty, the
 wrong kind for the model, a truncated file) raises DataError naming it.
 """
@@ -46,7 +48,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-TABLE_EXTENSIONS = (".parquet", ".pq", ".csv")
+TABLE_EXTENSIONS = (".parquet", ".pq", ".csv", ".jsonl")
+TABLE_KINDS = ("features", "text")
+"""The contracts a table is scored for: named feature columns, or a text column."""
 IDX_NAME = re.compile(r"-idx3-ubyte(\.gz)?$")
 # Pillow's failures on a bad file (as steps/sources/image_folder.py): unknown format or truncated data
 # (OSError), broken chunks (SyntaxError, ValueError), decompression bombs.
@@ -101,12 +105,14 @@ def open_input(path: Path, contract: Contract, batch_size: int, id_column: str |
         return _parquet_table(path, contract, batch_size, id_column)
     if suffix == ".csv":
         return _csv_table(path, contract, batch_size, id_column)
+    if suffix == ".jsonl":
+        return _jsonl_table(path, contract, batch_size, id_column)
     raise DataError(f"{path}: cannot tell what it holds from its name; expected a folder of images, "
                     f"*-idx3-ubyte[.gz], .npz, or a table ({', '.join(TABLE_EXTENSIONS)})")
 
 
-def _expect(contract: Contract, kind: str, path: Path, what: str) -> None:
-    if contract.kind != kind:
+def _expect(contract: Contract, kind: str | tuple[str, ...], path: Path, what: str) -> None:
+    if contract.kind not in ((kind,) if isinstance(kind, str) else kind):
         raise DataError(f"{path}: {what}, but the model takes {contract.describe()}")
 
 
@@ -330,20 +336,25 @@ def _npz_file(path: Path, contract: Contract, batch_size: int) -> Input:
 
 # -- tables -------------------------------------------------------------------------------------------------------
 
+def model_columns(contract: Contract) -> list[str]:
+    """The columns a table gives the model: its features, or its text column."""
+    return [contract.text_column] if contract.texts else list(contract.feature_names)
+
+
 def _check_columns(columns: list[str], contract: Contract, id_column: str | None, path: Path) -> list[str]:
-    """The columns to read: the features (all present, none doubled), then the id column."""
+    """The columns to read: the features or the text column (all present, none doubled), then the id column."""
     doubled = sorted({c for c in columns if columns.count(c) > 1})
     if doubled:
         raise DataError(f"{path}: column name(s) {doubled} appear more than once")
-    missing = [c for c in contract.feature_names if c not in columns]
+    wanted, what = model_columns(contract), "text" if contract.texts else "feature"
+    missing = [c for c in wanted if c not in columns]
     if missing:
-        raise DataError(f"{path}: no feature column(s) {missing}; the model takes {list(contract.feature_names)}, "
-                        f"the file has {columns}")
+        raise DataError(f"{path}: no {what} column(s) {missing}; the model takes {wanted}, the file has {columns}")
     if id_column is not None and id_column not in columns:
         raise DataError(f"{path}: no id column {id_column!r} (--id-column); the file has {columns}")
-    if id_column in contract.feature_names:
-        raise DataError(f"{path}: --id-column {id_column!r} is one of the model's feature columns")
-    return [*contract.feature_names, *([id_column] if id_column else [])]
+    if id_column in wanted:
+        raise DataError(f"{path}: --id-column {id_column!r} is one of the model's {what} columns")
+    return [*wanted, *([id_column] if id_column else [])]
 
 
 def _read_or_refuse(chunks: Iterator, path: Path, errors: tuple[type[BaseException], ...]) -> Iterator:
@@ -374,9 +385,14 @@ def _numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def table_batch(frame: pd.DataFrame, start: int, contract: Contract, id_column: str | None) -> Batch:
     """Rows of a table as float32 features; a row with a NaN, an infinity or a non-number is an error naming
-    the column (and the row, when ids come from --id-column)."""
+    the column (and the row, when ids come from --id-column). A text model's rows: the text column's strings;
+    a missing, non-string or blank text is the row's error."""
     import pandas as pd
 
+    if contract.texts:
+        return _rows_batch(frame, start, id_column, _text_problems(frame[contract.text_column]),
+                           lambda keep: pd.DataFrame({contract.text_column: frame[contract.text_column]
+                                                      .iloc[keep].tolist()}))
     features = list(contract.feature_names)
     values = np.empty((len(frame), len(features)), dtype=np.float64)
     problems: dict[int, list[str]] = {}
@@ -387,6 +403,29 @@ def table_batch(frame: pd.DataFrame, start: int, contract: Contract, id_column: 
         for i in np.flatnonzero(~np.isfinite(values[:, j]) & ~not_numbers):
             what = "empty (NaN)" if np.isnan(values[i, j]) else values[i, j]
             problems.setdefault(int(i), []).append(f"column {column!r} is {what}")
+    return _rows_batch(frame, start, id_column, problems,
+                       lambda keep: pd.DataFrame(values[keep].astype(np.float32), columns=features))
+
+
+def _text_problems(column: pd.Series) -> dict[int, list[str]]:
+    """{row in the chunk: why} for texts the served model would refuse: missing, not a string, or blank."""
+    problems = {}
+    for i, text in enumerate(column.tolist()):
+        if not isinstance(text, str):
+            missing = text is None or (isinstance(text, float) and np.isnan(text))
+            what = "empty" if missing else f"a {type(text).__name__}"
+            problems[i] = [f"column {column.name!r} is {what}, not a text"]
+        elif not text.strip():
+            problems[i] = [f"column {column.name!r} is blank (only whitespace)"]
+    return problems
+
+
+def _rows_batch(frame: pd.DataFrame, start: int, id_column: str | None, problems: dict[int, list[str]],
+                rows_of) -> Batch:
+    """The batch of `frame`'s rows without `problems` (`rows_of(kept positions)` makes the model's input), and
+    the others as errors named by their id (and row, when ids come from --id-column)."""
+    import pandas as pd
+
     rows = range(start, start + len(frame))
     ids = frame[id_column].tolist() if id_column else list(rows)
     if id_column:
@@ -395,8 +434,7 @@ def table_batch(frame: pd.DataFrame, start: int, contract: Contract, id_column: 
     errors = [(ids[i] if id_column and not pd.isna(ids[i]) else rows[i],
                (f"row {rows[i]}: " if id_column else "") + "; ".join(why)) for i, why in sorted(problems.items())]
     keep = [i for i in range(len(frame)) if i not in problems]
-    data = pd.DataFrame(values[keep].astype(np.float32), columns=features) if keep else None
-    return Batch([ids[i] for i in keep], data, errors)
+    return Batch([ids[i] for i in keep], rows_of(keep) if keep else None, errors)
 
 
 def _parquet_table(path: Path, contract: Contract, batch_size: int, id_column: str | None) -> Input:
@@ -407,9 +445,13 @@ def _parquet_table(path: Path, contract: Contract, batch_size: int, id_column: s
         table = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"{path}: not a readable Parquet file ({err})") from None
-    _expect(contract, "features", path, "a table")
+    _expect(contract, TABLE_KINDS, path, "a table")
     columns = _check_columns(table.schema_arrow.names, contract, id_column, path)
     schema = table.schema_arrow
+    if contract.texts:
+        kind = schema.field(contract.text_column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+            raise DataError(f"{path}: text column {contract.text_column!r} holds {kind}, not strings")
     refused = [f"{c!r} ({schema.field(c).type})" for c in contract.feature_names
                if not (pa.types.is_integer(schema.field(c).type) or pa.types.is_floating(schema.field(c).type)
                        or pa.types.is_boolean(schema.field(c).type) or pa.types.is_null(schema.field(c).type))]
@@ -438,10 +480,12 @@ def _csv_table(path: Path, contract: Contract, batch_size: int, id_column: str |
         raise DataError(f"{path}: empty (no header, no rows)") from None
     except (OSError, ValueError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a readable CSV file ({err})") from None
-    _expect(contract, "features", path, "a table")
+    _expect(contract, TABLE_KINDS, path, "a table")
     columns = _check_columns(header, contract, id_column, path)
-    # ids stay text, as written: "007" is not 7, and one chunk's ids must not be read as numbers, another's as text
-    chunks = pd.read_csv(path, usecols=columns, chunksize=batch_size, dtype={id_column: str} if id_column else None)
+    # ids stay text, as written: "007" is not 7, and one chunk's ids must not be read as numbers, another's as
+    # text; so do texts ("42" is a text), and an empty cell stays missing (NaN), which the text check refuses
+    as_text = ([id_column] if id_column else []) + ([contract.text_column] if contract.texts else [])
+    chunks = pd.read_csv(path, usecols=columns, chunksize=batch_size, dtype=dict.fromkeys(as_text, str) or None)
     try:
         first = next(chunks, None)
     except (ValueError, UnicodeDecodeError) as err:
@@ -457,3 +501,34 @@ def _csv_table(path: Path, contract: Contract, batch_size: int, id_column: str |
             start += len(frame)
 
     return Input(path, "a CSV table", None, batches())
+
+
+def _jsonl_table(path: Path, contract: Contract, batch_size: int, id_column: str | None) -> Input:
+    """JSON Lines, one object per line: a batch of lines at a time; the first line's keys are the columns."""
+    import json
+
+    import pandas as pd
+
+    _expect(contract, TABLE_KINDS, path, "a table")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = next((line for line in fh if line.strip()), None)
+        header = list(json.loads(first)) if first is not None else None
+    except (OSError, ValueError, UnicodeDecodeError, TypeError) as err:
+        raise DataError(f"{path}: not a readable JSON Lines file ({err})") from None
+    if header is None:
+        raise DataError(f"{path}: no rows")
+    columns = _check_columns(header, contract, id_column, path)
+    # dtype=False: texts and ids stay as written ("007" is not 7)
+    chunks = pd.read_json(path, lines=True, chunksize=batch_size, dtype=False, encoding="utf-8")
+
+    def batches() -> Iterator[Batch]:
+        start = 0
+        for frame in _read_or_refuse(iter(chunks), path, (ValueError, UnicodeDecodeError)):
+            missing = [c for c in columns if c not in frame.columns]
+            for c in missing:  # a key absent from every line of this chunk: missing values, each row's error
+                frame[c] = None
+            yield table_batch(frame[columns], start, contract, id_column)
+            start += len(frame)
+
+    return Input(path, "a JSON Lines table", None, batches())

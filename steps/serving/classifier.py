@@ -1,8 +1,9 @@
 """The registered model as MLflow serves it: raw inputs in (steps/serving/inputs.py), named answers out.
 
 It runs the deployable ONNX file, whose graph scales and standardises the raw input itself, in ONNX
-Runtime: the served model and the deployable are one computation. Logged as MLflow "models from
-code" (serving_entry.py), so loading it unpickles nothing.
+Runtime: the served model and the deployable are one computation. Texts are tokenised before the graph
+(steps/serving/texts.py), by the tokenizer.json logged with the version, as the data stage tokenised
+them. Logged as MLflow "models from code" (serving_entry.py), so loading it unpickles nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from .contract import Contract
 from .inputs import InputError, to_batch
 
 ONNX_ARTIFACT, CONTRACT_ARTIFACT = "onnx_model", "contract"
+TOKENIZER_ARTIFACT = "tokenizer"
+"""Texts: the data's tokenizer.json, whose sha256 the contract records."""
+HF_ARTIFACT = "hf_model"
+"""Texts from an hf model: its save_pretrained folder (model and tokenizer), for stock `from_pretrained`; not
+read by the served model."""
 ONNX_INPUT, ONNX_OUTPUT = "x", "logits"
 
 
@@ -30,6 +36,11 @@ class RawInputClassifier(mlflow.pyfunc.PythonModel):
         import onnxruntime as ort
 
         self.contract = Contract.read(context.artifacts[CONTRACT_ARTIFACT])
+        self.feeds = self.raw_feeds
+        if self.contract.texts:
+            from .texts import TextEncoder
+
+            self.feeds = TextEncoder(context.artifacts[TOKENIZER_ARTIFACT], self.contract)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(context.artifacts[ONNX_ARTIFACT], options,
@@ -40,8 +51,12 @@ class RawInputClassifier(mlflow.pyfunc.PythonModel):
         if output not in OUTPUTS:
             raise MlflowException.invalid_parameter_value(f"params.output {output!r}: expected one of {list(OUTPUTS)}")
         try:
-            batch = to_batch(model_input, self.contract)
+            feeds = self.feeds(model_input)
         except InputError as err:
             raise MlflowException.invalid_parameter_value(f"{err} (the model takes {self.contract.describe()})")
-        logits = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(batch)})[0]
+        logits = self.session.run([ONNX_OUTPUT], feeds)[0]
         return answer(logits, self.contract.classes, output)
+
+    def raw_feeds(self, model_input) -> dict[str, np.ndarray]:
+        """Images and tables: the raw batch as the graph's one input."""
+        return {ONNX_INPUT: np.ascontiguousarray(to_batch(model_input, self.contract))}

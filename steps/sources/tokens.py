@@ -16,9 +16,11 @@ it may come out larger than vocab_size on tiny data, or smaller when the texts h
 Every text is truncated on the right to `data.max_length` tokens (special tokens included) and padded to
 it with the pad token: each split is int32 `input_ids` (N, max_length) and uint8 `attention_mask`
 (N, max_length), 1 on real tokens. How many texts of each split lost tokens is counted, logged and
-recorded. The tokenizer's tokenizer.json is written beside the splits as the bytes it was loaded from
-(or, trained, as serialised without truncation or padding, which the manifest records instead), with
-its sha256, vocabulary size and special tokens in the manifest.
+recorded. The test split also keeps its texts as written (`text_utf8` + `text_offsets`, pack_texts): the
+served model takes raw texts, and promote and the audit score it on them. The tokenizer's tokenizer.json
+is written beside the splits as the bytes it was loaded from (or, trained, as serialised without
+truncation or padding, which the manifest records instead), with its sha256, vocabulary size and
+special tokens in the manifest.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ ROLES = {
 """Special-token roles the manifest records, and the tokens that play them when no config file names them."""
 CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 """Where a save_pretrained folder names its special tokens (`pad_token`: "[PAD]" or {"content": "[PAD]"})."""
+
+RAW_SPLIT = "test"
+RAW_TEXT_KEYS = ("text_utf8", "text_offsets")
+"""The test split also keeps its raw texts (pack_texts): what a caller sends the served model, which promote and
+the audit score it on, so the served tokenisation is checked against the evaluated token ids."""
+DEFAULT_TEXT_COLUMN = "text"
+"""The text column of class folders' texts (they have no table); steps/serving/contract.py says the same."""
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +180,20 @@ def encode_texts(tokenizer: Tokenizer, texts: np.ndarray, max_length: int, pad: 
     return (ids, mask), sum(1 for e in encodings if e.overflowing)
 
 
+def pack_texts(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Texts as their UTF-8 bytes end to end (uint8) and where each starts and ends (int64, N + 1): no pickle, and
+    none of the padding a fixed-width string array spends on the longest text."""
+    encoded = [str(text).encode("utf-8") for text in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
+
+
+def unpack_texts(data: np.ndarray, offsets: np.ndarray) -> list[str]:
+    raw = data.tobytes()
+    return [raw[start:end].decode("utf-8") for start, end in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
 def _tokenizer(options: TokenizerOptions, train_texts: np.ndarray) -> tuple[Tokenizer, bytes, dict, dict | None]:
     """(tokenizer, its tokenizer.json, its special tokens, how it was trained or None when loaded)."""
     if options.path is not None:
@@ -197,10 +220,13 @@ def encode(splits: dict[str, Split], options: SourceOptions) -> Encoded:
     for name, (texts, labels) in splits.items():
         (ids, mask), truncated[name] = encode_texts(tokenizer, texts, options.max_length, specials["pad"])
         arrays[name] = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if name == RAW_SPLIT:
+            arrays[name].update(zip(RAW_TEXT_KEYS, pack_texts(texts), strict=True))
         if truncated[name]:
             logger.warning("text: %d of %d %s texts truncated to data.max_length=%d tokens",
                            truncated[name], len(texts), name, options.max_length)
     manifest = {
+        "text_column": options.text_column or DEFAULT_TEXT_COLUMN,
         "max_length": options.max_length,
         "truncated": truncated,
         "tokenizer": {"file": FILE, "sha256": hashlib.sha256(raw).hexdigest(),

@@ -23,7 +23,7 @@ from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, Tens
 
 from steps.core.hashing import sha256
 from steps.core.names import Artifact, Tag
-from steps.serving.classifier import CONTRACT_ARTIFACT, ONNX_ARTIFACT
+from steps.serving.classifier import CONTRACT_ARTIFACT, HF_ARTIFACT, ONNX_ARTIFACT, TOKENIZER_ARTIFACT
 from steps.serving.contract import METADATA_KEY
 from steps.tracking.store import is_missing
 
@@ -31,6 +31,8 @@ SERVING = Path(__file__).resolve().parents[1] / "serving"
 """steps/serving/: the served model's code, stored with every registered version (its code/ folder)."""
 SERVING_REQUIREMENTS = [f"{package}=={package_version(package)}"
                         for package in ("mlflow", "numpy", "pandas", "pillow", "onnxruntime")]
+TEXT_REQUIREMENTS = [f"tokenizers=={package_version('tokenizers')}"]
+"""Texts are tokenised by the served model: the tokenizers library (Rust, no torch or transformers)."""
 _URI = re.compile(r"^models:/(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
 
 
@@ -115,22 +117,30 @@ def tag_version(name: str, version: int, tags: dict[str, str]) -> None:
         client.set_model_version_tag(name, str(version), key, str(value))
 
 
-def register(onnx_file: Path, contract, example, name: str) -> int:
+def register(onnx_file: Path, contract, example, name: str, text_files: tuple[Path, Path] | None = None) -> int:
     """Log the served model in the active run and register it as `name`; returns the version.
 
     The served model (steps/serving/) takes raw inputs and answers with class names: it runs
     `onnx_file` (whose graph scales and standardises the raw input) by the input `contract`
     (a steps.serving Contract), and carries the serving package in its code/ folder, so scoring
-    needs neither this project nor PyTorch. `example`: raw test rows (an array of pixels, or a
-    DataFrame of named features), stored as the model's input example.
+    needs neither this project nor PyTorch. `example`: raw test rows (an array of pixels, a
+    DataFrame of named features, or a DataFrame of texts), stored as the model's input example.
+    Texts: `text_files` = (the data's tokenizer.json, which the served model tokenises with, and the
+    model's save_pretrained folder, logged beside it for stock `from_pretrained`).
     """
+    if contract.texts != (text_files is not None):
+        raise ValueError(f"{name}: a text contract registers with its tokenizer and model folder, and only it")
+    extra, requirements = {}, SERVING_REQUIREMENTS
+    if text_files is not None:
+        extra = {TOKENIZER_ARTIFACT: str(text_files[0]), HF_ARTIFACT: str(text_files[1])}
+        requirements = SERVING_REQUIREMENTS + TEXT_REQUIREMENTS
     with tempfile.TemporaryDirectory(prefix="shrinkflow-contract-") as scratch:
         contract_file = Path(scratch) / "contract.json"
         contract.write(contract_file)
         info = mlflow.pyfunc.log_model(
             name=Artifact.MODEL.value, python_model=str(SERVING / "serving_entry.py"), code_paths=[str(SERVING)],
-            artifacts={ONNX_ARTIFACT: str(onnx_file), CONTRACT_ARTIFACT: str(contract_file)},
-            signature=signature(contract), input_example=example, pip_requirements=SERVING_REQUIREMENTS,
+            artifacts={ONNX_ARTIFACT: str(onnx_file), CONTRACT_ARTIFACT: str(contract_file), **extra},
+            signature=signature(contract), input_example=example, pip_requirements=requirements,
             metadata={METADATA_KEY: contract.to_dict()}, registered_model_name=name)
     return int(info.registered_model_version)
 
@@ -139,9 +149,13 @@ def signature(contract) -> ModelSignature:
     """Tables: one named column per feature. Images: an object tensor, because MLflow's tensor schema admits one
     shape and dtype and the served model takes three layouts, uint8 or float pixels, and encoded images; it
     checks the input against the contract itself (steps/serving/inputs.py). Out: label, class_index and a
-    probability per class; params: output = labels | logits."""
+    probability per class; params: output = labels | logits. Texts: one unnamed string column, the one schema under
+    which MLflow takes a bare list of strings as well as a table (a named one refuses the list, whose column is 0);
+    the served model checks the column's name itself (steps/serving/texts.py)."""
     if contract.images:
         inputs = Schema([TensorSpec(np.dtype(object), (-1,))])
+    elif contract.texts:
+        inputs = Schema([ColSpec(DataType.string)])
     else:
         inputs = Schema([ColSpec(DataType.double, feature) for feature in contract.feature_names])
     outputs = Schema([ColSpec(DataType.string, "label"), ColSpec(DataType.long, "class_index"),
@@ -162,6 +176,14 @@ def signature_input_shape(name: str, version: int) -> list[int] | None:
     """One sample's shape in a registered version's tensor signature (versions from before the contract), or None."""
     inputs = mlflow.models.get_model_info(f"models:/{name}/{version}").signature.inputs
     return list(inputs.inputs[0].shape[1:]) if inputs is not None and inputs.is_tensor_spec() else None
+
+
+def served_artifacts(name: str, version: int, dest: Path) -> dict[str, Path]:
+    """The registered model of `name` `version` downloaded into `dest`: {artifact name: local path} of the files
+    and folders its pyfunc was logged with (steps/serving/classifier.py names them)."""
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(dest)))
+    logged = mlflow.models.Model.load(str(local / "MLmodel")).flavors["python_function"].get("artifacts") or {}
+    return {key: local / entry["path"] for key, entry in logged.items()}
 
 
 def mark_failed(name: str, version: int, reason: str) -> None:

@@ -67,8 +67,12 @@ def log_dataset(name: str, digest: str, features, targets, context: str) -> None
 
 
 def log_files(paths: list[Path], artifact_path: str) -> None:
+    """Each file, or folder (a checkpoint folder: as `<artifact_path>/<its name>/`), under `artifact_path`."""
     for path in paths:
-        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        if Path(path).is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=f"{artifact_path}/{Path(path).name}")
+        else:
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
 def log_table(frame, artifact_file: str) -> None:

@@ -30,7 +30,7 @@ TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "n
 HAM = "lunch meeting notes agenda monday minutes weekly room booked thanks team report".split()
 SPAM = "win money now cheap pills offer claim prize free click limited act".split()
 HF_MODEL = "steps/compression/families/hf/model.py"
-LATER = ("prune", "distill", "promote")
+LATER = ("prune", "distill")
 FOLDER = ["config.json", "model.safetensors", "shrinkflow.json", "tokenizer.json"]
 """A teacher's checkpoint folder: what from_pretrained reads, the spec and record, the data's tokenizer."""
 

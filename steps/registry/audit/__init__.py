@@ -6,8 +6,11 @@ Checks, in order (each one a row of the verdict table):
    and every object's md5 is checked (steps/storage/fetch.py);
 3. params: the project's params.yaml (the pipeline's sections) hashes to the recorded params hash, and equals
    the params the promote run logged, key by key;
-4. artifacts: the sha256 of every file of the registered model and of its safetensors/spec, as the registry
-   serves them now, equals the record made at registration (itself checked against a version tag);
+4. artifacts: the sha256 of every file of the registered model and of its safetensors/spec (or hf folder), as the
+   registry serves them now, equals the record made at registration (itself checked against a version tag);
+4b. tokenizer (text models): the tokenizer the version serves with, the one in its hf folder, its contract's and
+   the fetched data's all have the sha256 tagged at promotion; teacher_init: the teacher's starting weights
+   (teacher.init, or an hf teacher's teacher.arch.path folder) still have the sha256 tagged at promotion;
 5. metrics: the model is re-measured on the fetched test split and every metric the evaluate run logged is
    compared: exact for accuracy, counts and sizes (CPU results are deterministic); latency on the backend the
    evaluate run timed (ONNX Runtime on the registered deployable ONNX file, or PyTorch eager): p95 by its 95%
@@ -39,6 +42,7 @@ from steps.registry.audit.records import (
     lineage_check,
     params_check,
     teacher_init_check,
+    tokenizer_check,
 )
 from steps.registry.audit.remeasure import LATENCY_TOLERANCE, budget_check, decision_check, metrics_check
 from steps.registry.audit.report import AuditReport, Check
@@ -76,6 +80,8 @@ def run(root: Path, model_uri: str, retrain: bool = False, latency_tolerance: fl
         artifacts_ok = _guard(report, "artifacts", lambda: artifacts_check(name, version, tags, work))
         if Tag.TEACHER_INIT in tags:
             _guard(report, "teacher_init", lambda: teacher_init_check(root, tags, work))
+        if Tag.TOKENIZER_SHA256 in tags and data_ok:
+            _guard(report, "tokenizer", lambda: tokenizer_check(name, version, tags, work))
         if data_ok and artifacts_ok:
             _guard(report, "metrics", lambda: metrics_check(root, name, version, tags, work, latency_tolerance))
             _guard(report, "decision", lambda: decision_check(name, version, tags, work))

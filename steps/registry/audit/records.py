@@ -11,7 +11,7 @@ from pathlib import Path
 from steps import config, storage, tracking
 from steps.core.dag import LINEAGE_SECTIONS
 from steps.core.hashing import sha256
-from steps.core.layout import DATA_DIR, model_files
+from steps.core.layout import DATA_DIR, model_dir, model_files, model_weights, weights_file
 from steps.core.names import Artifact, ModelRole, Tag
 from steps.core.results import flatten
 from steps.registry import artifacts
@@ -71,13 +71,15 @@ def artifacts_check(name: str, version: int, tags: dict[str, str], work: Path) -
                       ("changed: " + ", ".join(f"{p} (recorded {str(recorded.get(p))[:12]}, now {str(now.get(p))[:12]})"
                                                for p in changed)) if changed else f"{len(now)} files match",
                       recorded=f"{len(recorded)} files", observed=f"{len(now)} files"))
-    # The verified weights and spec, where the evaluate code expects them.
+    # The verified weights and spec (or the hf student's checkpoint folder), where the evaluate code expects them.
     files = tracking.download_artifacts(tracking.run_artifact_uri(tags[Tag.PROMOTE_RUN], Artifact.MODEL_FILES),
                                         work / "downloads")
-    for rel in model_files(ModelRole.STUDENT):
+    folder = (files / Path(model_dir(ModelRole.STUDENT)).name).is_dir()
+    for rel in model_files(ModelRole.STUDENT, folder):
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(files / Path(rel).name, work / rel)
-    weights = sha256(work / model_files(ModelRole.STUDENT)[0])
+        copy = shutil.copytree if folder else shutil.copy2
+        copy(files / Path(rel).name, work / rel)
+    weights = sha256(model_weights(work, ModelRole.STUDENT))
     rows.append(Check("artifacts.weights", weights == tags[Tag.MODEL_SHA256], "student safetensors vs the model tag",
                       recorded=tags[Tag.MODEL_SHA256][:16], observed=weights[:16]))
     return rows
@@ -88,8 +90,32 @@ def teacher_init_check(root: Path, tags: dict[str, str], work: Path) -> list[Che
     source, recorded = tags[Tag.TEACHER_INIT], tags.get(Tag.TEACHER_INIT_SHA256, "unrecorded")
     if source.startswith("models:/"):
         _, weights = tracking.download_model_files(source, work / "teacher-init")
-    else:
-        weights = Path(source) if Path(source).is_absolute() else root / source
+    else:  # a safetensors file, or an hf teacher's save_pretrained folder (teacher.arch.path)
+        weights = weights_file(Path(source) if Path(source).is_absolute() else root / source)
     now = sha256(weights) if weights.is_file() else "missing"
     return [Check("teacher_init.sha256", now == recorded, f"{source} vs the version's teacher-init tag",
                   recorded=recorded[:16], observed=now[:16])]
+
+
+
+def tokenizer_check(name: str, version: int, tags: dict[str, str], work: Path) -> list[Check]:
+    """A text model's tokenizer, recorded at promotion (the version's tag), is the one it serves with (its
+    tokenizer artifact and its contract), the one beside its weights (its save_pretrained folder) and the
+    one the fetched data were tokenised with (their manifest): a token id means the same word everywhere."""
+    from steps.core.datasets import read_manifest
+    from steps.serving.classifier import HF_ARTIFACT, TOKENIZER_ARTIFACT
+    from steps.sources.tokens import FILE
+
+    recorded = tags[Tag.TOKENIZER_SHA256]
+    served = tracking.served_artifacts(name, version, work / "served-model")
+    found = {"served tokenizer": served.get(TOKENIZER_ARTIFACT),
+             "model folder": served[HF_ARTIFACT] / FILE if HF_ARTIFACT in served else None}
+    now = {what: sha256(path) if path is not None and path.is_file() else "missing" for what, path in found.items()}
+    contract = tracking.contract_of(name, version)
+    now["contract"] = contract.tokenizer_sha256 if contract is not None else "missing"
+    now["fetched data"] = (read_manifest(work).get("tokenizer") or {}).get("sha256", "missing")
+    differing = [f"{what} {digest[:12]}" for what, digest in now.items() if digest != recorded]
+    return [Check("tokenizer.sha256", not differing,
+                  ("differs from the tag: " + ", ".join(differing)) if differing else
+                  f"the version's tag equals the sha256 of its {', '.join(now)}", recorded=recorded[:16],
+                  observed=differing[0] if differing else recorded[:16])]
