@@ -33,6 +33,7 @@ from torch import nn  # noqa: E402
 from transformers import AutoConfig, AutoModelForSequenceClassification  # noqa: E402
 
 from steps.compression.families import CHECKPOINT_RECORD, Family  # noqa: E402
+from steps.compression.families.hf import features  # noqa: E402
 from steps.compression.families.hf.config import REMOTE_CODE, HFConfig  # noqa: E402
 from steps.compression.families.layers import same_spec  # noqa: E402
 from steps.compression.families.spec import ModelSpec  # noqa: E402
@@ -208,7 +209,7 @@ def _not_yet(what: str):
     return refuse
 
 
-FAMILY = Family("hf", frozenset(), False, _not_yet("pooled features"), _not_yet("attention maps"),
-                _not_yet("hidden states"), config=HFConfig, build=build, needs_images=False, spec_of=same_spec,
+FAMILY = Family("hf", frozenset(), False, _not_yet("pooled features"), features.attention_maps,
+                features.hidden_states, config=HFConfig, build=build, needs_images=False, spec_of=same_spec,
                 fit_weights=lambda model, state: False, example_input=example_input,
                 refuse_unprunable=_not_yet("structured pruning"), save_checkpoint=save, load_checkpoint=load)
