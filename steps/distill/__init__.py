@@ -47,7 +47,7 @@ from steps.compression.training import (
 from steps.core import datasets, lineage
 from steps.core.names import ModelRole
 from steps.core.results import DistillResult
-from steps.core.torchkit import build_for, load_model, setup, spec_from
+from steps.core.torchkit import build_for, check_augmentable, load_model, setup, spec_from
 from steps.distill.objective import build_objective
 from steps.stagekit.finish import save_and_record, write_result
 
@@ -85,6 +85,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
     train, cfg = splits["train"], params.distill
+    check_augmentable(train.x, cfg.train.augment)
     # With a budget the search chose the student (the pruned model) and the unpruned teacher distills into it;
     # a pruned student ({name: pruned}) has the unpruned teacher too (its config refuses distill.teacher: pruned).
     budgeted = params.target.active

@@ -124,3 +124,11 @@ def test_block_terms_need_blocks_in_the_pruned_students_family_and_names_list_pr
     assert config.validate(raw).student_arch.name == "cnn"
     raw["distill"]["student"] = {"name": "prunde"}
     assert "'pruned'" in refusal(raw, None)
+
+
+def test_augmenting_text_is_refused_before_any_work(taught: Path):
+    raw = raw_params(taught / "mail.csv")
+    raw["distill"].update(teacher="teacher", student={"name": "hf", "config": SMALL})
+    raw["distill"]["train"].update(augment=True)
+    with pytest.raises(ValueError, match=r"shifts and flips images; the data are token ids \(text\)"):
+        distill.run(config.validate(raw, stage="distill"), taught)
