@@ -32,7 +32,8 @@ class FeatureLossConfig(_Section):
 
 
 class TransformerLossConfig(_Section):
-    """A vit distillation term: its weight and which student block learns from which teacher block."""
+    """A transformer distillation term (vit, hf): its weight and which student block learns from which teacher
+    block."""
 
     weight: float = Field(default=0.0, ge=0)
     layer_map: choice(choices.LAYER_MAPS) = Field(

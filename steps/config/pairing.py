@@ -9,6 +9,8 @@ whole run, are refused here, naming the stage, before any work.
 
 from __future__ import annotations
 
+from steps.config.distill import PRUNED_STUDENT
+
 TEXT_SOURCES = ("text",)
 """The data sources whose splits hold token ids (steps/sources/text.py)."""
 HF_STAGES = ("data", "teacher", "distill")
@@ -41,7 +43,7 @@ def check_student(source: str, student, stage: str | None) -> None:
     data give. Which stages run on an hf model is check_teacher's (a text project's teacher is an hf model);
     the stages before distill do not read distill.student, and the pruned model (`{name: pruned}`) is the
     teacher's family."""
-    if stage in ("data", "teacher", "prune") or student.name == "pruned":
+    if stage in ("data", "teacher", "prune") or student.name == PRUNED_STUDENT:
         return
     text = source in TEXT_SOURCES
     if text != student.reads_text:

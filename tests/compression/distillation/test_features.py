@@ -86,7 +86,8 @@ def test_a_name_ending_in_an_index_taps_that_element_of_a_tuple_output():
     with FeatureTap(model, ["1[1]", "1[0]"]) as tap:
         model(x)
     assert torch.equal(tap.outputs["1[1]"], x * 2) and torch.equal(tap.outputs["1[0]"], x + 1)
-    with pytest.raises(TypeError, match=r"'1' \(Pair\) returned tuple, not a Tensor.*name\[i\]"), FeatureTap(model, ["1"]):
+    with pytest.raises(TypeError, match=r"'1' \(Pair\) returned tuple, not a Tensor.*name\[i\]"), \
+            FeatureTap(model, ["1"]):
         model(x)
     with pytest.raises(TypeError, match=r"'1\[2\]': module Pair returned a tuple of 2, which has no element 2"), \
             FeatureTap(model, ["1[2]"]):

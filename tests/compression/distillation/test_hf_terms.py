@@ -99,7 +99,8 @@ def test_hidden_states_are_the_mse_of_the_projected_mapped_layers_over_real_toke
 
 def test_attention_maps_are_the_kl_of_head_averaged_distributions_over_real_rows():
     peaked = {"initializer_range": 0.5}  # attention far from uniform, so the KL is far from 0
-    teacher, student = bert({**TEACHER, **peaked}, 0).eval(), bert({**STUDENT, **peaked, "num_hidden_layers": 2}, 1).eval()
+    teacher = bert({**TEACHER, **peaked}, 0).eval()
+    student = bert({**STUDENT, **peaked, "num_hidden_layers": 2}, 1).eval()
     loss, pairs = objective("attention_maps", student, teacher, layer_map="last")
     assert pairs == [("hf.bert.encoder.layer.1.attention.self[1]", "hf.bert.encoder.layer.1.attention.self[1]")]
     x = batch()

@@ -11,8 +11,8 @@ as BertModel, or a head for another class count) gets a new head, said in the lo
 The stages see `HFClassifier`: token ids and attention mask in, logits out, like every family's model. Its
 checkpoint is a folder that stock `transformers` reloads with `from_pretrained` (config.json,
 model.safetensors, the data's tokenizer.json beside them, and shrinkflow.json: the spec and the stage's
-record), written atomically. Pruning, distillation and export of hf models are issue 26's next part:
-their hooks refuse, saying so.
+record), written atomically. Distillation reads its layers' hidden states and attention probabilities
+(features.py); pruning and export of hf models are issue 26's next part: their hooks refuse, saying so.
 """
 
 from __future__ import annotations
