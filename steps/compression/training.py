@@ -65,6 +65,11 @@ def forward(model: nn.Module, x: Inputs) -> torch.Tensor:
     return model(**x) if isinstance(x, dict) else model(x)
 
 
+def token_mask(x: Inputs) -> torch.Tensor | None:
+    """A text batch's attention mask (1 on tokens, 0 on padding); None for images and feature vectors."""
+    return x.get("attention_mask") if isinstance(x, dict) else None
+
+
 def seed_everything(seed: int, threads: int) -> None:
     """Same seed, data and thread count give bit-identical results on CPU."""
     random.seed(seed)

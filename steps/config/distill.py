@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from steps.compression import choices
 from steps.config.base import Section as _Section
 from steps.config.base import choice
-from steps.config.models import ArchConfig
+from steps.config.models import model_choice
 from steps.config.training import TrainConfig
 
 
@@ -32,12 +32,31 @@ class FeatureLossConfig(_Section):
 
 
 class TransformerLossConfig(_Section):
-    """A vit distillation term: its weight and which student block learns from which teacher block."""
+    """A transformer distillation term (vit, hf): its weight and which student block learns from which teacher
+    block."""
 
     weight: float = Field(default=0.0, ge=0)
     layer_map: choice(choices.LAYER_MAPS) = Field(
         default="uniform", description="uniform: student block i <- teacher block ceil((i+1) Lt/Ls)-1 (TinyBERT); "
         "last: the last blocks only (MiniLM)")
+
+
+PRUNED_STUDENT = "pruned"
+BLOCK_FAMILIES = ("vit", "hf")
+"""The families whose models have transformer blocks with attention maps and hidden states (their
+`attention_maps` / `hidden_states` hooks name one module per block)."""
+
+
+class PrunedStudent(_Section):
+    """`distill.student: {name: pruned}`: the prune stage's model itself is the student, distilled from the
+    unpruned teacher (`distill.teacher: teacher`): Minitron's prune-then-distill, where the pruned weights,
+    not a new model of the pruned shape, keep learning. Its family is the teacher's (teacher.arch)."""
+
+    name: Literal["pruned"]
+
+
+StudentConfig = model_choice(PrunedStudent)
+"""`distill.student`: a model by family name (a new model of that config, trained here), or `pruned`."""
 
 
 class DistillTerm(_Section):
@@ -56,16 +75,17 @@ class DistillTerm(_Section):
 class DistillConfig(_Section):
     teacher: Literal["pruned", "teacher"] = Field(
         default="pruned", description="pruned: prune-then-distill; teacher: distill from the unpruned teacher")
-    student: ArchConfig
+    student: StudentConfig = Field(description="a model by family name ({name: cnn, ...}, {name: hf, config: "
+                                   "{...}}), or {name: pruned}: the pruned model itself")
     temperature: float = Field(gt=0)
     alpha: float = Field(ge=0, le=1, description="weight of the soft-target term; 0 trains on labels alone")
     hints: FeatureLossConfig = Field(default_factory=FeatureLossConfig, description="FitNets hint losses")
     attention: FeatureLossConfig = Field(default_factory=FeatureLossConfig, description="attention transfer")
     attention_maps: TransformerLossConfig = Field(
-        default_factory=TransformerLossConfig, description="MiniLM: KL of vit attention distributions")
+        default_factory=TransformerLossConfig, description="MiniLM: KL of attention distributions (vit, hf)")
     hidden_states: TransformerLossConfig = Field(
-        default_factory=TransformerLossConfig, description="TinyBERT: MSE of hidden states (pooled features "
-        "when the teacher is not a vit), through a learned projection")
+        default_factory=TransformerLossConfig, description="TinyBERT: MSE of hidden states (vit, hf; pooled "
+        "features when the teacher has no blocks), through a learned projection")
     train: TrainConfig
 
     def unused(self) -> tuple[str, ...]:
@@ -76,12 +96,30 @@ class DistillConfig(_Section):
         """The terms the objective sums: their modules are what the distill stage runs."""
         return tuple(self.terms)
 
+    @property
+    def student_is_pruned(self) -> bool:
+        """Whether the student is the pruned model itself (`{name: pruned}`), of the teacher's family."""
+        return self.student.name == PRUNED_STUDENT
+
     @model_validator(mode="after")
-    def _vit_losses(self) -> DistillConfig:
-        if self.student.name != "vit" and (self.attention_maps.weight > 0 or self.hidden_states.weight > 0):
-            raise ValueError(f"distill.attention_maps and distill.hidden_states need a vit student "
-                             f"(distill.student.name is {self.student.name!r})")
+    def _pruned_student_learns_from_the_teacher(self) -> DistillConfig:
+        if self.student_is_pruned and self.teacher == "pruned":
+            raise ValueError("distill.student {name: pruned} is the pruned model itself: it cannot teach itself; "
+                             "set distill.teacher: teacher (the unpruned model teaches it)")
         return self
+
+    @model_validator(mode="after")
+    def _block_terms(self) -> DistillConfig:
+        if not self.student_is_pruned:  # a pruned student is the teacher's family: Params checks it
+            self.check_block_terms(self.student.name, "distill.student.name")
+        return self
+
+    def check_block_terms(self, family: str, key: str) -> None:
+        """attention_maps and hidden_states need a student of a family with transformer blocks; `key` names
+        the params key that chose `family`."""
+        if family not in BLOCK_FAMILIES and (self.attention_maps.weight > 0 or self.hidden_states.weight > 0):
+            raise ValueError(f"distill.attention_maps and distill.hidden_states need a vit or hf student "
+                             f"({key} is {family!r})")
 
     @property
     def terms(self) -> list[DistillTerm]:

@@ -3,7 +3,8 @@ teacher's training and where a trained teacher comes from."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from collections.abc import Callable
+from typing import Annotated, Any, Union, get_args
 
 from pydantic import ConfigDict, Field, ValidationError, WrapValidator, field_validator, model_validator
 
@@ -22,31 +23,44 @@ FAMILY_CONFIGS = (MLPConfig, CNNConfig, ResNetConfig, ViTConfig, CustomConfig, H
 """One config class per model family, each validating its own fields (steps/compression/families/<name>/config.py)."""
 
 
-def _as_one_section(raw: Any, validate) -> Any:
+def _as_one_section(names: tuple[str, ...]) -> Callable[[Any, Any], Any]:
     """Errors worded as for any other section: pydantic puts the tag into a tagged union's error locations
     (`teacher.arch.vit.pool`), which is no key of params.yaml; and an unknown name reads as the bad value
-    of `name`, listing the valid ones."""
-    try:
-        return validate(raw)
-    except ValidationError as err:
-        tag = raw.get("name") if isinstance(raw, dict) else None
-        raise ValidationError.from_exception_data(err.title, [_untagged(e, tag) for e in err.errors()]) from None
+    of `name`, listing the valid ones (`names`)."""
+
+    def validate_section(raw: Any, validate) -> Any:
+        try:
+            return validate(raw)
+        except ValidationError as err:
+            tag = raw.get("name") if isinstance(raw, dict) else None
+            errors = [_untagged(e, tag, names) for e in err.errors()]
+            raise ValidationError.from_exception_data(err.title, errors) from None
+
+    return validate_section
 
 
-def _untagged(error: dict, tag: Any) -> dict:
+def _untagged(error: dict, tag: Any, names: tuple[str, ...]) -> dict:
     if error["type"] == "union_tag_not_found":
         return {"type": "missing", "loc": ("name",), "input": error["input"]}
     if error["type"] == "union_tag_invalid":
-        expected = " or ".join(", ".join(repr(n) for n in choices.FAMILIES).rsplit(", ", 1))
+        expected = " or ".join(", ".join(repr(n) for n in names).rsplit(", ", 1))
         return {"type": "literal_error", "loc": ("name",), "input": tag, "ctx": {"expected": expected}}
     loc = error["loc"][1:] if error["loc"][:1] == (tag,) else error["loc"]
     return {**{k: error[k] for k in ("type", "input", "ctx") if k in error}, "loc": loc}
 
 
-ArchConfig = Annotated[Union[FAMILY_CONFIGS], Field(discriminator="name"),  # noqa: UP007 (a tuple of classes)
-                       RegistryChoice(choices.FAMILIES), WrapValidator(_as_one_section)]
-"""A model by family name (`teacher.arch`, `distill.student`): the tagged union of the families' configs
-on `name`; its RegistryChoice says `name` selects an entry of `choices.FAMILIES`."""
+def model_choice(*others: type) -> Any:
+    """A model by name: the tagged union on `name` of the families' configs and of `others` (sections with a
+    `name: Literal[...]` of their own, e.g. distill.student's `pruned`); its RegistryChoice says a family's
+    `name` selects an entry of `choices.FAMILIES` (another name selects no code)."""
+    members = (*FAMILY_CONFIGS, *others)
+    names = (*choices.FAMILIES, *(name for other in others for name in get_args(other.model_fields["name"].annotation)))
+    return Annotated[Union[members], Field(discriminator="name"),  # noqa: UP007 (a tuple of classes)
+                     RegistryChoice(choices.FAMILIES), WrapValidator(_as_one_section(names))]
+
+
+ArchConfig = model_choice()
+"""A model by family name (`teacher.arch`, a `distill.student`): the tagged union of the families' configs."""
 
 
 class TeacherTrainConfig(TrainConfig):

@@ -2,16 +2,18 @@
 
 Text data (data.source: text) are token ids and attention masks that only a family reading text (hf) takes,
 and an hf model reads nothing else: the two go together, for every stage but the data stage alone (which
-reads no model settings). The hf family trains a teacher today; pruning, distilling, exporting, quantizing,
-evaluating and promoting an hf model are issue 26's next part, so those stages, and a whole run, are refused
-here, naming the stage, before any work.
+reads no model settings). The hf family trains a teacher and distills into a student today; pruning,
+exporting, quantizing, evaluating and promoting an hf model are issue 26's next part, so those stages, and a
+whole run, are refused here, naming the stage, before any work.
 """
 
 from __future__ import annotations
 
+from steps.config.distill import PRUNED_STUDENT
+
 TEXT_SOURCES = ("text",)
 """The data sources whose splits hold token ids (steps/sources/text.py)."""
-HF_STAGES = ("data", "teacher", "export", "quantize", "evaluate", "promote")
+HF_STAGES = ("data", "teacher", "distill", "export", "quantize", "evaluate", "promote")
 """The stages that run on an hf model so far."""
 NEXT_PART = "issue 26's next part"
 
@@ -36,8 +38,15 @@ def check_teacher(source: str, arch, stage: str | None) -> None:
                          f"only the {done} stages run on it")
 
 
-def check_student(student, stage: str | None) -> None:
-    """An hf student: distilling into a transformers model is issue 26's next part (the stages before distill
-    do not read distill.student)."""
-    if student.reads_text and stage not in HF_STAGES:
-        raise ValueError(f"distill.student.name {student.name!r}: distilling into an hf model is {NEXT_PART}")
+def check_student(source: str, student, stage: str | None) -> None:
+    """ValueError naming distill.student.name and data.source when the student's family does not read what the
+    data give. Which stages run on an hf model is check_teacher's (a text project's teacher is an hf model);
+    the stages before distill do not read distill.student, and the pruned model (`{name: pruned}`) is the
+    teacher's family."""
+    if stage in ("data", "teacher", "prune") or student.name == PRUNED_STUDENT:
+        return
+    text = source in TEXT_SOURCES
+    if text != student.reads_text:
+        raise ValueError(f"distill.student.name {student.name!r} "
+                         f"{'reads' if student.reads_text else 'cannot read'} token ids, and data.source "
+                         f"{source!r} gives {'token ids' if text else 'no text'}: text goes with name: hf")

@@ -91,13 +91,27 @@ class Params(_Section):
     @field_validator("distill")
     @classmethod
     def _student_family_runs(cls, distill: DistillConfig, info: ValidationInfo) -> DistillConfig:
-        pairing.check_student(distill.student, (info.context or {}).get("stage"))
+        """The student's family reads the data (pairing.py); a pruned student (the teacher's family) has the
+        blocks its terms read."""
+        data, teacher = info.data.get("data"), info.data.get("teacher")
+        if data is not None:
+            pairing.check_student(data.source, distill.student, (info.context or {}).get("stage"))
+        if teacher is not None and distill.student_is_pruned:
+            distill.check_block_terms(teacher.arch.name, "teacher.arch.name, the pruned student's family,")
         return distill
 
     def unused(self) -> tuple[str, ...]:
         """A budget replaces the prune knobs (the stage searches widths instead) and the student (the searched,
         pruned model is distilled)."""
         return ("prune.method", "prune.schedule", "prune.transformer", "distill.student") if self.target.active else ()
+
+    @property
+    def student_arch(self) -> ArchConfig:
+        """The family config of the model the distill stage trains: distill.student, or teacher.arch when the
+        student is the pruned model (`distill.student: {name: pruned}`, or the model a budget searched)."""
+        if self.target.active or self.distill.student_is_pruned:
+            return self.teacher.arch
+        return self.distill.student
 
     def section_hash(self, *keys: str) -> str:
         """sha256 of the named top-level sections (all when none), for cache keys and tags."""

@@ -32,14 +32,19 @@ def regularised_loss(split, device: torch.device, train: config.TrainConfig, see
     from steps.compression.regularization import l1_penalty
     from steps.compression.training import cross_entropy_loss
 
-    if train.augment and (isinstance(split.x, dict) or split.x.dim() != 4):
-        what = "token ids (text)" if isinstance(split.x, dict) else "feature vectors (a table)"
-        raise ValueError(f"train.augment shifts and flips images; the data are {what}: set augment: false")
+    check_augmentable(split.x, train.augment)
     base = cross_entropy_loss(split, device, augment.for_training(train.augment, seed))
     l1 = train.l1
     if l1.coefficient == 0:
         return base
     return lambda m, idx: base(m, idx) + l1_penalty(m, l1.coefficient, l1.target)
+
+
+def check_augmentable(x: Inputs, augment_on: bool) -> None:
+    """train.augment shifts and flips images: refused on any other data, before a batch fails to index."""
+    if augment_on and (isinstance(x, dict) or x.dim() != 4):
+        what = "token ids (text)" if isinstance(x, dict) else "feature vectors (a table)"
+        raise ValueError(f"train.augment shifts and flips images; the data are {what}: set augment: false")
 
 
 def spec_from(arch: config.ArchConfig, root: Path) -> ModelSpec:

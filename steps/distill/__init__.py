@@ -1,10 +1,13 @@
 """Distill step: a small student learns from a teacher's soft targets.
 
 The teacher is the pruned model (prune-then-distill, the default) or the
-unpruned one (`distill.teacher`), so each path can be compared alone. With a
-budget (`target:`), the student is the model the budget search chose (the
-pruned model, which fits the budget) and the unpruned teacher distills into it;
-`distill.student` and `distill.teacher` are then unused.
+unpruned one (`distill.teacher`), so each path can be compared alone. The
+student is a new model (`distill.student: {name: ..., ...}`) or the pruned
+model itself (`distill.student: {name: pruned}`, taught by the unpruned
+teacher: Minitron's prune-then-distill). With a budget (`target:`), the student
+is the model the budget search chose (the pruned model, which fits the budget)
+and the unpruned teacher distills into it; `distill.student` and
+`distill.teacher` are then unused.
 
 The loss is a weighted sum of named terms (steps/compression/distillation/,
 built from params in objective.py): soft targets and hard labels always,
@@ -13,6 +16,9 @@ FitNets hints, attention transfer, attention maps (MiniLM) and hidden states
 training image never change, so they are computed once up front (a teacher
 forward pass costs several student steps on CPU). Terms on intermediate
 activations need the teacher's activations per batch, so it runs alongside.
+Text inputs are named tensors (input_ids, attention_mask), passed to the models
+as keyword arguments; their attention mask keeps padding out of the terms that
+count tokens.
 """
 
 from __future__ import annotations
@@ -26,11 +32,22 @@ from steps import config, tracking
 from steps.compression import augment, measure
 from steps.compression.distillation.features import FeatureTap
 from steps.compression.distillation.objective import WeightedSum
-from steps.compression.training import Split, StepLoss, accuracy, adam, predict_logits, train_epochs
+from steps.compression.training import (
+    Split,
+    StepLoss,
+    accuracy,
+    adam,
+    forward,
+    predict_logits,
+    rows,
+    to_device,
+    token_mask,
+    train_epochs,
+)
 from steps.core import datasets, lineage
 from steps.core.names import ModelRole
 from steps.core.results import DistillResult
-from steps.core.torchkit import build_for, load_model, setup, spec_from
+from steps.core.torchkit import build_for, check_augmentable, load_model, setup, spec_from
 from steps.distill.objective import build_objective
 from steps.stagekit.finish import save_and_record, write_result
 
@@ -41,7 +58,7 @@ def logits_only_loss(objective: WeightedSum, teacher, train: Split, device) -> S
 
     def step(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
         x, y = train.batch(idx, device)
-        return objective(model(x), teacher_logits[idx].to(device), y)
+        return objective(forward(model, x), teacher_logits[idx].to(device), y)
 
     return step
 
@@ -54,12 +71,12 @@ def feature_loss(objective: WeightedSum, teacher, train: Split, device, augment=
     def step(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
         x, y = train.batch(idx, device, augment)
         with torch.no_grad(), FeatureTap(teacher, objective.teacher_layers) as t_tap:
-            t_logits = teacher(x)
+            t_logits = forward(teacher, x)
             t_feats = dict(t_tap.outputs)  # the tap forgets its outputs on exit
         with FeatureTap(model, objective.student_layers) as s_tap:
-            s_logits = model(x)
+            s_logits = forward(model, x)
             s_feats = dict(s_tap.outputs)
-        return objective(s_logits, t_logits, y, s_feats, t_feats)
+        return objective(s_logits, t_logits, y, s_feats, t_feats, token_mask(x))
 
     return step
 
@@ -68,19 +85,23 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
     train, cfg = splits["train"], params.distill
-    # With a budget the search chose the student (the pruned model) and the unpruned teacher distills into it.
+    check_augmentable(train.x, cfg.train.augment)
+    # With a budget the search chose the student (the pruned model) and the unpruned teacher distills into it;
+    # a pruned student ({name: pruned}) has the unpruned teacher too (its config refuses distill.teacher: pruned).
     budgeted = params.target.active
-    teacher_role = ModelRole.PRUNED if cfg.teacher == "pruned" and not budgeted else ModelRole.TEACHER
+    from_pruned = budgeted or cfg.student_is_pruned
+    teacher_role = ModelRole.PRUNED if cfg.teacher == "pruned" and not from_pruned else ModelRole.TEACHER
     # The teacher loads first: rebuilding it draws from the seeded RNG, so the student's initialisation
     # (drawn next) is the one every earlier run of these params had.
     teacher, _ = load_model(root, teacher_role, device)
-    if budgeted:
+    if from_pruned:
         student, student_spec = load_model(root, ModelRole.PRUNED, device)
     else:
         student_spec = spec_from(cfg.student, root)
         student = build_for(root, student_spec, train.x).to(device)
     # The terms' own weights (hint regressors, hidden projections) are drawn next and learn with the student.
-    objective = build_objective(cfg, student, teacher, teacher_role.value, train.x[:2].to(device)).to(device)
+    example = to_device(rows(train.x, slice(0, 2)), device)
+    objective = build_objective(cfg, student, teacher, teacher_role.value, example).to(device)
     trainable = [*student.parameters(), *objective.parameters()]
     if objective.student_layers or cfg.train.augment:  # the teacher runs on every (augmented) batch
         step_loss = feature_loss(objective, teacher, train, device, augment.for_training(cfg.train.augment,

@@ -8,13 +8,12 @@ from a teacher without blocks, hidden states are the pooled features the two cla
 
 from __future__ import annotations
 
-import torch
-
 from steps import config
 from steps.compression import choices
 from steps.compression.distillation.layer_maps import layer_map
 from steps.compression.distillation.objective import NOT_FEATURES, LayerPair, TermSpec, WeightedSum, build
 from steps.compression.families import family_of
+from steps.compression.training import Inputs
 from steps.config.distill import DistillTerm
 
 
@@ -43,9 +42,9 @@ def layer_pairs(term: DistillTerm, reads: str, student, teacher, teacher_role: s
 
 
 def build_objective(cfg: config.DistillConfig, student, teacher, teacher_role: str,
-                    example: torch.Tensor) -> WeightedSum:
-    """The weighted sum of `cfg.terms`; `example` (a batch of inputs) is run once to size the terms that
-    read features (no run when none does)."""
+                    example: Inputs) -> WeightedSum:
+    """The weighted sum of `cfg.terms`; `example` (a batch of inputs: a tensor, or a text's named tensors) is
+    run once to size the terms that read features (no run when none does)."""
     specs = []
     for term in cfg.terms:
         reads = choices.DISTILL_TERMS.resolve(term.name).reads

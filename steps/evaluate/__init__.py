@@ -102,9 +102,10 @@ def point_labels(params: config.Params) -> dict[str, str]:
         return {ModelRole.TEACHER.value: f"teacher ({shape(arch)})",
                 ModelRole.PRUNED.value: f"searched for {budget_text}",
                 ModelRole.STUDENT.value: "student (teacher distilled into the searched widths)"}
+    made = "the pruned model" if params.distill.student_is_pruned else shape(student)
     return {ModelRole.TEACHER.value: f"teacher ({shape(arch)})",
             ModelRole.PRUNED.value: f"pruned ({prune.method} {prune.target_sparsity:.0%})",
-            ModelRole.STUDENT.value: f"student ({shape(student)}, from {params.distill.teacher})"}
+            ModelRole.STUDENT.value: f"student ({made}, from {params.distill.teacher})"}
 
 
 def numeric_leaves(tree: dict) -> dict[str, float]:

@@ -69,7 +69,7 @@ def test_transformer_pruning_needs_a_fraction_and_known_names():
 def test_vit_distillation_terms_need_a_vit_student_and_a_known_layer_map():
     raw = default_params()
     raw["distill"]["attention_maps"] = {"weight": 1.0, "layer_map": "last"}
-    with pytest.raises(config.ConfigError, match="need a vit student \\(distill.student.name is 'cnn'\\)"):
+    with pytest.raises(config.ConfigError, match="need a vit or hf student \\(distill.student.name is 'cnn'\\)"):
         config.validate(raw)
     raw["distill"]["student"] = VIT
     assert config.validate(raw).distill.attention_maps.layer_map == "last"

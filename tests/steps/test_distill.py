@@ -34,6 +34,17 @@ def test_distill_with_hints_and_attention_from_the_unpruned_teacher(project_afte
     assert result.val_accuracy > 0.3
 
 
+def test_the_pruned_model_itself_is_the_student_in_any_family(project_after, stage_params):
+    root = project_after("prune")
+    pruned, pruned_spec = load_model(root, ModelRole.PRUNED)
+    result = distill.run(variant(stage_params, distill={"teacher": "teacher", "student": {"name": "pruned"}}), root)
+    assert result.teacher == "teacher"
+    student, spec = load_model(root, ModelRole.STUDENT)
+    assert spec == pruned_spec  # the pruned cnn's shapes, not distill.student's
+    assert [p.shape for p in student.parameters()] == [p.shape for p in pruned.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(student.parameters(), pruned.parameters(), strict=True))
+
+
 def test_distill_names_a_layer_that_does_not_exist(project_after, stage_params):
     root = project_after("prune")
     bad = variant(stage_params, distill={

@@ -8,17 +8,24 @@ MaxPool2d (without batch norm: 3k, 3k+1 ReLU, 3k+2 MaxPool2d).
     with FeatureTap(model, ["features.2", "features.6"]) as tap:
         logits = model(x)
         feats = tap.outputs          # {"features.2": Tensor, "features.6": Tensor}
+
+A name may end in `[i]`: element i of a module that returns a tuple. A transformers attention module
+returns (attention output, attention probabilities), so `hf.bert.encoder.layer.0.attention.self[1]` is
+layer 0's attention probabilities (as transformers' own `OutputRecorder(index=1)` records them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import re
+
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 _LISTED = 40  # module names shown in an error before "... and N more"
+_ELEMENT = re.compile(r"^(?P<module>.+)\[(?P<index>\d+)\]$")
 
 
 def module_names(model: nn.Module) -> list[str]:
@@ -34,14 +41,23 @@ def _describe(model: nn.Module) -> str:
     return ", ".join(entries) or "(the model has no sub-modules)"
 
 
+def split_element(name: str) -> tuple[str, int | None]:
+    """"blocks.0[1]" -> ("blocks.0", 1); a name without `[i]` -> (name, None)."""
+    match = _ELEMENT.match(name)
+    return (match["module"], int(match["index"])) if match else (name, None)
+
+
 def resolve(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
-    """Name -> module, raising ValueError naming the first unknown name and listing the valid ones."""
+    """Name -> module (the module of a `name[i]`), raising ValueError naming the first unknown name and listing
+    the valid ones."""
     modules = dict(model.named_modules())
     resolved = {}
     for name in names:
-        if not name or name not in modules:
-            raise ValueError(f"{type(model).__name__} has no module named {name!r}; choose among: {_describe(model)}")
-        resolved[name] = modules[name]
+        module = split_element(name)[0]
+        if not module or module not in modules:
+            raise ValueError(f"{type(model).__name__} has no module named {module!r}; choose among: "
+                             f"{_describe(model)}")
+        resolved[name] = modules[module]
     return resolved
 
 
@@ -56,7 +72,8 @@ class FeatureTap:
     as in `models.BasicBlock`) keeps its last output; tap the block itself
     (e.g. "layers.0") for a block's output. Hooks are removed on exit, also
     when the body raises.
-    Unknown names raise ValueError at construction, before any hook is set.
+    Unknown names raise ValueError at construction, before any hook is set. A name ending in `[i]`
+    keeps element i of the module's tuple output (see the module docstring).
     """
 
     def __init__(self, model: nn.Module, names: Iterable[str], *, clone: bool = True) -> None:
@@ -66,10 +83,15 @@ class FeatureTap:
         self._handles: list[RemovableHandle] = []
 
     def _hook(self, name: str):
+        index = split_element(name)[1]
+
         def store(module: nn.Module, inputs, output) -> None:
+            if index is not None:
+                output = _element(name, module, output, index)
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"module {name!r} ({type(module).__name__}) returned "
-                                f"{type(output).__name__}, not a Tensor; tap a module that returns one")
+                                f"{type(output).__name__}, not a Tensor; tap a module that returns one"
+                                f"{'' if index is not None else ' (or name an element of its tuple: name[i])'}")
             self.outputs[name] = output.clone() if self.clone else output
 
         return store
@@ -85,3 +107,14 @@ class FeatureTap:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def _element(name: str, module: nn.Module, output, index: int):
+    if not isinstance(output, tuple | list) or index >= len(output):
+        got = f"a {type(output).__name__} of {len(output)}" if isinstance(output, tuple | list) else \
+            type(output).__name__
+        raise TypeError(f"{name!r}: module {type(module).__name__} returned {got}, which has no element {index}")
+    if output[index] is None:  # transformers' SDPA attention returns no probabilities
+        raise TypeError(f"{name!r}: module {type(module).__name__} returned None as element {index} (a transformers "
+                        "attention module computes its probabilities only with attn_implementation='eager')")
+    return output[index]

@@ -20,9 +20,14 @@ class HiddenStates(Term):
     bias, as in the paper), the identity when the widths are equal. W belongs to this module:
     optimise it with the student. All dimensions but the last must match (batch and tokens). Zero
     when the states are equal and the widths too; the teacher's states are detached.
+
+    With a token mask m (B, N) (a text's attention mask), padding positions are left out:
+    loss = sum_{b,n} m_bn ||H_s W - H_t||^2_bn / (d_t * sum_{b,n} m_bn), the MSE over real tokens
+    (a padding position's state is whatever the model computes there, nothing to learn from).
     """
 
     reads = "hidden_states"
+    masks_tokens = True
 
     def __init__(self, student_dim: int, teacher_dim: int, where: str = "hidden states") -> None:
         super().__init__()
@@ -36,7 +41,7 @@ class HiddenStates(Term):
             raise ValueError(f"{where}: shapes {s} and {t} must agree in every dim but the last")
         return cls(s[-1], t[-1], where)
 
-    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if student.shape[-1] != self.student_dim or teacher.shape[-1] != self.teacher_dim:
             raise ValueError(f"{self.where}: got widths {student.shape[-1]} (student) and {teacher.shape[-1]} "
                              f"(teacher) in the last dim; this loss was built for {self.student_dim} and "
@@ -44,4 +49,11 @@ class HiddenStates(Term):
         if student.shape[:-1] != teacher.shape[:-1]:
             raise ValueError(f"{self.where}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} "
                              f"must agree in every dim but the last (batch, tokens)")
-        return F.mse_loss(self.project(student), teacher.detach())
+        if mask is None:
+            return F.mse_loss(self.project(student), teacher.detach())
+        if tuple(mask.shape) != tuple(student.shape[:-1]):
+            raise ValueError(f"{self.where}: token mask {tuple(mask.shape)} does not match hidden states "
+                             f"{tuple(student.shape)} (expected (batch, tokens))")
+        squared = (self.project(student) - teacher.detach()).square().sum(-1)
+        weights = mask.to(squared.dtype)
+        return (squared * weights).sum() / (weights.sum().clamp_min(1) * self.teacher_dim)

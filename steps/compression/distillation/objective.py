@@ -5,7 +5,9 @@
 summed in the order the terms are given; P_k is one pair of logits (or logits and labels) for the terms
 reading those, the named module pairs otherwise (one term instance per pair: FitNets regressors and
 TinyBERT projections are learned per pair). The terms' parameters are this module's: optimise
-`[*student.parameters(), *objective.parameters()]`.
+`[*student.parameters(), *objective.parameters()]`. On text, the token mask (the inputs' attention mask)
+goes to the terms that count tokens (`Term.masks_tokens`: hidden states, attention maps), so padding is
+left out of them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 
 from steps.compression import choices
 from steps.compression.distillation.features import FeatureTap
-from steps.compression.training import evaluating
+from steps.compression.training import Inputs, evaluating, forward
 
 LayerPair = tuple[str, str]
 """(student module name, teacher module name), as in `dict(model.named_modules())`."""
@@ -89,8 +91,10 @@ class WeightedSum(nn.Module):
         labels: torch.Tensor,
         student_feats: Mapping[str, torch.Tensor] | None = None,
         teacher_feats: Mapping[str, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Each term's weighted value by name, in order (features: `FeatureTap.outputs` of each model)."""
+        """Each term's weighted value by name, in order (features: `FeatureTap.outputs` of each model; `mask`:
+        (B, N), 1 on the tokens the terms that count tokens count, None for all)."""
         s_feat, t_feat = _lookup(student_feats, "student"), _lookup(teacher_feats, "teacher")
         out = {}
         for name, terms in self.terms.items():
@@ -100,7 +104,9 @@ class WeightedSum(nn.Module):
             elif first.reads == "labels":
                 values = [first(student_logits, labels)]
             else:
-                values = [term(s_feat(s), t_feat(t)) for term, (s, t) in zip(terms, self.pairs[name], strict=True)]
+                masked = {"mask": mask} if first.masks_tokens and mask is not None else {}
+                values = [term(s_feat(s), t_feat(t), **masked)
+                          for term, (s, t) in zip(terms, self.pairs[name], strict=True)]
             out[name] = first.coefficient(self.weights[name]) * functools.reduce(operator.add, values)
         return out
 
@@ -111,8 +117,9 @@ class WeightedSum(nn.Module):
         labels: torch.Tensor,
         student_feats: Mapping[str, torch.Tensor] | None = None,
         teacher_feats: Mapping[str, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        summands = self.summands(student_logits, teacher_logits, labels, student_feats, teacher_feats)
+        summands = self.summands(student_logits, teacher_logits, labels, student_feats, teacher_feats, mask)
         return functools.reduce(operator.add, summands.values())
 
 
@@ -120,10 +127,11 @@ def build(
     specs: Sequence[TermSpec],
     student: nn.Module,
     teacher: nn.Module,
-    example_input: torch.Tensor,
+    example_input: Inputs,
     registry: choices.Registry = choices.DISTILL_TERMS,
 ) -> WeightedSum:
-    """Resolve each name in `registry`, probe both models once on `example_input` (eval mode, no grad) for
+    """Resolve each name in `registry`, probe both models once on `example_input` (a batch: one tensor, or named
+    tensors such as a text's input_ids and attention_mask; eval mode, no grad) for
     the shapes of the pairs, and build each term, in order (the order of the terms' random initialisation).
 
     Raises ValueError for an unknown or repeated name (listing the valid ones), a layer that does not
@@ -162,8 +170,8 @@ def _lookup(feats: Mapping[str, torch.Tensor] | None, who: str) -> Callable[[str
     return get
 
 
-def probe(model: nn.Module, names: Sequence[str], example_input: torch.Tensor) -> dict[str, torch.Size]:
+def probe(model: nn.Module, names: Sequence[str], example_input: Inputs) -> dict[str, torch.Size]:
     """Output shape of each named module on one forward pass, without touching BatchNorm statistics."""
     with FeatureTap(model, names, clone=False) as tap, evaluating(model):
-        model(example_input)
+        forward(model, example_input)
     return {name: out.shape for name, out in tap.outputs.items()}

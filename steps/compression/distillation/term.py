@@ -16,6 +16,9 @@ class Term(nn.Module):
     """
 
     reads: ClassVar[str]
+    masks_tokens: ClassVar[bool] = False
+    """Whether `forward` also takes `mask`: (B, N), 1 on the tokens to count (a text's attention mask: padding
+    is 0), or None to count every position. The objective passes it to these terms only."""
 
     def coefficient(self, weight: float) -> float:
         """The Python float the objective multiplies the term's value by: its weight, times any constant

@@ -12,7 +12,9 @@ Hooks:
     budget_searchable whether the budget search (per-layer channel widths) can cut it
     pooled_layer(m)   the module whose output the classifier head reads (distillation's pooled features)
     attention_maps(m) one module name per transformer block whose output is that block's attention
-                      probabilities (B, heads, N, N); [] for a family without attention
+                      probabilities (B, heads, N, N), or `name[i]` for element i of its tuple output
+                      (`distillation.features`); [] for a family without attention. It makes `m` compute
+                      them where it would not (hf: eager attention, no dropout on the probabilities)
     hidden_states(m)  one module name per transformer block whose output is its hidden state (B, N, D); []
                       for a family without blocks
     config            its params.yaml config class

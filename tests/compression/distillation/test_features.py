@@ -72,3 +72,28 @@ def test_long_name_lists_are_shortened():
     with pytest.raises(ValueError, match=r"and \d+ more") as err:
         FeatureTap(nn.Sequential(*[nn.ReLU() for _ in range(200)]), ["nope"])
     assert len(str(err.value)) < 2000
+
+
+class Pair(nn.Module):
+    """Returns (x + 1, x * 2), as a transformers attention module returns (output, probabilities)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x + 1, x * 2
+
+
+def test_a_name_ending_in_an_index_taps_that_element_of_a_tuple_output():
+    model, x = nn.Sequential(nn.Identity(), Pair()), torch.arange(3.0)
+    with FeatureTap(model, ["1[1]", "1[0]"]) as tap:
+        model(x)
+    assert torch.equal(tap.outputs["1[1]"], x * 2) and torch.equal(tap.outputs["1[0]"], x + 1)
+    with pytest.raises(TypeError, match=r"'1' \(Pair\) returned tuple, not a Tensor.*name\[i\]"), \
+            FeatureTap(model, ["1"]):
+        model(x)
+    with pytest.raises(TypeError, match=r"'1\[2\]': module Pair returned a tuple of 2, which has no element 2"), \
+            FeatureTap(model, ["1[2]"]):
+        model(x)
+    with pytest.raises(TypeError, match=r"'0\[0\]': module Identity returned Tensor, which has no element 0"), \
+            FeatureTap(model, ["0[0]"]):
+        model(x)
+    with pytest.raises(ValueError, match=r"no module named '7'"):
+        FeatureTap(model, ["7[1]"])
