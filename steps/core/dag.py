@@ -118,11 +118,9 @@ def _named_files(params: Params, stage_name: str) -> tuple[str, ...]:
 
 
 def _arch_of(params: Params, role: ModelRole):
-    """The family config of the model `role` names: the student's own unless a budget distills the searched
-    (pruned) model, whose family is the teacher's."""
-    if role is ModelRole.STUDENT and "distill.student" not in params.unused():
-        return params.distill.student
-    return params.teacher.arch
+    """The family config of the model `role` names: the student's own (Params.student_arch: the teacher's when
+    the student is the pruned model), else the teacher's (the pruned model is the teacher's family)."""
+    return params.student_arch if role is ModelRole.STUDENT else params.teacher.arch
 
 
 RAW_DIR = "${data.path}"
@@ -142,12 +140,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("prune", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER)),
           params=("seed", "device", "threads", "prune", "target", "export"),
           outs=model_files(ModelRole.PRUNED), metrics=(metrics_path("prune"),),
-          plugins=("teacher.arch", "prune")),
+          plugins=("teacher.arch", "prune"), model=ModelRole.PRUNED),
     # distill.teacher chooses which one teaches; with a budget, the teacher distills into the searched model
     Stage("distill", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER), *model_files(ModelRole.PRUNED)),
           params=("seed", "device", "threads", "distill", "target"), outs=model_files(ModelRole.STUDENT),
           metrics=(metrics_path("distill"),),
-          plugins=("teacher.arch", "distill")),
+          plugins=("teacher.arch", "distill"), model=ModelRole.STUDENT),
     Stage("export", inputs=(DATA_DIR, *_ALL_MODELS), params=("threads", "export"),
           outs=tuple(onnx_path(role) for role in ModelRole), metrics=(metrics_path("export"),),
           plugins=_LOADS_ALL_MODELS),

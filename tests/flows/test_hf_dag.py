@@ -81,3 +81,14 @@ def test_a_sweep_member_gets_the_shared_teacher_in_its_familys_form(tmp_path: Pa
     copied = sorted(str(p.relative_to(member)) for p in member.rglob("*") if p.is_file())
     assert copied == [f"{DATA_DIR}/train.npz", f"{model_dir(ModelRole.TEACHER)}/config.json",
                       f"{model_dir(ModelRole.TEACHER)}/model.safetensors", "params.yaml"]
+
+
+def test_the_pruned_and_distilled_hf_models_are_written_as_folders(tmp_path: Path):
+    params = hf_params(tmp_path)
+    assert stage("prune").outputs(params) == (model_dir(ModelRole.PRUNED),)
+    assert stage("distill").outputs(params) == (model_dir(ModelRole.STUDENT),)
+    raw = raw_params(tmp_path / "mail.csv")
+    raw["distill"].update(teacher="teacher", student={"name": "pruned"})  # the pruned model, distilled
+    pruned_student = config.validate(raw, stage="data")
+    assert stage("distill").outputs(pruned_student) == (model_dir(ModelRole.STUDENT),)
+    assert model_dir(ModelRole.STUDENT) in stage("evaluate").inputs_for(pruned_student)
