@@ -11,7 +11,7 @@ from __future__ import annotations
 
 TEXT_SOURCES = ("text",)
 """The data sources whose splits hold token ids (steps/sources/text.py)."""
-HF_STAGES = ("data", "teacher")
+HF_STAGES = ("data", "teacher", "prune")
 """The stages that run on an hf model so far."""
 NEXT_PART = "issue 26's next part"
 

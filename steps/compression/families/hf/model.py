@@ -11,8 +11,9 @@ as BertModel, or a head for another class count) gets a new head, said in the lo
 The stages see `HFClassifier`: token ids and attention mask in, logits out, like every family's model. Its
 checkpoint is a folder that stock `transformers` reloads with `from_pretrained` (config.json,
 model.safetensors, the data's tokenizer.json beside them, and shrinkflow.json: the spec and the stage's
-record), written atomically. Pruning, distillation and export of hf models are issue 26's next part:
-their hooks refuse, saying so.
+record), written atomically. `prune.method transformer` cuts it with its own class (families/hf/method.py,
+through Family.prune_method_classes); distillation and export of hf models are issue 26's next part: their
+hooks refuse, saying so.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import AutoConfig, AutoModelForSequenceClassification  # noqa: E402
 
+from steps.compression.choices import Registry  # noqa: E402
 from steps.compression.families import CHECKPOINT_RECORD, Family  # noqa: E402
 from steps.compression.families.hf.config import REMOTE_CODE, HFConfig  # noqa: E402
 from steps.compression.families.layers import same_spec  # noqa: E402
@@ -208,7 +210,14 @@ def _not_yet(what: str):
     return refuse
 
 
-FAMILY = Family("hf", frozenset(), False, _not_yet("pooled features"), _not_yet("attention maps"),
+def _refuse_channel_pruning(model: nn.Module) -> None:
+    raise HFModelError("an hf model is not pruned by channel: use prune.method transformer (heads, FFN width, "
+                       "hidden width, layers)")
+
+
+FAMILY = Family("hf", frozenset({"transformer"}), False, _not_yet("pooled features"), _not_yet("attention maps"),
                 _not_yet("hidden states"), config=HFConfig, build=build, needs_images=False, spec_of=same_spec,
                 fit_weights=lambda model, state: False, example_input=example_input,
-                refuse_unprunable=_not_yet("structured pruning"), save_checkpoint=save, load_checkpoint=load)
+                refuse_unprunable=_refuse_channel_pruning, save_checkpoint=save, load_checkpoint=load,
+                prune_method_classes=Registry("hf prune.method", {
+                    "transformer": "steps.compression.families.hf.method:HFTransformerPruning"}))
