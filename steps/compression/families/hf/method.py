@@ -16,6 +16,7 @@ Every target is computed from the ORIGINAL shape each round (rounding.keep), so 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -121,10 +122,14 @@ class HFTransformerPruning(PruneMethod):
         def steps(final: float) -> list[float]:
             return schedule(final, cfg.rounds) if final > 0 else [0.0] * cfg.rounds
 
+        original, size = shape_of(model), head_size(model)
+        # The plan as written is checked; the rounds then cut the hidden width along with the heads (the check
+        # passed: both keep the same heads in the end), so a round's rounding cannot split them.
+        target_shape(original, size, Fractions(t.depth, t.heads, t.mlp, t.embedding), cfg.round_to)
         self.fractions = [Fractions(d, h, m, e) for d, h, m, e in
                           zip(steps(t.depth), steps(t.heads), steps(t.mlp), steps(t.embedding), strict=True)]
-        original, size = shape_of(model), head_size(model)
-        self.shapes = [target_shape(original, size, f, cfg.round_to) for f in self.fractions]
+        self.shapes = [target_shape(original, size, dataclasses.replace(f, embedding=f.heads), cfg.round_to)
+                       for f in self.fractions]
 
     def targets(self) -> list[float]:
         """The largest fraction each round reaches (prune.target_sparsity is unused)."""
