@@ -30,7 +30,7 @@ TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "n
 HAM = "lunch meeting notes agenda monday minutes weekly room booked thanks team report".split()
 SPAM = "win money now cheap pills offer claim prize free click limited act".split()
 HF_MODEL = "steps/compression/families/hf/model.py"
-LATER = ("prune", "distill", "export", "quantize", "evaluate", "promote")
+LATER = ("distill", "export", "quantize", "evaluate", "promote")
 FOLDER = ["config.json", "model.safetensors", "shrinkflow.json", "tokenizer.json"]
 """A teacher's checkpoint folder: what from_pretrained reads, the spec and record, the data's tokenizer."""
 
@@ -74,9 +74,10 @@ def test_text_goes_with_hf_and_hf_with_text_naming_both_keys(tmp_path: Path):
     assert "teacher.arch.name 'hf'" in message and "data.source 'idx'" in message and "data.source: text" in message
 
 
-def test_an_hf_teacher_runs_the_data_and_teacher_stages_and_the_rest_is_refused_by_name(tmp_path: Path):
+def test_an_hf_teacher_runs_the_data_teacher_and_prune_stages_and_the_rest_is_refused_by_name(tmp_path: Path):
     raw = raw_params(tmp_path / "mail.csv")
     assert config.validate(raw, stage="teacher").teacher.arch.name == "hf"
+    assert config.validate(raw, stage="prune").prune.method == raw["prune"]["method"]
     assert "a whole run on an hf model is issue 26's next part" in refusal(raw, None)
     for later in LATER:
         assert f"the {later} stage on an hf model is issue 26's next part" in refusal(raw, later), later
@@ -155,7 +156,7 @@ def test_the_default_project_neither_runs_the_hf_family_nor_imports_transformers
 def test_python_m_a_later_stage_refuses_an_hf_project_before_any_work(tmp_path: Path, capsys):
     write_params(tmp_path, raw_params(tmp_path / "mail.csv"))
     with pytest.raises(SystemExit) as exit_:
-        run_stage_main("prune", lambda params, root: pytest.fail("prune ran"), ["--root", str(tmp_path)])
+        run_stage_main("distill", lambda params, root: pytest.fail("distill ran"), ["--root", str(tmp_path)])
     assert exit_.value.code == 2
-    assert "the prune stage on an hf model is issue 26's next part" in capsys.readouterr().err
-    assert not (tmp_path / metrics_path("prune")).exists()
+    assert "the distill stage on an hf model is issue 26's next part" in capsys.readouterr().err
+    assert not (tmp_path / metrics_path("distill")).exists()
