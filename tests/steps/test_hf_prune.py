@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification
 from steps import config, data, prune, teacher
 from steps.compression import measure
 from steps.core import datasets
+from steps.core.dag import stage
 from steps.core.layout import metrics_path, model_dir
 from steps.core.names import ModelRole
 from steps.core.results import PruneResult
@@ -68,3 +69,10 @@ def test_a_plan_an_hf_config_cannot_describe_stops_the_stage_naming_both_keys(tr
     with pytest.raises(ValueError, match=r"prune.transformer.heads 0.5 keeps 1 of 2 heads but "
                                          r"prune.transformer.embedding 0.0 keeps 32 of 32"):
         prune.run(params, trained)
+
+
+def test_the_prune_stage_of_an_hf_project_declares_the_hf_pruning_code(tmp_path: Path):
+    params = config.validate(pruning(raw_params(tmp_path / "mail.csv"), **TRANSFORMER), stage="prune")
+    code = stage("prune").code(params)
+    for module in ("method", "pruning", "importance"):
+        assert f"steps/compression/families/hf/{module}.py" in code, module

@@ -26,11 +26,13 @@ Hooks:
     save_checkpoint   None (a .safetensors file and its .json spec: checkpoint.py), or save(m, spec, folder, meta,
                       extra_files) writing the family's own checkpoint folder atomically (hf: a save_pretrained folder)
     load_checkpoint   None, or load(folder) -> (model, spec): that folder read back
-    prune_method_classes  None, or the family's own class for a `prune.method` name it prunes in its own
-                      way (a `choices.Registry`: name -> "module:attribute", imported on first use, so loading
-                      the family loads no pruning code); the prune stage asks it before
+    prune_method_classes  None, or {prune.method name: the family's own PruneMethod class} for a method it
+                      prunes in its own way; the prune stage asks it (`prune_method_class`) before
                       `choices.PRUNE_METHODS`. The hf family's "transformer" slices a transformers encoder
-                      (families/hf/method.py) where the ViT's uses DepGraph on its own blocks.
+                      (families/hf/method.py) where the ViT's uses DepGraph on its own blocks. The class is
+                      imported by the family's model.py, so the code key of every stage that loads the family
+                      holds it: the prune stage's must (params name only the registry's class), the others'
+                      hold it in excess.
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import AutoConfig, AutoModelForSequenceClassification  # noqa: E402
 
-from steps.compression.choices import Registry  # noqa: E402
 from steps.compression.families import CHECKPOINT_RECORD, Family  # noqa: E402
 from steps.compression.families.hf.config import REMOTE_CODE, HFConfig  # noqa: E402
+from steps.compression.families.hf.method import HFTransformerPruning  # noqa: E402
 from steps.compression.families.layers import same_spec  # noqa: E402
 from steps.compression.families.spec import ModelSpec  # noqa: E402
 from steps.core.files import atomic_write_dir  # noqa: E402
@@ -219,5 +219,4 @@ FAMILY = Family("hf", frozenset({"transformer"}), False, _not_yet("pooled featur
                 _not_yet("hidden states"), config=HFConfig, build=build, needs_images=False, spec_of=same_spec,
                 fit_weights=lambda model, state: False, example_input=example_input,
                 refuse_unprunable=_refuse_channel_pruning, save_checkpoint=save, load_checkpoint=load,
-                prune_method_classes=Registry("hf prune.method", {
-                    "transformer": "steps.compression.families.hf.method:HFTransformerPruning"}))
+                prune_method_classes={"transformer": HFTransformerPruning})
