@@ -5,13 +5,13 @@ the hand-listed groups, and the plans an hf config cannot describe refused by ke
 from __future__ import annotations
 
 import copy
-import types
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import (AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification,
-                          RobertaConfig, RobertaForSequenceClassification)
+                          DistilBertConfig, DistilBertForSequenceClassification, RobertaConfig,
+                          RobertaForSequenceClassification)
 
 from steps import config
 from steps.compression import measure
@@ -21,7 +21,7 @@ from steps.compression.families.hf.method import (
     Fractions, HFTransformerPruning, Shape, prune_encoder, shape_of, target_shape)
 from steps.compression.families.hf.model import HFClassifier, HFModelError
 from steps.compression.families.hf.pruning import (
-    UnprunableError, check_describable, check_layout, head_groups, keep_heads, layers)
+    UnprunableError, check_describable, check_layout, head_groups, keep_heads, layers, names)
 from steps.compression.training import Split
 
 SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
@@ -33,6 +33,10 @@ def tiny(kind: str = "bert", **keys) -> HFClassifier:
     torch.manual_seed(0)
     if kind == "roberta":
         return HFClassifier(RobertaForSequenceClassification(RobertaConfig(**SIZES, pad_token_id=1, **keys))).eval()
+    if kind == "distilbert":  # its config maps hidden_size, num_attention_heads, num_hidden_layers to its names
+        sizes = {k: v for k, v in SIZES.items() if k != "intermediate_size"}
+        hf = DistilBertForSequenceClassification(DistilBertConfig(**sizes, hidden_dim=64, pad_token_id=0, **keys))
+        return HFClassifier(hf).eval()
     return HFClassifier(BertForSequenceClassification(BertConfig(**SIZES, pad_token_id=0, **keys))).eval()
 
 
@@ -62,7 +66,8 @@ def reloaded(model: HFClassifier, folder: Path):
     ("bert", Shape(layers=2, heads=4, intermediate=24, hidden=32)),  # FFN
     ("bert", Shape(layers=1, heads=3, intermediate=40, hidden=24)),  # all at once
     ("roberta", Shape(layers=1, heads=2, intermediate=32, hidden=16)),
-], ids=["depth", "heads", "ffn", "all", "roberta"])
+    ("distilbert", Shape(layers=1, heads=2, intermediate=32, hidden=16)),
+], ids=["depth", "heads", "ffn", "all", "roberta", "distilbert"])
 @pytest.mark.parametrize("criterion", ["l1", "taylor", "output_norm"])
 def test_each_axis_shrinks_the_model_and_stock_from_pretrained_rebuilds_it(tmp_path, kind, target, criterion):
     model = tiny(kind)
@@ -70,16 +75,16 @@ def test_each_axis_shrinks_the_model_and_stock_from_pretrained_rebuilds_it(tmp_p
     before = measure.parameters(model)
     prune_encoder(model, target, criterion, "block_influence", (x, y))
     assert shape_of(model) == target
-    config_ = model.hf.config
-    assert (config_.num_hidden_layers, config_.num_attention_heads, config_.intermediate_size,
+    config_, n = model.hf.config, names(model)
+    assert (config_.num_hidden_layers, config_.num_attention_heads, getattr(config_, n.intermediate_key),
             config_.hidden_size) == (target.layers, target.heads, target.intermediate, target.hidden)
     encoder = layers(model)
     assert len(encoder) == target.layers
     for layer in encoder:
-        assert layer.attention.self.query.weight.shape == (target.hidden, target.hidden)
-        assert layer.attention.self.attention_head_size == 8  # heads keep their size
-        assert layer.intermediate.dense.weight.shape == (target.intermediate, target.hidden)
-        assert layer.output.LayerNorm.weight.shape == (target.hidden,)
+        assert layer.get_submodule(n.query).weight.shape == (target.hidden, target.hidden)
+        assert layer.get_submodule(n.attention).attention_head_size == 8  # heads keep their size
+        assert layer.get_submodule(n.up).weight.shape == (target.intermediate, target.hidden)
+        assert layer.get_submodule(n.output_norm).weight.shape == (target.hidden,)
     base = getattr(model.hf, model.hf.base_model_prefix)
     assert base.embeddings.word_embeddings.weight.shape == (SIZES["vocab_size"], target.hidden)
     assert base.embeddings.position_embeddings.weight.shape[1] == target.hidden
@@ -91,12 +96,13 @@ def test_each_axis_shrinks_the_model_and_stock_from_pretrained_rebuilds_it(tmp_p
 
 
 def test_the_classifier_head_reads_the_kept_hidden_width():
-    bert, roberta = tiny("bert"), tiny("roberta")
-    for model in (bert, roberta):
+    bert, roberta, distilbert = tiny("bert"), tiny("roberta"), tiny("distilbert")
+    for model in (bert, roberta, distilbert):
         prune_encoder(model, Shape(2, 2, 64, 16), "l1", "logit_kl", None)
     assert bert.hf.bert.pooler.dense.weight.shape == (16, 16) and bert.hf.classifier.weight.shape == (3, 16)
     assert roberta.hf.classifier.dense.weight.shape == (16, 16)
     assert roberta.hf.classifier.out_proj.weight.shape == (3, 16)
+    assert distilbert.hf.pre_classifier.weight.shape == (16, 16) and distilbert.hf.classifier.weight.shape == (3, 16)
 
 
 def test_a_plan_that_removes_nothing_leaves_the_logits_identical(tmp_path):
@@ -179,6 +185,9 @@ def test_heads_and_hidden_width_that_no_config_describes_are_refused_naming_both
     # round_to rounds the FFN width; the hidden width moves in whole heads
     assert target_shape(ORIGINAL, 8, Fractions(mlp=0.3, heads=0.5, embedding=0.5), round_to=16) == Shape(2, 2, 32, 16)
     model = tiny()
+    with pytest.raises(UnprunableError, match=r"2 heads of 8 need hidden width 16, not 32"):
+        prune_encoder(model, Shape(2, 2, 64, 32), "l1", "logit_kl", None)
+    assert shape_of(model) == ORIGINAL  # refused before any cut
     with pytest.raises(UnprunableError, match=r"one head count for every layer, got \[3, 2\]"):
         keep_heads(model, [[0, 1, 2], [0, 1]])
     keep_heads(model, [[0, 1], [2, 3]])  # fine in memory (head size stays 8) but not what config.json rebuilds
@@ -225,8 +234,12 @@ def test_the_hf_family_prunes_by_transformer_only_and_refuses_a_layout_it_does_n
     with pytest.raises(HFModelError, match="an hf model is not pruned by channel: use prune.method transformer"):
         family.refuse_unprunable(model)
     check_layout(model)
-    odd = types.SimpleNamespace(hf=model.hf)
     del model.hf.bert.embeddings.LayerNorm
-    with pytest.raises(UnprunableError, match=r"a bert model has no embeddings.LayerNorm; the hf slicing knows "
-                                              r"BERT-style encoders"):
-        check_layout(odd)
+    with pytest.raises(UnprunableError, match=r"a bert model has no embeddings.LayerNorm; the hf slicing knows the "
+                                              r"layouts BERT's \(encoder.layer.N.attention.self.query, ...\) or "
+                                              r"DistilBERT's"):
+        check_layout(model)
+    model = tiny()
+    model.hf.bert.encoder.layer[0].intermediate.dense = torch.nn.Identity()  # e.g. a layer someone replaced
+    with pytest.raises(UnprunableError, match=r"a bert model's layers are not in a layout the hf slicing knows"):
+        check_layout(model)

@@ -93,7 +93,8 @@ HF_IMPORTANCES = Registry("prune.transformer.importance (hf)", {
 })
 
 
-def scores(model: nn.Module, importance: str, groups: list[Group], calibration: Calibration | None) -> list[torch.Tensor]:
+def scores(model: nn.Module, importance: str, groups: list[Group],
+           calibration: Calibration | None) -> list[torch.Tensor]:
     """One score tensor per group, from criterion `importance` prepared once; calibration gradients cleared."""
     scorer = criterion(HF_IMPORTANCES, importance)
     scorer.check(model, calibration)

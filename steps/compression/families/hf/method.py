@@ -26,7 +26,7 @@ from steps.compression.criteria import Calibration, lowest
 from steps.compression.families.hf import importance
 from steps.compression.families.hf.pruning import (
     HEADS_KEY, HIDDEN_KEY, UnprunableError, check_describable, check_layout, head_groups, head_size, hidden_group,
-    keep_heads, keep_hidden, keep_layers, keep_neurons, neuron_groups)
+    intermediate_size, keep_heads, keep_hidden, keep_layers, keep_neurons, neuron_groups)
 from steps.compression.prune_method import CALIBRATION_IMAGES, PruneMethod
 from steps.compression.rounding import keep
 from steps.compression.schedules import get_schedule
@@ -44,8 +44,8 @@ class Shape:
 
 
 def shape_of(model: nn.Module) -> Shape:
-    config = model.hf.config
-    return Shape(config.num_hidden_layers, config.num_attention_heads, config.intermediate_size, config.hidden_size)
+    config = model.hf.config  # DistilBERT's config maps these names onto n_layers, n_heads and dim
+    return Shape(config.num_hidden_layers, config.num_attention_heads, intermediate_size(model), config.hidden_size)
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,11 @@ def prune_encoder(model: nn.Module, target: Shape, criterion: str, depth_metric:
     left alone, so an empty plan changes nothing.
     """
     check_layout(model)
-    now = shape_of(model)
+    now, size = shape_of(model), head_size(model)
+    if target.hidden != target.heads * size:
+        raise UnprunableError(f"{HEADS_KEY} and {HIDDEN_KEY}: {target.heads} heads of {size} need hidden width "
+                              f"{target.heads * size}, not {target.hidden} (an hf config computes head size = "
+                              "hidden_size / num_attention_heads)")
     if target.layers < now.layers:
         keep_layers(model, _kept(importance.layer_scores(model, depth_metric, calibration), target.layers))
     if target.heads < now.heads:

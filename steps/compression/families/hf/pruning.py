@@ -1,9 +1,11 @@
 """Structured slicing of a BERT-style Hugging Face encoder: whole layers, heads, FFN neurons, hidden channels.
 
 Transformers 5 removed `prune_heads`, so the slicing is done here, by hand, on the modules the stock classes
-build (BERT and RoBERTa and the models that copy their layout: `<base>.embeddings`, `<base>.encoder.layer[i]`
-with `attention.self.{query,key,value}`, `attention.output.{dense,LayerNorm}`, `intermediate.dense`,
-`output.{dense,LayerNorm}`, and a pooler / classifier head). Each width is a `Group`: the tensor dimensions
+build: BERT's layout (`<base>.encoder.layer[i]` with `attention.self.{query,key,value}`,
+`attention.output.{dense,LayerNorm}`, `intermediate.dense`, `output.{dense,LayerNorm}`; BERT, RoBERTa and
+the models that copy it) or DistilBERT's (`<base>.transformer.layer[i]` with `attention.{q,k,v,out}_lin`,
+`sa_layer_norm`, `ffn.lin{1,2}`, `output_layer_norm`), both with `<base>.embeddings` and a pooler /
+classifier head (`Names`, found by looking, not by model_type). Each width is a `Group`: the tensor dimensions
 that one unit (a head, an FFN neuron, a hidden channel) spans in every layer that reads or writes it, listed
 once here and used both to score the units (hf/importance.py) and to cut them (`cut`).
 
@@ -50,14 +52,82 @@ class Group:
     probes: tuple[tuple[nn.Module, str], ...]
 
 
+@dataclass(frozen=True)
+class Names:
+    """Where an encoder layout keeps its parts: the layers (from the base model), the modules of a layer (from
+    the layer), the attention module's head-count attribute, and the config key of the FFN width."""
+
+    layers: str
+    attention: str
+    heads_attribute: str
+    query: str
+    key: str
+    value: str
+    out: str
+    attention_norm: str
+    up: str
+    down: str
+    output_norm: str
+    intermediate_key: str
+
+    def linears(self) -> tuple[str, ...]:
+        return self.query, self.key, self.value, self.out, self.up, self.down
+
+
+BERT = Names("encoder.layer", "attention.self", "num_attention_heads", "attention.self.query",
+             "attention.self.key", "attention.self.value", "attention.output.dense", "attention.output.LayerNorm",
+             "intermediate.dense", "output.dense", "output.LayerNorm", "intermediate_size")
+DISTILBERT = Names("transformer.layer", "attention", "n_heads", "attention.q_lin", "attention.k_lin",
+                   "attention.v_lin", "attention.out_lin", "sa_layer_norm", "ffn.lin1", "ffn.lin2",
+                   "output_layer_norm", "hidden_dim")
+LAYOUTS = {"BERT": BERT, "DistilBERT": DISTILBERT}
+EMBEDDINGS = ("embeddings.word_embeddings", "embeddings.position_embeddings", "embeddings.LayerNorm")
+
+
 def base_model(model: nn.Module) -> nn.Module:
-    """The encoder of an HFClassifier (`model.hf.bert`, `model.hf.roberta`, ...)."""
+    """The encoder of an HFClassifier (`model.hf.bert`, `model.hf.roberta`, `model.hf.distilbert`, ...)."""
     hf = model.hf
     return getattr(hf, hf.base_model_prefix)
 
 
+def _has(module: nn.Module, path: str, kind: type = nn.Module) -> bool:
+    """Whether `module` holds a `kind` at `path` (a Linear replaced by something else is not sliced blindly)."""
+    try:
+        return isinstance(module.get_submodule(path), kind)
+    except AttributeError:
+        return False
+
+
+def names(model: nn.Module) -> Names:
+    """The layout of `model`'s encoder, or UnprunableError naming the model type and what is missing."""
+    model_type = model.hf.config.model_type
+    known = " or ".join(f"{name}'s ({layout.layers}.N.{layout.query}, ...)" for name, layout in LAYOUTS.items())
+    base = getattr(model.hf, model.hf.base_model_prefix, None)
+    if base is None:
+        raise UnprunableError(f"prune.method transformer: a {model_type} model has no base model "
+                              f"{model.hf.base_model_prefix!r}; the hf slicing knows the layouts {known}")
+    for path, kind in zip(EMBEDDINGS, (nn.Embedding, nn.Embedding, nn.LayerNorm), strict=True):
+        if not _has(base, path, kind):
+            raise UnprunableError(f"prune.method transformer: a {model_type} model has no {path}; the hf slicing "
+                                  f"knows the layouts {known}")
+    for layout in LAYOUTS.values():
+        first = f"{layout.layers}.0"
+        parts = [(layout.attention, nn.Module), *((path, nn.Linear) for path in layout.linears()),
+                 (layout.attention_norm, nn.LayerNorm), (layout.output_norm, nn.LayerNorm)]
+        if _has(base, first) and all(_has(base, f"{first}.{path}", kind) for path, kind in parts):
+            return layout
+    raise UnprunableError(f"prune.method transformer: a {model_type} model's layers are not in a layout the hf "
+                          f"slicing knows: {known}")
+
+
+def check_layout(model: nn.Module) -> None:
+    """UnprunableError naming the model type and what the slicing would look for but not find."""
+    names(model)
+    _head(model)
+
+
 def layers(model: nn.Module) -> nn.ModuleList:
-    return base_model(model).encoder.layer
+    return base_model(model).get_submodule(names(model).layers)
 
 
 def head_size(model: nn.Module) -> int:
@@ -65,47 +135,28 @@ def head_size(model: nn.Module) -> int:
     return config.hidden_size // config.num_attention_heads
 
 
-def _linears(layer: nn.Module) -> tuple[nn.Linear, ...]:
-    attention = layer.attention
-    return (attention.self.query, attention.self.key, attention.self.value, attention.output.dense,
-            layer.intermediate.dense, layer.output.dense)
+def intermediate_size(model: nn.Module) -> int:
+    return getattr(model.hf.config, names(model).intermediate_key)
+
+
+def _part(layer: nn.Module, path: str) -> nn.Module:
+    return layer.get_submodule(path)
 
 
 def _head(model: nn.Module) -> tuple[list[nn.Linear], list[nn.Linear]]:
-    """The classifier's hidden-by-hidden layers (BERT's pooler, RoBERTa's classifier.dense) and the layers
-    that only read the hidden width (the classifier, RoBERTa's classifier.out_proj)."""
-    classifier = model.hf.classifier
-    pooler = getattr(base_model(model), "pooler", None)
+    """The classifier's hidden-by-hidden layers (BERT's pooler, RoBERTa's classifier.dense, DistilBERT's
+    pre_classifier) and the layers that only read the hidden width (the classifier, or RoBERTa's out_proj)."""
+    hf, pooler = model.hf, getattr(base_model(model), "pooler", None)
+    classifier = getattr(hf, "classifier", None)
     square = [pooler.dense] if pooler is not None else []
+    square += [hf.pre_classifier] if isinstance(getattr(hf, "pre_classifier", None), nn.Linear) else []
     if isinstance(classifier, nn.Linear):
         return square, [classifier]
-    return [*square, classifier.dense], [classifier.out_proj]
-
-
-def check_layout(model: nn.Module) -> None:
-    """UnprunableError naming the model type and the first module the slicing would look for but not find."""
-    model_type = model.hf.config.model_type
-    paths = ("embeddings.word_embeddings", "embeddings.position_embeddings", "embeddings.LayerNorm",
-             "encoder.layer.0.attention.self.query", "encoder.layer.0.attention.self.key",
-             "encoder.layer.0.attention.self.value", "encoder.layer.0.attention.output.dense",
-             "encoder.layer.0.attention.output.LayerNorm", "encoder.layer.0.intermediate.dense",
-             "encoder.layer.0.output.dense", "encoder.layer.0.output.LayerNorm")
-    try:
-        base = base_model(model)
-    except AttributeError:
-        raise UnprunableError(f"prune.method transformer: a {model_type} model has no base model "
-                              f"{model.hf.base_model_prefix!r}; the hf slicing knows BERT-style encoders "
-                              "(bert, roberta)") from None
-    for path in paths:
-        try:
-            base.get_submodule(path)
-        except AttributeError:
-            raise UnprunableError(f"prune.method transformer: a {model_type} model has no {path}; the hf slicing "
-                                  "knows BERT-style encoders (bert, roberta)") from None
-    classifier = getattr(model.hf, "classifier", None)
-    if not (isinstance(classifier, nn.Linear) or hasattr(classifier, "dense") and hasattr(classifier, "out_proj")):
-        raise UnprunableError(f"prune.method transformer: a {model_type} model's classifier is neither one Linear "
-                              "(BERT) nor dense + out_proj (RoBERTa)")
+    if isinstance(getattr(classifier, "dense", None), nn.Linear) and isinstance(getattr(classifier, "out_proj", None),
+                                                                               nn.Linear):
+        return [*square, classifier.dense], [classifier.out_proj]
+    raise UnprunableError(f"prune.method transformer: a {hf.config.model_type} model's classifier is neither one "
+                          "Linear (BERT, DistilBERT) nor dense + out_proj (RoBERTa)")
 
 
 def _cuts(module: nn.Module, dim: int, bias: bool = True) -> tuple[Cut, ...]:
@@ -122,11 +173,10 @@ def _norm_cuts(norm: nn.LayerNorm) -> tuple[Cut, ...]:
 
 def head_groups(model: nn.Module) -> list[Group]:
     """One group per layer, one unit per head: its rows of query, key and value, its columns of the output."""
-    d = head_size(model)
+    d, n = head_size(model), names(model)
     groups = []
     for layer in layers(model):
-        attention = layer.attention
-        q, k, v, out = attention.self.query, attention.self.key, attention.self.value, attention.output.dense
+        q, k, v, out = (_part(layer, path) for path in (n.query, n.key, n.value, n.out))
         cuts = (*_cuts(q, 0), *_cuts(k, 0), *_cuts(v, 0), *_cuts(out, 1))
         groups.append(Group(cuts, out.in_features // d, d, ((out, "input"),)))
     return groups
@@ -134,9 +184,9 @@ def head_groups(model: nn.Module) -> list[Group]:
 
 def neuron_groups(model: nn.Module) -> list[Group]:
     """One group per layer, one unit per FFN neuron: its row of intermediate.dense, its column of output.dense."""
-    groups = []
+    groups, n = [], names(model)
     for layer in layers(model):
-        up, down = layer.intermediate.dense, layer.output.dense
+        up, down = _part(layer, n.up), _part(layer, n.down)
         groups.append(Group((*_cuts(up, 0), *_cuts(down, 1)), up.out_features, 1, ((down, "input"),)))
     return groups
 
@@ -152,10 +202,11 @@ def hidden_group(model: nn.Module) -> Group:
               ("word_embeddings", "position_embeddings", "token_type_embeddings")]
     norms = [embeddings.LayerNorm]
     cuts = [Cut(table, "weight", 1) for table in tables if table is not None]
+    n = names(model)
     for layer in layers(model):
-        q, k, v, out, up, down = _linears(layer)
+        q, k, v, out, up, down = (_part(layer, path) for path in n.linears())
         cuts += [*_cuts(q, 1), *_cuts(k, 1), *_cuts(v, 1), *_cuts(out, 0), *_cuts(up, 1), *_cuts(down, 0)]
-        norms += [layer.attention.output.LayerNorm, layer.output.LayerNorm]
+        norms += [_part(layer, n.attention_norm), _part(layer, n.output_norm)]
     square, reads = _head(model)
     for linear in square:
         cuts += [*_cuts(linear, 0), *_cuts(linear, 1)]
@@ -201,9 +252,12 @@ def _fit(module: nn.Module) -> None:
 def keep_layers(model: nn.Module, kept: list[int]) -> None:
     """Keep encoder layers `kept` (in order), renumbered 0.., so the weights' keys are those of a plain
     shallower model; config.num_hidden_layers follows."""
-    encoder = base_model(model).encoder
-    encoder.layer = nn.ModuleList(encoder.layer[i] for i in kept)
-    for i, layer in enumerate(encoder.layer):
+    owner_path, _, attribute = names(model).layers.rpartition(".")
+    owner = base_model(model).get_submodule(owner_path)
+    setattr(owner, attribute, nn.ModuleList(getattr(owner, attribute)[i] for i in kept))
+    if hasattr(owner, "n_layers"):  # DistilBERT's Transformer keeps its count
+        owner.n_layers = len(kept)
+    for i, layer in enumerate(getattr(owner, attribute)):
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = i  # the cache slot a decoder would use
@@ -218,11 +272,14 @@ def keep_heads(model: nn.Module, kept: list[list[int]]) -> None:
     if len(counts) != 1:
         raise UnprunableError(f"{HEADS_KEY}: an hf config describes one head count for every layer, got "
                               f"{[len(k) for k in kept]}")
+    n = names(model)
     for group, heads, layer in zip(head_groups(model), kept, layers(model), strict=True):
         cut(group, heads)
-        attention = layer.attention.self
-        attention.num_attention_heads = len(heads)
-        attention.all_head_size = len(heads) * attention.attention_head_size
+        attention = _part(layer, n.attention)
+        setattr(attention, n.heads_attribute, len(heads))
+        for width in ("all_head_size", "dim"):  # BERT's and DistilBERT's record of the attention width
+            if hasattr(attention, width):
+                setattr(attention, width, len(heads) * attention.attention_head_size)
     model.hf.config.num_attention_heads = counts.pop()
 
 
@@ -234,7 +291,7 @@ def keep_neurons(model: nn.Module, kept: list[list[int]]) -> None:
                               f"layer, got {[len(k) for k in kept]}")
     for group, neurons in zip(neuron_groups(model), kept, strict=True):
         cut(group, neurons)
-    model.hf.config.intermediate_size = counts.pop()
+    setattr(model.hf.config, names(model).intermediate_key, counts.pop())
 
 
 def keep_hidden(model: nn.Module, kept: list[int]) -> None:
@@ -246,13 +303,13 @@ def keep_hidden(model: nn.Module, kept: list[int]) -> None:
 def check_describable(model: nn.Module) -> None:
     """UnprunableError unless config.json rebuilds exactly these shapes: from_pretrained gives every layer
     hidden_size / num_attention_heads per head, so the attention width must equal hidden_size."""
-    config = model.hf.config
+    config, n = model.hf.config, names(model)
     for i, layer in enumerate(layers(model)):
-        attention = layer.attention.self
-        width = attention.query.out_features
-        if attention.num_attention_heads != config.num_attention_heads or width != config.hidden_size:
+        attention, heads = _part(layer, n.attention), getattr(_part(layer, n.attention), n.heads_attribute)
+        width = _part(layer, n.query).out_features
+        if heads != config.num_attention_heads or width != config.hidden_size:
             raise UnprunableError(
-                f"{HEADS_KEY} and {HIDDEN_KEY}: layer {i} has {attention.num_attention_heads} heads of "
+                f"{HEADS_KEY} and {HIDDEN_KEY}: layer {i} has {heads} heads of "
                 f"{attention.attention_head_size} ({width} channels) but hidden_size {config.hidden_size}; a "
                 f"{config.model_type} config computes head size = hidden_size / num_attention_heads, so it "
                 "cannot describe this model: prune heads and hidden width to the same fraction")
