@@ -13,7 +13,7 @@ from transformers import (AutoModelForSequenceClassification, BertConfig, BertFo
                           DistilBertConfig, DistilBertForSequenceClassification, RobertaConfig,
                           RobertaForSequenceClassification)
 
-from steps import config
+from steps import config, prune
 from steps.compression import measure
 from steps.compression.families import family_of
 from steps.compression.families.hf import importance
@@ -233,6 +233,11 @@ def test_the_hf_family_prunes_by_transformer_only_and_refuses_a_layout_it_does_n
     assert family.prune_methods == frozenset({"transformer"})
     with pytest.raises(HFModelError, match="an hf model is not pruned by channel: use prune.method transformer"):
         family.refuse_unprunable(model)
+    magnitude = _prune_config(heads=0.5, embedding=0.5).model_copy(update={"method": "magnitude"})
+    with pytest.raises(ValueError, match=r"prune.method magnitude cannot prune a HFClassifier teacher \(the hf "
+                                         r"family\): use prune.method transformer"):
+        prune.method_for(model, magnitude)
+    assert type(prune.method_for(model, _prune_config(heads=0.5, embedding=0.5))) is HFTransformerPruning
     check_layout(model)
     del model.hf.bert.embeddings.LayerNorm
     with pytest.raises(UnprunableError, match=r"a bert model has no embeddings.LayerNorm; the hf slicing knows the "
