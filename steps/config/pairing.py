@@ -1,10 +1,8 @@
-"""Which data each model family reads, and which stages run on the hf family so far (issue 26).
+"""Which data each model family reads: text (data.source: text) goes with the hf family, and only with it.
 
-Text data (data.source: text) are token ids and attention masks that only a family reading text (hf) takes,
-and an hf model reads nothing else: the two go together, for every stage but the data stage alone (which
-reads no model settings). The hf family trains a teacher and distills into a student today; pruning,
-exporting, quantizing, evaluating and promoting an hf model are issue 26's next part, so those stages, and a
-whole run, are refused here, naming the stage, before any work.
+Text data are token ids and attention masks that only a family reading text (hf) takes, and an hf model
+reads nothing else: the two go together, for the teacher and the student, for every stage but the data stage
+alone (which reads no model settings). Refused here, naming both keys, before any work.
 """
 
 from __future__ import annotations
@@ -13,14 +11,11 @@ from steps.config.distill import PRUNED_STUDENT
 
 TEXT_SOURCES = ("text",)
 """The data sources whose splits hold token ids (steps/sources/text.py)."""
-HF_STAGES = ("data", "teacher", "distill", "export", "quantize", "evaluate", "promote")
-"""The stages that run on an hf model so far."""
-NEXT_PART = "issue 26's next part"
 
 
 def check_teacher(source: str, arch, stage: str | None) -> None:
-    """ValueError naming data.source and teacher.arch.name when they do not go together, or the stage that
-    cannot run on an hf teacher yet. `stage`: the one stage about to run alone; None for a whole run."""
+    """ValueError naming data.source and teacher.arch.name when they do not go together. `stage`: the one stage
+    about to run alone; None for a whole run."""
     if stage == "data":
         return
     text = source in TEXT_SOURCES
@@ -29,20 +24,12 @@ def check_teacher(source: str, arch, stage: str | None) -> None:
         raise ValueError(f"teacher.arch.name {arch.name!r} reads {reads}, but data.source {source!r} gives "
                          f"{'token ids' if text else 'no text'}: "
                          f"{'use name: hf for text' if text else 'use data.source: text for an hf model'}")
-    if arch.reads_text and stage not in HF_STAGES:
-        done = " and ".join(HF_STAGES)
-        if stage is None:
-            raise ValueError(f"teacher.arch.name {arch.name!r}: a whole run on an hf model is {NEXT_PART}; today the "
-                             f"{done} stages run on it alone (python -m steps.data, then python -m steps.teacher)")
-        raise ValueError(f"teacher.arch.name {arch.name!r}: the {stage} stage on an hf model is {NEXT_PART}; today "
-                         f"only the {done} stages run on it")
 
 
 def check_student(source: str, student, stage: str | None) -> None:
     """ValueError naming distill.student.name and data.source when the student's family does not read what the
-    data give. Which stages run on an hf model is check_teacher's (a text project's teacher is an hf model);
-    the stages before distill do not read distill.student, and the pruned model (`{name: pruned}`) is the
-    teacher's family."""
+    data give. The stages before distill do not read distill.student, and the pruned model (`{name: pruned}`) is
+    the teacher's family."""
     if stage in ("data", "teacher", "prune") or student.name == PRUNED_STUDENT:
         return
     text = source in TEXT_SOURCES

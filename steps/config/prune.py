@@ -13,7 +13,9 @@ from steps.config.training import TrainConfig
 
 
 class TransformerPruneConfig(_Section):
-    """prune.method transformer (a vit teacher): final fractions removed, reached over the rounds by the schedule."""
+    """prune.method transformer (a vit or hf teacher): final fractions removed, reached over the rounds by the
+    schedule. On an hf teacher heads and embedding are one axis (its config ties hidden_size to heads x head
+    size: give both the same fraction) and global_heads is refused (one head count for every layer)."""
 
     heads: float = Field(default=0.0, ge=0, lt=1, description="fraction of attention heads (per block, or global)")
     mlp: float = Field(default=0.0, ge=0, lt=1, description="fraction of every block's MLP hidden width")
@@ -29,7 +31,7 @@ class TransformerPruneConfig(_Section):
 class PruneConfig(_Section):
     method: choice(choices.PRUNE_METHODS) = Field(
         default="magnitude", description="magnitude: zero single weights; structured: remove whole channels/neurons; "
-        "transformer: remove heads, MLP width, embedding width and blocks of a vit (prune.transformer)")
+        "transformer: remove heads, MLP width, embedding width and blocks of a vit or hf model (prune.transformer)")
     scope: Literal["global", "layer"] = Field(default="global", description="one ranking for all layers, or per layer")
     importance: choice(choices.IMPORTANCES) = Field(
         default="l1", description="channel ranking for structured pruning")

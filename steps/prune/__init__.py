@@ -9,8 +9,12 @@ round removes; this stage owns the loop, the fine-tuning and the record:
   the original spec; the loader shrinks layers to the saved shapes.
 - transformer (a vit teacher): remove whole blocks, attention heads, MLP width
   and embedding width (compression/transformer_pruning.py); the checkpoint's
-  spec records the pruned per-block widths and depth.
-The teacher's family (steps.compression.families) says which methods can prune it.
+  spec records the pruned per-block widths and depth. On an hf teacher, the
+  same knobs cut whole layers, heads, FFN and hidden width of the transformers
+  encoder (compression/families/hf/method.py); its config.json is updated, so
+  stock from_pretrained reloads the pruned folder.
+The teacher's family (steps.compression.families) says which methods can prune it,
+and which class runs a method it prunes in its own way (Family.prune_method_classes).
 The schedule gives the sparsity (fraction of weights, or of channels) after
 each round; for transformer, each fraction of `prune.transformer` follows the
 schedule to its final value.
@@ -28,7 +32,7 @@ import time
 from pathlib import Path
 
 from steps import config, tracking
-from steps.compression import choices, measure, progress, pruning
+from steps.compression import measure, progress, pruning
 from steps.compression.families import family_of
 from steps.compression.prune_method import PruneMethod
 from steps.compression.training import accuracy, adam, train_epochs
@@ -46,7 +50,7 @@ def method_for(model, cfg: config.PruneConfig) -> PruneMethod:
     if cfg.method not in family.prune_methods:
         raise ValueError(f"prune.method {cfg.method} cannot prune a {type(model).__name__} teacher (the "
                          f"{family.name} family): use prune.method {' or '.join(sorted(family.prune_methods))}")
-    return choices.PRUNE_METHODS.resolve(cfg.method)(model, cfg)
+    return family.prune_method_class(cfg.method)(model, cfg)
 
 
 def run_search(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> PruneResult:

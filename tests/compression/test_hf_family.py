@@ -52,7 +52,7 @@ def test_building_from_a_config_sizes_the_model_from_the_data():
     assert config.max_position_embeddings >= SPEC.max_length
     assert model.hf.bert.embeddings.word_embeddings.num_embeddings == 50
     assert logits(model, batch()).shape == (4, 3)
-    assert family_of(model) is FAMILY and not FAMILY.needs_images and FAMILY.prune_methods == frozenset()
+    assert family_of(model) is FAMILY and not FAMILY.needs_images and FAMILY.prune_methods == {"transformer"}
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # set by the family (and every load is local_files_only)
 
 
@@ -128,5 +128,5 @@ def test_the_checkpoint_folder_reloads_with_stock_from_pretrained_and_through_th
     assert torch.equal(logits(again, x), logits(model, x))
     assert (spec.num_classes, spec.vocab_size, spec.max_length, spec.hf_path) == (3, 50, 12, str(folder))
     assert FAMILY.load_checkpoint is load and FAMILY.save_checkpoint is save
-    with pytest.raises(HFModelError, match="pooled features of an hf model is issue 26's next part"):
+    with pytest.raises(HFModelError, match="matched layer by layer"):
         FAMILY.pooled_layer(model)

@@ -17,7 +17,7 @@ import torch
 from steps import config, data, teacher
 from steps.compression.training import accuracy
 from steps.core import datasets
-from steps.core.dag import dvc_yaml, stage
+from steps.core.dag import STAGE_NAMES, dvc_yaml, stage
 from steps.core.layout import DATA_DIR, metrics_path, model_dir, model_path, spec_path
 from steps.core.names import ModelRole
 from steps.core.results import TeacherResult
@@ -30,7 +30,6 @@ TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "n
 HAM = "lunch meeting notes agenda monday minutes weekly room booked thanks team report".split()
 SPAM = "win money now cheap pills offer claim prize free click limited act".split()
 HF_MODEL = "steps/compression/families/hf/model.py"
-LATER = ("prune",)
 FOLDER = ["config.json", "model.safetensors", "shrinkflow.json", "tokenizer.json"]
 """A teacher's checkpoint folder: what from_pretrained reads, the spec and record, the data's tokenizer."""
 
@@ -74,14 +73,12 @@ def test_text_goes_with_hf_and_hf_with_text_naming_both_keys(tmp_path: Path):
     assert "teacher.arch.name 'hf'" in message and "data.source 'idx'" in message and "data.source: text" in message
 
 
-def test_an_hf_teacher_runs_the_data_teacher_and_distill_stages_and_the_rest_is_refused_by_name(tmp_path: Path):
+def test_every_stage_and_a_whole_run_take_an_hf_project(tmp_path: Path):
     raw = raw_params(tmp_path / "mail.csv")
-    assert config.validate(raw, stage="teacher").teacher.arch.name == "hf"
-    assert "a whole run on an hf model is issue 26's next part" in refusal(raw, None)
-    for later in LATER:
-        assert f"the {later} stage on an hf model is issue 26's next part" in refusal(raw, later), later
     student = {**raw, "distill": {**raw["distill"], "student": {"name": "hf", "config": TINY_BERT}}}
-    assert config.validate(student, stage="distill").distill.student.name == "hf"  # tests/steps/test_hf_distill.py
+    for stage_name in (None, *STAGE_NAMES):
+        assert config.validate(student, stage=stage_name).teacher.arch.name == "hf", stage_name
+    assert "distill.student.name 'mlp' cannot read token ids" in refusal(raw, None)  # tiny_params' mlp student
 
 
 @pytest.mark.parametrize(("arch", "match"), [
@@ -151,10 +148,11 @@ def test_the_default_project_neither_runs_the_hf_family_nor_imports_transformers
     assert done.returncode == 0, done.stderr
 
 
-def test_python_m_a_later_stage_refuses_an_hf_project_before_any_work(tmp_path: Path, capsys):
-    write_params(tmp_path, raw_params(tmp_path / "mail.csv"))
+def test_python_m_distill_refuses_a_student_that_cannot_read_text_before_any_work(tmp_path: Path, capsys):
+    write_params(tmp_path, raw_params(tmp_path / "mail.csv"))  # tiny_params' student: an mlp
     with pytest.raises(SystemExit) as exit_:
-        run_stage_main("prune", lambda params, root: pytest.fail("prune ran"), ["--root", str(tmp_path)])
+        run_stage_main("distill", lambda params, root: pytest.fail("distill ran"), ["--root", str(tmp_path)])
     assert exit_.value.code == 2
-    assert "the prune stage on an hf model is issue 26's next part" in capsys.readouterr().err
-    assert not (tmp_path / metrics_path("prune")).exists()
+    message = capsys.readouterr().err
+    assert "distill.student.name 'mlp' cannot read token ids" in message and "data.source 'text'" in message
+    assert not (tmp_path / metrics_path("distill")).exists()

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from steps.compression.criteria import Calibration, Importance
-from steps.compression.training import evaluating
+from steps.compression.training import evaluating, forward
 
 
 class OutputNorm(Importance):
@@ -33,7 +33,7 @@ class OutputNorm(Importance):
         hooks = [m.register_forward_pre_hook(record) for m in layers]
         try:
             with evaluating(model):
-                model(calibration[0])
+                forward(model, calibration[0])
         finally:
             for hook in hooks:
                 hook.remove()

@@ -4,6 +4,8 @@ The group is the model's sequence of pre-norm blocks: a block is a residual upda
 one leaves a model that still runs (Men et al. 2024, "ShortGPT: Layers in Large Language Models are More
 Redundant Than You Expect"; Muralidharan et al. 2024, Minitron). Scores are measured on the calibration
 batch's inputs; call them in eval mode without gradients (transformer_depth.block_importance does).
+The blocks may be the ViT's (one argument) or a Hugging Face encoder's layers, which their encoder calls
+with the hidden states first and masks after: `Skip` passes the first through and ignores the rest.
 """
 
 from __future__ import annotations
@@ -15,6 +17,19 @@ from torch import nn
 from torch.nn import functional as F
 
 from steps.compression.criteria import Calibration, Importance
+from steps.compression.training import forward
+
+
+class Skip(nn.Module):
+    """A block replaced by the identity on its hidden states, whatever else its caller passes (masks, caches)."""
+
+    def forward(self, hidden: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return hidden
+
+
+def _hidden(output) -> torch.Tensor:
+    """A block's output hidden states: the output itself, or the first of a tuple (older HF layers)."""
+    return output[0] if isinstance(output, tuple) else output
 
 
 class _OnBlocks(Importance):
@@ -34,12 +49,12 @@ class _LogitChange(_OnBlocks):
         """A scalar: how far `skipped` logits are from the `full` ones."""
 
     def __call__(self, blocks: nn.Sequential) -> torch.Tensor:
-        full = self.model(self.x)
+        full = forward(self.model, self.x)
         changes = []
         for i in range(len(blocks)):
-            block, blocks[i] = blocks[i], nn.Identity()
+            block, blocks[i] = blocks[i], Skip()
             try:
-                changes.append(self.distance(full, self.model(self.x)))
+                changes.append(self.distance(full, forward(self.model, self.x)))
             finally:
                 blocks[i] = block
         return torch.stack(changes)
@@ -73,12 +88,12 @@ class BlockInfluence(_OnBlocks):
 
         def hook(i: int):
             def record(module, args, output) -> None:
-                influence[i] = (1 - F.cosine_similarity(args[0], output, dim=-1)).mean()
+                influence[i] = (1 - F.cosine_similarity(args[0], _hidden(output), dim=-1)).mean()
             return record
 
         hooks = [b.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
         try:
-            self.model(self.x)
+            forward(self.model, self.x)
         finally:
             for h in hooks:
                 h.remove()

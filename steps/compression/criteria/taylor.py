@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from steps.compression.criteria import Calibration, Importance
+from steps.compression.training import forward
 
 
 def loss_gradients(model: nn.Module, calibration: Calibration) -> None:
@@ -21,7 +22,7 @@ def loss_gradients(model: nn.Module, calibration: Calibration) -> None:
     try:
         model.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            F.cross_entropy(model(x), y).backward()
+            F.cross_entropy(forward(model, x), y).backward()
     finally:
         model.train(was_training)
 

@@ -28,11 +28,18 @@ Hooks:
     save_checkpoint   None (a .safetensors file and its .json spec: checkpoint.py), or save(m, spec, folder, meta,
                       extra_files) writing the family's own checkpoint folder atomically (hf: a save_pretrained folder)
     load_checkpoint   None, or load(folder) -> (model, spec): that folder read back
+    prune_method_classes  None, or {prune.method name: the family's own PruneMethod class} for a method it
+                      prunes in its own way; the prune stage asks it (`prune_method_class`) before
+                      `choices.PRUNE_METHODS`. The hf family's "transformer" slices a transformers encoder
+                      (families/hf/method.py) where the ViT's uses DepGraph on its own blocks. The class is
+                      imported by the family's model.py, so the code key of every stage that loads the family
+                      holds it: the prune stage's must (params name only the registry's class), the others'
+                      hold it in excess.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -68,6 +75,14 @@ class Family:
     refuse_unprunable: Callable[[nn.Module], None]
     save_checkpoint: Callable[[nn.Module, ModelSpec, Path, dict, dict[str, Path]], None] | None = None
     load_checkpoint: Callable[[Path], tuple[nn.Module, ModelSpec]] | None = None
+    prune_method_classes: Mapping[str, type] | None = None
+
+    def prune_method_class(self, method: str) -> type:
+        """The class that runs `prune.method` `method` on this family: its own, else the registry's."""
+        from steps.compression.choices import PRUNE_METHODS
+
+        own = self.prune_method_classes or {}
+        return own[method] if method in own else PRUNE_METHODS.resolve(method)
 
 
 def family(name: str) -> Family:

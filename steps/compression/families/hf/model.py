@@ -11,8 +11,9 @@ as BertModel, or a head for another class count) gets a new head, said in the lo
 The stages see `HFClassifier`: token ids and attention mask in, logits out, like every family's model. Its
 checkpoint is a folder that stock `transformers` reloads with `from_pretrained` (config.json,
 model.safetensors, the data's tokenizer.json beside them, and shrinkflow.json: the spec and the stage's
-record), written atomically. Distillation reads its layers' hidden states and attention probabilities
-(features.py); pruning and export of hf models are issue 26's next part: their hooks refuse, saying so.
+record), written atomically. `prune.method transformer` cuts it with its own class (families/hf/method.py,
+through Family.prune_method_classes); distillation reads its layers' hidden states and attention
+probabilities (features.py).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification  # noqa:
 from steps.compression.families import CHECKPOINT_RECORD, Family  # noqa: E402
 from steps.compression.families.hf import features  # noqa: E402
 from steps.compression.families.hf.config import REMOTE_CODE, HFConfig  # noqa: E402
-from steps.compression.families.layers import same_spec  # noqa: E402
+from steps.compression.families.hf.method import HFTransformerPruning  # noqa: E402
 from steps.compression.families.spec import ModelSpec  # noqa: E402
 from steps.core.files import atomic_write_dir  # noqa: E402
 
@@ -46,7 +47,6 @@ WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 """The weights a folder must hold: one safetensors file, or the index of its shards."""
 PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 META = CHECKPOINT_RECORD  # the spec and the stage's record, beside what from_pretrained reads (which ignores it)
-NEXT_PART = "issue 26's next part"
 
 
 class HFModelError(ValueError):
@@ -171,7 +171,7 @@ def load_pretrained(folder: Path, spec: ModelSpec) -> nn.Module:
 def save(model: HFClassifier, spec: ModelSpec, folder: Path, meta: dict, extra_files: dict[str, Path]) -> None:
     """A folder stock `from_pretrained` reloads (config.json, model.safetensors), with `extra_files` (the data's
     tokenizer.json) and shrinkflow.json beside them; written whole into a temporary folder, then swapped in."""
-    record = {"spec": dataclasses.replace(spec, hf_path=None).to_dict(), "meta": meta}
+    record = {"spec": dataclasses.replace(spec_of(model, spec), hf_path=None).to_dict(), "meta": meta}
 
     def write(tmp: Path) -> None:
         model.hf.save_pretrained(tmp)
@@ -202,14 +202,31 @@ def example_input(spec: ModelSpec) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def _not_yet(what: str):
-    def refuse(model: nn.Module, *_) -> list[str]:
-        raise HFModelError(f"{what} of an hf model is {NEXT_PART} (today the hf family trains a teacher only)")
+def _no_pooled_layer(model: nn.Module) -> str:
+    """Distillation matches an hf model's per-layer hidden states (features.hidden_states); pooled features are
+    only the fallback for a family without layers."""
+    raise HFModelError("an hf model is matched layer by layer (distill.hidden_states), not by pooled features: "
+                       "distill it into a model with layers (name: hf or vit)")
 
-    return refuse
+
+SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+"""The model type and the config keys pruning changes (families/hf/pruning.py)."""
 
 
-FAMILY = Family("hf", frozenset(), False, _not_yet("pooled features"), features.attention_maps,
-                features.hidden_states, config=HFConfig, build=build, needs_images=False, spec_of=same_spec,
+def spec_of(model: HFClassifier, spec: ModelSpec) -> ModelSpec:
+    """`spec` with the model's current sizes in hf_config (a pruned model's), so shrinkflow.json records the
+    shape config.json holds; the folder's config.json is what rebuilds it."""
+    current = {key: getattr(model.hf.config, key) for key in SHAPE_KEYS if hasattr(model.hf.config, key)}
+    return dataclasses.replace(spec, hf_config={**spec.hf_config, **current})
+
+
+def _refuse_channel_pruning(model: nn.Module) -> None:
+    raise HFModelError("an hf model is not pruned by channel: use prune.method transformer (heads, FFN width, "
+                       "hidden width, layers)")
+
+
+FAMILY = Family("hf", frozenset({"transformer"}), False, _no_pooled_layer, features.attention_maps,
+                features.hidden_states, config=HFConfig, build=build, needs_images=False, spec_of=spec_of,
                 fit_weights=lambda model, state: False, example_input=example_input,
-                refuse_unprunable=_not_yet("structured pruning"), save_checkpoint=save, load_checkpoint=load)
+                refuse_unprunable=_refuse_channel_pruning, save_checkpoint=save, load_checkpoint=load,
+                prune_method_classes={"transformer": HFTransformerPruning})
