@@ -200,11 +200,13 @@ def _trigger(flow_run) -> str:
 
 def _log_dataset(root: Path, parent_run_id: str) -> None:
     """The processed data as the parent run's dataset input, its digest the DVC data hash."""
+    from steps.compression.training import numpy_rows  # torch: loaded once a stage runs, not by a no-change run
+
     name, _ = datasets.identity(root)
     test = datasets.load_splits(root, ("test",))["test"]
     digest = storage.data_hash(root) or "unrecorded"
-    tracking.log_run_dataset(parent_run_id, name, digest, str(root / "data/processed"), test.x[:1].numpy(),
-                             test.y[:1].numpy(), context="pipeline")
+    tracking.log_run_dataset(parent_run_id, name, digest, str(root / "data/processed"),
+                             numpy_rows(test.x, slice(0, 1)), test.y[:1].numpy(), context="pipeline")
 
 
 def _run_stages(root: str, snapshot: Snapshot, remote: str | None, flow_run) -> tuple[dict, int, dict]:

@@ -1,8 +1,8 @@
 """Teacher step: train the large model that the others are compressed from, or start from a trained one.
 
 `teacher.init.from` names a trained model: a registered version (models:/NAME@alias,
-models:/NAME/VERSION; its `model_files/` safetensors + spec, checked against the version's
-sha256 tag) or a safetensors checkpoint with its .json spec beside it. It is loaded without
+models:/NAME/VERSION; its `model_files/` safetensors + spec, or an hf model's save_pretrained folder,
+checked against the version's sha256 tag) or a safetensors checkpoint with its .json spec beside it. It is loaded without
 pickle (checkpoint.load), must fit the data (the manifest's input shape and class count, checked
 on real samples), and `teacher.train.epochs` more epochs run on top of it (0: kept as it is, so a
 team compresses its production model without retraining it). The result records the model's
@@ -15,20 +15,23 @@ splits' input_ids and attention_mask, and its checkpoint is the folder `models/t
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
 
 from steps import config, tracking
 from steps.compression import measure
-from steps.compression.families import checkpoint
+from steps.compression.families import CHECKPOINT_RECORD, checkpoint, family
 from steps.compression.regularization import near_zero_fraction
-from steps.compression.training import accuracy, adam, rows, train_epochs
+from steps.compression.training import accuracy, adam, numpy_rows, train_epochs
 from steps.core import datasets, lineage
 from steps.core.hashing import sha256
+from steps.core.layout import weights_file
 from steps.core.names import ModelRole
 from steps.core.results import TeacherResult
 from steps.core.torchkit import build_for, check_outputs, project_importable, regularised_loss, setup, spec_from
+from steps.sources import tokens
 from steps.stagekit.finish import save_and_record, write_result
 
 
@@ -37,8 +40,10 @@ class InitError(ValueError):
 
 
 def resolve_init(source: str, root: Path, scratch: Path) -> tuple[str, Path]:
-    """(the exact URI or path the weights came from, the local safetensors file)."""
+    """(the exact URI or path the weights came from, the local safetensors file, or for a registered hf model
+    its save_pretrained folder)."""
     if source.startswith("models:/"):
+        tracking.use_store(root)  # the project's registry, before the stage's run opens (which also points there)
         try:
             version, weights = tracking.download_model_files(source, scratch)
         except (ValueError, LookupError) as err:
@@ -54,10 +59,10 @@ def resolve_init(source: str, root: Path, scratch: Path) -> tuple[str, Path]:
 
 def load_init(cfg: config.TeacherConfig, root: Path, example, scratch: Path):
     """(model, its spec, URI, sha256) of teacher.init, refused unless it fits the data."""
-    uri, weights = resolve_init(cfg.init.source, root, scratch)
+    uri, path = resolve_init(cfg.init.source, root, scratch)
     with project_importable(root):
         try:
-            model, spec = checkpoint.load(weights, weights.with_suffix(".json"))
+            model, spec = _load_checkpoint(path)
         except (ValueError, FileNotFoundError) as err:
             raise InitError(f"teacher.init.from {cfg.init.source!r}: {err}") from None
     if spec.name != cfg.arch.name:
@@ -68,7 +73,25 @@ def load_init(cfg: config.TeacherConfig, root: Path, example, scratch: Path):
         check_outputs(model, wanted, example)
     except ValueError as err:
         raise InitError(f"teacher.init.from {cfg.init.source!r} does not fit this data: {err}") from None
-    return model, spec, uri, sha256(weights)
+    if path.is_dir():
+        _same_tokenizer(cfg.init.source, path, root)
+    return model, spec, uri, sha256(weights_file(path))
+
+
+def _load_checkpoint(path: Path):
+    """A .safetensors file with its .json spec, or a family's checkpoint folder (hf), with its spec."""
+    if path.is_dir():
+        return family(json.loads((path / CHECKPOINT_RECORD).read_text())["spec"]["name"]).load_checkpoint(path)
+    return checkpoint.load(path, path.with_suffix(".json"))
+
+
+def _same_tokenizer(source: str, folder: Path, root: Path) -> None:
+    """A registered hf model reads token ids of the tokenizer it was trained with: the data's must be that one."""
+    theirs, ours = folder / tokens.FILE, datasets.tokenizer_file(root, datasets.read_manifest(root))
+    if not theirs.is_file() or sha256(theirs) != sha256(ours):
+        raise InitError(f"teacher.init.from {source!r} was trained on another tokenizer than the data's ({ours}): "
+                        f"set data.tokenizer.path to its tokenizer ({theirs.name} in its model_files/) and rerun "
+                        "the data stage")
 
 
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> TeacherResult:
@@ -85,9 +108,8 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     model = model.to(device)
     with tracking.open_run(root, **lineage.stage_run(root, params, "teacher", origin)) as run_id:
         name, digest = datasets.identity(root)
-        first = rows(train.x, slice(0, 1))  # the schema: one tensor, or a text's named token ids and mask
-        features = {k: v.numpy() for k, v in first.items()} if isinstance(first, dict) else first.numpy()
-        tracking.log_dataset(name, digest, features, train.y[:1].numpy(), context="training")
+        # the schema: one tensor, or a text's named token ids and mask
+        tracking.log_dataset(name, digest, numpy_rows(train.x, slice(0, 1)), train.y[:1].numpy(), context="training")
         if init_uri:
             tracking.set_tags({"teacher.init": init_uri, "teacher.init_sha256": init_sha})
 

@@ -52,6 +52,12 @@ def rows(x: Inputs, idx: torch.Tensor | slice) -> Inputs:
     return {name: t[idx] for name, t in x.items()} if isinstance(x, dict) else x[idx]
 
 
+def numpy_rows(x: Inputs, idx: torch.Tensor | slice) -> np.ndarray | dict[str, np.ndarray]:
+    """The rows `idx` of `x` as NumPy arrays (by name for a text's tensors): what MLflow's dataset schema reads."""
+    chosen = rows(x, idx)
+    return {name: t.numpy() for name, t in chosen.items()} if isinstance(chosen, dict) else chosen.numpy()
+
+
 def count(x: Inputs) -> int:
     return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
 

@@ -109,6 +109,13 @@ class DistillConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _student_is_built_from_something(self) -> DistillConfig:
+        if not self.student_is_pruned and self.student.saves_directory and not self.student.sourced:
+            raise ValueError("distill.student: an hf student needs exactly one of config ({model_type: bert, ...}) "
+                             "and path (a save_pretrained folder)")
+        return self
+
+    @model_validator(mode="after")
     def _block_terms(self) -> DistillConfig:
         if not self.student_is_pruned:  # a pruned student is the teacher's family: Params checks it
             self.check_block_terms(self.student.name, "distill.student.name")

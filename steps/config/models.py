@@ -92,7 +92,18 @@ class TeacherConfig(_Section):
     def _zero_epochs_need_init(self) -> TeacherConfig:
         if self.train.epochs == 0 and self.init is None:
             raise ValueError("teacher.train.epochs: 0 needs teacher.init (a trained model to keep as it is)")
-        if self.init is not None and self.arch.saves_directory:
-            raise ValueError(f"teacher.init: an {self.arch.name} teacher starts from teacher.arch.path "
-                             "(a save_pretrained folder), not from teacher.init")
+        if self.arch.saves_directory:  # hf: where the model comes from is arch.config, arch.path or init
+            _one_hf_source(self.arch, self.init)
         return self
+
+
+def _one_hf_source(arch, init: TeacherInit | None) -> None:
+    if init is None and not arch.sourced:
+        raise ValueError("teacher.arch: an hf arch needs exactly one of config ({model_type: bert, hidden_size: ..., ...}) "
+                         "and path (a save_pretrained folder), or teacher.init (a registered hf model)")
+    if init is not None and arch.sourced:
+        raise ValueError("teacher.init names the model to start from, and so does teacher.arch."
+                         f"{'path' if arch.path else 'config'}: keep one (teacher.arch: {{name: hf}} with init)")
+    if init is not None and not init.source.startswith("models:/"):
+        raise ValueError(f"teacher.init.from {init.source!r}: an hf teacher starts from a registered version "
+                         "(models:/NAME@alias) or from a save_pretrained folder named by teacher.arch.path")

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from steps.core.hashing import sha256
+from steps.core.layout import weights_file
 from steps.core.names import Artifact, Tag
 from steps.serving.classifier import CONTRACT_ARTIFACT, HF_ARTIFACT, ONNX_ARTIFACT, TOKENIZER_ARTIFACT
 from steps.serving.contract import METADATA_KEY
@@ -259,11 +260,12 @@ def download_deployable(mv, dest: Path) -> dict[str, str]:
 
 
 def download_model_files(uri: str, dest: Path) -> tuple[int, Path]:
-    """The safetensors weights and JSON spec logged as `model_files/` with a registered version, into `dest`.
+    """The checkpoint logged as `model_files/` with a registered version, into `dest`: a safetensors file with its
+    JSON spec, or the save_pretrained folder of a family that saves one (hf).
 
-    `uri` is models:/NAME@ALIAS or models:/NAME/VERSION. Returns (the version number it resolved to,
-    the weights file; its spec is the .json of the same name). The weights must have the sha256 that
-    the version's model tag recorded at registration, or ValueError names both. Nothing is unpickled.
+    `uri` is models:/NAME@ALIAS or models:/NAME/VERSION. Returns (the version number it resolved to, the weights
+    file (its spec is the .json of the same name) or the folder). The weights must have the sha256 that the
+    version's model tag recorded at registration, or ValueError names both. Nothing is unpickled.
     """
     ref = ModelRef.parse(uri)
     version = ref.resolve()
@@ -277,14 +279,24 @@ def download_model_files(uri: str, dest: Path) -> tuple[int, Path]:
         except MlflowException as err:
             raise ValueError(f"{uri} (version {version}): no {Artifact.MODEL_FILES}/ artifacts "
                              f"({err.message})") from None
-        weights = sorted(local.glob("*.safetensors"))
-        if len(weights) != 1 or not weights[0].with_suffix(".json").is_file():
-            raise ValueError(f"{uri} (version {version}): {Artifact.MODEL_FILES}/ should hold one .safetensors file "
-                             f"and its .json spec, found {sorted(p.name for p in local.iterdir())}")
-        expected, got = mv.tags.get(Tag.MODEL_SHA256), sha256(weights[0])
+        checkpoint, moved = _checkpoint_in(local, f"{uri} (version {version})")
+        expected, got = mv.tags.get(Tag.MODEL_SHA256), sha256(weights_file(checkpoint))
         if expected is not None and got != expected:
-            raise ValueError(f"{uri} (version {version}): {weights[0].name} has sha256 {got}, but {expected} was "
-                             "recorded at registration")
-        for path in (weights[0], weights[0].with_suffix(".json")):
+            raise ValueError(f"{uri} (version {version}): {weights_file(checkpoint).name} has sha256 {got}, but "
+                             f"{expected} was recorded at registration")
+        for path in moved:
             shutil.move(path, dest / path.name)
-    return version, dest / weights[0].name
+    return version, dest / checkpoint.name
+
+
+def _checkpoint_in(local: Path, what: str) -> tuple[Path, list[Path]]:
+    """(the checkpoint, the paths it consists of) in a downloaded `model_files/`: one folder holding config.json
+    (hf), or one .safetensors file and its .json spec."""
+    folders = [p for p in local.iterdir() if p.is_dir()]
+    if len(folders) == 1 and (folders[0] / "config.json").is_file():
+        return folders[0], folders
+    weights = sorted(local.glob("*.safetensors"))
+    if len(weights) != 1 or not weights[0].with_suffix(".json").is_file():
+        raise ValueError(f"{what}: {Artifact.MODEL_FILES}/ should hold one .safetensors file and its .json spec, or "
+                         f"one save_pretrained folder; found {sorted(p.name for p in local.iterdir())}")
+    return weights[0], [weights[0], weights[0].with_suffix(".json")]

@@ -94,10 +94,18 @@ def test_hf_arch_settings_are_refused_by_key(tmp_path: Path, arch: dict, match: 
     assert "teacher.arch" in message and re.search(match, message), message
 
 
-def test_an_hf_teacher_starts_from_its_path_not_from_teacher_init(tmp_path: Path):
+def test_an_hf_teacher_starts_from_one_of_its_config_its_path_and_a_registered_version(tmp_path: Path):
     raw = raw_params(tmp_path / "mail.csv")
     raw["teacher"]["init"] = {"from": "models:/mail@champion"}
-    assert "teacher.init: an hf teacher starts from teacher.arch.path" in refusal(raw, "teacher")
+    assert "teacher.init names the model to start from, and so does teacher.arch.config" in refusal(raw, "teacher")
+    raw["teacher"]["arch"] = {"name": "hf"}  # the registered version's folder says what it is
+    assert config.validate(raw, stage="teacher").teacher.init.source == "models:/mail@champion"
+    raw["teacher"]["init"] = {"from": "models/mail.safetensors"}
+    assert "an hf teacher starts from a registered version" in refusal(raw, "teacher")
+    raw["teacher"]["init"] = None
+    assert "teacher.arch: an hf arch needs exactly one of config" in refusal(raw, "teacher")
+    student = {**raw_params(tmp_path / "mail.csv"), "distill": {**raw["distill"], "student": {"name": "hf"}}}
+    assert "distill.student: an hf student needs exactly one of config" in refusal(student, "distill")
 
 
 def test_the_teacher_trains_on_text_and_saves_a_folder_stock_transformers_reloads(tmp_path: Path):

@@ -89,7 +89,8 @@ def teacher_init_check(root: Path, tags: dict[str, str], work: Path) -> list[Che
     """The model the teacher started from (teacher.init) still has the sha256 recorded at promotion."""
     source, recorded = tags[Tag.TEACHER_INIT], tags.get(Tag.TEACHER_INIT_SHA256, "unrecorded")
     if source.startswith("models:/"):
-        _, weights = tracking.download_model_files(source, work / "teacher-init")
+        _, checkpoint = tracking.download_model_files(source, work / "teacher-init")
+        weights = weights_file(checkpoint)
     else:  # a safetensors file, or an hf teacher's save_pretrained folder (teacher.arch.path)
         weights = weights_file(Path(source) if Path(source).is_absolute() else root / source)
     now = sha256(weights) if weights.is_file() else "missing"

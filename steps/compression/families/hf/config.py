@@ -26,7 +26,8 @@ class HFConfig(ArchSettings):
 
     name: Literal["hf"]
     config: dict[str, Any] | None = Field(default=None, description="transformers config keys: model_type "
-                                          "(bert, roberta, distilbert, ...) and its sizes")
+                                          "(bert, roberta, distilbert, ...) and its sizes; or neither this nor "
+                                          "path, for a teacher from teacher.init")
     path: str | None = Field(default=None, min_length=1, description="a local save_pretrained folder "
                              "(config.json + model.safetensors), relative to the project root or absolute")
 
@@ -36,12 +37,18 @@ class HFConfig(ArchSettings):
 
     @model_validator(mode="after")
     def _one_source(self) -> HFConfig:
-        if (self.config is None) == (self.path is None):
+        if self.config is not None and self.path is not None:
             raise ValueError("an hf arch needs exactly one of config ({model_type: bert, hidden_size: ..., ...}) "
                              "and path (a save_pretrained folder)")
         if self.config is not None:
             _check_config(self.config)
         return self
+
+    @property
+    def sourced(self) -> bool:
+        """Whether it says where the model comes from (config or path); a teacher may leave both to teacher.init
+        (a registered hf model), a student may not (steps/config/models.py, distill.py check)."""
+        return self.config is not None or self.path is not None
 
     @property
     def files(self) -> tuple[str, ...]:
