@@ -84,8 +84,10 @@ def split(raw: RawData, cfg: config.DataConfig, seed: int) -> dict[str, Split]:
     test_x, test_y = raw.test
     test_idx = np.arange(len(test_y))
     if cfg.test_limit is not None:
-        # Sources without a test split of their own list it class by class: a prefix would miss classes.
-        test_idx = test_idx if cfg.val_split == "random" else np.sort(rng.permutation(test_idx))
+        # Sources list their test rows class by class (folders, tables sorted by label): a prefix would miss
+        # classes, so "stratified" takes a seeded sample, kept in the source's order.
+        if cfg.val_split != "random":
+            test_idx = np.sort(rng.permutation(test_idx)[: cfg.test_limit])
         test_idx = test_idx[: cfg.test_limit]
     splits = {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]),
               "test": (test_x[test_idx], test_y[test_idx])}

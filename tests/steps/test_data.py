@@ -184,3 +184,20 @@ def test_raw_dir_is_read_as_path():
     raw = tiny_params(Path("/elsewhere"))
     raw["data"]["raw_dir"] = "/some/where"
     assert config.validate(raw).data.path == "/some/where"
+
+
+def test_a_test_limit_samples_every_class_of_a_test_split_listed_class_by_class(tmp_path: Path):
+    """Folder and table sources list their test rows class by class: a stratified project's test_limit takes a
+    seeded sample of them (in the source's order), not the first class."""
+    from steps.sources.base import RawData
+
+    features = np.arange(200, dtype=np.float32).reshape(100, 2)
+    labels = np.repeat(np.arange(2), 50)  # class 0's rows, then class 1's
+    raw = RawData("features", (features, labels), (features, labels), ("a", "b"), (tmp_path / "t.csv",), "t",
+                  ("x0", "x1"))
+    cfg = config.DataConfig(source="table", path="t.csv", label_column="y", val_size=10, test_limit=20,
+                            val_split="stratified")
+    x, y = data.split(raw, cfg, seed=0)["test"]
+    assert len(y) == 20 and set(y.tolist()) == {0, 1}
+    assert (np.diff(x[:, 0]) > 0).all()  # in the source's order
+    assert data.split(raw, cfg.model_copy(update={"val_split": "random"}), seed=0)["test"][1].tolist() == [0] * 20

@@ -1,8 +1,8 @@
-"""Transformer benchmark (issue 17): a ViT teacher, its head-, width- and depth-pruned versions and ViT students.
+"""ViT benchmark (issue 17): a ViT teacher, its head-, width- and depth-pruned versions and ViT students.
 
-    .venv/bin/python benchmarks/transformers.py                # full Fashion-MNIST, recipes/vit.yaml
-    .venv/bin/python benchmarks/transformers.py --seeds 1      # one student seed per distillation variant
-    .venv/bin/python benchmarks/transformers.py --quick        # tiny settings: checks that it runs
+    .venv/bin/python benchmarks/vit.py                # full Fashion-MNIST, recipes/vit.yaml
+    .venv/bin/python benchmarks/vit.py --seeds 1      # one student seed per distillation variant
+    .venv/bin/python benchmarks/vit.py --quick        # tiny settings: checks that it runs
 
 Everything runs through the pipeline's own stage functions (data, teacher,
 prune, distill; no Prefect, no registry) in a scratch folder, in this one
@@ -14,6 +14,8 @@ hidden states (TinyBERT), each over --seeds seeds; one ViT student distilled
 from the default CNN teacher (logits + pooled features). Every model is
 exported to ONNX (parity-checked), quantized to int8 (dynamic and static) and
 timed at batch 1 and 256, all eager models interleaved, then all ONNX files.
+
+Named vit.py: a benchmarks/transformers.py would shadow the transformers package (this folder is on sys.path).
 
 Goals: teacher >= 90%; a pruned ViT with >= 2x fewer MACs at <= 1.0 pt loss and
 an ORT fp32 speedup >= 0.8x its MAC reduction; attention + hidden distillation

@@ -4,7 +4,7 @@ CHANCE = 0.1  # ten classes
 
 
 def test_transformers_benchmark_runs_quick(idx_dir, tmp_path):
-    result = run_quick("transformers.py", "--data-path", str(idx_dir), "--out", str(tmp_path / "out"), *TINY_DATA,
+    result = run_quick("vit.py", "--data-path", str(idx_dir), "--out", str(tmp_path / "out"), *TINY_DATA,
                        *ONE_TIMING)
     assert result.returncode == 0, result.stderr[-3000:]
     report = written(tmp_path / "out", "transformers")
