@@ -9,6 +9,12 @@ from steps.compression.criteria import Calibration, Importance
 from steps.compression.training import evaluating, forward
 
 
+def channel_mean_square(x: torch.Tensor) -> torch.Tensor:
+    """Mean of x^2 per channel (the last dimension) over every other position: a channel's activation energy."""
+    x = x.detach()
+    return x.pow(2).reshape(-1, x.shape[-1]).mean(0)
+
+
 class OutputNorm(Importance):
     """Mean square, over a calibration batch and all tokens, of what each unit outputs (the activation
     criterion of Minitron, Muralidharan et al. 2024, "Compact Language Models via Pruning and Knowledge
@@ -26,8 +32,7 @@ class OutputNorm(Importance):
         self.stats: dict[nn.Module, torch.Tensor] = {}
 
         def record(module: nn.Module, args) -> None:
-            x = args[0].detach()
-            self.stats[module] = x.pow(2).reshape(-1, x.shape[-1]).mean(0)
+            self.stats[module] = channel_mean_square(args[0])
 
         layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.LayerNorm)]
         hooks = [m.register_forward_pre_hook(record) for m in layers]

@@ -31,14 +31,20 @@ class ClassDropBound:
     support: int
 
 
-def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """Recall of each class 0..num_classes-1 (float64); NaN for a class that never occurs in y_true."""
+def _checked(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both label arrays checked against `num_classes` and each other's shape."""
     if not isinstance(num_classes, int | np.integer) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     y_true = check_labels("y_true", y_true, num_classes)
     y_pred = check_labels("y_pred", y_pred, num_classes)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true and y_pred must have the same shape, got {y_true.shape} and {y_pred.shape}")
+    return y_true, y_pred
+
+
+def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Recall of each class 0..num_classes-1 (float64); NaN for a class that never occurs in y_true."""
+    y_true, y_pred = _checked(y_true, y_pred, num_classes)
     support = np.bincount(y_true, minlength=num_classes)
     hits = np.bincount(y_true[y_true == y_pred], minlength=num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -49,12 +55,7 @@ def per_class_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np
     """F1 of each class 0..num_classes-1 from the confusion counts: 2 TP / (2 TP + FP + FN) (float64), which is the
     harmonic mean of precision and recall without dividing by a zero count: 0 for a class that occurs but is never
     predicted (or predicted but never occurs); NaN for a class neither in y_true nor in y_pred."""
-    if not isinstance(num_classes, int | np.integer) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    y_true = check_labels("y_true", y_true, num_classes)
-    y_pred = check_labels("y_pred", y_pred, num_classes)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true and y_pred must have the same shape, got {y_true.shape} and {y_pred.shape}")
+    y_true, y_pred = _checked(y_true, y_pred, num_classes)
     tp = np.bincount(y_true[y_true == y_pred], minlength=num_classes)
     support = np.bincount(y_true, minlength=num_classes)  # TP + FN
     predicted = np.bincount(y_pred, minlength=num_classes)  # TP + FP

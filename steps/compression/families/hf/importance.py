@@ -15,6 +15,7 @@ from torch import nn
 from steps.compression import choices
 from steps.compression.choices import Registry
 from steps.compression.criteria import Calibration, Importance, criterion
+from steps.compression.criteria.activation import channel_mean_square
 from steps.compression.criteria.taylor import loss_gradients
 from steps.compression.families.hf.pruning import Group, layers, unit_sums
 from steps.compression.training import evaluating, forward
@@ -58,15 +59,11 @@ class OutputNorm(Importance):
     def prepare(self, model: nn.Module, calibration: Calibration | None) -> OutputNorm:
         self.stats: dict[tuple[int, str], torch.Tensor] = {}
 
-        def mean_square(x: torch.Tensor) -> torch.Tensor:
-            x = x.detach().float()
-            return x.pow(2).reshape(-1, x.shape[-1]).mean(0).cpu()
-
         def on_input(module: nn.Module, args) -> None:
-            self.stats[(id(module), "input")] = mean_square(args[0])
+            self.stats[(id(module), "input")] = channel_mean_square(args[0].float()).cpu()
 
         def on_output(module: nn.Module, args, output) -> None:
-            self.stats[(id(module), "output")] = mean_square(output)
+            self.stats[(id(module), "output")] = channel_mean_square(output.float()).cpu()
 
         hooks = [m.register_forward_pre_hook(on_input) for m in model.modules() if isinstance(m, nn.Linear)]
         hooks += [m.register_forward_hook(on_output) for m in model.modules() if isinstance(m, nn.LayerNorm)]
