@@ -30,7 +30,7 @@ from steps.core.hashing import sha256
 from steps.core.layout import DATA_DIR
 from steps.core.results import DataResult
 from steps.sources.base import DataError, Encoded, RawData, SourceOptions, TokenizerOptions
-from steps.sources.labels import stratified_split
+from steps.sources.labels import stratified_sample, stratified_split
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -85,10 +85,9 @@ def split(raw: RawData, cfg: config.DataConfig, seed: int) -> dict[str, Split]:
     test_idx = np.arange(len(test_y))
     if cfg.test_limit is not None:
         # Sources list their test rows class by class (folders, tables sorted by label): a prefix would miss
-        # classes, so "stratified" takes a seeded sample, kept in the source's order.
-        if cfg.val_split != "random":
-            test_idx = np.sort(rng.permutation(test_idx)[: cfg.test_limit])
-        test_idx = test_idx[: cfg.test_limit]
+        # classes, so "stratified" takes a seeded stratified sample, kept in the source's order.
+        test_idx = test_idx[: cfg.test_limit] if cfg.val_split == "random" else \
+            stratified_sample(test_y, cfg.test_limit, seed)
     splits = {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]),
               "test": (test_x[test_idx], test_y[test_idx])}
     _every_class_trains(splits["train"][1], raw.class_names)

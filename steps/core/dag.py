@@ -107,13 +107,15 @@ def _model_role_of(dep: str) -> ModelRole | None:
 
 
 def _named_files(params: Params, stage_name: str) -> tuple[str, ...]:
-    """Files params name that the stage reads besides the pipeline's own: data.tokenizer.path (data) and the
-    teacher's arch files (teacher: an hf arch.path)."""
+    """Files params name that the stage reads besides the pipeline's own: data.tokenizer.path (data), the
+    teacher's and the student's arch files (an hf arch.path: teacher, distill)."""
     if stage_name == "data":
         tokenizer = params.data.tokenizer
         return (tokenizer.path,) if tokenizer is not None and tokenizer.path else ()
     if stage_name == "teacher":
         return params.teacher.arch.files
+    if stage_name == "distill" and params.student_arch is params.distill.student:  # not the pruned model
+        return params.distill.student.files
     return ()
 
 

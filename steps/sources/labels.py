@@ -104,6 +104,25 @@ def stratified_split(
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
 
 
+def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """`n` row indices (sorted; all rows when there are no more), each class's share proportional to its rows
+    (largest remainders), every class at least one row when `n` allows; seeded."""
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = n * counts / len(labels)
+    taken = np.floor(quota).astype(int)
+    taken[np.argsort(taken - quota, kind="stable")[: n - taken.sum()]] += 1  # the largest remainders
+    if n >= len(classes):  # every class keeps a row: the largest share gives one up for each class left out
+        for short in np.flatnonzero(taken == 0):
+            taken[np.argmax(taken)] -= 1
+            taken[short] = 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == label))[:k] for label, k in zip(classes, taken, strict=True)]
+    return np.sort(np.concatenate(chosen))
+
+
 def split_off_test(
     x: np.ndarray, y: np.ndarray, options: SourceOptions, class_names: Sequence[str]
 ) -> tuple[Split, Split]:

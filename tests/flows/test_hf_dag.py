@@ -92,3 +92,11 @@ def test_the_pruned_and_distilled_hf_models_are_written_as_folders(tmp_path: Pat
     pruned_student = config.validate(raw, stage="data")
     assert stage("distill").outputs(pruned_student) == (model_dir(ModelRole.STUDENT),)
     assert model_dir(ModelRole.STUDENT) in stage("evaluate").inputs_for(pruned_student)
+
+
+def test_the_folder_a_student_loads_from_is_a_dependency_of_the_distill_stage(tmp_path: Path):
+    raw = raw_params(tmp_path / "mail.csv")
+    raw["distill"]["student"] = {"name": "hf", "path": "vendor/small-bert"}
+    params = config.validate(raw, stage="distill")
+    assert stage("distill").inputs_for(params)[-1] == "vendor/small-bert"
+    assert "vendor/small-bert" in dvc_yaml(params)["stages"]["distill"]["deps"]

@@ -198,6 +198,17 @@ def test_a_test_limit_samples_every_class_of_a_test_split_listed_class_by_class(
     cfg = config.DataConfig(source="table", path="t.csv", label_column="y", val_size=10, test_limit=20,
                             val_split="stratified")
     x, y = data.split(raw, cfg, seed=0)["test"]
-    assert len(y) == 20 and set(y.tolist()) == {0, 1}
+    assert len(y) == 20 and np.bincount(y).tolist() == [10, 10]  # stratified: each class its share
     assert (np.diff(x[:, 0]) > 0).all()  # in the source's order
     assert data.split(raw, cfg.model_copy(update={"val_split": "random"}), seed=0)["test"][1].tolist() == [0] * 20
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_stratified_sample_keeps_each_class_its_share_and_a_rare_class_a_row(seed: int):
+    from steps.sources.labels import stratified_sample
+
+    labels = np.repeat(np.arange(3), [495, 5, 100])
+    chosen = stratified_sample(labels, 50, seed)
+    counts = np.bincount(labels[chosen], minlength=3)
+    assert len(chosen) == 50 and len(set(chosen.tolist())) == 50 and (np.diff(chosen) > 0).all()
+    assert counts[1] >= 1 and abs(counts[0] - 41) <= 1 and abs(counts[2] - 8) <= 1
