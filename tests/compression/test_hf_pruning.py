@@ -248,3 +248,15 @@ def test_the_hf_family_prunes_by_transformer_only_and_refuses_a_layout_it_does_n
     model.hf.bert.encoder.layer[0].intermediate.dense = torch.nn.Identity()  # e.g. a layer someone replaced
     with pytest.raises(UnprunableError, match=r"a bert model's layers are not in a layout the hf slicing knows"):
         check_layout(model)
+
+
+def test_an_encoder_whose_embeddings_project_up_to_the_hidden_width_is_refused_naming_both_widths():
+    """ELECTRA's embeddings are embedding_size wide and projected to hidden_size: cutting the hidden width in the
+    embeddings would leave the projection unsliced (a model that no longer runs), so it is refused."""
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    torch.manual_seed(0)
+    electra = HFClassifier(ElectraForSequenceClassification(ElectraConfig(**SIZES, embedding_size=16))).eval()
+    with pytest.raises(UnprunableError, match=r"a electra model's embeddings are 16 wide and project to "
+                                              r"hidden_size 32"):
+        check_layout(electra)

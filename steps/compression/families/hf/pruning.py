@@ -110,6 +110,11 @@ def names(model: nn.Module) -> Names:
         if not _has(base, path, kind):
             raise UnprunableError(f"prune.method transformer: a {model_type} model has no {path}; the hf slicing "
                                   f"knows the layouts {known}")
+    embedded, hidden = base.get_submodule(EMBEDDINGS[0]).embedding_dim, model.hf.config.hidden_size
+    if embedded != hidden:  # ELECTRA and ALBERT project the embeddings up to the hidden width
+        raise UnprunableError(f"prune.method transformer: a {model_type} model's embeddings are {embedded} wide "
+                              f"and project to hidden_size {hidden}; the hf slicing cuts the hidden width in the "
+                              "embeddings themselves, so it prunes only encoders whose embeddings are hidden_size wide")
     for layout in LAYOUTS.values():
         first = f"{layout.layers}.0"
         parts = [(layout.attention, nn.Module), *((path, nn.Linear) for path in layout.linears()),
