@@ -260,3 +260,22 @@ def test_an_encoder_whose_embeddings_project_up_to_the_hidden_width_is_refused_n
     with pytest.raises(UnprunableError, match=r"a electra model's embeddings are 16 wide and project to "
                                               r"hidden_size 32"):
         check_layout(electra)
+
+
+def test_activation_statistics_read_the_real_tokens_only():
+    """Padding is not what the model reads: the statistics are those of the real tokens, whatever the padding
+    positions hold (short texts padded to max_length would otherwise be scored mostly on padding)."""
+    from steps.compression.criteria import criterion
+    from steps.compression.criteria.activation import channel_mean_square
+
+    x = torch.tensor([[[1.0, 2.0], [9.0, 9.0]], [[3.0, 4.0], [5.0, 6.0]]])  # (B=2, N=2, C=2)
+    mask = torch.tensor([[1, 0], [1, 1]])
+    assert torch.allclose(channel_mean_square(x, mask), torch.tensor([(1 + 9 + 25) / 3, (4 + 16 + 36) / 3]))
+    model, (inputs, labels) = tiny(), calibration()
+    inputs["attention_mask"][:, 8:] = 0
+    other_padding = {**inputs, "input_ids": inputs["input_ids"].clone()}
+    other_padding["input_ids"][:, 8:] = 3
+    scores = [criterion(importance.HF_IMPORTANCES, name).prepare(model, (batch, labels)).stats
+              for name, batch in (("output_norm", inputs), ("output_norm", other_padding))]
+    assert scores[0].keys() == scores[1].keys()
+    assert all(torch.allclose(scores[0][key], scores[1][key], atol=1e-6) for key in scores[0])

@@ -9,9 +9,14 @@ from steps.compression.criteria import Calibration, Importance
 from steps.compression.training import evaluating, forward
 
 
-def channel_mean_square(x: torch.Tensor) -> torch.Tensor:
-    """Mean of x^2 per channel (the last dimension) over every other position: a channel's activation energy."""
+def channel_mean_square(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of x^2 per channel (the last dimension) over every other position: a channel's activation energy.
+    With a text's token `mask` (B, N) and token activations x (B, N, C), over the real tokens only: padding
+    is not what the model reads, and short texts would otherwise be mostly padding."""
     x = x.detach()
+    if mask is not None and x.dim() == 3 and x.shape[:2] == mask.shape:
+        weights = mask.to(x.dtype).unsqueeze(-1)
+        return (x.pow(2) * weights).sum((0, 1)) / weights.sum().clamp(min=1)
     return x.pow(2).reshape(-1, x.shape[-1]).mean(0)
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from steps.compression.criteria import Calibration, Importance
-from steps.compression.training import forward
+from steps.compression.training import forward, token_mask
 
 
 class Skip(nn.Module):
@@ -77,7 +77,8 @@ class LogitCosine(_LogitChange):
 
 
 class BlockInfluence(_OnBlocks):
-    """ShortGPT's Block Influence: 1 - cos(block input, block output) per token, mean over tokens and batch.
+    """ShortGPT's Block Influence: 1 - cos(block input, block output) per token, mean over tokens and batch (a
+    text's real tokens only).
 
     One forward pass; it measures how much a block turns the hidden state, not how much the logits care,
     so it is cheaper but less direct.
@@ -88,8 +89,12 @@ class BlockInfluence(_OnBlocks):
 
         def hook(i: int):
             def record(module, args, output) -> None:
-                influence[i] = (1 - F.cosine_similarity(args[0], _hidden(output), dim=-1)).mean()
+                turned = 1 - F.cosine_similarity(args[0], _hidden(output), dim=-1)  # per token
+                influence[i] = turned.mean() if mask is None else (turned * mask).sum() / mask.sum().clamp(min=1)
             return record
+
+        mask = token_mask(self.x)  # a text's real tokens: padding positions are not read
+        mask = None if mask is None else mask.to(torch.float32)
 
         hooks = [b.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
         try:

@@ -18,7 +18,7 @@ from steps.compression.criteria import Calibration, Importance, criterion
 from steps.compression.criteria.activation import channel_mean_square
 from steps.compression.criteria.taylor import loss_gradients
 from steps.compression.families.hf.pruning import Group, layers, unit_sums
-from steps.compression.training import evaluating, forward
+from steps.compression.training import evaluating, forward, token_mask
 
 
 class L1(Importance):
@@ -52,18 +52,20 @@ class OutputNorm(Importance):
     Knowledge Distillation"): the mean square, over the calibration batch and its tokens, of each unit's
     activation. A head: its attention output (the input of attention.output.dense), averaged over its
     channels; an FFN neuron: its GELU output (the input of output.dense); a hidden channel: the output of
-    every LayerNorm, summed over them. Padding positions count like the others."""
+    every LayerNorm, summed over them. Over the real tokens only (the attention mask): padding is not read."""
 
     needs_calibration = True
 
     def prepare(self, model: nn.Module, calibration: Calibration | None) -> OutputNorm:
         self.stats: dict[tuple[int, str], torch.Tensor] = {}
 
+        mask = token_mask(calibration[0])
+
         def on_input(module: nn.Module, args) -> None:
-            self.stats[(id(module), "input")] = channel_mean_square(args[0].float()).cpu()
+            self.stats[(id(module), "input")] = channel_mean_square(args[0].float(), mask).cpu()
 
         def on_output(module: nn.Module, args, output) -> None:
-            self.stats[(id(module), "output")] = channel_mean_square(output.float()).cpu()
+            self.stats[(id(module), "output")] = channel_mean_square(output.float(), mask).cpu()
 
         hooks = [m.register_forward_pre_hook(on_input) for m in model.modules() if isinstance(m, nn.Linear)]
         hooks += [m.register_forward_hook(on_output) for m in model.modules() if isinstance(m, nn.LayerNorm)]
