@@ -50,8 +50,14 @@ def raw_params(path: Path, arch: dict | None = None) -> dict:
                    "label_column": "kind", "tokenizer": {"train": {"kind": "wordpiece", "vocab_size": 80}}}
     raw["teacher"]["arch"] = arch or {"name": "hf", "config": TINY_BERT}
     raw["teacher"]["train"].update(epochs=5, batch_size=8, lr=0.005)
+    raw["distill"]["student"] = {"name": "hf", "config": {**TINY_BERT, "num_hidden_layers": 1}}  # text: an hf one
     raw["threads"] = 1
     return raw
+
+
+def mlp_student(raw: dict) -> dict:
+    """`raw` with tiny_params' own student, an mlp, which cannot read token ids."""
+    return {**raw, "distill": {**raw["distill"], "student": {"name": "mlp", "hidden": [16], "batch_norm": False}}}
 
 
 def refusal(raw: dict, stage_name: str | None) -> str:
@@ -78,7 +84,7 @@ def test_every_stage_and_a_whole_run_take_an_hf_project(tmp_path: Path):
     student = {**raw, "distill": {**raw["distill"], "student": {"name": "hf", "config": TINY_BERT}}}
     for stage_name in (None, *STAGE_NAMES):
         assert config.validate(student, stage=stage_name).teacher.arch.name == "hf", stage_name
-    assert "distill.student.name 'mlp' cannot read token ids" in refusal(raw, None)  # tiny_params' mlp student
+    assert "distill.student.name 'mlp' cannot read token ids" in refusal(mlp_student(raw), None)
 
 
 @pytest.mark.parametrize(("arch", "match"), [
@@ -157,7 +163,7 @@ def test_the_default_project_neither_runs_the_hf_family_nor_imports_transformers
 
 
 def test_python_m_distill_refuses_a_student_that_cannot_read_text_before_any_work(tmp_path: Path, capsys):
-    write_params(tmp_path, raw_params(tmp_path / "mail.csv"))  # tiny_params' student: an mlp
+    write_params(tmp_path, mlp_student(raw_params(tmp_path / "mail.csv")))
     with pytest.raises(SystemExit) as exit_:
         run_stage_main("distill", lambda params, root: pytest.fail("distill ran"), ["--root", str(tmp_path)])
     assert exit_.value.code == 2
