@@ -37,7 +37,7 @@ from steps.compression.training import Split, accuracy, adam, train_epochs
 from steps.core import budget, datasets
 from steps.core.files import atomic_write
 from steps.core.hashing import sha256
-from steps.core.layout import model_path
+from steps.core.layout import model_path, model_weights
 from steps.core.names import ModelRole
 from steps.core.torchkit import regularised_loss
 from steps.prune.search_cache import SearchCache, cache_key, machine
@@ -134,9 +134,9 @@ def _closest(points: list[width_search.Point]) -> width_search.Point:
 def reference_file(root: Path, cache: SearchCache, teacher: torch.nn.Module, example: torch.Tensor,
                     contract, export: config.ExportConfig) -> Path:
     """The teacher's deployable file as the export stage will write it (fp32, taking raw inputs): what every
-    candidate is timed beside. Kept in the search cache, by the teacher file, the data's contract and the export
-    settings."""
-    key = cache_key(sha256(root / model_path(ModelRole.TEACHER)), contract.to_dict(), export.model_dump())
+    candidate is timed beside. Kept in the search cache, by the teacher's weights (its file, or the weights in its
+    folder), the data's contract and the export settings."""
+    key = cache_key(sha256(model_weights(root, ModelRole.TEACHER)), contract.to_dict(), export.model_dump())
     path = cache.folder / f"reference-{key}.onnx"
     if not path.is_file():
         with tempfile.TemporaryDirectory(prefix="shrinkflow-reference-") as scratch:
