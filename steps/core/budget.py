@@ -75,7 +75,8 @@ def deployable_file(model: torch.nn.Module, example: torch.Tensor, precision: st
 
         model = RawInput(model, list(contract.mean), list(contract.std), contract.images)
     fp32 = folder / "fp32.onnx"
-    onnx_export.export(model, rows(example, slice(0, 1)), fp32, *((export.opset, export.exporter) if export is not None else ()))
+    settings = (export.opset, export.exporter) if export is not None else ()
+    onnx_export.export(model, rows(example, slice(0, 1)), fp32, *settings)
     if precision == "fp32":
         return fp32
     out = folder / f"{precision}.onnx"
