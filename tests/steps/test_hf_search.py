@@ -4,16 +4,17 @@ parameter counts (exact, so the outcome does not hang on the machine's timings).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from transformers import AutoModelForSequenceClassification
 
-from steps import config, data, prune, quantize, teacher
+from steps import config, data, distill, evaluate, export, prune, quantize, teacher
 from steps.compression import measure
 from steps.compression.families.hf.method import Shape
 from steps.core.dag import stage
-from steps.core.layout import metrics_path, model_dir
+from steps.core.layout import REPORT, metrics_path, model_dir
 from steps.core.names import ModelRole
 from steps.core.results import PruneResult
 from steps.core.stage import run_stage_main
@@ -84,6 +85,23 @@ def test_a_parameter_budget_gets_the_most_accurate_fitting_shape_saved_as_a_stoc
     assert (c.num_hidden_layers, c.num_attention_heads, c.intermediate_size) == (w["layers"], w["heads"],
                                                                                   w["intermediate"])
     assert c.hidden_size == w["heads"] * 8 and measure.parameters(stock) == chosen["parameters"]
+
+
+def test_the_searched_model_is_distilled_deployed_and_re_measured_on_the_budgets_terms(trained: Path):
+    """The stages after prune take the searched hf model as they take a searched CNN: the teacher distills into it,
+    and evaluate times its deployable file (token ids) beside the teacher's and judges each limit."""
+    full = measure.parameters(load_model(trained, ModelRole.TEACHER)[0])
+    raw = budgeted(trained, parameters=int(full * 0.8))
+    raw["distill"].update(student={"name": "pruned"}, teacher="teacher")
+    raw["distill"]["train"].update(epochs=1, batch_size=16)
+    write_params(trained, raw)
+    for name, step in (("prune", prune), ("distill", distill), ("export", export), ("quantize", quantize),
+                       ("evaluate", evaluate)):
+        run_stage_main(name, step.run, ["--root", str(trained)])
+    chosen = PruneResult.read(trained / metrics_path("prune")).search["chosen"]
+    report = json.loads((trained / REPORT).read_text())["target"]
+    assert report["verdicts"] == {"parameters": "pass"} and report["measured"]["parameters"] == chosen["parameters"]
+    assert report["measured"]["speedup"] > 0 and report["measured"]["windows"] == QUICK["verify_windows"]
 
 
 def _files(folder: Path) -> dict[str, bytes]:
