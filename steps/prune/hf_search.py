@@ -30,6 +30,7 @@ intermediate), so the sensitivity heat-map shows each axis cut alone.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass
 
@@ -131,14 +132,11 @@ def search(teacher: nn.Module, train: Split, val: Split, params: config.Params, 
     def make(shape: Shape) -> nn.Module:
         return prune_encoder(copy.deepcopy(teacher), shape, knobs.importance, knobs.depth_metric, calibration)
 
-    began = time.perf_counter()
     scored = val if opts.sensitivity_images is None else Split(rows(val.x, slice(0, opts.sensitivity_images)),
                                                               val.y[: opts.sensitivity_images])
     teacher_logits = predict_logits(teacher, scored.x)
     base = float((teacher_logits.argmax(1) == scored.y).float().mean())
-    scores = {shape: score(make(shape), scored, teacher_logits) for shape in shapes}
-    progress.report(PHASE, "uniform shapes scored", {"shapes": len(shapes), "base_val_accuracy": base},
-                    progress.since(began))
+    scores: dict[Shape, dict] = {}
 
     cache, contract = SearchCache(root), datasets.contract(root)
     batch, searching = budget.timed_batch(val, target.batch_size), budget.search_timing(params)
@@ -149,22 +147,26 @@ def search(teacher: nn.Module, train: Split, val: Split, params: config.Params, 
     arch = [type(teacher).__name__, teacher.hf.config.model_type, setting_of(original), original.hidden,
             teacher.hf.config.vocab_size, list(next(iter(example.values())).shape[1:])]
 
-    def point(shape: Shape, precision: str) -> width_search.Point:
+    def point(built, shape: Shape, precision: str) -> width_search.Point:
         key = cache_key(arch, setting_of(shape), precision, searching, walk_reference is not None,
                         params.export.model_dump(), machine())
-        cost = cache.cost(key, lambda: budget.cost(make(shape), batch, precision, searching, int8_rows,
+        cost = cache.cost(key, lambda: budget.cost(built(), batch, precision, searching, int8_rows,
                                                    walk_reference, contract, params.export))
         return width_search.Point(setting_of(shape), cost, budget.excess(cost, target, opts.margin, upper=False),
                                   scores[shape]["predicted_accuracy"], tag=precision, origin=ORIGIN)
 
     def explore() -> list[width_search.Point]:
-        points = []
-        for precision in opts.precisions:
-            began = time.perf_counter()
-            measured = [point(shape, precision) for shape in shapes]
-            points += measured
-            progress.report(PHASE, f"{precision} shapes measured",
-                            {"shapes": len(measured), "fitting": sum(p.fits for p in measured)}, progress.since(began))
+        """Every shape scored (once) and costed in every precision; a shape is built at most once per pass, and not
+        at all when it is scored and its costs are cached (a copy of a large encoder per shape would not fit)."""
+        began, points = time.perf_counter(), []
+        for shape in shapes:
+            built = functools.cache(lambda shape=shape: make(shape))
+            if shape not in scores:
+                scores[shape] = score(built(), scored, teacher_logits)
+            points += [point(built, shape, precision) for precision in opts.precisions]
+        progress.report(PHASE, "uniform shapes scored and measured",
+                        {"shapes": len(shapes), "precisions": len(opts.precisions),
+                         "fitting": sum(p.fits for p in points), "base_val_accuracy": base}, progress.since(began))
         return points
 
     by_setting = {setting_of(shape): shape for shape in shapes}
