@@ -77,6 +77,9 @@ def test_a_parameter_budget_gets_the_most_accurate_fitting_shape_saved_as_a_stoc
     assert chosen["val_accuracy"] == max(c["val_accuracy"] for c in candidates if c["fits"])
     assert chosen["precision"] == "fp32" and chosen["latency_p95_high_ms"] > 0  # what quantize and evaluate read
     assert chosen["parameters"] == result.parameters <= limit
+    # the heat-map's rows: each axis cut alone, scored against the teacher's accuracy before any fine-tuning
+    assert {axis: sorted(map(int, cuts)) for axis, cuts in search["sensitivity"].items()} == {
+        "layers": [1], "heads": [2], "intermediate": [32]}
     params = config.validate(budgeted(trained, parameters=limit), stage="prune")
     assert quantize.deployment(params, trained)[1] == "fp32"
     folder = trained / model_dir(ModelRole.PRUNED)

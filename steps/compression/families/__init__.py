@@ -9,7 +9,8 @@ the config schema can import a family's `config.py`.
 Hooks:
     name              the registry name (`arch.name`)
     prune_methods     the `prune.method` values that can prune this family
-    budget_searchable whether the budget search (per-layer channel widths) can cut it
+    budget_searchable whether a budget search (params `target:`) can cut it: the per-layer channel one unless
+                      budget_search names the family's own
     budget_search     None (the per-layer channel search, steps/prune/budget_search.py), or the name of the family's
                       own search in steps.prune.SEARCHES: hf's "uniform_encoder" (steps/prune/hf_search.py) tries the
                       uniform shapes a from_pretrained config describes, since its layers cannot differ
