@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import time
 import zlib
@@ -39,7 +40,9 @@ def macs(model: nn.Module, example: Inputs) -> int:
     ids) go in as keyword arguments."""
     import torch_pruning as tp
 
-    with evaluating(model):
+    # Its batch counter prints a warning for every call without positional inputs (named token ids) and then
+    # assumes a batch of one, which the example is: a budget search counts dozens of shapes.
+    with evaluating(model), contextlib.redirect_stdout(io.StringIO()):
         ops, _ = tp.utils.count_ops_and_params(model, example)
     return int(ops)
 

@@ -3,7 +3,8 @@ meet, and how the search for it runs.
 
 With any budget set, the prune stage stops using the prune knobs (method, target_sparsity, schedule,
 rounds) and searches per-layer widths and the deployable precision for the most accurate model inside
-the budget (steps/prune/budget_search.py); distill then distills the teacher into that model, quantize builds
+the budget (steps/prune/budget_search.py; on an hf teacher, the uniform shapes its config can describe:
+steps/prune/hf_search.py); distill then distills the teacher into that model, quantize builds
 and deploys the precision it chose, evaluate re-measures the deployable on the budget's terms and
 promote gates on it.
 """
@@ -24,7 +25,8 @@ class SearchConfig(Section):
     widths: list[float] = Field(
         default=[0.25, 0.5, 0.75], min_length=1,
         description="fractions of each layer's channels the search may keep (each in (0, 1)); the sensitivity "
-                    "table cuts each layer to each of them")
+                    "table cuts each layer to each of them. On an hf teacher: the fractions of its heads and of its "
+                    "FFN width that the uniform shapes keep")
     precisions: list[Literal["fp32", "dynamic", "static"]] = Field(
         default=["fp32", "dynamic"], min_length=1, description="deployable forms searched: fp32 ONNX, int8 ones")
     candidates: int = Field(default=2, ge=1, description="best predicted models fine-tuned and verified")

@@ -42,9 +42,6 @@ class PruneConfig(_Section):
     finetune: TrainConfig
     transformer: TransformerPruneConfig = Field(default_factory=TransformerPruneConfig)
 
-    def unused(self) -> tuple[str, ...]:
-        return () if self.method == "transformer" else ("transformer",)
-
     @model_validator(mode="after")
     def _transformer_amounts(self) -> PruneConfig:
         t = self.transformer

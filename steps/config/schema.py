@@ -102,8 +102,14 @@ class Params(_Section):
 
     def unused(self) -> tuple[str, ...]:
         """A budget replaces the prune knobs (the stage searches widths instead) and the student (the searched,
-        pruned model is distilled)."""
-        return ("prune.method", "prune.schedule", "prune.transformer", "distill.student") if self.target.active else ()
+        pruned model is distilled). prune.transformer is read by prune.method transformer, and under a budget by
+        an hf teacher's search (its criteria rank heads, FFN neurons and layers): here, where both are known."""
+        transformer = (self.teacher.arch.budget_ranks_by_transformer if self.target.active
+                       else self.prune.method == "transformer")
+        knobs = () if transformer else ("prune.transformer",)
+        if not self.target.active:
+            return knobs
+        return ("prune.method", "prune.schedule", *knobs, "distill.student")
 
     @property
     def student_arch(self) -> ArchConfig:

@@ -18,6 +18,7 @@ import torch
 
 from steps import config
 from steps.compression import measure, onnx_export, quantization
+from steps.compression.training import rows
 from steps.core import latency
 from steps.core.latency import INCONCLUSIVE, OVER, PASS, REFERENCE, Timing
 
@@ -67,13 +68,15 @@ def deployable_file(model: torch.nn.Module, example: torch.Tensor, precision: st
     input `contract` and the `export` settings the graph is the one the export stage writes (it starts with the
     data's scaling; the same opset and exporter), so the same graph is timed;
     the int8 ranges of a static file then come from normalised calibration images, which changes its scales but
-    not the work it does, so not its latency."""
-    if contract is not None:
+    not the work it does, so not its latency. A text model's graph starts at the token ids (`example` holds them
+    by name): nothing goes in front of it, as in the export stage (steps/compression/token_input.py)."""
+    if contract is not None and not contract.texts:
         from steps.compression.raw_input import RawInput
 
         model = RawInput(model, list(contract.mean), list(contract.std), contract.images)
     fp32 = folder / "fp32.onnx"
-    onnx_export.export(model, example[:1], fp32, *((export.opset, export.exporter) if export is not None else ()))
+    settings = (export.opset, export.exporter) if export is not None else ()
+    onnx_export.export(model, rows(example, slice(0, 1)), fp32, *settings)
     if precision == "fp32":
         return fp32
     out = folder / f"{precision}.onnx"
@@ -81,8 +84,11 @@ def deployable_file(model: torch.nn.Module, example: torch.Tensor, precision: st
     return out
 
 
-def timed_batch(split, batch_size: int) -> torch.Tensor:
-    """`batch_size` samples of `split` (repeated when it is smaller): the batch the latency budget is for."""
+def timed_batch(split, batch_size: int):
+    """`batch_size` samples of `split` (repeated when it is smaller): the batch the latency budget is for; a text's
+    token ids and attention masks by name."""
+    if isinstance(split.x, dict):
+        return rows(split.x, torch.arange(batch_size) % len(split))
     reps = -(-batch_size // len(split))
     return split.x.repeat(reps, *([1] * (split.x.dim() - 1)))[:batch_size].contiguous()
 
@@ -91,13 +97,13 @@ def file_cost(path: Path, batch: torch.Tensor, timing: Timing, reference: Path |
     """{latency_p95_ms with its interval, latency_p50_ms, size_kb, the windows' p95s} of one ONNX file; with a
     `reference` file timed in the same turns, also its speedup over it (steps/core/latency.py reading)."""
     files = {"model": path} | ({REFERENCE: reference} if reference is not None else {})
-    timed = latency.time_files(files, batch.numpy(), timing)
+    timed = latency.time_files(files, batch if isinstance(batch, dict) else batch.numpy(), timing)
     return {**latency.reading(timed, "model", REFERENCE if reference is not None else None),
             "size_kb": measure.file_size(path) / 1024}
 
 
 def counts(model: torch.nn.Module, example: torch.Tensor) -> dict:
-    return {"parameters": measure.parameters(model), "macs": measure.macs(model, example[:1])}
+    return {"parameters": measure.parameters(model), "macs": measure.macs(model, rows(example, slice(0, 1)))}
 
 
 def cost(model: torch.nn.Module, batch: torch.Tensor, precision: str, timing: Timing,

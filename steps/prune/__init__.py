@@ -22,7 +22,9 @@ schedule to its final value.
 With a budget in params.yaml (`target:`), none of that runs: the stage searches
 per-layer widths and the deployable precision for the most accurate model
 inside the budget (steps/prune/budget_search.py), logs the sensitivity heat-map and the
-frontier, and saves the chosen candidate as the pruned model.
+frontier, and saves the chosen candidate as the pruned model. A family whose layers
+cannot differ names its own search (Family.budget_search, in SEARCHES): an hf
+teacher's tries the uniform shapes its config can describe (steps/prune/hf_search.py).
 """
 
 from __future__ import annotations
@@ -40,8 +42,13 @@ from steps.core import datasets, lineage
 from steps.core.names import ModelRole
 from steps.core.results import PruneResult
 from steps.core.torchkit import load_model, regularised_loss, setup
-from steps.prune import budget_plots, budget_search
+from steps.prune import budget_plots, budget_search, hf_search
 from steps.stagekit.finish import save_and_record, write_result
+
+
+SEARCHES = {"channels": budget_search.search, "uniform_encoder": hf_search.search}
+"""The budget searches by name: "channels" (per-layer widths) unless the teacher's family names its own
+(Family.budget_search)."""
 
 
 def method_for(model, cfg: config.PruneConfig) -> PruneMethod:
@@ -65,7 +72,8 @@ def run_search(params: config.Params, root: Path, origin: lineage.Origin = linea
                          f"{' or '.join(sorted(family.prune_methods))}")
     original = measure.parameters(teacher)
     with tracking.open_run(root, **lineage.stage_run(root, params, "prune", origin)) as run_id:
-        outcome = budget_search.search(teacher, splits["train"], splits["val"], params, root, device, generator)
+        search = SEARCHES[family.budget_search or "channels"]
+        outcome = search(teacher, splits["train"], splits["val"], params, root, device, generator)
         record, model = outcome.record(), outcome.model
         tracking.log_dict(record, "search.json")
         for name, figure in (("sensitivity.png", budget_plots.sensitivity_figure(outcome)),

@@ -37,7 +37,7 @@ from steps.compression.training import Split, accuracy, adam, train_epochs
 from steps.core import budget, datasets
 from steps.core.files import atomic_write
 from steps.core.hashing import sha256
-from steps.core.layout import model_path
+from steps.core.layout import model_path, model_weights
 from steps.core.names import ModelRole
 from steps.core.torchkit import regularised_loss
 from steps.prune.search_cache import SearchCache, cache_key, machine
@@ -131,12 +131,12 @@ def _closest(points: list[width_search.Point]) -> width_search.Point:
     return min(points, key=lambda p: (p.excess, -p.predicted_accuracy))
 
 
-def _reference_file(root: Path, cache: SearchCache, teacher: torch.nn.Module, example: torch.Tensor,
+def reference_file(root: Path, cache: SearchCache, teacher: torch.nn.Module, example: torch.Tensor,
                     contract, export: config.ExportConfig) -> Path:
     """The teacher's deployable file as the export stage will write it (fp32, taking raw inputs): what every
-    candidate is timed beside. Kept in the search cache, by the teacher file, the data's contract and the export
-    settings."""
-    key = cache_key(sha256(root / model_path(ModelRole.TEACHER)), contract.to_dict(), export.model_dump())
+    candidate is timed beside. Kept in the search cache, by the teacher's weights (its file, or the weights in its
+    folder), the data's contract and the export settings."""
+    key = cache_key(sha256(model_weights(root, ModelRole.TEACHER)), contract.to_dict(), export.model_dump())
     path = cache.folder / f"reference-{key}.onnx"
     if not path.is_file():
         with tempfile.TemporaryDirectory(prefix="shrinkflow-reference-") as scratch:
@@ -161,7 +161,7 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
     batch, calibration = budget.timed_batch(val, target.batch_size), _int8_calibration(train, params)
     searching, contract = budget.search_timing(params), datasets.contract(root)
     arch = [type(teacher).__name__, list(example.shape[1:]), [(layer.name, layer.width) for layer in layers]]
-    reference = _reference_file(root, cache, teacher, example, contract, params.export)
+    reference = reference_file(root, cache, teacher, example, contract, params.export)
     walk_reference = reference if target.speedup is not None else None  # else the walk times a setting alone
 
     def measure_in(precision: str):
@@ -204,11 +204,11 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
         points, fitting = explore()
     if not fitting:
         raise _unreachable_by_search(layers, _closest(points), target)
-    verifier = _Verifier(train, val, params, device, generator, batch, calibration, reference, contract)
+    verifier = Verifier(train, val, params, device, generator, batch, calibration, reference, contract)
     verified = [verifier.verify(make(p.setting), layers, p, i, len(fitting)) for i, p in enumerate(fitting, start=1)]
     accepted = [v for v in verified if v["fits"]]
     if not accepted:
-        raise _unreachable_when_verified(verified, target)
+        raise unreachable_when_verified(verified, target)
     chosen = max(accepted, key=lambda v: v["val_accuracy"])
     records = [_point_record(layers, p) for p in points]
     candidates = [{k: v for k, v in c.items() if k != "model"} for c in verified]
@@ -229,7 +229,7 @@ def _unreachable_by_search(layers, best: width_search.Point, target: config.Budg
         f"widths target.search.widths allows; allow narrower ones, or loosen the budget)")
 
 
-def _unreachable_when_verified(verified: list[dict], target: config.BudgetConfig) -> BudgetUnreachable:
+def unreachable_when_verified(verified: list[dict], target: config.BudgetConfig) -> BudgetUnreachable:
     best = min(verified, key=lambda v: v["excess"])
     return BudgetUnreachable(
         f"target {target.limits()}: {len(verified)} candidate(s) fitted while searching but none after "
@@ -239,7 +239,7 @@ def _unreachable_when_verified(verified: list[dict], target: config.BudgetConfig
 
 
 @dataclass(frozen=True)
-class _Verifier:
+class Verifier:
     """What fine-tuning and re-measuring a candidate needs."""
 
     train: Split

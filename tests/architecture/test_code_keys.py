@@ -76,7 +76,7 @@ def test_a_model_family_is_code_of_the_stages_that_load_that_model(params):
 
 def test_knobs_the_params_switch_off_choose_nothing(params):
     """The budget search replaces prune.method, prune.schedule and the student (Params.unused); prune.transformer
-    is off unless prune.method is transformer (PruneConfig.unused)."""
+    is off unless prune.method is transformer or an hf teacher's budget search ranks by it (Params.unused)."""
     student_custom = variant(params, distill={"student": CUSTOM})
     budget = variant(student_custom, target={"size_kb": 100.0})
     assert "steps/compression/families/custom/model.py" in stage("distill").code(student_custom)

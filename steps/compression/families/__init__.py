@@ -9,7 +9,11 @@ the config schema can import a family's `config.py`.
 Hooks:
     name              the registry name (`arch.name`)
     prune_methods     the `prune.method` values that can prune this family
-    budget_searchable whether the budget search (per-layer channel widths) can cut it
+    budget_searchable whether a budget search (params `target:`) can cut it: the per-layer channel one unless
+                      budget_search names the family's own
+    budget_search     None (the per-layer channel search, steps/prune/budget_search.py), or the name of the family's
+                      own search in steps.prune.SEARCHES: hf's "uniform_encoder" (steps/prune/hf_search.py) tries the
+                      uniform shapes a from_pretrained config describes, since its layers cannot differ
     pooled_layer(m)   the module whose output the classifier head reads (distillation's pooled features)
     attention_maps(m) one module name per transformer block whose output is that block's attention
                       probabilities (B, heads, N, N), or `name[i]` for element i of its tuple output
@@ -76,6 +80,7 @@ class Family:
     save_checkpoint: Callable[[nn.Module, ModelSpec, Path, dict, dict[str, Path]], None] | None = None
     load_checkpoint: Callable[[Path], tuple[nn.Module, ModelSpec]] | None = None
     prune_method_classes: Mapping[str, type] | None = None
+    budget_search: str | None = None
 
     def prune_method_class(self, method: str) -> type:
         """The class that runs `prune.method` `method` on this family: its own, else the registry's."""

@@ -28,6 +28,9 @@ class ArchSettings(BaseModel):
     with its .json spec beside it (steps.core.layout.model_files)."""
     reads_text: ClassVar[bool] = False
     """Whether the family reads token ids (data.source text) instead of images or feature vectors."""
+    budget_ranks_by_transformer: ClassVar[bool] = False
+    """Whether the budget search on the family ranks heads, FFN neurons and layers by prune.transformer's
+    importance and depth_metric (hf: steps/prune/hf_search.py), which a budget then leaves in use."""
 
     def spec_fields(self, root) -> dict[str, Any]:
         """These settings under ModelSpec's names (torchkit.spec_from adds the data's sizes); `root`, the

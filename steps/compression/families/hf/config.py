@@ -34,6 +34,7 @@ class HFConfig(ArchSettings):
     saves_directory: ClassVar[bool] = True
     """Its checkpoint is a save_pretrained folder, not a .safetensors file with a .json spec beside it."""
     reads_text: ClassVar[bool] = True
+    budget_ranks_by_transformer: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _one_source(self) -> HFConfig:

@@ -225,8 +225,8 @@ def _refuse_channel_pruning(model: nn.Module) -> None:
                        "hidden width, layers)")
 
 
-FAMILY = Family("hf", frozenset({"transformer"}), False, _no_pooled_layer, features.attention_maps,
+FAMILY = Family("hf", frozenset({"transformer"}), True, _no_pooled_layer, features.attention_maps,
                 features.hidden_states, config=HFConfig, build=build, needs_images=False, spec_of=spec_of,
                 fit_weights=lambda model, state: False, example_input=example_input,
                 refuse_unprunable=_refuse_channel_pruning, save_checkpoint=save, load_checkpoint=load,
-                prune_method_classes={"transformer": HFTransformerPruning})
+                prune_method_classes={"transformer": HFTransformerPruning}, budget_search="uniform_encoder")
