@@ -8,7 +8,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from steps.config.base import Section as _Section
 from steps.config.base import choice
-from steps.sources import CLASSIFY, OPTIONS, READS, SOURCES, TASKS, TOKENIZERS, option_help, refusal
+from steps.sources import CLASSIFY, OPTIONS, READS, SOURCES, TASKS, TOKENIZERS, UNLABELLED, option_help, refusal
 
 
 class TokenizerTraining(_Section):
@@ -38,7 +38,7 @@ class DataConfig(_Section):
 
     source: choice(SOURCES) = Field(default="idx", description="which reader: " + " | ".join(SOURCES))
     path: str = Field(min_length=1, description="the source's folder or file (data.raw_dir is the old name)")
-    val_size: int = Field(ge=1, description="training rows held out for validation")
+    val_size: int = Field(ge=1, description="training rows (causal_lm: documents) held out for validation")
     val_split: Literal["stratified", "random"] = Field(
         default="stratified", description="stratified per class, or a plain seeded permutation (the pre-16 split)")
     # The keys only some sources read (steps.sources.OPTIONS); defined after `source`, which their check reads.
@@ -56,8 +56,8 @@ class DataConfig(_Section):
     block_size: int | None = Field(default=None, ge=2, description="causal_lm: tokens per block")
     test_fraction: float = Field(default=0.2, gt=0, lt=1, description="held out as test when a source has none "
                                  "(causal_lm: a fraction of the documents)")
-    train_limit: int | None = Field(default=None, ge=1, description="use only this many training rows")
-    test_limit: int | None = Field(default=None, ge=1, description="use only this many test rows")
+    train_limit: int | None = Field(default=None, ge=1, description="use only this many training rows (documents)")
+    test_limit: int | None = Field(default=None, ge=1, description="use only this many test rows (documents)")
 
     @model_validator(mode="before")
     @classmethod
@@ -104,7 +104,7 @@ class DataConfig(_Section):
         if self.source != "text":
             raise ValueError(f"data.task {self.task} reads documents of the text source; data.source is "
                              f"{self.source!r}: use data.source: text")
-        for key in ("label_column", "class_names", "max_length"):
+        for key in UNLABELLED:
             if getattr(self, key) is not None:
                 raise ValueError(f"data.{key}: data.task {self.task} reads documents, which have no labels and are "
                                  "packed into data.block_size tokens; remove it")

@@ -52,6 +52,9 @@ read by `data.source`'s reader). causal_lm: documents of the text source, split 
 into blocks of data.block_size tokens (steps/sources/blocks.py); names only, as SOURCES."""
 CLASSIFY = "classify"
 """data.task's default: labelled samples, a reader in SOURCES, an encoder in ENCODERS."""
+UNLABELLED = ("label_column", "class_names", "max_length")
+"""The text source's options a task of TASKS refuses: documents have no labels, and block_size replaces max_length
+(the config and steps/sources/documents.py refuse them by key)."""
 
 TOKENIZERS = Registry("tokenizer kind", {
     "wordpiece": "steps.sources.tokens:wordpiece",
@@ -83,7 +86,8 @@ READS = {
 }
 """source -> the OPTIONS it reads; any other OPTIONS key set for it is refused, naming the key."""
 
-__all__ = ["CLASSIFY", "ENCODERS", "OPTIONS", "READS", "SOURCES", "TASKS", "TOKENIZERS", "option_help", "read", "refusal"]
+__all__ = ["CLASSIFY", "ENCODERS", "OPTIONS", "READS", "SOURCES", "TASKS", "TOKENIZERS", "UNLABELLED", "option_help",
+           "read", "refusal"]
 
 
 def option_help(key: str) -> str:

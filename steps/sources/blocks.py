@@ -73,7 +73,7 @@ def pack(ids: list[list[int]], separator_id: int, block_size: int) -> dict[str, 
     lengths = np.array([len(d) + 1 for d in ids], dtype=np.int64)
     starts = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
-    stream = np.fromiter((t for d in ids for t in (*d, separator_id)), dtype=np.int32, count=int(starts[-1]))
+    stream = np.concatenate([np.array([*d, separator_id], dtype=np.int32) for d in ids])
     blocks = len(stream) // block_size
     first = np.arange(blocks, dtype=np.int64) * block_size
     return {"input_ids": stream[: blocks * block_size].reshape(blocks, block_size),

@@ -24,13 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from steps.sources import text
+from steps.sources import UNLABELLED, text
 from steps.sources.base import DataError, SourceOptions
 from steps.sources.folders import visible
 
 DOCUMENT_FILES = text.TEXT_FILES
-UNREAD = ("label_column", "class_names", "max_length")
-"""The text source's options that documents do not read: they have no labels, and block_size replaces max_length."""
 SPLITS = ("train", "val", "test")
 
 
@@ -90,7 +88,7 @@ def _name(path: Path) -> str:
 
 def read(path: Path, options: SourceOptions) -> Documents:
     """The documents under `path` (.txt files, or a table's text column)."""
-    given = [key for key in UNREAD if getattr(options, key) is not None]
+    given = [key for key in UNLABELLED if getattr(options, key) is not None]
     if given:
         raise ValueError(f"data.{given[0]}: data.task causal_lm reads documents, which have no labels and are "
                          "packed into data.block_size tokens (remove it)")
