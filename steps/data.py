@@ -12,6 +12,11 @@ after the split (a tokenizer trained here sees the training split only); the
 tokenizer.json lies beside the splits, described in the manifest. Every reader
 (`steps.core.datasets.load_splits`) re-checks those hashes, so a tampered or
 truncated file is refused with its name before any training starts.
+
+`data.task: causal_lm` reads documents instead of labelled samples: split by
+document, tokenised and packed into int32 "input_ids" (N, block_size) with
+each block's document, no labels (steps/sources/blocks.py); the manifest adds
+the task, the block size and each split's documents, tokens and bytes.
 """
 
 from __future__ import annotations
@@ -119,7 +124,8 @@ def normalization(kind: str, train_x: np.ndarray) -> dict[str, list[float]]:
 
 
 def raw_hashes(raw: RawData, path: Path) -> dict[str, str]:
-    """{file: sha256} of every raw input, named relative to data.path (a file: its own name)."""
+    """{file: sha256} of every raw input (`raw.raw_files`; documents have them too), named relative to data.path
+    (a file: its own name)."""
     base = path if path.is_dir() else path.parent
     return {file.relative_to(base).as_posix(): sha256(file) for file in raw.raw_files}
 
@@ -153,7 +159,7 @@ def write_splits(root: Path, arrays: dict[str, dict[str, np.ndarray]], manifest_
         for name, split_arrays in arrays.items():
             path = tmp / f"{name}.npz"
             np.savez(path, **split_arrays)
-            files[f"{name}.npz"] = {"sha256": sha256(path), "rows": len(split_arrays["labels"])}
+            files[f"{name}.npz"] = {"sha256": sha256(path), "rows": _rows(split_arrays)}
         for name, content in (extra_files or {}).items():
             (tmp / name).write_bytes(content)
         manifest = DataResult(files=files, **manifest_fields)
@@ -167,11 +173,35 @@ def write_splits(root: Path, arrays: dict[str, dict[str, np.ndarray]], manifest_
     return manifest
 
 
+def _rows(split_arrays: dict[str, np.ndarray]) -> int:
+    """A split's samples: its labels, or (language-model blocks have none) its first array's rows."""
+    return len(split_arrays["labels"] if "labels" in split_arrays else next(iter(split_arrays.values())))
+
+
+def _by_task(params: config.Params, path: Path, options: SourceOptions) -> tuple[dict, dict, dict[str, bytes]]:
+    """write_splits' arrays, manifest fields and files for a data.task other than classify (steps.sources.TASKS):
+    documents, split by document and encoded by the task."""
+    cfg = params.data
+    if not path.exists():
+        raise DataError(f"{path}: does not exist (data.path for the {cfg.source} source)")
+    every, encoded = sources.TASKS.resolve(cfg.task)(path, options, block_size=cfg.block_size, val_size=cfg.val_size,
+                                                      train_limit=cfg.train_limit, test_limit=cfg.test_limit)
+    hashes = raw_hashes(every, path)
+    fields = {
+        "dataset": every.name, "source": cfg.source, "kind": "text", "classes": [],
+        "input_shape": list(encoded.input_shape), "feature_names": [], "seed": params.seed, "raw": hashes,
+        "raw_sha256": combined_digest(hashes), "normalization": {}, **encoded.manifest,
+    }
+    return encoded.arrays, fields, encoded.files
+
+
 def run(params: config.Params, root: Path) -> DataResult:
     """Read the raw data with its source, split it, write the splits and manifest; returns the manifest."""
     cfg = params.data
     path = raw_path(params, root)
     options = source_options(cfg, params.seed, root)
+    if cfg.task != sources.CLASSIFY:
+        return write_splits(root, *_by_task(params, path, options))
     raw = sources.read(cfg.source, path, options)
     splits = split(raw, cfg, params.seed)
     encoded = encode(raw, splits, options)

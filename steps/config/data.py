@@ -8,7 +8,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from steps.config.base import Section as _Section
 from steps.config.base import choice
-from steps.sources import OPTIONS, READS, SOURCES, TOKENIZERS, option_help, refusal
+from steps.sources import CLASSIFY, OPTIONS, READS, SOURCES, TASKS, TOKENIZERS, UNLABELLED, option_help, refusal
 
 
 class TokenizerTraining(_Section):
@@ -38,7 +38,7 @@ class DataConfig(_Section):
 
     source: choice(SOURCES) = Field(default="idx", description="which reader: " + " | ".join(SOURCES))
     path: str = Field(min_length=1, description="the source's folder or file (data.raw_dir is the old name)")
-    val_size: int = Field(ge=1, description="training rows held out for validation")
+    val_size: int = Field(ge=1, description="training rows (causal_lm: documents) held out for validation")
     val_split: Literal["stratified", "random"] = Field(
         default="stratified", description="stratified per class, or a plain seeded permutation (the pre-16 split)")
     # The keys only some sources read (steps.sources.OPTIONS); defined after `source`, which their check reads.
@@ -50,9 +50,14 @@ class DataConfig(_Section):
     text_column: str | None = Field(default=None, min_length=1, description=option_help("text_column"))
     max_length: int | None = Field(default=None, ge=1, description=option_help("max_length"))
     tokenizer: TokenizerConfig | None = Field(default=None, description=option_help("tokenizer"))
-    test_fraction: float = Field(default=0.2, gt=0, lt=1, description="held out as test when a source has none")
-    train_limit: int | None = Field(default=None, ge=1, description="use only this many training rows")
-    test_limit: int | None = Field(default=None, ge=1, description="use only this many test rows")
+    task: Literal[CLASSIFY] | choice(TASKS) = Field(
+        default=CLASSIFY, description="classify (labelled samples) | causal_lm (documents of the text source, split "
+        "by document and packed into data.block_size token blocks: steps/sources/blocks.py)")
+    block_size: int | None = Field(default=None, ge=2, description="causal_lm: tokens per block")
+    test_fraction: float = Field(default=0.2, gt=0, lt=1, description="held out as test when a source has none "
+                                 "(causal_lm: a fraction of the documents)")
+    train_limit: int | None = Field(default=None, ge=1, description="use only this many training rows (documents)")
+    test_limit: int | None = Field(default=None, ge=1, description="use only this many test rows (documents)")
 
     @model_validator(mode="before")
     @classmethod
@@ -75,11 +80,45 @@ class DataConfig(_Section):
             raise ValueError(refusal(source, info.field_name))
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _documents_default_to_bpe(cls, raw: Any) -> Any:
+        """causal_lm: data.tokenizer.train.kind defaults to bpe (byte-level: any text, nothing unknown, case
+        kept), the usual tokenizer of a language model; classification keeps kind required."""
+        if not isinstance(raw, dict) or raw.get("task") != "causal_lm":
+            return raw
+        tokenizer = raw.get("tokenizer")
+        train = tokenizer.get("train") if isinstance(tokenizer, dict) else None
+        if isinstance(train, dict) and "kind" not in train:
+            return {**raw, "tokenizer": {**tokenizer, "train": {**train, "kind": "bpe"}}}
+        return raw
+
+    @model_validator(mode="after")
+    def _task_keys(self) -> DataConfig:
+        """causal_lm reads documents of the text source into blocks; the keys of labelled samples are refused by
+        key, and block_size is refused without it."""
+        if self.task == CLASSIFY:
+            if self.block_size is not None:
+                raise ValueError("data.block_size is for data.task causal_lm (packed token blocks); remove it")
+            return self
+        if self.source != "text":
+            raise ValueError(f"data.task {self.task} reads documents of the text source; data.source is "
+                             f"{self.source!r}: use data.source: text")
+        for key in UNLABELLED:
+            if getattr(self, key) is not None:
+                raise ValueError(f"data.{key}: data.task {self.task} reads documents, which have no labels and are "
+                                 "packed into data.block_size tokens; remove it")
+        missing = [f"data.{k}" for k in ("tokenizer", "block_size") if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"data.task {self.task} needs {' and '.join(missing)} (how documents become token ids, "
+                             "and how many tokens a block holds)")
+        return self
+
     @model_validator(mode="after")
     def _table_needs_label(self) -> DataConfig:
         if self.source == "table" and self.label_column is None:
             raise ValueError("the table source needs data.label_column (the column holding the labels)")
-        if self.source == "text" and (self.tokenizer is None or self.max_length is None):
+        if self.source == "text" and self.task == CLASSIFY and (self.tokenizer is None or self.max_length is None):
             missing = " and ".join(f"data.{k}" for k in ("tokenizer", "max_length") if getattr(self, k) is None)
             raise ValueError(f"the text source needs {missing} (how texts become token ids, and how many of them; "
                              "without data.tokenizer, an hf teacher.arch.path's tokenizer is used)")

@@ -13,6 +13,14 @@ TEXT_SOURCES = ("text",)
 """The data sources whose splits hold token ids (steps/sources/text.py)."""
 
 
+def check_task(task: str, stage: str | None) -> None:
+    """ValueError naming data.task when a stage other than data would run on language-model blocks: no model family
+    reads them yet (issue 27 adds causal language models part by part)."""
+    if stage != "data" and task != "classify":
+        raise ValueError(f"data.task {task!r}: no model family trains on language-model blocks yet; only the data "
+                         "stage runs on them (python -m steps.data)")
+
+
 def check_teacher(source: str, arch, stage: str | None) -> None:
     """ValueError naming data.source and teacher.arch.name when they do not go together. `stage`: the one stage
     about to run alone; None for a whole run."""

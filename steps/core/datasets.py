@@ -3,7 +3,7 @@
 Shapes, classes, kind and normalisation come from the manifest (`DataResult`), never from code:
 the same readers serve an IDX folder, an image folder, arrays and a table; texts (token ids and attention
 masks, with their tokenizer.json) have their own readers, `load_text`, `raw_texts` (the test split as written)
-and `tokenizer_file`.
+and `tokenizer_file`; a language model's blocks of token ids (data.task causal_lm) `load_blocks`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ KEYS = {"image": "images", "features": "features"}
 def kind(manifest: dict) -> str:
     """"image", "features" or "text"; manifests from before data sources held images only."""
     return manifest.get("kind", "image")
+
+
+def task(manifest: dict) -> str:
+    """"classify" (labelled samples; manifests leave it out) or "causal_lm" (blocks of token ids: load_blocks)."""
+    return manifest.get("task", "classify")
 
 
 def check_pair(x: np.ndarray, labels: np.ndarray, where: str, manifest: dict) -> None:
@@ -89,6 +94,9 @@ def load_text(root: Path, name: str, manifest: dict) -> tuple[np.ndarray, np.nda
     """One text split's int32 input_ids and uint8 attention_mask, both (N, max_length), and its labels; refused
     unless its sha256 matches the manifest."""
     path = _split_file(root, name, manifest)
+    if task(manifest) != "classify":
+        raise DataError(f"{path}: {task(manifest)} splits hold blocks of token ids and no labels; read them with "
+                        "load_blocks")
     with np.load(path, allow_pickle=False) as npz:
         ids, mask, labels = npz["input_ids"], npz["attention_mask"], npz["labels"]
     expected = (len(labels), manifest["max_length"])
@@ -96,6 +104,31 @@ def load_text(root: Path, name: str, manifest: dict) -> tuple[np.ndarray, np.nda
         raise DataError(f"{path}: expected int32 input_ids and uint8 attention_mask of shape {expected}, got "
                         f"{ids.dtype} {ids.shape} and {mask.dtype} {mask.shape}")
     return ids, mask, check_labels(labels, manifest["classes"], str(path))
+
+
+BLOCK_ARRAYS = ("input_ids", "document", "document_starts", "document_bytes")
+"""A causal_lm split's arrays (steps/sources/blocks.py)."""
+
+
+def load_blocks(root: Path, name: str, manifest: dict) -> dict[str, np.ndarray]:
+    """One causal_lm split's arrays (BLOCK_ARRAYS): int32 input_ids (N, block_size), the int64 document each block
+    starts in (N,), where each document starts in the token stream (D + 1,) and its UTF-8 bytes (D,); refused
+    unless its sha256 matches the manifest and the arrays agree with it."""
+    path = _split_file(root, name, manifest)
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [key for key in BLOCK_ARRAYS if key not in npz]
+        if missing:
+            raise DataError(f"{path}: no {missing[0]} array; not a causal_lm split (rerun the data stage)")
+        arrays = {key: npz[key] for key in BLOCK_ARRAYS}
+    ids, document, starts = arrays["input_ids"], arrays["document"], arrays["document_starts"]
+    blocks, docs = manifest["files"][f"{name}.npz"]["rows"], manifest["documents"][name]
+    if ids.dtype != np.int32 or ids.shape != (blocks, manifest["block_size"]):
+        raise DataError(f"{path}: expected int32 input_ids of shape {(blocks, manifest['block_size'])}, got "
+                        f"{ids.dtype} {ids.shape}")
+    if document.shape != (blocks,) or starts.shape != (docs + 1,) or arrays["document_bytes"].shape != (docs,):
+        raise DataError(f"{path}: document arrays of shapes {document.shape}, {starts.shape} and "
+                        f"{arrays['document_bytes'].shape} do not fit {blocks} blocks of {docs} documents")
+    return arrays
 
 
 def raw_texts(root: Path, name: str) -> tuple[list[str], np.ndarray]:
@@ -147,7 +180,7 @@ def normalise(x: np.ndarray, manifest: dict):
 
 def load_splits(root: Path, names: tuple[str, ...] = SPLITS):
     """Hash-checked tensors for training: {name: training.Split}; images and features normalised, texts as int64
-    input_ids and attention_mask."""
+    input_ids and attention_mask; causal_lm blocks as int64 {"input_ids": ids} with the same ids as targets."""
     import torch
 
     from steps.compression.training import Split
@@ -155,6 +188,11 @@ def load_splits(root: Path, names: tuple[str, ...] = SPLITS):
     manifest = read_manifest(root)
     result = {}
     for name in names:
+        if task(manifest) == "causal_lm":  # a language model's targets are its input ids (the model shifts them)
+            labels = load_blocks(root, name, manifest)["input_ids"]
+            x = {"input_ids": torch.from_numpy(labels.astype(np.int64))}
+            result[name] = Split(x=x, y=x["input_ids"])
+            continue
         if kind(manifest) == "text":  # token ids and masks by name: the keyword arguments of a text model
             ids, mask, labels = load_text(root, name, manifest)
             x = {"input_ids": torch.from_numpy(ids.astype(np.int64)),

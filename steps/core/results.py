@@ -86,13 +86,29 @@ class DataResult(StageResult):
     """Text: the column a caller's table names its texts in (data.text_column; "text" for class folders): the
     served model's input (steps/serving/contract.py)."""
 
+    task: str | None = None
+    """Language-model data: "causal_lm" (steps/sources/blocks.py); None (left out): labelled samples (classify)."""
+    block_size: int | None = None
+    """causal_lm: tokens per block; each split's input_ids are (blocks, block_size)."""
+    separator: dict | None = None
+    """causal_lm: {"token", "id"} ending every document in the token stream."""
+    documents: dict[str, int] | None = None
+    """causal_lm: {split: its documents}."""
+    tokens: dict[str, int] | None = None
+    """causal_lm: {split: its token stream's length, one separator per document included}."""
+    bytes: dict[str, int] | None = None
+    """causal_lm: {split: its documents' UTF-8 bytes, as written} (bits per byte divides by them)."""
+    dropped: dict[str, int] | None = None
+    """causal_lm: {split: the tokens of its last partial block, which no block holds}."""
+
     TEXT_ONLY = ("max_length", "truncated", "tokenizer", "text_column")
+    LM_ONLY = ("task", "block_size", "separator", "documents", "tokens", "bytes", "dropped")
 
     def to_dict(self) -> dict:
-        """The manifest; data that are not text leave out the text fields, so their manifests (and digests) stay
-        what they were before text existed."""
+        """The manifest; data that are not text leave out the text fields, and labelled samples the language-model
+        fields, so their manifests (and digests) stay what they were before text and language models existed."""
         out = super().to_dict()
-        return {k: v for k, v in out.items() if k not in self.TEXT_ONLY or v is not None}
+        return {k: v for k, v in out.items() if k not in self.TEXT_ONLY + self.LM_ONLY or v is not None}
 
 
 @dataclass(frozen=True, kw_only=True)

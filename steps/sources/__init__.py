@@ -44,6 +44,18 @@ ENCODERS = Registry("sample encoder", {
 features) is written as it is. Keyed by kind, not by source; the text reader imports steps.sources.tokens
 itself, so the data stage's code key holds it exactly when data.source is text."""
 
+TASKS = Registry("data task", {
+    "causal_lm": "steps.sources.blocks:prepare",
+})
+"""data.task -> what reads, splits and encodes its data, when it is not `classify` (the default: labelled samples
+read by `data.source`'s reader). causal_lm: documents of the text source, split by document, tokenised and packed
+into blocks of data.block_size tokens (steps/sources/blocks.py); names only, as SOURCES."""
+CLASSIFY = "classify"
+"""data.task's default: labelled samples, a reader in SOURCES, an encoder in ENCODERS."""
+UNLABELLED = ("label_column", "class_names", "max_length")
+"""The text source's options a task of TASKS refuses: documents have no labels, and block_size replaces max_length
+(the config and steps/sources/documents.py refuse them by key)."""
+
 TOKENIZERS = Registry("tokenizer kind", {
     "wordpiece": "steps.sources.tokens:wordpiece",
     "bpe": "steps.sources.tokens:bpe",
@@ -74,7 +86,8 @@ READS = {
 }
 """source -> the OPTIONS it reads; any other OPTIONS key set for it is refused, naming the key."""
 
-__all__ = ["ENCODERS", "OPTIONS", "READS", "SOURCES", "TOKENIZERS", "option_help", "read", "refusal"]
+__all__ = ["CLASSIFY", "ENCODERS", "OPTIONS", "READS", "SOURCES", "TASKS", "TOKENIZERS", "UNLABELLED", "option_help",
+           "read", "refusal"]
 
 
 def option_help(key: str) -> str:

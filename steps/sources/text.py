@@ -68,7 +68,7 @@ def _read_bytes(path: Path) -> bytes:
 # --- a table of texts ---------------------------------------------------------------------------------------
 
 
-def _csv(path: Path, columns: tuple[str, str]) -> tuple[Column, Column]:
+def _csv(path: Path, columns: tuple[str, ...]) -> tuple[Column, ...]:
     import pandas as pd
 
     text = decode(_read_bytes(path), path)
@@ -78,13 +78,16 @@ def _csv(path: Path, columns: tuple[str, str]) -> tuple[Column, Column]:
         raise DataError(f"{path}: not a readable CSV file ({err})") from None
     _has_columns(path, [str(c) for c in frame.columns], columns)
     where = [f"{path}: row {i + 1}" for i in range(len(frame))]
+    texts = (frame[columns[0]].tolist(), where)
+    if len(columns) == 1:
+        return (texts,)
     labels = frame[columns[1]].tolist()
     if labels and all(INTEGER.fullmatch(v.strip()) for v in labels):
         labels = [int(v) for v in labels]
-    return (frame[columns[0]].tolist(), where), (labels, where)
+    return texts, (labels, where)
 
 
-def _parquet(path: Path, columns: tuple[str, str]) -> tuple[Column, Column]:
+def _parquet(path: Path, columns: tuple[str, ...]) -> tuple[Column, ...]:
     import pandas as pd
     import pyarrow as pa
 
@@ -96,7 +99,7 @@ def _parquet(path: Path, columns: tuple[str, str]) -> tuple[Column, Column]:
     where = [f"{path}: row {i + 1}" for i in range(len(frame))]
     texts = [_bytes_as_text(v, f"{w}, column {columns[0]!r}") for v, w in zip(frame[columns[0]].tolist(), where,
                                                                              strict=True)]
-    return (texts, where), (frame[columns[1]].tolist(), where)
+    return (texts, where), *((frame[column].tolist(), where) for column in columns[1:])
 
 
 def _bytes_as_text(value: Any, where: str) -> Any:
@@ -109,7 +112,7 @@ def _bytes_as_text(value: Any, where: str) -> Any:
         raise DataError(f"{where}: byte offset {err.start} of the value is not UTF-8 ({err.reason})") from None
 
 
-def _jsonl(path: Path, columns: tuple[str, str]) -> tuple[Column, Column]:
+def _jsonl(path: Path, columns: tuple[str, ...]) -> tuple[Column, ...]:
     rows, where = [], []
     for number, line in enumerate(decode(_read_bytes(path), path).splitlines(), start=1):
         if not line.strip():
@@ -127,14 +130,16 @@ def _jsonl(path: Path, columns: tuple[str, str]) -> tuple[Column, Column]:
         where.append(f"{path}: line {number}")
     if not rows:
         raise DataError(f"{path}: no rows")
-    return ([r[columns[0]] for r in rows], where), ([r[columns[1]] for r in rows], where)
+    return tuple(([r[column] for r in rows], where) for column in columns)
 
 
 READERS = {".csv": _csv, ".parquet": _parquet, ".pq": _parquet, ".jsonl": _jsonl}
+"""suffix -> (file, (text column[, label column])) -> those columns; a table of documents (steps/sources/documents.py)
+asks for the text column alone."""
 
 
-def _has_columns(path: Path, present: list[str], wanted: tuple[str, str]) -> None:
-    for key, column in zip(("text_column", "label_column"), wanted, strict=True):
+def _has_columns(path: Path, present: list[str], wanted: tuple[str, ...]) -> None:
+    for key, column in zip(("text_column", "label_column"), wanted, strict=False):  # documents have no labels
         if column not in present:
             raise DataError(f"{path}: no {column!r} column (data.{key}); columns present: {present}")
     if not present or len(present) != len(set(present)):

@@ -129,8 +129,9 @@ def load(path: Path) -> tuple[Tokenizer, bytes]:
         raise DataError(f"{file}: not a tokenizers tokenizer.json ({err})") from None
 
 
-def _configured(folder: Path) -> dict[str, str]:
-    """{role: token} that a save_pretrained folder's config files name (tokenizer_config.json wins)."""
+def configured(folder: Path, roles: tuple[str, ...] = tuple(ROLES)) -> dict[str, str]:
+    """{role: token} that a save_pretrained folder's config files name for `roles` (`<role>_token`;
+    tokenizer_config.json wins)."""
     named: dict[str, str] = {}
     for name in reversed(CONFIG_FILES):
         path = folder / name
@@ -140,7 +141,7 @@ def _configured(folder: Path) -> dict[str, str]:
             config = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise DataError(f"{path}: not readable JSON ({err})") from None
-        for role in ROLES:
+        for role in roles:
             value = config.get(f"{role}_token") if isinstance(config, dict) else None
             value = value.get("content") if isinstance(value, dict) else value
             if isinstance(value, str):
@@ -152,7 +153,7 @@ def special_tokens(tokenizer: Tokenizer, where: Path | None) -> dict[str, dict]:
     """{role: {"token", "id"}} for the roles of ROLES the tokenizer has: as the config files of its folder `where`
     (when it came from one) name them, else its padding token (pad), else the usual BERT or RoBERTa token if the
     vocabulary holds it."""
-    named = _configured(where) if where is not None and where.is_dir() else {}
+    named = configured(where) if where is not None and where.is_dir() else {}
     if "pad" not in named and tokenizer.padding:
         named["pad"] = tokenizer.padding["pad_token"]
     found = {}
@@ -194,7 +195,7 @@ def unpack_texts(data: np.ndarray, offsets: np.ndarray) -> list[str]:
     return [raw[start:end].decode("utf-8") for start, end in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
-def _tokenizer(options: TokenizerOptions, train_texts: np.ndarray) -> tuple[Tokenizer, bytes, dict, dict | None]:
+def tokenizer_for(options: TokenizerOptions, train_texts: np.ndarray) -> tuple[Tokenizer, bytes, dict, dict | None]:
     """(tokenizer, its tokenizer.json, its special tokens, how it was trained or None when loaded)."""
     if options.path is not None:
         tokenizer, raw = load(Path(options.path))
@@ -207,7 +208,7 @@ def encode(splits: dict[str, Split], options: SourceOptions) -> Encoded:
     """Each split's texts as token ids and attention masks; the tokenizer is loaded, or trained on splits["train"]."""
     if options.tokenizer is None or options.max_length is None:
         raise ValueError("the text source needs data.tokenizer and data.max_length")
-    tokenizer, raw, specials, trained = _tokenizer(options.tokenizer, splits["train"][0])
+    tokenizer, raw, specials, trained = tokenizer_for(options.tokenizer, splits["train"][0])
     where = options.tokenizer.path or f"the tokenizer trained here ({options.tokenizer.kind})"
     if "pad" not in specials:
         raise DataError(f"{where}: has no padding token (none named pad_token, and no [PAD] or <pad>); "
