@@ -485,7 +485,11 @@ def _csv_table(path: Path, contract: Contract, batch_size: int, id_column: str |
     # ids stay text, as written: "007" is not 7, and one chunk's ids must not be read as numbers, another's as
     # text; so do texts ("42" is a text), and an empty cell stays missing (NaN), which the text check refuses
     as_text = ([id_column] if id_column else []) + ([contract.text_column] if contract.texts else [])
-    chunks = pd.read_csv(path, usecols=columns, chunksize=batch_size, dtype=dict.fromkeys(as_text, str) or None)
+    # a message reading "NA", "null" or "None" is a text, as the data stage read it (steps/sources/text.py);
+    # only an empty cell is missing
+    missing = {"keep_default_na": False, "na_values": {contract.text_column: [""]}} if contract.texts else {}
+    chunks = pd.read_csv(path, usecols=columns, chunksize=batch_size, dtype=dict.fromkeys(as_text, str) or None,
+                         **missing)
     try:
         first = next(chunks, None)
     except (ValueError, UnicodeDecodeError) as err:

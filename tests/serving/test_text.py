@@ -101,9 +101,8 @@ def test_the_version_holds_the_contract_and_a_folder_stock_transformers_reloads(
     assert len(texts) == manifest["files"]["test.npz"]["rows"] and manifest["text_column"] == "body"
     assert set(texts) <= set(pd.read_csv(root / "mail.csv")["body"])
     assert served.metadata.get_input_schema().input_types() == [DataType.string]
-    downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}/{version}", dst_path=str(tmp_path)))
-    (folder,) = [p for p in (downloaded / "artifacts").iterdir() if p.is_dir()]
-    assert folder.name == Path(model_dir(ModelRole.STUDENT)).name and HF_ARTIFACT
+    folder = tracking.served_artifacts(NAME, version, tmp_path)[HF_ARTIFACT]
+    assert folder.is_dir() and folder.name == Path(model_dir(ModelRole.STUDENT)).name
     stock = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True, use_safetensors=True)
     stock.eval()
     test = datasets.load_splits(root, ("test",))["test"]
@@ -121,8 +120,8 @@ def test_shrinkflow_predict_scores_a_table_of_texts_and_names_the_blank_rows(reg
 
     root, version = registered
     texts, _ = datasets.raw_texts(root, "test")
-    rows = pd.DataFrame({"id": [f"m{i:02d}" for i in range(len(texts) + 1)], "body": [*texts[:5], "  ", *texts[5:]],
-                         "sender": "someone"})
+    bodies = [*texts[:5], "  ", *texts[5:], "NA"]  # "NA" is a message, as the data stage reads it, not a gap
+    rows = pd.DataFrame({"id": [f"m{i:02d}" for i in range(len(bodies))], "body": bodies, "sender": "someone"})
     path = tmp_path / f"incoming{suffix}"
     {".csv": lambda: rows.to_csv(path, index=False), ".parquet": lambda: rows.to_parquet(path),
      ".jsonl": lambda: rows.to_json(path, orient="records", lines=True)}[suffix]()
@@ -134,7 +133,7 @@ def test_shrinkflow_predict_scores_a_table_of_texts_and_names_the_blank_rows(reg
     assert "m05" in result.output and "blank" in result.output
     scores = pd.read_parquet(out)
     assert scores["id"].tolist() == [i for i in rows["id"] if i != "m05"]
-    assert scores["class_index"].tolist() == served.predict(texts)["class_index"].tolist()
+    assert scores["class_index"].tolist() == served.predict([*texts, "NA"])["class_index"].tolist()
 
 
 @pytest.mark.integration
