@@ -4,9 +4,16 @@ test split.
 Each file's graph starts with the data's scaling and standardisation (steps/compression/raw_input.py), so it
 takes what a caller has (pixel values 0-255, unscaled features), and its metadata_props carry the input
 contract: class names, input layout, normalisation and the dataset's digest (steps/serving/contract.py).
-Text is the exception the data's kind decides (`graph_for`): its graph takes token ids and attention masks
-as they are, since tokenising is the caller's (steps/compression/token_input.py), and its metadata_props
-name the tokenizer to tokenise with.
+Text is the exception the data's kind decides (`graph_for`): tokenising is string processing that standard
+ONNX operators do not do, so the graph starts at the token ids and the caller tokenises, with the data's
+tokenizer.json that travels beside the model (the served pyfunc does, with the `tokenizers` library); its
+metadata_props name that tokenizer and its sha256. The text graph's interface, which serving relies on:
+
+    inputs  input_ids       int64 (batch, sequence)
+            attention_mask  int64 (batch, sequence), 1 for a token, 0 for padding
+    output  logits          float32 (batch, classes), in the order of class_names
+
+batch and sequence are dynamic; sequence at most the data's max_length (the model's positions are sized by it).
 
 A file that fails the checker, or whose logits differ from PyTorch's by more
 than `export.parity_atol` or that changes any prediction, fails the stage
@@ -24,12 +31,12 @@ import torch
 from torch import nn
 
 from steps import config, tracking
-from steps.compression import measure, onnx_export, token_input
+from steps.compression import measure, onnx_export
 from steps.compression.raw_input import RawInput
 from steps.compression.training import Inputs, rows
 from steps.core import datasets, lineage
 from steps.core.hashing import sha256
-from steps.core.layout import MANIFEST, metrics_path, onnx_path
+from steps.core.layout import metrics_path, onnx_path
 from steps.core.names import ModelRole
 from steps.core.results import ExportResult
 from steps.core.torchkit import load_model
@@ -47,10 +54,9 @@ class Graph:
 def graph_for(root: Path) -> Graph:
     """Images and tables: the model behind the data's scaling and standardisation (RawInput), with the input
     contract as metadata. Text: the model itself on token ids, with what to tokenise with as metadata."""
-    manifest = datasets.read_manifest(root)
-    if datasets.kind(manifest) == "text":
-        return Graph(lambda model: model, token_input.onnx_metadata(manifest, sha256(root / MANIFEST)))
     contract = datasets.contract(root)
+    if contract.texts:  # token ids in, as they are (the module docstring)
+        return Graph(lambda model: model, contract.onnx_metadata())
     return Graph(lambda model: RawInput(model, list(contract.mean), list(contract.std), contract.images),
                  contract.onnx_metadata())
 

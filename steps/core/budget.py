@@ -69,7 +69,7 @@ def deployable_file(model: torch.nn.Module, example: torch.Tensor, precision: st
     data's scaling; the same opset and exporter), so the same graph is timed;
     the int8 ranges of a static file then come from normalised calibration images, which changes its scales but
     not the work it does, so not its latency. A text model's graph starts at the token ids (`example` holds them
-    by name): nothing goes in front of it, as in the export stage (steps/compression/token_input.py)."""
+    by name): nothing goes in front of it, as in the export stage (steps/export.py)."""
     if contract is not None and not contract.texts:
         from steps.compression.raw_input import RawInput
 

@@ -213,7 +213,7 @@ def raw_split(root: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
 def onnx_split(root: Path, name: str) -> tuple[np.ndarray | dict[str, np.ndarray], np.ndarray]:
     """One split as the deployable ONNX files take it, and its labels: raw pixels or unscaled features as float32
     (their graphs standardise: steps/compression/raw_input.py), or for text the int64 input_ids and
-    attention_mask by name, which the graph takes as they are (steps/compression/token_input.py)."""
+    attention_mask by name, which the graph takes as they are (steps/export.py)."""
     manifest = read_manifest(root)
     if kind(manifest) == "text":
         ids, mask, labels = load_text(root, name, manifest)

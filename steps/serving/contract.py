@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 METADATA_KEY = "shrinkflow_contract"
+"""Where a registered model's MLmodel metadata holds its contract (`to_dict()`)."""
 DEFAULT_TEXT_COLUMN = "text"
 """The text column of data read from class folders (which have no table, so no data.text_column)."""
-"""Where a registered model's MLmodel metadata holds its contract (`to_dict()`)."""
 KINDS = ("image", "features", "text")
 RESERVED_COLUMNS = ("label", "class_index")
 """The answer's own columns; a class may not be named like them (its probability column would collide)."""
@@ -208,7 +208,8 @@ class Contract:
                              f"the texts through tokenizer.json (sha256 {self.tokenizer_sha256}), truncated on the "
                              f"right and padded with {self.pad_token} (id {self.pad_id}); attention_mask 1 on tokens"),
             "output": "logits: float32 (batch, classes), softmax for probabilities, in the order of class_names",
-            "tokenizer_sha256": self.tokenizer_sha256,
+            "tokenizer": json.dumps({"file": "tokenizer.json", "sha256": self.tokenizer_sha256,
+                                     "max_length": self.max_length}),
             "dataset": self.dataset,
             "dataset_digest": self.dataset_digest,
         }

@@ -38,6 +38,9 @@ from steps.sources.base import DataError, Encoded, SourceOptions, Split, Tokeniz
 
 FILE = "tokenizer.json"
 """The tokenizer's file, in a save_pretrained folder and beside the processed splits."""
+DEFAULT_TEXT_COLUMN = "text"
+"""The text column of class folders' texts (they have no table). steps/serving/contract.py holds the same value:
+serving is shipped alone, without this package."""
 ROLES = {
     "pad": ("[PAD]", "<pad>"),
     "cls": ("[CLS]", "<s>"),
@@ -53,8 +56,6 @@ RAW_SPLIT = "test"
 RAW_TEXT_KEYS = ("text_utf8", "text_offsets")
 """The test split also keeps its raw texts (pack_texts): what a caller sends the served model, which promote and
 the audit score it on, so the served tokenisation is checked against the evaluated token ids."""
-DEFAULT_TEXT_COLUMN = "text"
-"""The text column of class folders' texts (they have no table); steps/serving/contract.py says the same."""
 
 logger = logging.getLogger(__name__)
 

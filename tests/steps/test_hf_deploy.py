@@ -27,6 +27,7 @@ from steps.core.results import ExportResult, QuantizeResult
 from steps.core.stats.classes import macro_f1, per_class_f1
 from steps.core.torchkit import load_model, save_model
 from tests.helpers import write_params
+from steps.serving.contract import Contract
 from tests.steps.test_hf_teacher import HAM, SPAM, raw_params
 
 MAX_LENGTH = 16
@@ -90,7 +91,8 @@ def test_the_onnx_file_takes_token_ids_by_name_with_dynamic_batch_and_sequence(p
     manifest = datasets.read_manifest(project)
     assert json.loads(meta["class_names"]) == manifest["classes"]
     assert json.loads(meta["tokenizer"])["sha256"] == manifest["tokenizer"]["sha256"]
-    assert "no preprocessing inside the graph" in meta["input_layout"]
+    assert "the texts through tokenizer.json" in meta["input_layout"]  # the caller tokenises: no text in the graph
+    assert Contract.from_dict(json.loads(meta["shrinkflow.contract"])) == datasets.contract(project)
     result = ExportResult.read(project / metrics_path("export"))
     test_size = len(datasets.load_splits(project, ("test",))["test"])
     for role in ModelRole:  # parity on the whole test split, token ids as the data stage wrote them
