@@ -26,8 +26,7 @@ from steps.compression.families import CHECKPOINT_RECORD, checkpoint, family
 from steps.compression.regularization import near_zero_fraction
 from steps.compression.training import accuracy, adam, numpy_rows, train_epochs
 from steps.core import datasets, lineage
-from steps.core.hashing import sha256
-from steps.core.layout import weights_file
+from steps.core.hashing import sha256, weights_sha256
 from steps.core.names import ModelRole
 from steps.core.results import TeacherResult
 from steps.core.torchkit import build_for, check_outputs, project_importable, regularised_loss, setup, spec_from
@@ -75,7 +74,7 @@ def load_init(cfg: config.TeacherConfig, root: Path, example, scratch: Path):
         raise InitError(f"teacher.init.from {cfg.init.source!r} does not fit this data: {err}") from None
     if path.is_dir():
         _same_tokenizer(cfg.init.source, path, root)
-    return model, spec, uri, sha256(weights_file(path))
+    return model, spec, uri, weights_sha256(path)
 
 
 def _load_checkpoint(path: Path):

@@ -15,6 +15,24 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def weights_sha256(checkpoint: Path) -> str:
+    """sha256 of a checkpoint's weights: a .safetensors file's; in a save_pretrained folder its one weights
+    file's, or for a sharded folder that of its shards' names and sha256s in order (the config and tokenizer
+    beside them do not count). FileNotFoundError naming the checkpoint when it holds none."""
+    from steps.core.layout import weights_file
+
+    single = weights_file(checkpoint)
+    if single.is_file():
+        return sha256(single)
+    shards = sorted(checkpoint.glob("*.safetensors")) if checkpoint.is_dir() else []
+    if not shards:
+        raise FileNotFoundError(f"{checkpoint}: no safetensors weights")
+    digest = hashlib.sha256()
+    for shard in shards:
+        digest.update(f"{shard.name}={sha256(shard)};".encode())
+    return digest.hexdigest()
+
+
 def content_hash(path: Path) -> str:
     """sha256 of a file, or of every file under a folder (relative names included); 'absent' if missing.
 

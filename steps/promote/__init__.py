@@ -33,7 +33,7 @@ from steps import config, storage, tracking
 from steps.core import datasets, lineage
 from steps.core.dag import LINEAGE_SECTIONS
 from steps.core.files import write_json
-from steps.core.hashing import sha256
+from steps.core.hashing import sha256, weights_sha256
 from steps.core.layout import (
     PROMOTION,
     REPORT,
@@ -43,7 +43,6 @@ from steps.core.layout import (
     model_files,
     model_weights,
     onnx_path,
-    weights_file,
 )
 from steps.core.names import Artifact, ModelRole, Tag
 from steps.core.results import EvaluateReport, QuantizeResult, TeacherResult
@@ -212,9 +211,8 @@ def teacher_init_tags(root: Path, params: config.Params) -> dict[str, str]:
     """Where the teacher started from (teacher.init, as the teacher stage recorded it; or an hf teacher's
     teacher.arch.path, a save_pretrained folder, and the sha256 of its weights); none when trained from
     scratch. Not a declared input of promote: a new init changes the teacher and so the student."""
-    source = getattr(params.teacher.arch, "path", None)  # a family loaded from a folder (hf: teacher.arch.path)
-    if source:
-        return {Tag.TEACHER_INIT: source, Tag.TEACHER_INIT_SHA256: sha256(weights_file(root / source))}
+    for source in params.teacher.arch.files:  # a family loaded from a folder (hf: teacher.arch.path)
+        return {Tag.TEACHER_INIT: source, Tag.TEACHER_INIT_SHA256: weights_sha256(root / source)}
     path = root / metrics_path("teacher")
     teacher = TeacherResult.read(path) if path.is_file() else None
     if teacher is None or not teacher.init_uri:

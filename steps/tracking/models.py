@@ -21,8 +21,7 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
 
-from steps.core.hashing import sha256
-from steps.core.layout import weights_file
+from steps.core.hashing import sha256, weights_sha256
 from steps.core.names import Artifact, Tag
 from steps.serving.classifier import CONTRACT_ARTIFACT, HF_ARTIFACT, ONNX_ARTIFACT, TOKENIZER_ARTIFACT
 from steps.serving.contract import METADATA_KEY
@@ -280,9 +279,9 @@ def download_model_files(uri: str, dest: Path) -> tuple[int, Path]:
             raise ValueError(f"{uri} (version {version}): no {Artifact.MODEL_FILES}/ artifacts "
                              f"({err.message})") from None
         checkpoint, moved = _checkpoint_in(local, f"{uri} (version {version})")
-        expected, got = mv.tags.get(Tag.MODEL_SHA256), sha256(weights_file(checkpoint))
+        expected, got = mv.tags.get(Tag.MODEL_SHA256), weights_sha256(checkpoint)
         if expected is not None and got != expected:
-            raise ValueError(f"{uri} (version {version}): {weights_file(checkpoint).name} has sha256 {got}, but "
+            raise ValueError(f"{uri} (version {version}): {checkpoint.name}'s weights have sha256 {got}, but "
                              f"{expected} was recorded at registration")
         for path in moved:
             shutil.move(path, dest / path.name)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from steps import config, storage, tracking
 from steps.core.dag import LINEAGE_SECTIONS
-from steps.core.hashing import sha256
-from steps.core.layout import DATA_DIR, model_dir, model_files, model_weights, weights_file
+from steps.core.hashing import sha256, weights_sha256
+from steps.core.layout import DATA_DIR, model_dir, model_files, model_weights
 from steps.core.names import Artifact, ModelRole, Tag
 from steps.core.results import flatten
 from steps.registry import artifacts
@@ -90,10 +90,12 @@ def teacher_init_check(root: Path, tags: dict[str, str], work: Path) -> list[Che
     source, recorded = tags[Tag.TEACHER_INIT], tags.get(Tag.TEACHER_INIT_SHA256, "unrecorded")
     if source.startswith("models:/"):
         _, checkpoint = tracking.download_model_files(source, work / "teacher-init")
-        weights = weights_file(checkpoint)
     else:  # a safetensors file, or an hf teacher's save_pretrained folder (teacher.arch.path)
-        weights = weights_file(Path(source) if Path(source).is_absolute() else root / source)
-    now = sha256(weights) if weights.is_file() else "missing"
+        checkpoint = Path(source) if Path(source).is_absolute() else root / source
+    try:
+        now = weights_sha256(checkpoint)
+    except FileNotFoundError:
+        now = "missing"
     return [Check("teacher_init.sha256", now == recorded, f"{source} vs the version's teacher-init tag",
                   recorded=recorded[:16], observed=now[:16])]
 
