@@ -62,6 +62,15 @@ def resolve(model_uri: str) -> tuple[str, int]:
         raise AuditError(str(err)) from None
 
 
+def serves_texts(name: str, version: int, tags: dict[str, str]) -> bool:
+    """A text model: its version has a tokenizer tag, or its contract takes texts (so a removed tag fails the
+    tokenizer check, instead of skipping it)."""
+    if Tag.TOKENIZER_SHA256 in tags:
+        return True
+    contract = tracking.contract_of(name, version)
+    return contract is not None and contract.texts
+
+
 def run(root: Path, model_uri: str, retrain: bool = False, latency_tolerance: float = LATENCY_TOLERANCE,
         retrain_tolerance: float = RETRAIN_TOLERANCE) -> AuditReport:
     """Audit one version; never raises for a mismatch (it becomes a failed check), only for a bad request."""
@@ -80,7 +89,7 @@ def run(root: Path, model_uri: str, retrain: bool = False, latency_tolerance: fl
         artifacts_ok = _guard(report, "artifacts", lambda: artifacts_check(name, version, tags, work))
         if Tag.TEACHER_INIT in tags:
             _guard(report, "teacher_init", lambda: teacher_init_check(root, tags, work))
-        if Tag.TOKENIZER_SHA256 in tags and data_ok:
+        if data_ok and serves_texts(name, version, tags):
             _guard(report, "tokenizer", lambda: tokenizer_check(name, version, tags, work))
         if data_ok and artifacts_ok:
             _guard(report, "metrics", lambda: metrics_check(root, name, version, tags, work, latency_tolerance))

@@ -109,7 +109,10 @@ def tokenizer_check(name: str, version: int, tags: dict[str, str], work: Path) -
     from steps.serving.classifier import HF_ARTIFACT, TOKENIZER_ARTIFACT
     from steps.sources.tokens import FILE
 
-    recorded = tags[Tag.TOKENIZER_SHA256]
+    recorded = tags.get(Tag.TOKENIZER_SHA256)
+    if recorded is None:
+        return [Check("tokenizer.sha256", False, f"a text model without its {Tag.TOKENIZER_SHA256} tag: nothing "
+                      "says which tokenizer it was trained with", recorded="missing")]
     served = tracking.served_artifacts(name, version, work / "served-model")
     found = {"served tokenizer": served.get(TOKENIZER_ARTIFACT),
              "model folder": served[HF_ARTIFACT] / FILE if HF_ARTIFACT in served else None}

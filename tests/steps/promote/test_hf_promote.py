@@ -20,6 +20,7 @@ from steps.core.layout import PROMOTION, REPORT, model_dir, model_weights
 from steps.core.names import Alias, Artifact, ModelRole, Tag
 from steps.core.stage import run_stage_main
 from steps.core.torchkit import load_model
+from steps.registry.audit import serves_texts
 from steps.registry.audit.records import artifacts_check, teacher_init_check, tokenizer_check
 from steps.serving.classifier import TOKENIZER_ARTIFACT
 from tests.serving.textmodel import evaluated, text_project
@@ -91,6 +92,10 @@ def test_the_audit_names_a_swapped_tokenizer_and_a_changed_teacher_source(promot
     finally:
         stored.write_bytes(original)
     assert row.passed is False and "served tokenizer" in row.detail and "model folder" not in row.detail
+    untagged = {k: v for k, v in tags.items() if k != Tag.TOKENIZER_SHA256}  # a removed tag fails, not skips
+    assert serves_texts(name, version, untagged)
+    (row,) = tokenizer_check(name, version, untagged, work)
+    assert row.passed is False and Tag.TOKENIZER_SHA256 in row.detail
     teacher = work / model_dir(ModelRole.TEACHER) / "model.safetensors"
     source = {Tag.TEACHER_INIT: str(teacher.parent), Tag.TEACHER_INIT_SHA256: sha256(teacher)}
     teacher.write_bytes(teacher.read_bytes() + b"\0")
