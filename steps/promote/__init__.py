@@ -145,8 +145,9 @@ def decide(root: Path, params: config.Params, report: dict, run_id: str, candida
 
 def served_accuracy(name: str, version: int, labels: np.ndarray, y: np.ndarray, root: Path, deployable: Path) -> float:
     """The registered model's accuracy on the raw test split from its served `labels` (its pyfunc's). It must be
-    the deployable file's accuracy that the quantize stage measured on the same split, or the served model does
-    not compute what was evaluated (preprocessing lost on the way): ValueError naming both."""
+    the deployable file's accuracy that the quantize stage measured on the same split, and each answer the one
+    the file gives on the pipeline's own inputs, or the served model does not compute what was evaluated
+    (preprocessing lost on the way): ValueError naming both."""
     accuracy = float((labels == y).mean())
     quantized = QuantizeResult.read(root / metrics_path("quantize"))
     recorded = next((v["accuracy"] for v in quantized.variants.values() if Path(v["file"]).name == deployable.name),
@@ -155,7 +156,27 @@ def served_accuracy(name: str, version: int, labels: np.ndarray, y: np.ndarray, 
             round(recorded * len(y)) != round(accuracy * len(y)):
         raise ValueError(f"{name} v{version}: the served model is right on {accuracy:.4%} of the raw test split, "
                          f"but the deployable {deployable.name} was measured at {recorded:.4%}")
+    check_served_answers(name, version, labels, root, deployable)
     return accuracy
+
+
+def check_served_answers(name: str, version: int, labels: np.ndarray, root: Path, deployable: Path) -> None:
+    """ValueError unless the served `labels` are, row by row, the deployable file's on the pipeline's own inputs:
+    equal counts of right answers can hide answers that moved both ways (a tokenizer off by one word)."""
+    differ = np.flatnonzero(deployable_labels(root, deployable) != labels)
+    if len(differ):
+        raise ValueError(f"{name} v{version}: the served model answers {len(differ)} of {len(labels)} test rows "
+                         f"differently from the deployable {deployable.name} on the data stage's inputs (first: row "
+                         f"{differ[0]}): it does not prepare its inputs as the data stage did")
+
+
+def deployable_labels(root: Path, deployable: Path) -> np.ndarray:
+    """The deployable file's classes for the test split as the pipeline prepared it (raw pixels or features, or
+    the data stage's token ids), run directly: what the served model, from raw inputs, must answer."""
+    from steps.compression import onnx_export
+
+    x, _ = datasets.onnx_split(root, "test")
+    return onnx_export.predict(onnx_export.session(deployable, 1), x).argmax(1)
 
 
 def gate_tags(gates: list[Gate]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from steps import config, promote, tracking
 from steps.core import datasets
 from steps.core.hashing import sha256
-from steps.core.layout import PROMOTION, REPORT, model_dir, model_weights
+from steps.core.layout import PROMOTION, REPORT, model_dir, model_weights, onnx_path
 from steps.core.names import Alias, Artifact, ModelRole, Tag
 from steps.core.stage import run_stage_main
 from steps.core.torchkit import load_model
@@ -114,3 +114,17 @@ def test_a_second_promotion_is_compared_with_the_champion_on_raw_texts(promoted)
     run_id = MlflowClient().get_model_version(name, str(second["version"])).tags[Tag.PROMOTE_RUN]
     logged = tracking.download_artifacts(tracking.run_artifact_uri(run_id, Artifact.MODEL_FILES), root / ".check")
     assert (logged / "student" / "config.json").is_file()  # the folder itself, which the audit rebuilds from
+
+
+def test_a_served_model_that_answers_one_row_differently_is_refused_naming_the_row(promoted):
+    """Served answers are compared row by row with the deployable file on the data stage's token ids (equal counts
+    of right answers could hide answers that moved both ways)."""
+    root, name, version = promoted
+    deployable = root / onnx_path(ModelRole.STUDENT)
+    direct = promote.deployable_labels(root, deployable)
+    promote.check_served_answers(name, version, direct, root, deployable)  # what the registered pyfunc answered
+    moved = direct.copy()
+    moved[3] = 1 - moved[3]  # a binary task: the other class
+    with pytest.raises(ValueError, match=r"answers 1 of \d+ test rows differently from the deployable student.onnx "
+                                         r"on the data stage's inputs \(first: row 3\)"):
+        promote.check_served_answers(name, version, moved, root, deployable)
