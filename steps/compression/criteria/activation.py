@@ -9,6 +9,17 @@ from steps.compression.criteria import Calibration, Importance
 from steps.compression.training import evaluating, forward
 
 
+def forward_with_hooks(model: nn.Module, x, hooks: list) -> None:
+    """One eval-mode forward pass of `x` with `hooks` (handles) recording activations; removed afterwards, even
+    when the pass fails."""
+    try:
+        with evaluating(model):
+            forward(model, x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def channel_mean_square(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of x^2 per channel (the last dimension) over every other position: a channel's activation energy.
     With a text's token `mask` (B, N) and token activations x (B, N, C), over the real tokens only: padding
@@ -41,12 +52,7 @@ class OutputNorm(Importance):
 
         layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.LayerNorm)]
         hooks = [m.register_forward_pre_hook(record) for m in layers]
-        try:
-            with evaluating(model):
-                forward(model, calibration[0])
-        finally:
-            for hook in hooks:
-                hook.remove()
+        forward_with_hooks(model, calibration[0], hooks)
         return self
 
     def __call__(self, group) -> torch.Tensor:

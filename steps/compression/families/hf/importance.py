@@ -15,10 +15,10 @@ from torch import nn
 from steps.compression import choices
 from steps.compression.choices import Registry
 from steps.compression.criteria import Calibration, Importance, criterion
-from steps.compression.criteria.activation import channel_mean_square
+from steps.compression.criteria.activation import channel_mean_square, forward_with_hooks
 from steps.compression.criteria.taylor import loss_gradients
 from steps.compression.families.hf.pruning import Group, layers, unit_sums
-from steps.compression.training import evaluating, forward, token_mask
+from steps.compression.training import evaluating, token_mask
 
 
 class L1(Importance):
@@ -69,12 +69,7 @@ class OutputNorm(Importance):
 
         hooks = [m.register_forward_pre_hook(on_input) for m in model.modules() if isinstance(m, nn.Linear)]
         hooks += [m.register_forward_hook(on_output) for m in model.modules() if isinstance(m, nn.LayerNorm)]
-        try:
-            with evaluating(model):
-                forward(model, calibration[0])
-        finally:
-            for hook in hooks:
-                hook.remove()
+        forward_with_hooks(model, calibration[0], hooks)
         return self
 
     def __call__(self, group: Group) -> torch.Tensor:
