@@ -197,24 +197,23 @@ def search(teacher: torch.nn.Module, train: Split, val: Split, params: config.Pa
         return points, fitting + _new(baselines, fitting)
 
     points, fitting = explore()
-    if not fitting and cache.reused and (target.latency_p95_ms is not None or target.speedup is not None):
-        # Timings an earlier run cached may be from a slower spell of the machine (here batch-1 p95 moved by up to
-        # 1.6x over minutes); refuse the budget only on this run's own measurements.
-        cache.forget_earlier()
+    if not fitting and search_again(cache, target):
         points, fitting = explore()
     if not fitting:
         raise _unreachable_by_search(layers, _closest(points), target)
     verifier = Verifier(train, val, params, device, generator, batch, calibration, reference, contract)
-    verified = [verifier.verify(make(p.setting), layers, p, i, len(fitting)) for i, p in enumerate(fitting, start=1)]
-    accepted = [v for v in verified if v["fits"]]
-    if not accepted:
-        raise unreachable_when_verified(verified, target)
-    chosen = max(accepted, key=lambda v: v["val_accuracy"])
-    records = [_point_record(layers, p) for p in points]
-    candidates = [{k: v for k, v in c.items() if k != "model"} for c in verified]
-    return SearchOutcome(chosen["model"], {k: v for k, v in chosen.items() if k != "model"}, candidates, records,
-                         table, base, {layer.name: layer.width for layer in layers},
-                         {**target.limits(), "batch_size": target.batch_size, "min_accuracy": target.min_accuracy})
+    return verifier.choose(lambda p: make(p.setting), fitting, layers, [_point_record(layers, p) for p in points],
+                           table, base)
+
+
+def search_again(cache: SearchCache, target: config.BudgetConfig) -> bool:
+    """Whether a search that found nothing inside a latency budget must run again on fresh timings (forgetting
+    the cached ones): timings an earlier run cached may be from a slower spell of the machine (here batch-1 p95
+    moved by up to 1.6x over minutes); the budget is refused only on this run's own measurements."""
+    if not cache.reused or (target.latency_p95_ms is None and target.speedup is None):
+        return False
+    cache.forget_earlier()
+    return True
 
 
 def _widths(layers, setting) -> str:
@@ -229,7 +228,7 @@ def _unreachable_by_search(layers, best: width_search.Point, target: config.Budg
         f"widths target.search.widths allows; allow narrower ones, or loosen the budget)")
 
 
-def unreachable_when_verified(verified: list[dict], target: config.BudgetConfig) -> BudgetUnreachable:
+def _unreachable_when_verified(verified: list[dict], target: config.BudgetConfig) -> BudgetUnreachable:
     best = min(verified, key=lambda v: v["excess"])
     return BudgetUnreachable(
         f"target {target.limits()}: {len(verified)} candidate(s) fitted while searching but none after "
@@ -253,6 +252,24 @@ class Verifier:
     """The teacher's deployable file, timed beside each candidate in the same turns."""
     contract: object
     """The data's input contract: candidates are timed as the raw-input files the export stage writes."""
+
+    def choose(self, build, fitting: list[width_search.Point], layers, records: list[dict], table, base: float
+               ) -> SearchOutcome:
+        """Each fitting point's model (`build(point)`) verified; the most accurate that still holds, as the search's
+        outcome (with the `records` of every point measured), or _unreachable_when_verified when none does."""
+        target = self.params.target
+        verified = [self.verify(build(p), layers, p, i, len(fitting)) for i, p in enumerate(fitting, start=1)]
+        accepted = [v for v in verified if v["fits"]]
+        if not accepted:
+            raise _unreachable_when_verified(verified, target)
+        chosen = max(accepted, key=lambda v: v["val_accuracy"])
+
+        def without_model(record: dict) -> dict:
+            return {k: v for k, v in record.items() if k != "model"}
+
+        return SearchOutcome(chosen["model"], without_model(chosen), [without_model(v) for v in verified], records,
+                             table, base, {layer.name: layer.width for layer in layers},
+                             {**target.limits(), "batch_size": target.batch_size, "min_accuracy": target.min_accuracy})
 
     def verify(self, model, layers, point: width_search.Point, index: int, total: int) -> dict:
         """Fine-tune one candidate (prune.finetune), then measure it afresh with the verification repeats."""

@@ -46,7 +46,7 @@ from steps.compression.prune_method import CALIBRATION_IMAGES
 from steps.compression.training import Split, predict_logits, rows
 from steps.core import budget, datasets
 from steps.prune.budget_search import (
-    PHASE, BudgetUnreachable, SearchOutcome, Verifier, reference_file, unreachable_when_verified)
+    PHASE, BudgetUnreachable, SearchOutcome, Verifier, reference_file, search_again)
 from steps.prune.search_cache import SearchCache, cache_key, machine
 
 DEPTHS = (0.0, 0.25, 0.5)
@@ -176,26 +176,16 @@ def search(teacher: nn.Module, train: Split, val: Split, params: config.Params, 
         return s["kl_to_teacher"], -s["predicted_accuracy"], -p.cost["parameters"]
 
     points = explore()
-    if not any(p.fits for p in points) and cache.reused and (target.latency_p95_ms is not None
-                                                             or target.speedup is not None):
-        cache.forget_earlier()  # refuse a latency budget on this run's own timings (budget_search.py says why)
+    if not any(p.fits for p in points) and search_again(cache, target):
         points = explore()
     fitting = sorted((p for p in points if p.fits), key=rank)[: opts.candidates]
     if not fitting:
         closest = min(points, key=lambda p: (p.excess, rank(p)))
         raise _unreachable(by_setting[closest.setting], closest, target)
     verifier = Verifier(train, val, params, device, generator, batch, int8_rows, reference, contract)
-    verified = [verifier.verify(make(by_setting[p.setting]), axes, p, i, len(fitting))
-                for i, p in enumerate(fitting, start=1)]
-    accepted = [v for v in verified if v["fits"]]
-    if not accepted:
-        raise unreachable_when_verified(verified, target)
-    chosen = max(accepted, key=lambda v: v["val_accuracy"])
-    records = [_record(axes, p, scores[by_setting[p.setting]]) for p in points]
-    return SearchOutcome(chosen["model"], {k: v for k, v in chosen.items() if k != "model"},
-                         [{k: v for k, v in c.items() if k != "model"} for c in verified], records,
-                         sensitivity(shapes, original, scores, base), base, {a.name: a.width for a in axes},
-                         {**target.limits(), "batch_size": target.batch_size, "min_accuracy": target.min_accuracy})
+    return verifier.choose(lambda p: make(by_setting[p.setting]), fitting, axes,
+                           [_record(axes, p, scores[by_setting[p.setting]]) for p in points],
+                           sensitivity(shapes, original, scores, base), base)
 
 
 def _record(axes, p: width_search.Point, scored: dict) -> dict:
