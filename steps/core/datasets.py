@@ -194,9 +194,8 @@ def load_splits(root: Path, names: tuple[str, ...] = SPLITS):
             result[name] = Split(x=x, y=x["input_ids"])
             continue
         if kind(manifest) == "text":  # token ids and masks by name: the keyword arguments of a text model
-            ids, mask, labels = load_text(root, name, manifest)
-            x = {"input_ids": torch.from_numpy(ids.astype(np.int64)),
-                 "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+            tokens, labels = _token_arrays(root, name, manifest)
+            x = {key: torch.from_numpy(array) for key, array in tokens.items()}
         else:
             x, labels = load_arrays(root, name, manifest)
             x = normalise(x, manifest)
@@ -216,10 +215,16 @@ def onnx_split(root: Path, name: str) -> tuple[np.ndarray | dict[str, np.ndarray
     attention_mask by name, which the graph takes as they are (steps/export.py)."""
     manifest = read_manifest(root)
     if kind(manifest) == "text":
-        ids, mask, labels = load_text(root, name, manifest)
-        return {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64)}, labels
+        return _token_arrays(root, name, manifest)
     x, labels = load_arrays(root, name, manifest)
     return x.astype(np.float32), labels
+
+
+def _token_arrays(root: Path, name: str, manifest: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A text split's int64 input_ids and attention_mask by name (what a text model and its ONNX file take), and
+    its labels."""
+    ids, mask, labels = load_text(root, name, manifest)
+    return {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64)}, labels
 
 
 def contract(root: Path):
