@@ -37,3 +37,9 @@ SCHEDULES = choices.SCHEDULES  # name -> one of the functions above
 
 def get_schedule(name: str) -> Schedule:
     return SCHEDULES.resolve(name)
+
+
+def per_round(name: str, final: float, rounds: int) -> list[float]:
+    """The fraction removed after each of `rounds` rounds on the way to `final` by schedule `name`: all zeros when
+    nothing is removed (a transformer plan's axes that stay whole)."""
+    return get_schedule(name)(final, rounds) if final > 0 else [0.0] * rounds

@@ -22,7 +22,7 @@ from steps.compression.criteria import Calibration, criterion
 from steps.compression.families.vit.model import Layout, ViT, model_layout
 from steps.compression.prune_method import CALIBRATION_IMAGES, PruneMethod
 from steps.compression.rounding import keep
-from steps.compression.schedules import get_schedule
+from steps.compression.schedules import per_round
 from steps.compression.training import Split
 from steps.compression.transformer_depth import prune_depth
 from steps.compression.transformer_widths import checked_criterion, prune_embedding, prune_heads, prune_mlp
@@ -95,10 +95,10 @@ class TransformerPruningMethod(PruneMethod):
     def __init__(self, model: nn.Module, cfg) -> None:
         super().__init__(model, cfg)
         self.original = model_layout(model)
-        t, schedule = cfg.transformer, get_schedule(cfg.schedule)
+        t = cfg.transformer
 
         def steps(final: float) -> list[float]:
-            return schedule(final, cfg.rounds) if final > 0 else [0.0] * cfg.rounds
+            return per_round(cfg.schedule, final, cfg.rounds)
 
         self.fractions = [
             TransformerPruning(depth=d, heads=h, mlp=m, embedding=e, importance=t.importance,

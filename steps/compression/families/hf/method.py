@@ -29,7 +29,7 @@ from steps.compression.families.hf.pruning import (
     intermediate_size, keep_heads, keep_hidden, keep_layers, keep_neurons, neuron_groups)
 from steps.compression.prune_method import CALIBRATION_IMAGES, PruneMethod
 from steps.compression.rounding import keep
-from steps.compression.schedules import get_schedule
+from steps.compression.schedules import per_round
 from steps.compression.training import Split
 
 
@@ -121,10 +121,9 @@ class HFTransformerPruning(PruneMethod):
             raise UnprunableError("prune.transformer.global_heads: an hf config describes one head count for every "
                                   "layer, so heads are chosen per layer, the same number in each: set it to false")
         importance.criterion(importance.HF_IMPORTANCES, t.importance)  # an unknown name: refused now
-        schedule = get_schedule(cfg.schedule)
 
         def steps(final: float) -> list[float]:
-            return schedule(final, cfg.rounds) if final > 0 else [0.0] * cfg.rounds
+            return per_round(cfg.schedule, final, cfg.rounds)
 
         original, size = shape_of(model), head_size(model)
         # The plan as written is checked; the rounds then cut the hidden width along with the heads (the check
