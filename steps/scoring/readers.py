@@ -409,14 +409,16 @@ def table_batch(frame: pd.DataFrame, start: int, contract: Contract, id_column: 
 
 def _text_problems(column: pd.Series) -> dict[int, list[str]]:
     """{row in the chunk: why} for texts the served model would refuse: missing, not a string, or blank."""
+    from steps.serving.texts import BLANK, MISSING, problem_of  # pandas: loaded when a table is read, not before
+
     problems = {}
     for i, text in enumerate(column.tolist()):
-        if not isinstance(text, str):
-            missing = text is None or (isinstance(text, float) and np.isnan(text))
-            what = "empty" if missing else f"a {type(text).__name__}"
-            problems[i] = [f"column {column.name!r} is {what}, not a text"]
-        elif not text.strip():
+        problem = problem_of(text)
+        if problem == BLANK:
             problems[i] = [f"column {column.name!r} is blank (only whitespace)"]
+        elif problem is not None:
+            what = "empty" if problem == MISSING else problem
+            problems[i] = [f"column {column.name!r} is {what}, not a text"]
     return problems
 
 

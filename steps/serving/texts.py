@@ -23,16 +23,27 @@ from .inputs import InputError
 ONNX_INPUTS = ("input_ids", "attention_mask")
 
 
+BLANK, MISSING = "blank", "a missing value"
+
+
+def problem_of(text) -> str | None:
+    """Why the model refuses one text: MISSING, "a <type>" for a value that is not a string, BLANK for
+    whitespace only; None for a text it takes (the served model and batch scoring judge texts alike)."""
+    if not isinstance(text, str):
+        missing = text is None or (isinstance(text, float) and np.isnan(text))
+        return MISSING if missing else f"a {type(text).__name__}"
+    return BLANK if not text.strip() else None
+
+
 def texts(data, contract: Contract) -> list[str]:
     """The texts of `data`, each a non-blank string; InputError naming the column, the row and what it holds."""
     column = text_values(data, contract)
     for i, text in enumerate(column):
-        if not isinstance(text, str):
-            what = "a missing value" if text is None or (isinstance(text, float) and np.isnan(text)) else (
-                f"a {type(text).__name__}")
-            raise InputError(f"text {i}: expected a string, got {what}")
-        if not text.strip():
+        problem = problem_of(text)
+        if problem == BLANK:
             raise InputError(f"text {i}: empty (only whitespace); the model takes texts with words in them")
+        if problem is not None:
+            raise InputError(f"text {i}: expected a string, got {problem}")
     if not column:
         raise InputError("empty batch: no texts to score")
     return column
