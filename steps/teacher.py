@@ -24,7 +24,7 @@ from steps import config, tracking
 from steps.compression import measure
 from steps.compression.families import CHECKPOINT_RECORD, checkpoint, family
 from steps.compression.regularization import near_zero_fraction
-from steps.compression.training import accuracy, adam, numpy_rows, train_epochs
+from steps.compression.training import accuracy, adam, numpy_rows, train_epochs, validation_scores
 from steps.core import datasets, lineage
 from steps.core.hashing import sha256, weights_sha256
 from steps.core.names import ModelRole
@@ -113,7 +113,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
             tracking.set_tags({"teacher.init": init_uri, "teacher.init_sha256": init_sha})
 
         def on_epoch(epoch: int, loss: float) -> dict[str, float]:
-            epoch_metrics = {"train_loss": loss, "val_accuracy": accuracy(model, splits["val"])}
+            epoch_metrics = {"train_loss": loss, **validation_scores(model, splits["val"])}
             if cfg.train.l1.coefficient > 0:  # show sparsity emerging under L1
                 epoch_metrics["near_zero_fraction"] = near_zero_fraction(model, cfg.train.l1.target)
             tracking.log_metrics(epoch_metrics, step=epoch)

@@ -117,8 +117,65 @@ def predict_logits(model: nn.Module, x: Inputs, batch_size: int = 1024) -> torch
                           for idx in batch_indices(count(x), batch_size, None)])
 
 
+def next_token(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A language model's logits (B, T, V) on blocks (B, T) as one prediction per row and its target:
+    position t predicts token t + 1 of the same block, so each block gives T - 1 (logits (B*(T-1), V), targets)."""
+    return predicting(logits), tokens[:, 1:].reshape(-1)
+
+
+def predicting(logits: torch.Tensor) -> torch.Tensor:
+    """(B*(T-1), V): a language model's logits at the positions of a block that predict a token of it."""
+    return logits[:, :-1].reshape(-1, logits.size(-1))
+
+
+def is_language_model(split: Split) -> bool:
+    """Blocks of token ids whose targets are the ids themselves (data.task causal_lm), not one label per row."""
+    return split.y.dim() == 2
+
+
 def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:
+    """The fraction of rows classified right; for a language model's blocks, of next tokens predicted right."""
+    if is_language_model(split):
+        return next_token_accuracy(model, split)
     return (predict_logits(model, split.x, batch_size).argmax(1) == split.y).float().mean().item()
+
+
+LOGITS_PER_BATCH = 1 << 25
+"""Logit entries one scoring batch of a language model may hold (128 MB in float32): blocks x length x vocabulary."""
+
+
+def lm_batch_size(split: Split, vocabulary: int) -> int:
+    """Blocks per scoring batch that keep a batch's logits (blocks x block size x vocabulary) under
+    LOGITS_PER_BATCH."""
+    return max(1, LOGITS_PER_BATCH // (split.y.size(1) * vocabulary))
+
+
+def validation_scores(model: nn.Module, split: Split) -> dict[str, float]:
+    """What an epoch's line and MLflow show of the validation split: accuracy; for a language model also perplexity."""
+    if is_language_model(split):
+        return {f"val_{name}": value for name, value in next_token_scores(model, split).items()}
+    return {"val_accuracy": accuracy(model, split)}
+
+
+def next_token_accuracy(model: nn.Module, split: Split) -> float:
+    return next_token_scores(model, split)["accuracy"]
+
+
+def next_token_scores(model: nn.Module, split: Split) -> dict[str, float]:
+    """A language model on `split`'s blocks: the fraction of next tokens it predicts right ("accuracy") and its
+    perplexity (exp of the mean next-token loss), batch by batch (the whole split's logits would not fit)."""
+    device = next(model.parameters()).device
+    right = total = 0
+    loss = 0.0
+    with evaluating(model):
+        vocabulary = forward(model, split.batch(torch.arange(1), device)[0]).size(-1)
+        for idx in batch_indices(len(split), lm_batch_size(split, vocabulary), None):
+            x, y = split.batch(idx, device)
+            logits, targets = next_token(forward(model, x), y)
+            right += (logits.argmax(-1) == targets).sum().item()
+            loss += nn.functional.cross_entropy(logits.double(), targets, reduction="sum").item()
+            total += targets.numel()
+    return {"accuracy": right / total, "perplexity": float(np.exp(loss / total))}
 
 
 def progress_bar() -> Progress:
@@ -194,9 +251,13 @@ def _scheduler(optimizer: torch.optim.Optimizer, name: str, steps: int) -> torch
 
 
 def cross_entropy_loss(split: Split, device: torch.device, augment: Augment | None = None) -> StepLoss:
+    """The cross-entropy of a batch's logits with its labels; of a language model's next tokens on blocks."""
+    language = is_language_model(split)
+
     def step(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
         x, y = split.batch(idx, device, augment)
-        return nn.functional.cross_entropy(forward(model, x), y)
+        logits = forward(model, x)
+        return nn.functional.cross_entropy(*next_token(logits, y) if language else (logits, y))
 
     return step
 

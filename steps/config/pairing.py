@@ -13,12 +13,16 @@ TEXT_SOURCES = ("text",)
 """The data sources whose splits hold token ids (steps/sources/text.py)."""
 
 
+LANGUAGE_MODEL_STAGES = ("data", "teacher", "prune", "distill")
+"""The stages that run on language-model blocks so far (issue 27 adds the rest part by part)."""
+
+
 def check_task(task: str, stage: str | None) -> None:
-    """ValueError naming data.task when a stage other than data would run on language-model blocks: no model family
-    reads them yet (issue 27 adds causal language models part by part)."""
-    if stage != "data" and task != "classify":
-        raise ValueError(f"data.task {task!r}: no model family trains on language-model blocks yet; only the data "
-                         "stage runs on them (python -m steps.data)")
+    """ValueError naming data.task when a stage that does not run on language-model blocks yet would."""
+    if task != "classify" and stage not in LANGUAGE_MODEL_STAGES:
+        which = f"the {stage} stage does" if stage else "a whole run (export, quantize, evaluate, promote) does"
+        raise ValueError(f"data.task {task!r}: {which} not run on language-model blocks yet; run the stages "
+                         f"{', '.join(LANGUAGE_MODEL_STAGES)} alone (python -m steps.<stage>)")
 
 
 def check_teacher(source: str, arch, stage: str | None) -> None:

@@ -68,10 +68,22 @@ def spec_from(arch: config.ArchConfig, root: Path) -> ModelSpec:
     sizes = {"in_channels": shape[0], "image_size": shape[1]} if kind == "image" else \
         {"in_channels": 0, "image_size": 0}  # no image: the MLP reads input_shape
     if kind == "text":
-        tokenizer = manifest["tokenizer"]
-        sizes |= {"vocab_size": tokenizer["vocab_size"], "pad_token_id": tokenizer["special_tokens"]["pad"]["id"],
-                  "max_length": manifest["max_length"], "class_names": list(manifest["classes"])}
+        sizes |= text_sizes(manifest)
     return ModelSpec(**arch.spec_fields(root), **sizes, num_classes=len(manifest["classes"]), input_shape=list(shape))
+
+
+def text_sizes(manifest: dict) -> dict:
+    """What a text model takes from the data: its tokenizer's vocabulary size and padding id, the sequence length
+    and the class names; for a language model (data.task causal_lm) the block size as the length, and the
+    end-of-document separator as its end of text (and padding, when the tokenizer has no padding token)."""
+    tokenizer = manifest["tokenizer"]
+    specials = tokenizer["special_tokens"]
+    if datasets.task(manifest) == "causal_lm":
+        separator = manifest["separator"]["id"]
+        return {"vocab_size": tokenizer["vocab_size"], "pad_token_id": specials.get("pad", {}).get("id", separator),
+                "max_length": manifest["block_size"], "task": "causal_lm", "eos_token_id": separator}
+    return {"vocab_size": tokenizer["vocab_size"], "pad_token_id": specials["pad"]["id"],
+            "max_length": manifest["max_length"], "class_names": list(manifest["classes"])}
 
 
 @contextlib.contextmanager
@@ -109,8 +121,14 @@ def check_outputs(model: torch.nn.Module, spec: ModelSpec, example: Inputs) -> N
         raise ValueError(f"{what} cannot run on the data's samples of shape {shape}: {err}") from None
     finally:
         model.train(was_training)
+    got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if spec.task == "causal_lm":  # one logit per vocabulary entry at every position of the block
+        length = rows(example, slice(0, 1))["input_ids"].size(1)
+        if got[:2] != [count(two), length] or len(got) != 3 or got[2] < spec.vocab_size:
+            raise ValueError(f"{what} returns {got} for {count(two)} blocks of {length} tokens; a language model "
+                             f"returns logits of shape [batch, {length}, vocabulary >= {spec.vocab_size}]")
+        return
     if not isinstance(out, torch.Tensor) or out.shape != (count(two), spec.num_classes):
-        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"{what} returns {got} for a batch of {count(two)}; the data has "
                          f"{spec.num_classes} classes, so it must return logits of shape [batch, {spec.num_classes}]")
 

@@ -38,11 +38,13 @@ from steps.compression.training import (
     accuracy,
     adam,
     forward,
+    is_language_model,
     predict_logits,
     rows,
     to_device,
     token_mask,
     train_epochs,
+    validation_scores,
 )
 from steps.core import datasets, lineage
 from steps.core.names import ModelRole
@@ -103,7 +105,8 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     example = to_device(rows(train.x, slice(0, 2)), device)
     objective = build_objective(cfg, student, teacher, teacher_role.value, example).to(device)
     trainable = [*student.parameters(), *objective.parameters()]
-    if objective.student_layers or cfg.train.augment:  # the teacher runs on every (augmented) batch
+    # the teacher runs on every (augmented) batch; a language model's logits for every training token would not fit
+    if objective.student_layers or cfg.train.augment or is_language_model(train):
         step_loss = feature_loss(objective, teacher, train, device, augment.for_training(cfg.train.augment,
                                                                                          params.seed))
     else:
@@ -111,7 +114,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
 
     with tracking.open_run(root, **lineage.stage_run(root, params, "distill", origin)) as run_id:
         def on_epoch(epoch: int, loss: float) -> dict[str, float]:
-            epoch_metrics = {"train_loss": loss, "val_accuracy": accuracy(student, splits["val"])}
+            epoch_metrics = {"train_loss": loss, **validation_scores(student, splits["val"])}
             tracking.log_metrics(epoch_metrics, step=epoch)
             return epoch_metrics
 

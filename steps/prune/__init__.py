@@ -37,7 +37,7 @@ from steps import config, tracking
 from steps.compression import measure, progress, pruning
 from steps.compression.families import family_of
 from steps.compression.prune_method import PruneMethod
-from steps.compression.training import accuracy, adam, train_epochs
+from steps.compression.training import accuracy, adam, train_epochs, validation_scores
 from steps.core import datasets, lineage
 from steps.core.names import ModelRole
 from steps.core.results import PruneResult
@@ -104,8 +104,8 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     method = method_for(model, cfg)
     curve = []
     with tracking.open_run(root, **lineage.stage_run(root, params, "prune", origin)) as run_id:
-        tracking.log_metrics({"sparsity": 0.0, "val_accuracy": accuracy(model, splits["val"]),
-                              "parameters": original}, step=0)
+        tracking.log_metrics({"sparsity": 0.0, **validation_scores(model, splits["val"]), "parameters": original},
+                             step=0)
         for round_no, target in enumerate(method.targets(), start=1):
             began = time.perf_counter()
             method.prune_round(model, round_no, train, device)
@@ -118,7 +118,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
                 lr_schedule=cfg.finetune.lr_schedule,
             )
             point = {"round": round_no, "target": target, "sparsity": method.sparsity(model),
-                     "parameters": measure.parameters(model), "val_accuracy": accuracy(model, splits["val"])}
+                     "parameters": measure.parameters(model), **validation_scores(model, splits["val"])}
             curve.append(point)
             progress.report("prune", f"round {round_no}/{cfg.rounds}",
                             {k: v for k, v in point.items() if k != "round"}, progress.since(began))

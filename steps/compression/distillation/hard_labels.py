@@ -6,6 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from steps.compression.distillation.term import Term
+from steps.compression.training import next_token
 
 
 class HardLabels(Term):
@@ -15,4 +16,5 @@ class HardLabels(Term):
     reads = "labels"
 
     def forward(self, student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(student, labels)
+        """On a language model's blocks (logits (B, T, V), labels the block's ids), the next-token loss."""
+        return F.cross_entropy(*next_token(student, labels) if student.dim() == 3 else (student, labels))

@@ -6,6 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from steps.compression.distillation.term import Term
+from steps.compression.training import predicting
 
 
 class SoftTargets(Term):
@@ -28,7 +29,12 @@ class SoftTargets(Term):
         return weight * self.temperature * self.temperature
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        """KL(p_teacher^T || p_student^T), without T^2 (see `coefficient`)."""
+        """KL(p_teacher^T || p_student^T), without T^2 (see `coefficient`). A language model's logits per token
+        (B, T, V) give one distribution per predicted token: the KL is averaged over the tokens its loss counts
+        (every position but the last, `training.next_token`), Minitron's logit distillation."""
+        if student.dim() == 3:
+            student, teacher = predicting(student), predicting(teacher)
         t = self.temperature
         return F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
                         reduction="batchmean", log_target=True)
+

@@ -50,6 +50,13 @@ class ModelSpec:
     max_length: int = 0
     class_names: list[str] = field(default_factory=list)
     """The data's class names, for a text model's id2label (its checkpoint folder names its outputs)."""
+    task: str = "classify"
+    """The data's task: "classify" (a classifier's logits per sample) or "causal_lm" (a language model's logits per
+    token; max_length is then the block size)."""
+    eos_token_id: int | None = None
+    """causal_lm: the data's end-of-document separator, a language model's end of text (generation stops there)."""
+    hf_gguf_file: str | None = None
+    """hf from a GGUF file in hf_path (arch.gguf_file): transformers dequantises it; checkpoints are safetensors."""
 
     def to_dict(self) -> dict:
         """Every field, but those added for text models left out at their defaults: the spec files of the other
@@ -71,5 +78,5 @@ class ModelSpec:
 
 
 TEXT_FIELDS = {"hf_config": {}, "hf_path": None, "vocab_size": 0, "pad_token_id": 0, "max_length": 0,
-               "class_names": []}
+               "class_names": [], "task": "classify", "eos_token_id": None, "hf_gguf_file": None}
 """ModelSpec's fields for text models, with their defaults (left out of `to_dict` at those)."""

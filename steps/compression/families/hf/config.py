@@ -15,14 +15,15 @@ from pydantic import Field, model_validator
 
 from steps.compression.families.config import ArchSettings
 
-FROM_DATA = ("num_labels", "id2label", "label2id", "vocab_size", "pad_token_id")
+FROM_DATA = ("num_labels", "id2label", "label2id", "vocab_size", "pad_token_id", "eos_token_id", "bos_token_id")
 """Config keys the data decide: the classes and the tokenizer's vocabulary and padding id (the manifest's)."""
 REMOTE_CODE = "auto_map"
 """The config key that points transformers at Python files shipped with a model: never run here."""
 
 
 class HFConfig(ArchSettings):
-    """A transformers AutoModelForSequenceClassification, built from `config` or loaded from `path`."""
+    """A transformers model, built from `config` or loaded from `path`: an AutoModelForSequenceClassification on
+    labelled texts, an AutoModelForCausalLM on documents (data.task causal_lm)."""
 
     name: Literal["hf"]
     config: dict[str, Any] | None = Field(default=None, description="transformers config keys: model_type "
@@ -30,6 +31,9 @@ class HFConfig(ArchSettings):
                                           "path, for a teacher from teacher.init")
     path: str | None = Field(default=None, min_length=1, description="a local save_pretrained folder "
                              "(config.json + model.safetensors), relative to the project root or absolute")
+    gguf_file: str | None = Field(default=None, min_length=1, description="a GGUF file inside path to load "
+                                  "(a causal LM packaged for llama.cpp): transformers dequantises it to float, and "
+                                  "every checkpoint after is safetensors")
 
     saves_directory: ClassVar[bool] = True
     """Its checkpoint is a save_pretrained folder, not a .safetensors file with a .json spec beside it."""
@@ -43,6 +47,9 @@ class HFConfig(ArchSettings):
                              "and path (a save_pretrained folder)")
         if self.config is not None:
             _check_config(self.config)
+        if self.gguf_file is not None and (self.path is None or "/" in self.gguf_file or "\\" in self.gguf_file):
+            raise ValueError(f"gguf_file {self.gguf_file!r} names a file inside path (the folder that holds it, "
+                             "with its name alone here)")
         return self
 
     @property
@@ -61,7 +68,7 @@ class HFConfig(ArchSettings):
         from pathlib import Path
 
         path = None if self.path is None else str(Path(root) / self.path)  # an absolute path stays itself
-        return {"name": self.name, "hf_config": dict(self.config or {}), "hf_path": path}
+        return {"name": self.name, "hf_config": dict(self.config or {}), "hf_path": path, "hf_gguf_file": self.gguf_file}
 
 
 def _check_config(config: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ from torch import nn  # noqa: E402
 from transformers import AutoConfig, AutoModelForSequenceClassification  # noqa: E402
 
 from steps.compression.families import CHECKPOINT_RECORD, Family  # noqa: E402
-from steps.compression.families.hf import features  # noqa: E402
+from steps.compression.families.hf import causal, features  # noqa: E402
 from steps.compression.families.hf.config import REMOTE_CODE, HFConfig  # noqa: E402
 from steps.compression.families.hf.method import HFTransformerPruning  # noqa: E402
 from steps.compression.families.spec import ModelSpec  # noqa: E402
@@ -66,11 +66,29 @@ class HFClassifier(nn.Module):
         return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def build(spec: ModelSpec) -> HFClassifier:
-    """From `spec.hf_path` (a save_pretrained folder) when set, else from `spec.hf_config`, sized by the data."""
+def build(spec: ModelSpec) -> HFClassifier | causal.HFCausalLM:
+    """From `spec.hf_path` (a save_pretrained folder) when set, else from `spec.hf_config`, sized by the data: a
+    sequence classifier, or on documents (spec.task causal_lm) a causal language model (families/hf/causal.py)."""
+    if spec.task == causal.TASK:
+        if spec.hf_path:
+            return causal.HFCausalLM(causal.load_pretrained(_checked_folder(Path(spec.hf_path), spec), spec,
+                                                            HFModelError))
+        return causal.HFCausalLM(causal.from_config(config_from(spec)))
     if spec.hf_path:
         return HFClassifier(load_pretrained(Path(spec.hf_path), spec))
     return HFClassifier(AutoModelForSequenceClassification.from_config(config_from(spec)))
+
+
+def _checked_folder(folder: Path, spec: ModelSpec) -> Path:
+    """`folder`, refused when its config.json names code to run or it holds pickled weights only (a GGUF file
+    holds its own config and weights)."""
+    if spec.hf_gguf_file:
+        if not folder.is_dir():
+            raise HFModelError(f"{folder}: not a folder (arch.path names the folder holding arch.gguf_file)")
+        return folder
+    _read_config(folder)
+    _check_weights(folder)
+    return folder
 
 
 def config_from(spec: ModelSpec):
@@ -96,6 +114,9 @@ def config_from(spec: ModelSpec):
 
 
 def _size_to_data(config, spec: ModelSpec) -> None:
+    if spec.task == causal.TASK:
+        causal.size_to_data(config, spec)
+        return
     config.num_labels = spec.num_classes  # also resets id2label / label2id to that many entries
     config.vocab_size = spec.vocab_size
     config.pad_token_id = spec.pad_token_id
@@ -171,7 +192,8 @@ def load_pretrained(folder: Path, spec: ModelSpec) -> nn.Module:
 def save(model: HFClassifier, spec: ModelSpec, folder: Path, meta: dict, extra_files: dict[str, Path]) -> None:
     """A folder stock `from_pretrained` reloads (config.json, model.safetensors), with `extra_files` (the data's
     tokenizer.json) and shrinkflow.json beside them; written whole into a temporary folder, then swapped in."""
-    record = {"spec": dataclasses.replace(spec_of(model, spec), hf_path=None).to_dict(), "meta": meta}
+    record = {"spec": dataclasses.replace(spec_of(model, spec), hf_path=None, hf_gguf_file=None).to_dict(),
+              "meta": meta}
 
     def write(tmp: Path) -> None:
         model.hf.save_pretrained(tmp)
@@ -197,7 +219,9 @@ def load(folder: Path) -> tuple[HFClassifier, ModelSpec]:
 
 
 def example_input(spec: ModelSpec) -> dict[str, torch.Tensor]:
-    """One blank text: padding ids under a mask of ones, max_length long."""
+    """One blank text: padding ids under a mask of ones, max_length long (a language model's: causal.py)."""
+    if spec.task == causal.TASK:
+        return causal.example_input(spec)
     ids = torch.full((1, spec.max_length), spec.pad_token_id, dtype=torch.long)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
@@ -209,7 +233,8 @@ def _no_pooled_layer(model: nn.Module) -> str:
                        "distill it into a model with layers (name: hf or vit)")
 
 
-SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "num_key_value_heads", "head_dim")
 """The model type and the config keys pruning changes (families/hf/pruning.py)."""
 
 
