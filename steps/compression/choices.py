@@ -87,6 +87,7 @@ PRUNE_METHODS = Registry("prune.method", {
     "magnitude": "steps.compression.pruning:MagnitudePruning",
     "structured": "steps.compression.structured:StructuredPruning",
     "transformer": "steps.compression.transformer_pruning:TransformerPruningMethod",
+    "wanda": "steps.compression.families.hf.sparse_method:DecoderSparsity",  # a causal language model's decoder
 })
 L1_TARGETS = Registry("L1 target", {
     "weights": "steps.compression.regularization:weight_tensors",

@@ -150,6 +150,19 @@ def sparsify(model: nn.Module, method: str, sparsity: float | None = None, n_m: 
     """Zero the lowest-scoring weights of every decoder nn.Linear in place (biases untouched) and report per layer
     and in total: parameters, non-zeros, sparsity achieved, dense bytes and a compressed estimate. Every argument
     is checked before any weight changes, so a refused call leaves the model as it was."""
+    kept = decoder_masks(model, method, sparsity, n_m, calibration_ids, batch_size, layers)
+    targets = linears(model, layers)
+    with torch.no_grad():
+        for name, keep in kept.items():
+            targets[name].weight.masked_fill_(~keep.to(targets[name].weight.device), 0)
+    return report(model, method, sparsity, n_m, layers)
+
+
+def decoder_masks(model: nn.Module, method: str, sparsity: float | None = None, n_m: tuple[int, int] | None = None,
+                  calibration_ids: torch.Tensor | None = None, batch_size: int = 8,
+                  layers: str = DECODER_LAYERS) -> dict[str, torch.Tensor]:
+    """Which weights of every decoder nn.Linear to keep (True), by full module name, without changing the model:
+    `sparsify` zeroes the rest, the prune stage holds them at zero through fine-tuning (sparse_method.py)."""
     if method not in SCORES:
         raise ValueError(f"unknown sparsity method {method!r}; choose one of {sorted(SCORES)}")
     check_sparsity(sparsity, n_m)
@@ -163,14 +176,19 @@ def sparsify(model: nn.Module, method: str, sparsity: float | None = None, n_m: 
             raise ValueError(f"method {method!r} needs calibration_ids (N, T) to measure input norms")
         norms = input_norms(model, calibration_ids, batch_size, layers)
     with torch.no_grad():
-        for name, m in targets.items():
-            keep = masks(SCORES[method](m.weight, norms[name]), sparsity, n_m)
-            m.weight.masked_fill_(~keep.to(m.weight.device), 0)
-    report = {name: layer_report(m.weight, n_m) for name, m in targets.items()}
+        return {name: masks(SCORES[method](m.weight, norms[name]), sparsity, n_m) for name, m in targets.items()}
+
+
+def report(model: nn.Module, method: str, sparsity: float | None, n_m: tuple[int, int] | None,
+           layers: str = DECODER_LAYERS) -> dict:
+    """What the decoder Linears hold now: per layer and in total, parameters, non-zeros, sparsity, dense bytes and a
+    compressed estimate, with the note that zeros stored dense cost as much as any weight."""
+    targets = linears(model, layers)
+    per_layer = {name: layer_report(m.weight, n_m) for name, m in targets.items()}
     return {"method": method, "sparsity_target": sparsity, "n_m": n_m,
             "format": "csr" if n_m is None else f"{n_m[0]}:{n_m[1]}",
-            "dtype": str(next(iter(targets.values())).weight.dtype), "layers": report,
-            "total": totals(report), "note": NO_SPEEDUP}
+            "dtype": str(next(iter(targets.values())).weight.dtype), "layers": per_layer,
+            "total": totals(per_layer), "note": NO_SPEEDUP}
 
 
 def totals(report: dict[str, dict]) -> dict:

@@ -12,6 +12,10 @@ from steps.config.base import choice
 from steps.config.training import TrainConfig
 
 
+N_M_METHODS = ("wanda", "magnitude")
+"""The methods that prune a language model n:m (steps/compression/families/hf/sparse_method.py)."""
+
+
 class TransformerPruneConfig(_Section):
     """prune.method transformer (a vit or hf teacher): final fractions removed, reached over the rounds by the
     schedule. On an hf teacher heads and embedding are one axis (its config ties hidden_size to heads x head
@@ -41,6 +45,11 @@ class PruneConfig(_Section):
     round_to: int = Field(default=1, ge=1, description="structured: channel counts kept as multiples of this")
     finetune: TrainConfig
     transformer: TransformerPruneConfig = Field(default_factory=TransformerPruneConfig)
+    n_m: str | None = Field(default=None, pattern=r"^[0-9]+:[0-9]+$",
+                            description="wanda or magnitude on a language model: keep n of every m consecutive "
+                            "weights of each row (\"2:4\", semi-structured) instead of target_sparsity")
+    calibration_samples: int = Field(default=256, ge=1, description="training samples (a language model's blocks) "
+                                     "the data-driven criteria measure the model on")
 
     @model_validator(mode="after")
     def _transformer_amounts(self) -> PruneConfig:
@@ -48,4 +57,16 @@ class PruneConfig(_Section):
         if self.method == "transformer" and not any((t.heads, t.mlp, t.embedding, t.depth)):
             raise ValueError("prune.method transformer needs a fraction > 0 in prune.transformer "
                              "(heads, mlp, embedding or depth)")
+        if self.n_m is not None:
+            n, m = (int(v) for v in self.n_m.split(":"))
+            if not 0 < n < m:
+                raise ValueError(f"prune.n_m {self.n_m!r}: keep n of every m with 0 < n < m (2:4, say)")
+            if self.method not in N_M_METHODS:
+                raise ValueError(f"prune.n_m is for prune.method {' or '.join(N_M_METHODS)} on a language model, "
+                                 f"not {self.method!r}: remove it")
         return self
+
+    @property
+    def pattern(self) -> tuple[int, int] | None:
+        """prune.n_m as (n, m), or None for unstructured sparsity at target_sparsity."""
+        return None if self.n_m is None else tuple(int(v) for v in self.n_m.split(":"))

@@ -37,6 +37,7 @@ from steps.compression.families import CHECKPOINT_RECORD, Family  # noqa: E402
 from steps.compression.families.hf import causal, features  # noqa: E402
 from steps.compression.families.hf.config import REMOTE_CODE, HFConfig  # noqa: E402
 from steps.compression.families.hf.method import HFTransformerPruning  # noqa: E402
+from steps.compression.families.hf.sparse_method import DecoderSparsity  # noqa: E402
 from steps.compression.families.spec import ModelSpec  # noqa: E402
 from steps.core.files import atomic_write_dir  # noqa: E402
 
@@ -250,8 +251,9 @@ def _refuse_channel_pruning(model: nn.Module) -> None:
                        "hidden width, layers)")
 
 
-FAMILY = Family("hf", frozenset({"transformer"}), True, _no_pooled_layer, features.attention_maps,
+FAMILY = Family("hf", frozenset({"transformer", "wanda", "magnitude"}), True, _no_pooled_layer, features.attention_maps,
                 features.hidden_states, config=HFConfig, build=build, needs_images=False, spec_of=spec_of,
                 fit_weights=lambda model, state: False, example_input=example_input,
                 refuse_unprunable=_refuse_channel_pruning, save_checkpoint=save, load_checkpoint=load,
-                prune_method_classes={"transformer": HFTransformerPruning}, budget_search="uniform_encoder")
+                prune_method_classes={"transformer": HFTransformerPruning, "wanda": DecoderSparsity,
+                                      "magnitude": DecoderSparsity}, budget_search="uniform_encoder")
