@@ -76,12 +76,15 @@ CRITERIA = Registry("importance criterion", {
     "logit_kl": "steps.compression.criteria.blocks:LogitKL",
     "logit_cosine": "steps.compression.criteria.blocks:LogitCosine",
     "block_influence": "steps.compression.criteria.blocks:BlockInfluence",
+    "perplexity": "steps.compression.criteria.blocks:LossOnRemoval",
+    "last": "steps.compression.criteria.blocks:LastBlocks",
 })
 # What each params key accepts of CRITERIA: prune.importance (channels and neurons), prune.transformer.importance
 # (heads, MLP neurons, embedding channels), prune.transformer.depth_metric (whole blocks).
 IMPORTANCES = CRITERIA.subset("channel importance", ["l1", "l2", "taylor", "bn_scale"])
 TRANSFORMER_IMPORTANCES = CRITERIA.subset("transformer importance", ["l1", "taylor", "output_norm"])
-BLOCK_METRICS = CRITERIA.subset("block importance", ["logit_kl", "logit_cosine", "block_influence"])
+BLOCK_METRICS = CRITERIA.subset("block importance", ["logit_kl", "logit_cosine", "block_influence", "perplexity",
+                                                       "last"])
 PRUNE_METHODS = Registry("prune.method", {
     # steps.compression.prune_method.PruneMethod: what the prune stage's loop calls each round
     "magnitude": "steps.compression.pruning:MagnitudePruning",

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from steps.compression.criteria import Calibration, Importance
-from steps.compression.training import forward, token_mask
+from steps.compression.training import forward, next_token, token_mask
 
 
 class Skip(nn.Module):
@@ -103,3 +103,34 @@ class BlockInfluence(_OnBlocks):
             for h in hooks:
                 h.remove()
         return torch.stack([influence[i] for i in range(len(blocks))])
+
+
+class LossOnRemoval(_OnBlocks):
+    """The model's loss on the calibration batch with one block skipped (Minitron's "perplexity on removal": for a
+    language model the next-token loss, the log of its perplexity; for a classifier the cross-entropy on the
+    labels). The block whose removal hurts least goes first."""
+
+    def prepare(self, model: nn.Module, calibration: Calibration | None) -> LossOnRemoval:
+        super().prepare(model, calibration)
+        self.y = calibration[1]
+        return self
+
+    def __call__(self, blocks: nn.Sequential) -> torch.Tensor:
+        losses = []
+        for i in range(len(blocks)):
+            block, blocks[i] = blocks[i], Skip()
+            try:
+                logits = forward(self.model, self.x)
+                losses.append(F.cross_entropy(*next_token(logits, self.y) if logits.dim() == 3 else (logits, self.y)))
+            finally:
+                blocks[i] = block
+        return torch.stack(losses)
+
+
+class LastBlocks(Importance):
+    """The naive depth cut: the last blocks go first (the baseline Minitron and ShortGPT compare against)."""
+
+    needs_calibration = False
+
+    def __call__(self, blocks: nn.Sequential) -> torch.Tensor:
+        return torch.arange(len(blocks), 0, -1, dtype=torch.float32)

@@ -36,6 +36,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification  # noqa:
 from steps.compression.families import CHECKPOINT_RECORD, Family  # noqa: E402
 from steps.compression.families.hf import causal, features  # noqa: E402
 from steps.compression.families.hf.config import REMOTE_CODE, HFConfig  # noqa: E402
+from steps.compression.families.hf.decoder_method import DecoderPruning  # noqa: E402
 from steps.compression.families.hf.method import HFTransformerPruning  # noqa: E402
 from steps.compression.families.hf.sparse_method import DecoderSparsity  # noqa: E402
 from steps.compression.families.spec import ModelSpec  # noqa: E402
@@ -251,9 +252,14 @@ def _refuse_channel_pruning(model: nn.Module) -> None:
                        "hidden width, layers)")
 
 
+def transformer_pruning(model: nn.Module, cfg) -> HFTransformerPruning | DecoderPruning:
+    """prune.method transformer on an hf model: an encoder's (method.py) or a causal LM's (decoder_method.py)."""
+    return (DecoderPruning if getattr(model, "task", None) == causal.TASK else HFTransformerPruning)(model, cfg)
+
+
 FAMILY = Family("hf", frozenset({"transformer", "wanda", "magnitude"}), True, _no_pooled_layer, features.attention_maps,
                 features.hidden_states, config=HFConfig, build=build, needs_images=False, spec_of=spec_of,
                 fit_weights=lambda model, state: False, example_input=example_input,
                 refuse_unprunable=_refuse_channel_pruning, save_checkpoint=save, load_checkpoint=load,
-                prune_method_classes={"transformer": HFTransformerPruning, "wanda": DecoderSparsity,
+                prune_method_classes={"transformer": transformer_pruning, "wanda": DecoderSparsity,
                                       "magnitude": DecoderSparsity}, budget_search="uniform_encoder")
