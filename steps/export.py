@@ -31,12 +31,12 @@ import torch
 from torch import nn
 
 from steps import config, tracking
-from steps.compression import measure, onnx_export
+from steps.compression import lm_onnx, measure, onnx_export
 from steps.compression.raw_input import RawInput
 from steps.compression.training import Inputs, rows
 from steps.core import datasets, lineage
 from steps.core.hashing import sha256
-from steps.core.layout import metrics_path, onnx_path
+from steps.core.layout import MANIFEST, metrics_path, onnx_path
 from steps.core.names import ModelRole
 from steps.core.results import ExportResult
 from steps.core.torchkit import load_model
@@ -86,6 +86,8 @@ def export_one(model, x: Inputs, y: torch.Tensor, path: Path, cfg: config.Export
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> ExportResult:
     torch.set_num_threads(params.threads)
     cfg = params.export
+    if datasets.task(datasets.read_manifest(root)) == "causal_lm":
+        return run_language_models(params, root, origin)
     raw_x, raw_y = datasets.onnx_split(root, "test")
     x = to_tensors(rows(raw_x, slice(0, cfg.parity_images)))
     y = torch.from_numpy(raw_y[: cfg.parity_images].astype("int64"))
@@ -96,6 +98,33 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     with tracking.open_run(root, **lineage.stage_run(root, params, "export", origin)) as run_id:
         tracking.log_metrics({f"{role}.{k}": v for role, m in models.items() for k, v in m.items() if k != "sha256"})
     result = ExportResult(models=models, opset=cfg.opset, exporter=cfg.exporter, mlflow_run_id=run_id)
+    result.write(root / metrics_path("export"))
+    return result
+
+
+def run_language_models(params: config.Params, root: Path, origin: lineage.Origin) -> ExportResult:
+    """Language models (data.task causal_lm): each model's forward pass by the dynamo exporter (the TorchScript one
+    fails on Llama in transformers 5), token ids and mask in, logits per token out (lm_onnx.py), compared with
+    PyTorch on the first export.parity_images test blocks (all when null)."""
+    cfg = params.export
+    manifest = datasets.read_manifest(root)
+    ids = torch.from_numpy(datasets.load_blocks(root, "test", manifest)["input_ids"][: cfg.parity_images]).long()
+    metadata = lm_onnx.metadata(manifest, sha256(root / MANIFEST))
+    models = {}
+    for role in ModelRole:
+        model, path = load_model(root, role)[0], root / onnx_path(role)
+        lm_onnx.export_causal_lm(model.hf, path, example_ids=ids[:1], opset=max(cfg.opset, lm_onnx.OPSET),
+                                 metadata=metadata)
+        diff = lm_onnx.compare(model.hf, path, ids, threads=params.threads)
+        if diff.max_abs_diff > cfg.parity_atol:
+            path.unlink(missing_ok=True)
+            raise onnx_export.ExportError(f"{path}: logits differ from PyTorch's by up to {diff.max_abs_diff:.3g} on "
+                                          f"{len(ids)} test blocks; export.parity_atol is {cfg.parity_atol}")
+        models[role.value] = {**diff.to_dict(), "file_bytes": measure.file_size(path), "sha256": sha256(path)}
+    with tracking.open_run(root, **lineage.stage_run(root, params, "export", origin)) as run_id:
+        tracking.log_metrics({f"{role}.{k}": v for role, m in models.items() for k, v in m.items()
+                              if isinstance(v, int | float)})
+    result = ExportResult(models=models, opset=max(cfg.opset, lm_onnx.OPSET), exporter="dynamo", mlflow_run_id=run_id)
     result.write(root / metrics_path("export"))
     return result
 

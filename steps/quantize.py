@@ -77,10 +77,51 @@ def build(params: config.Params, root: Path, methods: list[str]) -> tuple[dict[s
     return variants, len(y)
 
 
+LANGUAGE_METHODS = ("dynamic",)
+"""The int8 methods for a language model: dynamic (weights int8, activations quantized per call), MatMul only."""
+SCORING_BATCH = 8
+"""Test blocks per ONNX Runtime call when scoring a language model (its logits are blocks x length x vocabulary)."""
+
+
+def build_language(params: config.Params, root: Path, methods: list[str]) -> tuple[dict[str, dict], int]:
+    """A language model's int8 files (lm_onnx.quantize_causal_lm: the weight MatMuls, embeddings left float) and
+    each file's next-token accuracy and perplexity on the first quantize.eval_images test blocks by ONNX Runtime;
+    quantize.max_accuracy_drop then bounds the next-token accuracy lost."""
+    from steps.compression import language, lm_onnx
+
+    refused = [m for m in methods if m not in LANGUAGE_METHODS]
+    if refused:
+        raise ValueError(f"quantize.methods {refused}: a language model is quantized by "
+                         f"{' or '.join(LANGUAGE_METHODS)} (static calibration of every activation is not built for "
+                         "it); set quantize.methods: [dynamic]")
+    out_dir = root / INT8_DIR
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    fp32 = root / variant_path(FP32)
+    onnx_export.check(fp32)
+    for method in methods:
+        lm_onnx.quantize_causal_lm(fp32, root / variant_path(method))
+    blocks = datasets.load_blocks(root, "test", datasets.read_manifest(root))
+    images = min(params.quantize.eval_images or len(blocks["input_ids"]), len(blocks["input_ids"]))
+    variants = {}
+    for name in (FP32, *methods):
+        path = root / variant_path(name)
+        scores = language.score_split(lm_onnx.ort_logits(path, params.threads), blocks, SCORING_BATCH, images)
+        variants[name] = {"file": variant_path(name), "accuracy": scores.metrics["next_token_accuracy"],
+                          "perplexity": scores.metrics["perplexity"], "bits_per_byte": scores.metrics["bits_per_byte"],
+                          "file_bytes": measure.file_size(path), "sha256": sha256(path)}
+    for v in variants.values():
+        v["accuracy_drop"] = variants[FP32]["accuracy"] - v["accuracy"]
+        v["perplexity_ratio"] = v["perplexity"] / variants[FP32]["perplexity"]
+        v["size_ratio"] = v["file_bytes"] / variants[FP32]["file_bytes"]
+    return variants, images
+
+
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> QuantizeResult:
     cfg = params.quantize
     methods, deploy = deployment(params, root)
-    variants, images = build(params, root, methods)
+    language = datasets.task(datasets.read_manifest(root)) == "causal_lm"
+    variants, images = (build_language(params, root, methods) if language else build(params, root, methods))
     with tracking.open_run(root, **lineage.stage_run(root, params, "quantize", origin)) as run_id:
         tracking.log_metrics({f"{name}.{k}": v for name, m in variants.items() for k, v in m.items()
                               if isinstance(v, float | int)})

@@ -167,3 +167,24 @@ def _as_numpy(a, dtype) -> np.ndarray:
     if isinstance(a, torch.Tensor):
         a = a.detach().cpu().numpy()
     return np.asarray(a, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class SplitScores:
+    """A model on a split's blocks: its metrics (lm_metrics), and each document's summed log-likelihood and
+    predicted tokens (the paired gate's unit: stats/likelihood.py)."""
+
+    metrics: dict[str, float | int]
+    document_ll: np.ndarray
+    document_tokens: np.ndarray
+
+
+def score_split(model: nn.Module | Logits, blocks: dict[str, np.ndarray], batch_size: int,
+                limit: int | None = None) -> SplitScores:
+    """`model` (a transformers causal LM, or a logits callable such as an ONNX Runtime session's) on the first
+    `limit` blocks (all when None) of a split's arrays (datasets.load_blocks)."""
+    ids = blocks["input_ids"][:limit]
+    scores = token_scores(model, ids, batch_size)
+    sums, tokens = document_sums(scores.log_likelihood, ids.shape[1], blocks["document_starts"])
+    metrics = lm_metrics(scores.log_likelihood, scores.correct, blocks["document_starts"], blocks["document_bytes"])
+    return SplitScores(metrics, sums, tokens)

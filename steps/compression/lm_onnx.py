@@ -23,6 +23,8 @@ Llama's 440 kB were three quarters stack traces).
 
 from __future__ import annotations
 
+import json
+import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,6 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+# The dynamo exporter warns, once per export, that torchvision's operators are not registered (they are not used)
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 from steps.compression.onnx_export import BATCH, SEQUENCE, ExportError, _eval_mode, _first_line, session, set_metadata
 from steps.compression.onnx_export import metadata as onnx_metadata
@@ -212,3 +217,19 @@ def quantize_causal_lm(fp32: Path, out: Path) -> None:
         atomic_write(Path(out), write)
     finally:
         root.setLevel(level)
+
+
+def metadata(manifest: dict, manifest_sha256: str) -> dict[str, str]:
+    """A language model file's metadata_props: its interface, the tokenizer it reads ids of (by sha256) and the
+    end-of-document token, and the data it was made from."""
+    return {
+        "task": "causal_lm",
+        "input_layout": f"{INPUT_IDS}: int64 (batch, sequence), token ids of the tokenizer below; {ATTENTION_MASK}: "
+                        "int64 (batch, sequence), 1 for a token, 0 for right padding",
+        "output": f"{OUTPUT}: float32 (batch, sequence, vocabulary); position t predicts token t + 1",
+        "tokenizer_sha256": manifest["tokenizer"]["sha256"],
+        "end_of_text": json.dumps(manifest["separator"]),
+        "max_sequence": str(manifest["block_size"]),
+        "dataset": manifest["dataset"],
+        "dataset_digest": manifest_sha256,
+    }

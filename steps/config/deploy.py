@@ -55,6 +55,9 @@ class EvaluateConfig(_Section):
     latency_repeats: int = Field(ge=1, description="timed calls per model and batch in each window; with one "
                                  "window, >= 72 puts a 95% interval on p95 (fewer: the latency gate falls back on the "
                                  "slowest call)")
+    prompts: list[str] = Field(default_factory=list, description="causal_lm: prompts the models continue greedily "
+                               "in the report, for a person to read; empty = the openings of the first test documents")
+    generation_tokens: int = Field(default=24, ge=1, description="causal_lm: tokens each prompt is continued by")
     latency_windows: int = Field(
         default=3, ge=1, description="timing windows for the ONNX files (what is deployed and gated): p95's interval "
         "spans how far the windows disagree, which one window cannot show (steps/core/latency.py)")

@@ -13,14 +13,14 @@ TEXT_SOURCES = ("text",)
 """The data sources whose splits hold token ids (steps/sources/text.py)."""
 
 
-LANGUAGE_MODEL_STAGES = ("data", "teacher", "prune", "distill")
+LANGUAGE_MODEL_STAGES = ("data", "teacher", "prune", "distill", "export", "quantize", "evaluate")
 """The stages that run on language-model blocks so far (issue 27 adds the rest part by part)."""
 
 
 def check_task(task: str, stage: str | None) -> None:
     """ValueError naming data.task when a stage that does not run on language-model blocks yet would."""
     if task != "classify" and stage not in LANGUAGE_MODEL_STAGES:
-        which = f"the {stage} stage does" if stage else "a whole run (export, quantize, evaluate, promote) does"
+        which = f"the {stage} stage does" if stage else "a whole run (promote) does"
         raise ValueError(f"data.task {task!r}: {which} not run on language-model blocks yet; run the stages "
                          f"{', '.join(LANGUAGE_MODEL_STAGES)} alone (python -m steps.<stage>)")
 

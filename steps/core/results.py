@@ -188,3 +188,6 @@ class EvaluateReport(StageResult):
     mlflow_run_id: str
     target: dict | None = None
     """With a budget: the deployable file re-measured on the budget's terms ({budget, measured, violations})."""
+    language: dict | None = None
+    """causal_lm: the student against the teacher by a paired bootstrap over test documents, each model's summed
+    log-likelihood per document (promote's paired gate reads them), and greedy generations from fixed prompts."""

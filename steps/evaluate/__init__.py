@@ -29,6 +29,10 @@ def deploy_variants(quantized: dict, timed: dict[str, dict]) -> dict[str, dict]:
 
 
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> EvaluateReport:
+    if datasets.task(datasets.read_manifest(root)) == "causal_lm":
+        from steps.evaluate import language  # imports this module's numeric_leaves
+
+        return language.run(params, root, origin)
     seed_everything(params.seed, params.threads)
     test = datasets.load_splits(root, ("test",))["test"]
     cfg = params.evaluate
@@ -122,7 +126,8 @@ def main() -> None:
 
     def run_and_print(params: config.Params, root: Path) -> EvaluateReport:
         report = run(params, root)
-        Console(width=None if Console().is_terminal else 160).print(table(report.to_dict()))  # the table is wide
+        if report.language is None:  # a language model's report is its metrics and generations (report.json)
+            Console(width=None if Console().is_terminal else 160).print(table(report.to_dict()))  # the table is wide
         return report
 
     run_stage_main("evaluate", run_and_print, sys.argv[1:])
