@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-# The dynamo exporter warns, once per export, that torchvision's operators are not registered (they are not used)
-logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-
 from steps.compression.onnx_export import BATCH, SEQUENCE, ExportError, _eval_mode, _first_line, session, set_metadata
 from steps.compression.onnx_export import metadata as onnx_metadata
 from steps.core.files import atomic_write
+
+# The dynamo exporter warns, once per export, that torchvision's operators are not registered (they are not used)
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 INPUT_IDS, ATTENTION_MASK, OUTPUT = "input_ids", "attention_mask", "logits"
 OPSET = 18
