@@ -33,7 +33,7 @@ class DecoderPruning(PruneMethod):
     def __init__(self, model: nn.Module, cfg) -> None:
         super().__init__(model, cfg)
         t = cfg.transformer
-        if t.depth_metric not in DEPTH_METRICS:
+        if t.depth and t.depth_metric not in DEPTH_METRICS:
             raise decoder.UnprunableError(
                 f"prune.transformer.depth_metric {t.depth_metric!r} compares a classifier's logits; a language "
                 f"model's layers are ranked by {', '.join(DEPTH_METRICS)}")
@@ -60,7 +60,7 @@ class DecoderPruning(PruneMethod):
             heads=_of_now(self.original.kv_heads, now.kv_heads, heads),
             mlp=_of_now(self.original.intermediate, now.intermediate, mlp),
             hidden=_of_now(self.original.hidden, now.hidden, embedding), importance=IMPORTANCES[t.importance],
-            depth_metric=DEPTH_METRICS[t.depth_metric], batch_size=self.cfg.finetune.batch_size,
+            depth_metric=DEPTH_METRICS.get(t.depth_metric, "last"), batch_size=self.cfg.finetune.batch_size,
             round_to=self.cfg.round_to)
 
 

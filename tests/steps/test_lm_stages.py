@@ -1,0 +1,131 @@
+"""A causal language model through the stages (data.task causal_lm): a tiny Llama trained on documents the test
+writes, pruned (Minitron's width and depth, or Wanda 2:4), distilled by its logits, exported, quantized and
+evaluated; each stage's output checked against what stock transformers and a hand computation give."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM
+
+from steps import config, data, distill, evaluate, export, prune, quantize, teacher
+from steps.compression.generation import greedy_generations
+from steps.core import datasets
+from steps.core.layout import REPORT, model_dir
+from steps.core.names import ModelRole
+from tests.helpers import tiny_params
+
+WORDS = "the river stone lantern north garden quiet ember harbour wolf ink runs over under a bright cold night".split()
+LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64}
+
+
+def documents(folder: Path, count: int = 40) -> Path:
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (folder / f"d{i:02d}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(60)) + ".\n")
+    return folder
+
+
+def lm_params(docs: Path, **prune_keys) -> dict:
+    raw = tiny_params(docs)
+    raw["data"] = {"source": "text", "task": "causal_lm", "path": str(docs), "val_size": 4, "block_size": 32,
+                   "tokenizer": {"train": {"kind": "bpe", "vocab_size": 200}}, "test_fraction": 0.2}
+    raw["teacher"]["arch"] = {"name": "hf", "config": LLAMA}
+    raw["teacher"]["train"].update(epochs=2, batch_size=8)
+    raw["prune"].update(method="transformer", rounds=1, transformer={"heads": 0.5, "mlp": 0.5, "depth": 0.5,
+                                                               "depth_metric": "block_influence"},
+                        **prune_keys)
+    raw["prune"]["finetune"].update(epochs=1, batch_size=8)
+    raw["distill"].update(student={"name": "pruned"}, teacher="teacher")
+    raw["distill"]["train"].update(epochs=1, batch_size=8, lr=0.001)
+    raw["quantize"].update(methods=["dynamic"], deploy="dynamic", max_accuracy_drop=0.5)
+    return raw
+
+
+STAGES = (("data", data), ("teacher", teacher), ("prune", prune), ("distill", distill), ("export", export),
+          ("quantize", quantize), ("evaluate", evaluate))
+
+
+def run_stages(raw: dict, root: Path, stages=STAGES) -> dict:
+    return {name: module.run(config.validate(raw, stage=name), root) for name, module in stages}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("lm")
+    raw = lm_params(documents(root / "docs"))
+    return root, run_stages(raw, root)
+
+
+def stock(root: Path, role: ModelRole):
+    return AutoModelForCausalLM.from_pretrained(root / model_dir(role), local_files_only=True,
+                                                use_safetensors=True).eval()
+
+
+def test_the_pruned_model_keeps_whole_key_value_groups_and_reloads_with_stock_transformers(project):
+    root, results = project
+    pruned = stock(root, ModelRole.PRUNED)
+    assert (pruned.config.num_hidden_layers, pruned.config.num_key_value_heads) == (1, 1)
+    assert pruned.config.num_attention_heads == 2 and pruned.config.intermediate_size == 32
+    assert results["prune"].parameters < results["teacher"].parameters
+
+
+def test_evaluate_reports_the_perplexity_a_hand_computation_gives(project):
+    root, _ = project
+    report = json.loads((root / REPORT).read_text())
+    ids = torch.from_numpy(datasets.load_blocks(root, "test", datasets.read_manifest(root))["input_ids"]).long()
+    with torch.no_grad():
+        logits = stock(root, ModelRole.STUDENT)(input_ids=ids).logits
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1))
+    student = report["models"]["student"]
+    assert student["perplexity"] == pytest.approx(math.exp(loss.item()), rel=1e-5)
+    assert student["tokens"] == ids[:, 1:].numel() and student["accuracy"] == student["next_token_accuracy"]
+    assert report["language"]["student_vs_teacher"]["low"] <= report["language"]["student_vs_teacher"]["high"]
+
+
+def test_the_onnx_files_score_what_pytorch_scores(project):
+    root, results = project
+    report = json.loads((root / REPORT).read_text())
+    fp32, int8 = results["quantize"].variants["fp32"], results["quantize"].variants["dynamic"]
+    assert fp32["perplexity"] == pytest.approx(report["models"]["student"]["perplexity"], rel=1e-4)
+    assert int8["file_bytes"] < fp32["file_bytes"] and int8["perplexity_ratio"] < 1.1
+    assert all(m["max_abs_diff"] < 1e-4 for m in results["export"].models.values())
+
+
+def test_the_report_holds_each_models_greedy_continuations_of_the_prompts(project):
+    root, _ = project
+    report = json.loads((root / REPORT).read_text())
+    manifest = datasets.read_manifest(root)
+    tokenizer = Tokenizer.from_file(str(datasets.tokenizer_file(root, manifest)))
+    prompts = report["language"]["prompts"]
+    assert prompts and all(prompts)
+    again = greedy_generations(stock(root, ModelRole.STUDENT), tokenizer, prompts, 24, eos_id=manifest["separator"]["id"])
+    assert report["language"]["generations"]["student"] == again
+
+
+def test_wanda_two_four_leaves_two_of_every_four_weights_in_each_decoder_linear(project, tmp_path: Path):
+    root, _ = project
+    raw = lm_params(root / "docs", n_m="2:4")
+    raw["prune"].update(method="wanda", transformer={})
+    results = run_stages(raw, root, (("prune", prune),))
+    assert results["prune"].sparsity == pytest.approx(0.5)
+    pruned = stock(root, ModelRole.PRUNED)
+    for name, module in pruned.model.layers.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            groups = (module.weight.detach().numpy().reshape(module.out_features, -1, 4) != 0).sum(-1)
+            assert np.all(groups <= 2), name
+    run_stages(lm_params(root / "docs"), root, (("prune", prune),))  # the module's pruned model back
+
+
+def test_a_whole_run_on_documents_is_refused_until_promote_takes_language_models(tmp_path: Path):
+    with pytest.raises(config.ConfigError, match="data.task 'causal_lm'"):
+        config.validate(lm_params(documents(tmp_path / "docs")))
