@@ -69,10 +69,10 @@ def test_an_unknown_name_lists_the_valid_ones():
 
 def test_an_unknown_prune_method_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown prune.method 'lottery'; choose one of "
-                                         r"\['magnitude', 'structured', 'transformer'\]"):
+                                         r"\['magnitude', 'structured', 'transformer', 'wanda'\]"):
         choices.PRUNE_METHODS.resolve("lottery")
-    with pytest.raises(config.ConfigError, match=r"prune.method: Input should be 'magnitude', 'structured' or "
-                                                 r"'transformer'"):
+    with pytest.raises(config.ConfigError, match=r"prune.method: Input should be 'magnitude', 'structured', "
+                                                 r"'transformer' or 'wanda'"):
         config.validate(_with_prune(method="lottery"))
 
 
@@ -81,7 +81,7 @@ def test_an_unknown_prune_method_lists_the_valid_ones():
     ({"method": "transformer", "transformer": {"heads": 0.5, "importance": "bn_scale"}},  # a channel one
      "transformer.importance", "'l1', 'taylor' or 'output_norm'"),
     ({"method": "transformer", "transformer": {"depth": 0.5, "depth_metric": "taylor"}},  # not a block one
-     "transformer.depth_metric", "'logit_kl', 'logit_cosine' or 'block_influence'"),
+     "transformer.depth_metric", "'logit_kl', 'logit_cosine', 'block_influence', 'perplexity' or 'last'"),
 ])
 def test_a_criterion_valid_for_another_key_is_refused_naming_the_key_and_its_values(prune, field, valid):
     with pytest.raises(config.ConfigError, match=rf"prune.{field}: Input should be {valid}"):

@@ -23,7 +23,7 @@ VALID = {
 }
 SET = {"channels": [8], "hidden": [8], "batch_norm": True, "patch_size": 4, "embed_dim": 32, "depth": 2,
        "heads": 2, "mlp_ratio": 4.0, "pool": "mean", "factory": "acme:make", "kwargs": {"width": 4},
-       "config": {"model_type": "bert"}, "path": "my-bert"}
+       "config": {"model_type": "bert"}, "path": "my-bert", "gguf_file": "model.Q4_1.gguf"}
 """A value for every family's field that says more than "none", so it would change the model."""
 OWN = {c.model_fields["name"].annotation.__args__[0]: set(c.model_fields) - {"name"} for c in FAMILY_CONFIGS}
 
