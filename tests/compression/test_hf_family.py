@@ -52,7 +52,7 @@ def test_building_from_a_config_sizes_the_model_from_the_data():
     assert config.max_position_embeddings >= SPEC.max_length
     assert model.hf.bert.embeddings.word_embeddings.num_embeddings == 50
     assert logits(model, batch()).shape == (4, 3)
-    assert family_of(model) is FAMILY and not FAMILY.needs_images and FAMILY.prune_methods == {"transformer"}
+    assert family_of(model) is FAMILY and not FAMILY.needs_images and FAMILY.prune_methods == {"transformer", "wanda", "magnitude"}
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # set by the family (and every load is local_files_only)
 
 

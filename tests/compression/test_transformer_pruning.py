@@ -159,7 +159,12 @@ def with_idle_block(i: int) -> ViT:
     return model
 
 
-@pytest.mark.parametrize("metric", sorted(BLOCK_METRICS))
+OUTPUT_CHANGE_METRICS = sorted(set(BLOCK_METRICS) - {"perplexity", "last"})
+"""The metrics that score how much a block changes what the model computes: an idle block scores lowest. (perplexity
+scores the loss without it, which may rank an untrained block that hurts below the idle one; last scores position.)"""
+
+
+@pytest.mark.parametrize("metric", OUTPUT_CHANGE_METRICS)
 def test_depth_pruning_removes_the_block_that_changes_nothing(metric):
     model = with_idle_block(1)
     before = model(X)
