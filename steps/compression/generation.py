@@ -10,10 +10,14 @@ the prompt (prefill) that fills a DynamicCache, then one forward per new token o
 Prompts are encoded without the tokenizer's framing (add_special_tokens=False), as the causal_lm blocks are
 (steps/sources/blocks.py), and only the new tokens are decoded. The cache goes in as `cache=` (transformers 5.25
 renamed `past_key_values`, which it still takes until 5.40 with a FutureWarning).
+
+The module imports nothing of shrinkflow: the served language model (steps/serving/generator.py) carries this file
+in its code/ folder and runs the same loop the evaluation ran.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -21,8 +25,6 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 from transformers import DynamicCache
-
-from steps.compression.training import evaluating
 
 
 def continuation(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, *, temperature: float = 0.0,
@@ -37,7 +39,7 @@ def continuation(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, *
         raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
     device = _device(model)
     new: list[int] = []
-    with evaluating(model):
+    with _evaluating(model):
         cache = DynamicCache(config=model.config)
         step = torch.tensor([prompt_ids], dtype=torch.long, device=device)
         while len(new) < max_new_tokens:
@@ -96,7 +98,7 @@ def decode_latency(model: nn.Module, prompt_len: int, new_tokens: int, repeats: 
     ids = torch.Generator().manual_seed(seed)
     prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), generator=ids).to(device)
     prefill, decode = [], []
-    with evaluating(model):
+    with _evaluating(model):
         for run in range(warmup + repeats):
             p, d = _timed_run(model, prompt, new_tokens, device)
             if run >= warmup:
@@ -143,6 +145,19 @@ def _check_length(model: nn.Module, length: int) -> None:
 def _check_count(name: str, value: int, least: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < least:
         raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module):
+    """Eval mode under inference_mode, the previous mode restored (steps.compression.training's, repeated so that
+    this file runs alone inside a registered model)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 def _device(model: nn.Module) -> torch.device:

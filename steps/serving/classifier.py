@@ -21,7 +21,7 @@ TOKENIZER_ARTIFACT = "tokenizer"
 """Texts: the data's tokenizer.json, whose sha256 the contract records."""
 HF_ARTIFACT = "hf_model"
 """Texts from an hf model: its save_pretrained folder (model and tokenizer), for stock `from_pretrained`; not
-read by the served model."""
+read by the served classifier; the served language model (generator.py) runs it."""
 ONNX_INPUT, ONNX_OUTPUT = "x", "logits"
 
 

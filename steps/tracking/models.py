@@ -25,6 +25,8 @@ from steps.core.hashing import sha256, weights_sha256
 from steps.core.names import Artifact, Tag
 from steps.serving.classifier import CONTRACT_ARTIFACT, HF_ARTIFACT, ONNX_ARTIFACT, TOKENIZER_ARTIFACT
 from steps.serving.contract import METADATA_KEY
+from steps.serving.generator import TOKENIZER_FILE
+from steps.serving.generator import signature as generator_signature
 from steps.tracking.store import is_missing
 
 SERVING = Path(__file__).resolve().parents[1] / "serving"
@@ -33,6 +35,16 @@ SERVING_REQUIREMENTS = [f"{package}=={package_version(package)}"
                         for package in ("mlflow", "numpy", "pandas", "pillow", "onnxruntime")]
 TEXT_REQUIREMENTS = [f"tokenizers=={package_version('tokenizers')}"]
 """Texts are tokenised by the served model: the tokenizers library (Rust, no torch or transformers)."""
+GENERATION = Path(__file__).resolve().parents[1] / "compression" / "generation.py"
+"""The generation loop a served language model runs (it imports nothing of shrinkflow): carried beside steps/serving/
+in the version's code/ folder, importable there as `generation`."""
+GENERATOR_REQUIREMENTS = [f"{package}=={package_version(package).split('+')[0]}"
+                          for package in ("mlflow", "numpy", "pandas", "pillow", "tokenizers", "safetensors", "torch",
+                                          "transformers")]
+"""A served language model's: torch and transformers (stock from_pretrained), no ONNX Runtime; torch's local label
+(+cpu) left off, which PyPI does not know."""
+GENERATOR_TASK = {"shrinkflow_task": "causal_lm"}
+"""A served language model's MLmodel metadata: it has no input contract (contract_of answers None for it)."""
 _URI = re.compile(r"^models:/(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
 
 
@@ -143,6 +155,32 @@ def register(onnx_file: Path, contract, example, name: str, text_files: tuple[Pa
             signature=signature(contract), input_example=example, pip_requirements=requirements,
             metadata={METADATA_KEY: contract.to_dict()}, registered_model_name=name)
     return int(info.registered_model_version)
+
+
+def log_generator(hf_folder: Path, name: str, example: list[str] | None = None) -> int:
+    """Log a causal language model's served pyfunc in the active run and register it as `name`; returns the version.
+
+    The served model (steps/serving/generator.py) takes prompt strings and answers with their continuations,
+    params max_new_tokens, temperature and seed; it loads `hf_folder` (save_pretrained: config.json,
+    model.safetensors, tokenizer.json) with stock transformers and carries steps/serving/ and the generation loop in
+    its code/ folder. `example`: prompts stored as the input example (MLflow runs the model on them while logging).
+    """
+    info = mlflow.pyfunc.log_model(name=Artifact.MODEL.value, registered_model_name=name,
+                                   **generator_model(hf_folder, example))
+    return int(info.registered_model_version)
+
+
+def generator_model(hf_folder: Path, example: list[str] | None = None) -> dict:
+    """The keyword arguments of `mlflow.pyfunc.log_model` (or `save_model`) for a served language model: "models
+    from code" (generator_entry.py), the folder as HF_ARTIFACT, the signature with its params."""
+    folder = Path(hf_folder)
+    missing = [f for f in ("config.json", TOKENIZER_FILE) if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: no {', '.join(missing)}; a served language model is a save_pretrained "
+                                "folder holding its tokenizer")
+    return dict(python_model=str(SERVING / "generator_entry.py"), code_paths=[str(SERVING), str(GENERATION)],
+                artifacts={HF_ARTIFACT: str(folder)}, signature=generator_signature(), input_example=example,
+                pip_requirements=GENERATOR_REQUIREMENTS, metadata=dict(GENERATOR_TASK))
 
 
 def signature(contract) -> ModelSignature:
