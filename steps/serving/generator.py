@@ -26,7 +26,7 @@ from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from .classifier import HF_ARTIFACT
 from .inputs import InputError
-from .texts import BLANK, problem_of
+from .texts import check_strings
 
 TOKENIZER_FILE = "tokenizer.json"
 THREADS_VARIABLE = "SHRINKFLOW_TORCH_THREADS"
@@ -121,12 +121,7 @@ def prompts_of(data) -> list[str]:
     values = _values(data)
     if not values:
         raise InputError("empty batch: no prompts to continue")
-    for i, text in enumerate(values):
-        problem = problem_of(text)
-        if problem == BLANK:
-            raise InputError(f"prompt {i}: empty (only whitespace); the model continues prompts with words in them")
-        if problem is not None:
-            raise InputError(f"prompt {i}: expected a string, got {problem}")
+    check_strings(values, "prompt", "the model continues prompts with words in them")
     return values
 
 

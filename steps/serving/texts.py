@@ -35,15 +35,21 @@ def problem_of(text) -> str | None:
     return BLANK if not text.strip() else None
 
 
+def check_strings(values: list, noun: str, wanted: str) -> None:
+    """InputError naming the first of `values` that is missing, blank or not a string (`noun` i: what it holds;
+    `wanted`: what the model takes instead)."""
+    for i, text in enumerate(values):
+        problem = problem_of(text)
+        if problem == BLANK:
+            raise InputError(f"{noun} {i}: empty (only whitespace); {wanted}")
+        if problem is not None:
+            raise InputError(f"{noun} {i}: expected a string, got {problem}")
+
+
 def texts(data, contract: Contract) -> list[str]:
     """The texts of `data`, each a non-blank string; InputError naming the column, the row and what it holds."""
     column = text_values(data, contract)
-    for i, text in enumerate(column):
-        problem = problem_of(text)
-        if problem == BLANK:
-            raise InputError(f"text {i}: empty (only whitespace); the model takes texts with words in them")
-        if problem is not None:
-            raise InputError(f"text {i}: expected a string, got {problem}")
+    check_strings(column, "text", "the model takes texts with words in them")
     if not column:
         raise InputError("empty batch: no texts to score")
     return column

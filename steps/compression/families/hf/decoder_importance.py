@@ -92,7 +92,6 @@ def _by_weights(heads: list[tuple[Group, Group]], neurons: list[Group], hidden: 
 def _activations(model: nn.Module, ids: torch.Tensor, batch_size: int) -> dict[tuple[int, str], torch.Tensor]:
     """Mean square per channel over every calibration token: o_proj and down_proj inputs, norm outputs."""
     sums: dict[tuple[int, str], torch.Tensor] = {}
-    tokens = 0
 
     def add(key: tuple[int, str], x: torch.Tensor) -> None:
         total = channel_mean_square(x.float()).cpu() * x[..., 0].numel()
@@ -104,14 +103,8 @@ def _activations(model: nn.Module, ids: torch.Tensor, batch_size: int) -> dict[t
             hooks.append(linear.register_forward_pre_hook(lambda m, args: add((id(m), "input"), args[0])))
         for norm in (layer.input_layernorm, layer.post_attention_layernorm):
             hooks.append(norm.register_forward_hook(lambda m, args, out: add((id(m), "output"), out)))
-    try:
-        with evaluating(model):
-            for batch in batches(ids, batch_size):
-                model(input_ids=batch.to(_device(model)), use_cache=False)
-                tokens += batch.numel()
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with evaluating(model):
+        tokens = _run_hooked(model, ids, batch_size, hooks)
     return {key: total / max(tokens, 1) for key, total in sums.items()}
 
 
@@ -177,7 +170,6 @@ def _skip(module: nn.Module, args: tuple, kwargs: dict, output):
 def _block_importance(model: nn.Module, layers: nn.ModuleList, ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Sum over every calibration token of 1 - cos(input, output) per layer, divided by the token count."""
     totals = torch.zeros(len(layers), dtype=torch.float64)
-    tokens = 0
 
     def hook(i: int):
         def record(module, args, kwargs, output) -> None:
@@ -186,13 +178,7 @@ def _block_importance(model: nn.Module, layers: nn.ModuleList, ids: torch.Tensor
         return record
 
     hooks = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    try:
-        for batch in batches(ids, batch_size):
-            model(input_ids=batch.to(_device(model)), use_cache=False)
-            tokens += batch.numel()
-    finally:
-        for h in hooks:
-            h.remove()
+    tokens = _run_hooked(model, ids, batch_size, hooks)
     return (totals / max(tokens, 1)).float()
 
 
@@ -208,3 +194,16 @@ def _skipped_losses(model: nn.Module, layers: nn.ModuleList, ids: torch.Tensor, 
             handle.remove()
         losses.append(total / len(ids))
     return torch.stack(losses).float().cpu()
+
+
+def _run_hooked(model: nn.Module, ids: torch.Tensor, batch_size: int, hooks: list) -> int:
+    """Run `model` over `ids` in batches, then remove `hooks` (also on failure); the tokens it saw."""
+    tokens = 0
+    try:
+        for batch in batches(ids, batch_size):
+            model(input_ids=batch.to(_device(model)), use_cache=False)
+            tokens += batch.numel()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return tokens
