@@ -109,10 +109,13 @@ class TwoBlocks(nn.Module):
 
 TURN = 1 - 1 / math.sqrt(2)  # 1 - cos(x, x + Rx) for a 90-degree turn R
 BLOCK_SCORES = {
-    "logit_cosine": TURN,
-    "block_influence": TURN,
+    "logit_cosine": [0.0, TURN],
+    "block_influence": [0.0, TURN],
     # logits (1, 1) against (1, 0): KL((1/2, 1/2) || softmax(1, 0)) = log((e + 1) / 2) - 1/2
-    "logit_kl": math.log((math.e + 1) / 2) - 0.5,
+    "logit_kl": [0.0, math.log((math.e + 1) / 2) - 0.5],
+    # the loss on label 0 without each block: logits (1, 1) without block 0, (1, 0) without block 1
+    "perplexity": [math.log(2), math.log(1 + 1 / math.e)],
+    "last": [2.0, 1.0],  # position alone: the last block goes first
 }
 
 
@@ -122,14 +125,14 @@ def test_block_criteria_score_each_block_of_the_sequence(name):
     found = criterion(choices.CRITERIA, name).prepare(model, (x, torch.tensor([0])))
     with torch.no_grad():
         got = found(model.blocks)
-    torch.testing.assert_close(got, torch.tensor([0.0, BLOCK_SCORES[name]]))
+    torch.testing.assert_close(got, torch.tensor(BLOCK_SCORES[name]))
     assert isinstance(model.blocks[1], Residual)  # a block skipped to score it is put back
 
 
 @pytest.mark.parametrize("name", sorted(choices.CRITERIA))
 def test_a_data_driven_criterion_is_refused_without_calibration_naming_it(name):
     found = criterion(choices.CRITERIA, name)
-    data_driven = {"taylor", "output_norm", "logit_kl", "logit_cosine", "block_influence"}
+    data_driven = {"taylor", "output_norm", "logit_kl", "logit_cosine", "block_influence", "perplexity"}
     assert found.needs_calibration == (name in data_driven)
     model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
     if found.needs_calibration:

@@ -227,15 +227,15 @@ def test_the_rounds_reach_each_target_from_the_original_shape(tmp_path):
     torch.testing.assert_close(reloaded(model, tmp_path / "r2")(**x).logits, logits(model, x), rtol=0, atol=1e-6)
 
 
-def test_the_hf_family_prunes_by_transformer_only_and_refuses_a_layout_it_does_not_know():
+def test_an_hf_classifier_is_pruned_by_transformer_only_and_a_layout_it_does_not_know_is_refused():
     model = tiny()
     family = family_of(model)
-    assert family.prune_methods == frozenset({"transformer"})
+    assert family.prune_methods == frozenset({"transformer", "wanda", "magnitude"})  # the last two: causal LMs
     with pytest.raises(HFModelError, match="an hf model is not pruned by channel: use prune.method transformer"):
         family.refuse_unprunable(model)
     magnitude = _prune_config(heads=0.5, embedding=0.5).model_copy(update={"method": "magnitude"})
-    with pytest.raises(ValueError, match=r"prune.method magnitude cannot prune a HFClassifier teacher \(the hf "
-                                         r"family\): use prune.method transformer"):
+    with pytest.raises(ValueError, match=r"prune.method magnitude prunes a causal language model's decoder \(data.task "
+                                         r"causal_lm\); an hf classifier is pruned with prune.method transformer"):
         prune.method_for(model, magnitude)
     assert type(prune.method_for(model, _prune_config(heads=0.5, embedding=0.5))) is HFTransformerPruning
     check_layout(model)
