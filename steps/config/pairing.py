@@ -13,18 +13,6 @@ TEXT_SOURCES = ("text",)
 """The data sources whose splits hold token ids (steps/sources/text.py)."""
 
 
-LANGUAGE_MODEL_STAGES = ("data", "teacher", "prune", "distill", "export", "quantize", "evaluate")
-"""The stages that run on language-model blocks so far (issue 27 adds the rest part by part)."""
-
-
-def check_task(task: str, stage: str | None) -> None:
-    """ValueError naming data.task when a stage that does not run on language-model blocks yet would."""
-    if task != "classify" and stage not in LANGUAGE_MODEL_STAGES:
-        which = f"the {stage} stage does" if stage else "a whole run (promote) does"
-        raise ValueError(f"data.task {task!r}: {which} not run on language-model blocks yet; run the stages "
-                         f"{', '.join(LANGUAGE_MODEL_STAGES)} alone (python -m steps.<stage>)")
-
-
 def check_teacher(source: str, arch, stage: str | None) -> None:
     """ValueError naming data.source and teacher.arch.name when they do not go together. `stage`: the one stage
     about to run alone; None for a whole run."""

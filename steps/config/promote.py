@@ -52,6 +52,11 @@ class PromoteConfig(_Section):
     max_class_drop_pt: float | None = Field(
         default=None, gt=0, le=100, description="no class's test recall may fall by more than this (pt) against the "
                                                 "champion or the teacher; null: no gate")
+    max_perplexity_ratio: float = Field(default=1.25, ge=1, description="causal_lm: the deployable file's test "
+                                        "perplexity over the teacher's (it replaces the accuracy gates)")
+    perplexity_margin: float = Field(default=0.02, ge=0, lt=1, description="causal_lm: against the champion, "
+                                     "non-inferior when the upper end of the perplexity ratio's interval is at most "
+                                     "1 + this (and the candidate is smaller); better when it is below 1")
     bootstrap_resamples: int = Field(default=2000, ge=1000, description="paired bootstrap of the accuracy difference")
     lock_timeout_s: float = Field(default=600, gt=0, description="how long a promotion waits for a concurrent one")
 

@@ -85,7 +85,6 @@ class Params(_Section):
         (pairing.py); a whole run or a stage alone (`config.load(root, stage=...)`) is refused before any work."""
         data = info.data.get("data")  # absent when data itself is invalid: that error is reported
         if data is not None:
-            pairing.check_task(data.task, (info.context or {}).get("stage"))
             pairing.check_teacher(data.source, teacher.arch, (info.context or {}).get("stage"))
         return teacher
 

@@ -39,6 +39,7 @@ class Tag(StrEnum):
     LAST_AUDIT = "shrinkflow.last_audit"
     ACCURACY = "shrinkflow.accuracy"
     SERVED_ACCURACY = "shrinkflow.served_accuracy"  # the registered pyfunc on the raw test split
+    PERPLEXITY = "shrinkflow.perplexity"  # causal_lm: the student's test perplexity (PyTorch, CPU), as evaluate measured
     GATE = "shrinkflow.gate"
     """Prefix: `shrinkflow.gate.<gate name>` holds that gate's verdict."""
     MOVES = "shrinkflow.moves"

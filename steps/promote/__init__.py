@@ -57,6 +57,10 @@ from steps.registry.lock import promotion_lock, this_process
 
 
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> Decision:
+    if datasets.task(datasets.read_manifest(root)) == "causal_lm":
+        from steps.promote import language  # imports this module's recording functions
+
+        return language.run(params, root, origin)
     cfg = params.promote
     report = EvaluateReport.read(root / REPORT).to_dict()
     manifest, contract = datasets.read_manifest(root), datasets.contract(root)

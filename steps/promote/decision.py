@@ -82,10 +82,10 @@ class Decision:
         return asdict(self) | {"summary": self.summary}
 
 
-def advantage(candidate: Candidate, incumbent: Incumbent) -> str | None:
-    """'smaller ...' or 'faster ...' when the candidate is, else None. Faster means the p95 intervals do
-    not overlap (each measured in its own evaluate run, so only a clear gap counts)."""
-    mine, theirs = candidate.metrics, incumbent.metrics
+def advantage(mine: dict, theirs: dict) -> str | None:
+    """'smaller ...' or 'faster ...' when the candidate (its metrics `mine`) is, against the champion's cost metrics
+    (`theirs`), else None. Faster means the p95 intervals do not overlap (each measured in its own evaluate run,
+    so only a clear gap counts)."""
     for key, what in (("parameters", "parameters"), ("file_bytes", "file bytes")):
         if key in theirs and mine[key] < theirs[key]:
             return f"smaller: {mine[key]:,.0f} vs {theirs[key]:,.0f} {what}"
@@ -101,7 +101,7 @@ def champion_gates(candidate: Candidate, incumbent: Incumbent, cfg: config.Promo
     if result.verdict == Verdict.BETTER:
         basis = str(Verdict.BETTER)
     elif result.verdict == Verdict.NON_INFERIOR:
-        edge = advantage(candidate, incumbent)
+        edge = advantage(candidate.metrics, incumbent.metrics)
         basis = f"{Verdict.NON_INFERIOR} and {edge}" if edge else ""
     threshold = 0.0 if cfg.non_inferiority_pt is None else -cfg.non_inferiority_pt
     detail = result.reason if basis or result.verdict != Verdict.NON_INFERIOR else \

@@ -95,6 +95,9 @@ def run_search(params: config.Params, root: Path, origin: lineage.Origin = linea
 
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> PruneResult:
     if params.target.active:
+        if datasets.task(datasets.read_manifest(root)) == "causal_lm":
+            raise ValueError("target: a budget search is not built for language models (data.task causal_lm); "
+                             "remove target and give prune.transformer fractions")
         return run_search(params, root, origin)
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))

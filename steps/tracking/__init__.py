@@ -17,7 +17,7 @@ _MODULES = {
                "search_events"),
     "models": ("ModelRef", "UnknownModel", "alias_version", "aliases", "delete_alias", "download_deployable",
                "download_reference", "download_model_files", "contract_of", "generator_model", "load_predictor",
-               "log_deployable", "log_generator",
+               "log_deployable", "log_generator", "model_task",
                "log_reference", "mark_failed", "served_artifacts",
                "signature_input_shape", "model_version", "register", "set_alias", "tag_version",
                "version_exists"),

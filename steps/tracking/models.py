@@ -170,6 +170,13 @@ def log_generator(hf_folder: Path, name: str, example: list[str] | None = None) 
     return int(info.registered_model_version)
 
 
+def model_task(name: str, version: int) -> str | None:
+    """What a registered version does, as its MLflow model's metadata says: "causal_lm" for a served language model
+    (generator_model), None for the classifiers (which carry a contract instead)."""
+    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    return (info.metadata or {}).get(next(iter(GENERATOR_TASK)))
+
+
 def generator_model(hf_folder: Path, example: list[str] | None = None) -> dict:
     """The keyword arguments of `mlflow.pyfunc.log_model` (or `save_model`) for a served language model: "models
     from code" (generator_entry.py), the folder as HF_ARTIFACT, the signature with its params."""

@@ -1,0 +1,195 @@
+"""Promote a language model (data.task causal_lm): register the student's served generator and gate it on
+perplexity.
+
+The version holds the student's `from_pretrained` folder (its tokenizer.json beside the weights) served as a
+pyfunc that continues prompt strings (steps/serving/generator.py), the deployable ONNX files, and lineage tags as
+for any model, with the student's test perplexity (Tag.PERPLEXITY). The gates:
+- max_perplexity_ratio: the deployable file's test perplexity (ONNX Runtime, the quantize stage's) over the
+  teacher's; it replaces the accuracy gates, which a next-token accuracy does not fit;
+- max_param_ratio, as for every model;
+- against the champion: both scored on today's test documents, paired by document (stats/likelihood.py): the
+  candidate takes @champion when the perplexity ratio's interval lies below 1 (better), or its upper end is at
+  most 1 + promote.perplexity_margin and the candidate is smaller (non-inferior and smaller).
+Before anything is decided, the served model must generate, from the evaluate report's prompts, what the student
+generated there: the version serves what was evaluated.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from steps import config, tracking
+from steps.compression import language
+from steps.core import datasets, lineage
+from steps.core.files import write_json
+from steps.core.layout import PROMOTION, REPORT, deployable_files, metrics_path, model_dir, model_files
+from steps.core.names import Alias, Artifact, ModelRole, Tag
+from steps.core.results import EvaluateReport, QuantizeResult
+from steps.core.stats import likelihood
+from steps.core.torchkit import load_model
+from steps.promote.champion import champion_costs, cost_metrics
+from steps.promote.decision import BEAT_CHAMPION_GATE, Candidate, Decision, advantage
+from steps.promote.gates import Gate
+from steps.registry import artifacts
+from steps.registry.lock import promotion_lock, this_process
+
+SCORING_BATCH = 8
+EXAMPLE_PROMPTS = 2
+LANGUAGE_TASK = "causal_lm"
+
+
+def run(params: config.Params, root: Path, origin: lineage.Origin) -> Decision:
+    from steps.promote import lineage_tags, log_decision, mark_failed, record
+
+    cfg = params.promote
+    report = EvaluateReport.read(root / REPORT).to_dict()
+    manifest = datasets.read_manifest(root)
+    name = cfg.resolved_model_name(manifest)
+    gates = language_gates(report, QuantizeResult.read(root / metrics_path("quantize")).to_dict(), cfg)
+    load_model(root, ModelRole.STUDENT)  # a damaged checkpoint is refused before anything is registered
+    tracking.use_store(root)
+    check_same_task(name)
+    trigger = origin.trigger or this_process()
+    prompts = report["language"]["prompts"]
+    with tracking.open_run(root, **lineage.stage_run(root, params, "promote", origin)) as run_id:
+        tracking.log_files([root / f for f in model_files(ModelRole.STUDENT, True)], Artifact.MODEL_FILES)
+        tracking.log_dict(params.model_dump(mode="json"), "params.json")
+        version = tracking.log_generator(root / model_dir(ModelRole.STUDENT), name, example=prompts[:EXAMPLE_PROMPTS])
+        candidate = Candidate(model_name=name, version=version, metrics=report["models"][ModelRole.STUDENT])
+        try:
+            decision = decide(root, params, report, run_id, candidate, gates, trigger, record, lineage_tags)
+        except BaseException as err:
+            mark_failed(name, version, err)
+            raise
+        log_decision(decision)
+    write_json(root / PROMOTION, decision.to_dict())
+    return decision
+
+
+def language_gates(report: dict, quantized: dict, cfg: config.PromoteConfig) -> list[Gate]:
+    """The gates that need no registry: the deployable file's perplexity against the teacher's, and size."""
+    student, teacher = report["models"][ModelRole.STUDENT], report["models"][ModelRole.TEACHER]
+    deployable = quantized["variants"][quantized["deploy"]]
+    ratio = deployable["perplexity"] / teacher["perplexity"]
+    params_ratio = student["parameters"] / teacher["parameters"]
+    return [Gate("max_perplexity_ratio", ratio, cfg.max_perplexity_ratio, ratio <= cfg.max_perplexity_ratio,
+                 f"{quantized['deploy']} file {deployable['perplexity']:.4g} vs the teacher's "
+                 f"{teacher['perplexity']:.4g} on the test documents"),
+            Gate("max_param_ratio", params_ratio, cfg.max_param_ratio, params_ratio <= cfg.max_param_ratio)]
+
+
+def check_same_task(name: str) -> None:
+    """A registered model's versions are all language models or none is: a champion that classifies cannot be
+    compared with one that generates; ValueError naming the model."""
+    champion = tracking.alias_version(name, Alias.CHAMPION)
+    if champion is not None and not is_language_model(name, int(champion.version)):
+        raise ValueError(f"{name}: its champion v{champion.version} is not a language model; set "
+                         "promote.model_name to register this one under another name")
+
+
+def is_language_model(name: str, version: int) -> bool:
+    return tracking.model_task(name, version) == LANGUAGE_TASK
+
+
+def decide(root: Path, params: config.Params, report: dict, run_id: str, candidate: Candidate, gates: list[Gate],
+           trigger: str, record, lineage_tags) -> Decision:
+    """From the registered `candidate` to its recorded decision: its files and tags, the served check, the decision
+    against the champion under the registry lock."""
+    cfg = params.promote
+    name, version = candidate.model_name, candidate.version
+    files, deployable = deployable_files(root)
+    tracking.log_deployable(name, version, files, deployable)
+    digests = artifacts.artifact_digests(name, version, run_id)
+    tracking.log_dict(digests, "artifacts.json")
+    check_served_generations(name, version, report, params.evaluate.generation_tokens)
+    student = report["models"][ModelRole.STUDENT]
+    tags = lineage_tags(root, params, report, run_id) | {Tag.ARTIFACTS_SHA256: artifacts.digest_of(digests),
+                                                         Tag.PERPLEXITY: repr(float(student["perplexity"]))}
+    tracking.tag_version(name, version, tags)
+    tracking.log_metrics(cost_metrics(candidate))
+    with promotion_lock(name, cfg.lock_timeout_s, trigger):
+        decision = judge(root, report, candidate, gates, cfg)
+        record(decision, tags, report, trigger)
+    return decision
+
+
+def check_served_generations(name: str, version: int, report: dict, tokens: int) -> None:
+    """ValueError unless the registered pyfunc continues the report's prompts as the student did in evaluate."""
+    import mlflow
+
+    served = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    prompts = report["language"]["prompts"]
+    answers = served.predict(prompts, params={"max_new_tokens": tokens})["generated"].tolist()
+    expected = report["language"]["generations"][ModelRole.STUDENT]
+    differ = [i for i, (a, b) in enumerate(zip(answers, expected, strict=True)) if a != b]
+    if differ:
+        raise ValueError(f"{name} v{version}: the served model continues prompt {differ[0]} "
+                         f"({prompts[differ[0]]!r}) with {answers[differ[0]]!r}, the evaluated student with "
+                         f"{expected[differ[0]]!r}: it does not serve what was evaluated")
+
+
+def judge(root: Path, report: dict, candidate: Candidate, gates: list[Gate], cfg: config.PromoteConfig) -> Decision:
+    """The decision: the gates, then the champion scored beside the candidate on today's test documents."""
+    name, version = candidate.model_name, candidate.version
+    champion = tracking.alias_version(name, Alias.CHAMPION)
+    statistics, basis = {}, "no champion"
+    incumbent_version = None if champion is None else int(champion.version)
+    if champion is not None:
+        statistics = champion_comparison(root, report, name, incumbent_version, cfg)
+        gate, basis = champion_gate(candidate, statistics, champion, cfg)
+        gates = [*gates, gate]
+    failed = [g for g in gates if not g.passed]
+    promoted = not failed
+    if failed:
+        reason = "failed gate " + ", ".join(f"{g.name} ({g.verdict})" for g in failed)
+    elif champion is None:
+        reason = "passed all gates; no champion yet"
+    else:
+        reason = f"passed all gates and took @champion from v{incumbent_version} as {basis}"
+    return Decision(model_name=name, version=version, promoted=promoted,
+                    alias=(Alias.CHAMPION if promoted else Alias.CHALLENGER).value, reason=reason,
+                    accuracy=candidate.accuracy, gates=gates, failed_gates=[g.name for g in failed],
+                    basis=basis if promoted else "", incumbent_version=incumbent_version,
+                    incumbent_accuracy=statistics.get("champion_next_token_accuracy"), statistics=statistics)
+
+
+def champion_comparison(root: Path, report: dict, name: str, version: int, cfg: config.PromoteConfig) -> dict:
+    """The champion's registered folder scored on today's test documents, paired by document with the candidate's
+    scores from the evaluate report: the perplexity ratio candidate / champion and its interval."""
+    from transformers import AutoModelForCausalLM
+
+    blocks = datasets.load_blocks(root, "test", datasets.read_manifest(root))
+    with tempfile.TemporaryDirectory(prefix="shrinkflow-champion-") as scratch:
+        _, folder = tracking.download_model_files(f"models:/{name}/{version}", Path(scratch))
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
+        scores = language.score_split(model, blocks, SCORING_BATCH)
+    documents = report["language"]["documents"]
+    difference = likelihood.paired_document_bootstrap(
+        scores.document_ll, np.asarray(documents[ModelRole.STUDENT]), scores.document_tokens,
+        resamples=cfg.bootstrap_resamples, seed=0)
+    ratio = likelihood.perplexity_ratio(difference)
+    return {"champion_version": version, "champion_perplexity": scores.metrics["perplexity"],
+            "champion_next_token_accuracy": scores.metrics["next_token_accuracy"],
+            "perplexity_ratio": ratio.estimate, "perplexity_ratio_low": ratio.low, "perplexity_ratio_high": ratio.high,
+            "nats_per_token": difference.estimate, "documents": int(np.count_nonzero(scores.document_tokens))}
+
+
+def champion_gate(candidate: Candidate, statistics: dict, champion, cfg: config.PromoteConfig) -> tuple[Gate, str]:
+    """beat_champion: better (the ratio's interval below 1), or non-inferior (its upper end within the margin) and
+    smaller; the basis it passed on, '' when it did not."""
+    high, limit = statistics["perplexity_ratio_high"], 1 + cfg.perplexity_margin
+    detail = (f"perplexity ratio to champion v{statistics['champion_version']} {statistics['perplexity_ratio']:.4g}, "
+              f"95% CI [{statistics['perplexity_ratio_low']:.4g}, {high:.4g}] over "
+              f"{statistics['documents']} test documents")
+    basis = ""
+    if high < 1:
+        basis = "better"
+    elif high <= limit:
+        edge = advantage(candidate.metrics, champion_costs(champion))
+        basis = f"non_inferior and {edge}" if edge else ""
+        if not edge:
+            detail += "; non-inferior but neither smaller nor faster"
+    return Gate(BEAT_CHAMPION_GATE, high, limit, bool(basis), detail), basis
