@@ -54,6 +54,8 @@ def backend(report: dict) -> str:
 
 def table(report: dict, promotion: dict | None = None) -> Group:
     """The comparison of all models, then (when the pipeline exported them) the student's deployable ONNX files."""
+    if report.get("language"):
+        return language_table(report, promotion)
     big, chosen = report["latency_batch_size"], BACKENDS[backend(report)]
     title = (f"shrinkflow results (test set, CPU latency at batch {big} unless b1, {report['threads']} threads; "
              f"p95 and speedup: {chosen})")
@@ -79,6 +81,29 @@ def table(report: dict, promotion: dict | None = None) -> Group:
     if promotion is not None:
         out.caption = promotion_line(promotion)
     return Group(out, deploy_table(report)) if "deploy" in report else Group(out)
+
+
+def language_table(report: dict, promotion: dict | None = None) -> Group:
+    """Language models (data.task causal_lm): each model on the test documents, then the student's ONNX files."""
+    out = Table(title=f"shrinkflow results (test documents; PyTorch, KV cache, batch 1, {report['threads']} threads)")
+    for label in ("model", "perplexity", "bits/byte", "next-token acc", "params", "non-zero", "prefill ms",
+                  "ms/token"):
+        out.add_column(label, justify="left" if label == "model" else "right")
+    for role, m in report["models"].items():
+        timed = m["latency"]["pytorch_kv_cache"]
+        out.add_row(role, f"{m['perplexity']:.3f}", f"{m['bits_per_byte']:.3f}", f"{m['next_token_accuracy']:.2%}",
+                    f"{m['parameters']:,}", f"{m['nonzero_parameters']:,}", f"{timed['prefill_ms']:.2f}",
+                    f"{timed['decode_ms_per_token']:.2f}")
+    if promotion is not None:
+        out.caption = promotion_line(promotion)
+    files = Table(title="student ONNX files (ONNX Runtime, scored on the test blocks)")
+    for label in ("file", "deployable", "perplexity", "vs fp32", "size (KB)", "size ratio"):
+        files.add_column(label, justify="left" if label == "file" else "right")
+    deploy = report["deploy"]
+    for name, v in sorted(deploy["variants"].items(), key=lambda kv: kv[0] != "fp32"):  # fp32 first
+        files.add_row(v["file"], "yes" if name == deploy["deployable"] else "", f"{v['perplexity']:.3f}",
+                      f"{v['perplexity_ratio']:.3f}x", f"{v['file_bytes'] / 1024:,.0f}", f"{v['size_ratio']:.2f}")
+    return Group(out, files)
 
 
 def deploy_table(report: dict) -> Table:

@@ -126,8 +126,7 @@ def main() -> None:
 
     def run_and_print(params: config.Params, root: Path) -> EvaluateReport:
         report = run(params, root)
-        if report.language is None:  # a language model's report is its metrics and generations (report.json)
-            Console(width=None if Console().is_terminal else 160).print(table(report.to_dict()))  # the table is wide
+        Console(width=None if Console().is_terminal else 160).print(table(report.to_dict()))  # the table is wide
         return report
 
     run_stage_main("evaluate", run_and_print, sys.argv[1:])

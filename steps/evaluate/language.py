@@ -22,12 +22,13 @@ from steps import config, tracking
 from steps.compression import generation, language, measure
 from steps.compression.training import seed_everything
 from steps.core import datasets, lineage
-from steps.core.layout import REPORT, metrics_path
+from steps.core.layout import PLOTS_DIR, REPORT, metrics_path
 from steps.core.names import ModelRole
+from steps.core.reports import close_figure
 from steps.core.results import EvaluateReport, QuantizeResult
 from steps.core.stats import likelihood
 from steps.core.torchkit import load_model
-from steps.evaluate import numeric_leaves
+from steps.evaluate import numeric_leaves, point_labels
 
 SCORING_BATCH = 8
 """Test blocks per forward pass when scoring (their logits are blocks x length x vocabulary)."""
@@ -64,9 +65,14 @@ def run(params: config.Params, root: Path, origin: lineage.Origin) -> EvaluateRe
                          "variants": quantized["variants"]},
               "language": {"student_vs_teacher": compared, "documents": documents, "prompts": prompts,
                            "generations": generations}}
+    figure = perplexity_figure(models, point_labels(params))
+    (root / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
+    figure.savefig(root / PLOTS_DIR / "pareto.png", dpi=120)
     with tracking.open_run(root, **lineage.stage_run(root, params, "evaluate", origin)) as run_id:
         tracking.log_metrics(numeric_leaves(models) | {f"student_vs_teacher.{k}": v for k, v in compared.items()})
         tracking.log_dict({"prompts": prompts, "generations": generations}, "generations.json")
+        tracking.log_figure(figure, "pareto.png")
+    close_figure(figure)
     result = EvaluateReport(**report, mlflow_run_id=run_id)
     result.write(root / REPORT)
     return result
@@ -102,3 +108,29 @@ def paired(documents: dict[str, list], seed: int) -> dict[str, float]:
             "perplexity_ratio": ratio.estimate, "perplexity_ratio_low": ratio.low,
             "perplexity_ratio_high": ratio.high}
 
+
+
+def perplexity_figure(models: dict[str, dict], labels: dict[str, str]):
+    """The evaluate stage's plot for language models: test perplexity against ms per decoded token and against
+    non-zero parameters; down and left is better on both panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    costs = (("ms per decoded token (PyTorch, KV cache, batch 1)",
+              lambda m: m["latency"]["pytorch_kv_cache"]["decode_ms_per_token"]),
+             ("non-zero parameters", lambda m: m["nonzero_parameters"]))
+    for ax, (label, cost) in zip(axes, costs, strict=True):
+        for role, m in models.items():
+            ax.scatter(cost(m), m["perplexity"])
+            ax.annotate(labels.get(role, role), (cost(m), m["perplexity"]), textcoords="offset points",
+                        xytext=(6, -4), fontsize=8)
+        ax.margins(x=0.25)
+        ax.set_xlabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("test perplexity")
+    fig.suptitle("shrinkflow: perplexity vs cost (down and left is better)")
+    fig.tight_layout()
+    return fig

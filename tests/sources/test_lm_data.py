@@ -257,15 +257,15 @@ def test_params_that_do_not_fit_causal_lm_are_refused_by_key(tmp_path: Path, key
         lm_params(tmp_path, **keys)
 
 
-def test_params_defaults_and_the_stages_that_do_not_run_yet(tmp_path: Path):
+def test_params_defaults_and_block_size_only_with_causal_lm(tmp_path: Path):
     """A trained tokenizer is bpe unless told otherwise (classification still names its kind); block_size is
-    refused without causal_lm; a whole run is refused while no model family reads blocks."""
+    refused without causal_lm; a whole run takes the task (tests/flows/test_lm_pipeline.py runs one)."""
     assert lm_params(tmp_path, tokenizer={"train": {"vocab_size": 500}}).data.tokenizer.train.kind == "bpe"
     raw = tiny_params(tmp_path)
     raw["data"] = {"source": "text", "path": str(tmp_path), "val_size": 2, "max_length": 8, "block_size": 8,
                    "tokenizer": BPE, "text_column": "body", "label_column": "kind"}
     with pytest.raises(config.ConfigError, match=r"data.block_size is for data.task causal_lm"):
         config.validate(raw, stage="data")
-    with pytest.raises(config.ConfigError, match=r"data.task 'causal_lm': no model family trains on language-model "
-                                                 r"blocks yet"):
-        lm_params(tmp_path, stage=None)
+    with pytest.raises(config.ConfigError, match=r"teacher.arch.name 'cnn' reads images or feature vectors, but "
+                                                 r"data.source 'text' gives token ids"):
+        lm_params(tmp_path, stage=None)  # a whole run: the teacher must read the blocks (name: hf)

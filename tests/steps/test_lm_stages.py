@@ -124,8 +124,3 @@ def test_wanda_two_four_leaves_two_of_every_four_weights_in_each_decoder_linear(
             groups = (module.weight.detach().numpy().reshape(module.out_features, -1, 4) != 0).sum(-1)
             assert np.all(groups <= 2), name
     run_stages(lm_params(root / "docs"), root, (("prune", prune),))  # the module's pruned model back
-
-
-def test_a_whole_run_on_documents_is_refused_until_promote_takes_language_models(tmp_path: Path):
-    with pytest.raises(config.ConfigError, match="data.task 'causal_lm'"):
-        config.validate(lm_params(documents(tmp_path / "docs")))
