@@ -55,12 +55,13 @@ class DecoderPruning(PruneMethod):
         depth, heads, mlp, embedding = self.rounds[round_no - 1]
         now = decoder.shape_of(model.hf)
         calibration = train.x["input_ids"][: self.cfg.calibration_samples].to(device)
-        self.done = prune_decoder(
+        prune_decoder(
             model.hf, calibration, layers=_of_now(self.original.layers, now.layers, depth),
             heads=_of_now(self.original.kv_heads, now.kv_heads, heads),
             mlp=_of_now(self.original.intermediate, now.intermediate, mlp),
             hidden=_of_now(self.original.hidden, now.hidden, embedding), importance=IMPORTANCES[t.importance],
-            depth_metric=DEPTH_METRICS.get(t.depth_metric, "last"), batch_size=self.cfg.finetune.batch_size,
+            depth_metric=DEPTH_METRICS[t.depth_metric] if t.depth else "last",  # "last": no layer is scored
+            batch_size=self.cfg.finetune.batch_size,
             round_to=self.cfg.round_to)
 
 
