@@ -25,6 +25,10 @@ Checks, in order (each one a row of the verdict table):
    decision recorded and tagged;
 6. retrain (optional): the pipeline's training stages rerun at the recorded commit in a temporary git worktree,
    on the verified data and the logged params; the new student must match within a stated tolerance.
+A language model (its MLflow model's task is causal_lm) takes the checks of steps/registry/audit/language.py for
+4b, 5 and 5c: the tokenizer in its served folder, its model files and the fetched data; perplexity re-measured
+exactly against its tag, next-token accuracy, and the served generations of the evaluate run's prompts; the
+champion comparison's paired document bootstrap. It has no budget (5b is a skipped row).
 The report (JSON and Markdown) goes to `<root>/audits/` and to an MLflow run; any failed check fails the audit.
 """
 
@@ -36,6 +40,7 @@ from pathlib import Path
 
 from steps import tracking
 from steps.core.names import Tag
+from steps.registry.audit import language
 from steps.registry.audit.records import (
     artifacts_check,
     data_check,
@@ -82,6 +87,7 @@ def run(root: Path, model_uri: str, retrain: bool = False, latency_tolerance: fl
     report.checks.append(lineage_check(tags))
     if report.checks[-1].passed is False:
         return report
+    lm = language.is_language_model(name, version)
     with tempfile.TemporaryDirectory(prefix="shrinkflow-audit-") as tmp:
         work = Path(tmp) / "project"
         data_ok = _guard(report, "data", lambda: data_check(root, tags, work))
@@ -89,9 +95,15 @@ def run(root: Path, model_uri: str, retrain: bool = False, latency_tolerance: fl
         artifacts_ok = _guard(report, "artifacts", lambda: artifacts_check(name, version, tags, work))
         if Tag.TEACHER_INIT in tags:
             _guard(report, "teacher_init", lambda: teacher_init_check(root, tags, work))
-        if data_ok and serves_texts(name, version, tags):
+        if data_ok and lm:  # a generator has no contract: its own tokenizer check, which never skips
+            _guard(report, "tokenizer", lambda: language.tokenizer_check(name, version, tags, work))
+        elif data_ok and serves_texts(name, version, tags):
             _guard(report, "tokenizer", lambda: tokenizer_check(name, version, tags, work))
-        if data_ok and artifacts_ok:
+        if data_ok and artifacts_ok and lm:
+            _guard(report, "metrics", lambda: language.metrics_check(name, version, tags, work))
+            _guard(report, "decision", lambda: language.decision_check(name, version, tags, work))
+            report.checks.append(language.BUDGET_SKIPPED)
+        elif data_ok and artifacts_ok:
             _guard(report, "metrics", lambda: metrics_check(root, name, version, tags, work, latency_tolerance))
             _guard(report, "decision", lambda: decision_check(name, version, tags, work))
             _guard(report, "budget", lambda: budget_check(name, version, tags, work))
