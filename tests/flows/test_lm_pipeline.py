@@ -119,6 +119,20 @@ def test_the_served_champion_generates_what_evaluate_read(project: Path, first_r
     assert answers["prompt"].tolist() == ["the river", "a quiet night"]
 
 
+def test_mlflows_scoring_server_generates_over_http_and_refuses_a_blank_prompt(project: Path, first_run, tmp_path):
+    """`shrinkflow serve-model` (MLflow's scoring server): prompts and params as a client sends them."""
+    from tests.serving.test_http import post
+    from tests.servers import scoring_server
+
+    report = json.loads((project / REPORT).read_text())
+    with scoring_server(project, f"{NAME}/1", tmp_path) as server:
+        status, body = post(server.url, {"inputs": report["language"]["prompts"], "params": {"max_new_tokens": 6}})
+        assert status == 200, body
+        assert [a["generated"] for a in body["predictions"]] == report["language"]["generations"]["student"]
+        status, body = post(server.url, {"inputs": ["the river", " "]})
+        assert status == 400 and "prompt 1: empty" in body["message"]
+
+
 def test_a_worse_student_is_refused_by_the_paired_perplexity_gate(project: Path, first_run):
     """The student's output layer flattened (its logits scaled down): the same shape, a worse perplexity on every
     document; evaluated and promoted by the stages, it must not take @champion."""
