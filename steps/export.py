@@ -115,11 +115,16 @@ def run_language_models(params: config.Params, root: Path, origin: lineage.Origi
         model, path = load_model(root, role)[0], root / onnx_path(role)
         lm_onnx.export_causal_lm(model.hf, path, example_ids=ids[:1], opset=max(cfg.opset, lm_onnx.OPSET),
                                  metadata=metadata)
-        diff = lm_onnx.compare(model.hf, path, ids, threads=params.threads)
-        if diff.max_abs_diff > cfg.parity_atol:
-            path.unlink(missing_ok=True)
-            raise onnx_export.ExportError(f"{path}: logits differ from PyTorch's by up to {diff.max_abs_diff:.3g} on "
-                                          f"{len(ids)} test blocks; export.parity_atol is {cfg.parity_atol}")
+        try:
+            onnx_export.check(path)
+            diff = lm_onnx.compare(model.hf, path, ids, threads=params.threads)
+            if diff.max_abs_diff > cfg.parity_atol:
+                raise onnx_export.ExportError(f"{path}: logits differ from PyTorch's by up to {diff.max_abs_diff:.3g} "
+                                              f"on {len(ids)} test blocks; export.parity_atol is {cfg.parity_atol}")
+        except BaseException:  # nothing unverified is left for the stages after
+            for written in (path, path.with_name(path.name + ".data")):
+                written.unlink(missing_ok=True)
+            raise
         models[role.value] = {**diff.to_dict(), "file_bytes": measure.file_size(path), "sha256": sha256(path)}
     with tracking.open_run(root, **lineage.stage_run(root, params, "export", origin)) as run_id:
         tracking.log_metrics({f"{role}.{k}": v for role, m in models.items() for k, v in m.items()

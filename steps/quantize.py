@@ -79,13 +79,11 @@ def build(params: config.Params, root: Path, methods: list[str]) -> tuple[dict[s
 
 LANGUAGE_METHODS = ("dynamic",)
 """The int8 methods for a language model: dynamic (weights int8, activations quantized per call), MatMul only."""
-SCORING_BATCH = 8
-"""Test blocks per ONNX Runtime call when scoring a language model (its logits are blocks x length x vocabulary)."""
 
 
 def build_language(params: config.Params, root: Path, methods: list[str]) -> tuple[dict[str, dict], int]:
     """A language model's int8 files (lm_onnx.quantize_causal_lm: the weight MatMuls, embeddings left float) and
-    each file's next-token accuracy and perplexity on the first quantize.eval_images test blocks by ONNX Runtime;
+    each file's next-token accuracy and perplexity on every test block by ONNX Runtime;
     quantize.max_accuracy_drop then bounds the next-token accuracy lost."""
     from steps.compression import language, lm_onnx
 
@@ -94,6 +92,10 @@ def build_language(params: config.Params, root: Path, methods: list[str]) -> tup
         raise ValueError(f"quantize.methods {refused}: a language model is quantized by "
                          f"{' or '.join(LANGUAGE_METHODS)} (static calibration of every activation is not built for "
                          "it); set quantize.methods: [dynamic]")
+    if params.quantize.eval_images is not None:
+        raise ValueError(f"quantize.eval_images {params.quantize.eval_images}: a language model's files are scored on "
+                         "every test block, the blocks evaluate scores the teacher on (promote's perplexity gate "
+                         "divides the two); remove it")
     out_dir = root / INT8_DIR
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
@@ -102,11 +104,11 @@ def build_language(params: config.Params, root: Path, methods: list[str]) -> tup
     for method in methods:
         lm_onnx.quantize_causal_lm(fp32, root / variant_path(method))
     blocks = datasets.load_blocks(root, "test", datasets.read_manifest(root))
-    images = min(params.quantize.eval_images or len(blocks["input_ids"]), len(blocks["input_ids"]))
+    images = len(blocks["input_ids"])
     variants = {}
     for name in (FP32, *methods):
         path = root / variant_path(name)
-        scores = language.score_split(lm_onnx.ort_logits(path, params.threads), blocks, SCORING_BATCH, images)
+        scores = language.score_split(lm_onnx.ort_logits(path, params.threads), blocks)
         variants[name] = {"file": variant_path(name), "accuracy": scores.metrics["next_token_accuracy"],
                           "perplexity": scores.metrics["perplexity"], "bits_per_byte": scores.metrics["bits_per_byte"],
                           "file_bytes": measure.file_size(path), "sha256": sha256(path)}

@@ -139,9 +139,11 @@ def _scored(logits: torch.Tensor, ids: np.ndarray) -> tuple[torch.Tensor, torch.
         raise ValueError(f"logits for ids of shape {tuple(ids.shape)} must be (B, T, V), got {tuple(logits.shape)}")
     if int(ids.max()) >= logits.shape[2]:
         raise ValueError(f"input_ids hold token {int(ids.max())}, outside the model's {logits.shape[2]} logits")
-    scores = logits[:, :-1].to(torch.float64)
+    scores = logits[:, :-1]
     targets = torch.from_numpy(ids[:, 1:]).to(scores.device).unsqueeze(-1)
-    ll = scores.gather(-1, targets).squeeze(-1) - torch.logsumexp(scores, dim=-1)
+    # the normaliser in the logits' own precision (a float64 copy of every vocabulary entry would double the
+    # batch's memory), the difference in float64
+    ll = scores.gather(-1, targets).squeeze(-1).double() - torch.logsumexp(scores, dim=-1).double()
     return ll, scores.argmax(-1) == targets.squeeze(-1)
 
 
@@ -179,7 +181,11 @@ class SplitScores:
     document_tokens: np.ndarray
 
 
-def score_split(model: nn.Module | Logits, blocks: dict[str, np.ndarray], batch_size: int,
+SCORING_BATCH = 8
+"""Blocks per forward pass when the stages score a split (each batch's logits are blocks x length x vocabulary)."""
+
+
+def score_split(model: nn.Module | Logits, blocks: dict[str, np.ndarray], batch_size: int = SCORING_BATCH,
                 limit: int | None = None) -> SplitScores:
     """`model` (a transformers causal LM, or a logits callable such as an ONNX Runtime session's) on the first
     `limit` blocks (all when None) of a split's arrays (datasets.load_blocks)."""

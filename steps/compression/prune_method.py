@@ -28,6 +28,13 @@ CALIBRATION_IMAGES = 256
 """Training images a data-driven criterion (Taylor, activations, block metrics) measures the model on."""
 
 
+def calibration_rows(train: Split, count: int) -> torch.Tensor:
+    """`count` training rows drawn at random (a fixed seed, in their order): the splits list samples in sorted
+    order (a language model's documents by path), so the first rows would be one slice of the data (one genre)."""
+    chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:count]
+    return chosen.sort().values
+
+
 class PruneMethod(ABC):
     def __init__(self, model: nn.Module, cfg) -> None:
         """Prepare: remember what the targets are fractions of (the teacher as it is now)."""

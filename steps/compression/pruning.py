@@ -85,6 +85,12 @@ class MagnitudePruning(PruneMethod):
     """prune.method magnitude: zero single weights (prune.scope: one global threshold, or per layer); masks
     hold them at zero while fine-tuning and are folded into the weights before saving."""
 
+    def __init__(self, model: nn.Module, cfg) -> None:
+        super().__init__(model, cfg)
+        if getattr(cfg, "n_m", None) is not None:
+            raise ValueError(f"prune.n_m {cfg.n_m!r} prunes a causal language model's decoder n:m (data.task "
+                             "causal_lm); this model is pruned by single weights at prune.target_sparsity: remove it")
+
     def prune_round(self, model: nn.Module, round_no: int, train: Split, device: torch.device) -> None:
         prune_magnitude(model, self.targets()[round_no - 1], self.cfg.scope)
 

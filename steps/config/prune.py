@@ -48,8 +48,8 @@ class PruneConfig(_Section):
     n_m: str | None = Field(default=None, pattern=r"^[0-9]+:[0-9]+$",
                             description="wanda or magnitude on a language model: keep n of every m consecutive "
                             "weights of each row (\"2:4\", semi-structured) instead of target_sparsity")
-    calibration_samples: int = Field(default=256, ge=1, description="training samples (a language model's blocks) "
-                                     "the data-driven criteria measure the model on")
+    calibration_samples: int = Field(default=256, ge=1, description="a language model's training blocks, drawn at "
+                                     "random, that its pruning measures activations, gradients and layers on")
 
     @model_validator(mode="after")
     def _transformer_amounts(self) -> PruneConfig:

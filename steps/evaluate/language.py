@@ -30,8 +30,6 @@ from steps.core.stats import likelihood
 from steps.core.torchkit import load_model
 from steps.evaluate import numeric_leaves, point_labels
 
-SCORING_BATCH = 8
-"""Test blocks per forward pass when scoring (their logits are blocks x length x vocabulary)."""
 PROMPT_TOKENS = 8
 """Tokens of each of the first test documents that open a default prompt."""
 DEFAULT_PROMPTS = 3
@@ -46,7 +44,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin) -> EvaluateRe
     models, documents, generations = {}, {}, {}
     for role in ModelRole:
         model = load_model(root, role)[0].hf.eval()
-        scores = language.score_split(model, blocks, SCORING_BATCH)
+        scores = language.score_split(model, blocks)
         documents[role.value] = scores.document_ll.tolist()
         models[role.value] = {**scores.metrics, "accuracy": scores.metrics["next_token_accuracy"],
                               "parameters": measure.parameters(model), "nonzero_parameters": nonzero(model),
@@ -80,10 +78,14 @@ def run(params: config.Params, root: Path, origin: lineage.Origin) -> EvaluateRe
 
 def default_prompts(tokenizer: Tokenizer, blocks: dict[str, np.ndarray]) -> list[str]:
     """The opening PROMPT_TOKENS tokens of the first test documents: prompts from the data, whatever its language."""
-    stream_starts = blocks["document_starts"][:DEFAULT_PROMPTS]
-    flat = blocks["input_ids"].reshape(-1)
-    return [tokenizer.decode(flat[start:start + PROMPT_TOKENS].tolist()).strip() for start in stream_starts
-            if start + PROMPT_TOKENS <= len(flat)]
+    starts, flat = blocks["document_starts"], blocks["input_ids"].reshape(-1)
+    prompts = []
+    for start, end in zip(starts[:DEFAULT_PROMPTS], starts[1:DEFAULT_PROMPTS + 1], strict=False):
+        stop = min(start + PROMPT_TOKENS, end - 1, len(flat))  # within the document, its separator left out
+        text = tokenizer.decode(flat[start:stop].tolist()).strip() if stop > start else ""
+        if text:
+            prompts.append(text)
+    return prompts
 
 
 def nonzero(model: torch.nn.Module) -> int:
@@ -107,7 +109,6 @@ def paired(documents: dict[str, list], seed: int) -> dict[str, float]:
     return {"nats_per_token": difference.estimate, "low": difference.low, "high": difference.high,
             "perplexity_ratio": ratio.estimate, "perplexity_ratio_low": ratio.low,
             "perplexity_ratio_high": ratio.high}
-
 
 
 def perplexity_figure(models: dict[str, dict], labels: dict[str, str]):

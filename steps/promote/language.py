@@ -36,7 +36,6 @@ from steps.promote.gates import Gate
 from steps.registry import artifacts
 from steps.registry.lock import promotion_lock, this_process
 
-SCORING_BATCH = 8
 EXAMPLE_PROMPTS = 2
 LANGUAGE_TASK = "causal_lm"
 
@@ -51,7 +50,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin) -> Decision:
     gates = language_gates(report, QuantizeResult.read(root / metrics_path("quantize")).to_dict(), cfg)
     load_model(root, ModelRole.STUDENT)  # a damaged checkpoint is refused before anything is registered
     tracking.use_store(root)
-    check_same_task(name)
+    comparable = check_same_line(name, manifest["tokenizer"]["sha256"], cfg.replace_contract)
     trigger = origin.trigger or this_process()
     prompts = report["language"]["prompts"]
     with tracking.open_run(root, **lineage.stage_run(root, params, "promote", origin)) as run_id:
@@ -60,7 +59,8 @@ def run(params: config.Params, root: Path, origin: lineage.Origin) -> Decision:
         version = tracking.log_generator(root / model_dir(ModelRole.STUDENT), name, example=prompts[:EXAMPLE_PROMPTS])
         candidate = Candidate(model_name=name, version=version, metrics=report["models"][ModelRole.STUDENT])
         try:
-            decision = decide(root, params, report, run_id, candidate, gates, trigger, record, lineage_tags)
+            decision = decide(root, params, report, run_id, candidate, gates, trigger, comparable, record,
+                              lineage_tags)
         except BaseException as err:
             mark_failed(name, version, err)
             raise
@@ -81,13 +81,26 @@ def language_gates(report: dict, quantized: dict, cfg: config.PromoteConfig) -> 
             Gate("max_param_ratio", params_ratio, cfg.max_param_ratio, params_ratio <= cfg.max_param_ratio)]
 
 
-def check_same_task(name: str) -> None:
-    """A registered model's versions are all language models or none is: a champion that classifies cannot be
-    compared with one that generates; ValueError naming the model."""
+def check_same_line(name: str, tokenizer_sha256: str, replace: bool) -> bool:
+    """Whether the champion (if any) can be scored beside the candidate on today's test blocks: a language model
+    reading the same token ids (its tokenizer's sha256 tag is the data's). Otherwise refused, naming both and the
+    ways out, unless `replace` (promote.replace_contract) starts a new line on purpose: then False, and the
+    candidate is judged as if there were no champion. Another tokenizer's ids would be scored as garbage."""
     champion = tracking.alias_version(name, Alias.CHAMPION)
-    if champion is not None and not is_language_model(name, int(champion.version)):
-        raise ValueError(f"{name}: its champion v{champion.version} is not a language model; set "
-                         "promote.model_name to register this one under another name")
+    if champion is None:
+        return True
+    version = int(champion.version)
+    if not is_language_model(name, version):
+        difference = "it is not a language model"
+    else:
+        theirs = dict(champion.tags).get(Tag.TOKENIZER_SHA256)
+        difference = None if theirs == tokenizer_sha256 else \
+            f"it reads the token ids of tokenizer sha256 {theirs}, the data's tokenizer is {tokenizer_sha256}"
+    if difference is not None and not replace:
+        raise ValueError(f"{name}: the champion v{version} cannot be compared with this candidate ({difference}). "
+                         "Register it under another name (promote.model_name), or start a new line on purpose with "
+                         "-S promote.replace_contract=true. Nothing was registered.")
+    return difference is None
 
 
 def is_language_model(name: str, version: int) -> bool:
@@ -95,7 +108,7 @@ def is_language_model(name: str, version: int) -> bool:
 
 
 def decide(root: Path, params: config.Params, report: dict, run_id: str, candidate: Candidate, gates: list[Gate],
-           trigger: str, record, lineage_tags) -> Decision:
+           trigger: str, comparable: bool, record, lineage_tags) -> Decision:
     """From the registered `candidate` to its recorded decision: its files and tags, the served check, the decision
     against the champion under the registry lock."""
     cfg = params.promote
@@ -111,7 +124,7 @@ def decide(root: Path, params: config.Params, report: dict, run_id: str, candida
     tracking.tag_version(name, version, tags)
     tracking.log_metrics(cost_metrics(candidate))
     with promotion_lock(name, cfg.lock_timeout_s, trigger):
-        decision = judge(root, report, candidate, gates, cfg)
+        decision = judge(root, report, candidate, gates, cfg, comparable)
         record(decision, tags, report, trigger)
     return decision
 
@@ -119,10 +132,15 @@ def decide(root: Path, params: config.Params, report: dict, run_id: str, candida
 def check_served_generations(name: str, version: int, report: dict, tokens: int) -> None:
     """ValueError unless the registered pyfunc continues the report's prompts as the student did in evaluate."""
     import mlflow
+    import torch
 
-    served = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    prompts = report["language"]["prompts"]
-    answers = served.predict(prompts, params={"max_new_tokens": tokens})["generated"].tolist()
+    threads = torch.get_num_threads()  # loading the served model sets its own (serving's) thread count
+    try:
+        served = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        prompts = report["language"]["prompts"]
+        answers = served.predict(prompts, params={"max_new_tokens": tokens})["generated"].tolist()
+    finally:
+        torch.set_num_threads(threads)
     expected = report["language"]["generations"][ModelRole.STUDENT]
     differ = [i for i, (a, b) in enumerate(zip(answers, expected, strict=True)) if a != b]
     if differ:
@@ -131,10 +149,12 @@ def check_served_generations(name: str, version: int, report: dict, tokens: int)
                          f"{expected[differ[0]]!r}: it does not serve what was evaluated")
 
 
-def judge(root: Path, report: dict, candidate: Candidate, gates: list[Gate], cfg: config.PromoteConfig) -> Decision:
-    """The decision: the gates, then the champion scored beside the candidate on today's test documents."""
+def judge(root: Path, report: dict, candidate: Candidate, gates: list[Gate], cfg: config.PromoteConfig,
+          comparable: bool = True) -> Decision:
+    """The decision: the gates, then (when `comparable`) the champion scored beside the candidate on today's test
+    documents."""
     name, version = candidate.model_name, candidate.version
-    champion = tracking.alias_version(name, Alias.CHAMPION)
+    champion = tracking.alias_version(name, Alias.CHAMPION) if comparable else None
     statistics, basis = {}, "no champion"
     incumbent_version = None if champion is None else int(champion.version)
     if champion is not None:
@@ -165,7 +185,7 @@ def champion_comparison(root: Path, report: dict, name: str, version: int, cfg: 
     with tempfile.TemporaryDirectory(prefix="shrinkflow-champion-") as scratch:
         _, folder = tracking.download_model_files(f"models:/{name}/{version}", Path(scratch))
         model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
-        scores = language.score_split(model, blocks, SCORING_BATCH)
+        scores = language.score_split(model, blocks)
     documents = report["language"]["documents"]
     difference = likelihood.paired_document_bootstrap(
         scores.document_ll, np.asarray(documents[ModelRole.STUDENT]), scores.document_tokens,

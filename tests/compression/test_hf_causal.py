@@ -116,3 +116,19 @@ def test_the_family_checkpoint_keeps_the_task_and_the_logits(tmp_path):
     stock = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True)
     assert torch.equal(logits(stock, ids()), logits(model, ids()))
     assert (stock.config.eos_token_id, stock.config.bos_token_id) == (SEPARATOR, SEPARATOR)
+
+
+def test_a_loaded_model_ends_text_at_the_datas_separator(tmp_path):
+    """A pretrained config may name other end tokens (Llama-3 names three): the served model must stop where
+    evaluate's generations stop, at the data's separator."""
+    stock = tiny_llama(seed=1)
+    stock.config.eos_token_id = stock.generation_config.eos_token_id = [5, 7]
+    stock.save_pretrained(tmp_path)
+    model = build(folder_spec(tmp_path))
+    assert model.hf.config.eos_token_id == model.hf.generation_config.eos_token_id == SEPARATOR
+
+
+def test_end_of_text_keys_in_a_language_models_config_are_refused_naming_them():
+    spec = dataclasses.replace(SPEC, hf_config={**SPEC.hf_config, "eos_token_id": 3})
+    with pytest.raises(HFModelError, match=r"teacher.arch.config keys \['eos_token_id'\] come from the data"):
+        build(spec)

@@ -162,3 +162,23 @@ def test_bad_n_m_is_refused_naming_the_key(keys, why):
     with pytest.raises(ValidationError, match=r"n_m") as refused:
         prune_cfg(**keys)
     assert why in str(refused.value)
+
+
+def test_a_heads_fraction_that_removes_no_whole_group_is_refused_naming_the_key():
+    with pytest.raises(UnprunableError, match=r"prune.transformer.heads 0.2 removes no whole key-value group of 2"):
+        DecoderPruning(HFCausalLM(tiny_llama()), transformer_cfg(heads=0.2, mlp=0.0, depth=0.0))
+
+
+def test_calibration_blocks_are_a_seeded_sample_of_the_whole_split(train):
+    from steps.compression.prune_method import calibration_rows
+
+    rows = calibration_rows(train, 5)
+    assert torch.equal(rows, calibration_rows(train, 5)) and torch.equal(rows, rows.sort().values)
+    assert not torch.equal(rows, torch.arange(5)) and len(set(rows.tolist())) == 5
+
+
+def test_n_m_is_refused_for_a_model_pruned_by_single_weights():
+    from steps.compression.pruning import MagnitudePruning
+
+    with pytest.raises(ValueError, match=r"prune.n_m '2:4' prunes a causal language model's decoder n:m"):
+        MagnitudePruning(torch.nn.Linear(4, 4), prune_cfg(method="magnitude", n_m="2:4"))

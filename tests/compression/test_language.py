@@ -46,7 +46,8 @@ def test_log_likelihoods_match_a_hand_loop(model, split):
     ids = split["input_ids"][:3]
     scores = language.token_scores(model, ids, batch_size=2)
     assert scores.log_likelihood.dtype == torch.float64 and scores.log_likelihood.shape == (3, BLOCK - 1)
-    assert scores.log_likelihood.numpy() == pytest.approx(np.array(_hand_log_likelihoods(model, ids)), abs=1e-9)
+    # the normaliser is a float32 logsumexp (language._scored): a float64 loop agrees to float32's rounding
+    assert scores.log_likelihood.numpy() == pytest.approx(np.array(_hand_log_likelihoods(model, ids)), abs=2e-6)
     with torch.no_grad():
         argmax = model(input_ids=torch.from_numpy(ids.astype(np.int64))).logits[:, :-1].argmax(-1)
     assert torch.equal(scores.correct, argmax == torch.from_numpy(ids[:, 1:].astype(np.int64)))
@@ -68,9 +69,9 @@ def test_perplexity_and_bits_per_byte_by_hand(model, split):
     metrics = language.lm_metrics(scores.log_likelihood, scores.correct, split["document_starts"],
                                   split["document_bytes"])
     assert metrics["tokens"] == count == len(ids) * (BLOCK - 1)
-    assert metrics["perplexity"] == pytest.approx(math.exp(-total / count), rel=1e-9)
-    assert metrics["loss"] == pytest.approx(-total / count, rel=1e-9)
-    assert metrics["bits_per_byte"] == pytest.approx(-total / math.log(2) / covered, rel=1e-9)
+    assert metrics["perplexity"] == pytest.approx(math.exp(-total / count), rel=1e-6)
+    assert metrics["loss"] == pytest.approx(-total / count, rel=1e-6)
+    assert metrics["bits_per_byte"] == pytest.approx(-total / math.log(2) / covered, rel=1e-6)
     assert metrics["bytes"] < split["document_bytes"].sum()  # block heads and the dropped tail are not scored
     assert metrics["next_token_accuracy"] == pytest.approx(scores.correct.double().mean().item())
     assert metrics["documents"] == sum(1 for s in share if s)

@@ -133,3 +133,12 @@ def test_hard_labels_on_logits_per_token_are_the_next_token_loss(model, split):
     flat = torch.randn(4, 6, generator=torch.Generator().manual_seed(2))
     labels = torch.tensor([0, 5, 2, 2])
     assert torch.isclose(HardLabels()(flat, labels), F.cross_entropy(flat, labels))
+
+
+def test_a_teachers_padded_vocabulary_is_cut_to_the_students_and_a_smaller_one_refused():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 5, 10), torch.randn(2, 5, 12)
+    term = SoftTargets(temperature=1.0)
+    assert torch.equal(term(student, teacher), term(student, teacher[..., :10]))
+    with pytest.raises(ValueError, match="the student's logits have 12 entries per token, the teacher's 10"):
+        term(teacher, student)

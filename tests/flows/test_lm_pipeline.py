@@ -133,6 +133,20 @@ def test_mlflows_scoring_server_generates_over_http_and_refuses_a_blank_prompt(p
         assert status == 400 and "prompt 1: empty" in body["message"]
 
 
+def test_a_champion_reading_another_tokenizers_ids_is_refused_or_left_out_on_purpose(project: Path, first_run):
+    """Today's token ids mean other strings to a champion trained with another tokenizer: its scores would be
+    garbage, so it is not compared; refused unless promote.replace_contract starts a new line."""
+    from steps.promote.language import check_same_line
+
+    tracking.use_store(project)
+    ours = tracking.model_version(NAME, 1).tags[Tag.TOKENIZER_SHA256]
+    assert check_same_line(NAME, ours, replace=False)
+    with pytest.raises(ValueError, match=rf"the champion v1 cannot be compared with this candidate \(it reads the "
+                                         rf"token ids of tokenizer sha256 {ours}, the data's tokenizer is 0+\)"):
+        check_same_line(NAME, "0" * 64, replace=False)
+    assert not check_same_line(NAME, "0" * 64, replace=True)
+
+
 def test_a_worse_student_is_refused_by_the_paired_perplexity_gate(project: Path, first_run):
     """The student's output layer flattened (its logits scaled down): the same shape, a worse perplexity on every
     document; evaluated and promoted by the stages, it must not take @champion."""

@@ -124,3 +124,15 @@ def test_wanda_two_four_leaves_two_of_every_four_weights_in_each_decoder_linear(
             groups = (module.weight.detach().numpy().reshape(module.out_features, -1, 4) != 0).sum(-1)
             assert np.all(groups <= 2), name
     run_stages(lm_params(root / "docs"), root, (("prune", prune),))  # the module's pruned model back
+
+
+def test_quantize_scores_every_test_block_and_refuses_a_subset(project):
+    root, results = project
+    assert results["quantize"].eval_images == len(datasets.load_blocks(root, "test", datasets.read_manifest(root))
+                                                  ["input_ids"])
+    raw = lm_params(root / "docs")
+    raw["quantize"]["eval_images"] = 5
+    with pytest.raises(ValueError, match=r"quantize.eval_images 5: a language model's files are scored on every test "
+                                         r"block"):
+        quantize.run(config.validate(raw, stage="quantize"), root)
+

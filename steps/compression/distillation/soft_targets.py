@@ -34,7 +34,18 @@ class SoftTargets(Term):
         (every position but the last, `training.next_token`), Minitron's logit distillation."""
         if student.dim() == 3:
             student, teacher = predicting(student), predicting(teacher)
+            teacher = _vocabulary_of(student, teacher)
         t = self.temperature
         return F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
                         reduction="batchmean", log_target=True)
 
+
+def _vocabulary_of(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """The teacher's logits over the student's vocabulary. A pretrained teacher's embedding may be padded past its
+    tokenizer (Qwen2: 151,936 rows for 151,665 tokens) while a student built from a config has the tokenizer's
+    size; the padding rows are never a target, so they are left out. A student with more entries is refused."""
+    have, need = teacher.size(-1), student.size(-1)
+    if have < need:
+        raise ValueError(f"the student's logits have {need} entries per token, the teacher's {have}: a student "
+                         "distilled from this teacher needs its vocabulary")
+    return teacher[..., :need]

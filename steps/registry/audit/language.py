@@ -112,12 +112,11 @@ def student_scores(work: Path, params: config.Params):
     from steps.compression.training import seed_everything
     from steps.core import datasets
     from steps.core.torchkit import load_model
-    from steps.evaluate.language import SCORING_BATCH
 
     seed_everything(params.seed, params.threads)
     blocks = datasets.load_blocks(work, "test", datasets.read_manifest(work))
     model = load_model(work, ModelRole.STUDENT)[0].hf.eval()
-    return model, language.score_split(model, blocks, SCORING_BATCH)
+    return model, language.score_split(model, blocks)
 
 
 def perplexity_check(tags: dict[str, str], logged: dict[str, float], now: float) -> Check:

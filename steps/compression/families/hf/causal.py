@@ -27,6 +27,8 @@ from steps.compression.families.spec import ModelSpec
 logger = logging.getLogger(__name__)
 
 TASK = "causal_lm"
+FROM_DATA = ("eos_token_id", "bos_token_id")
+"""A language model's config keys the data decide (its end-of-document separator), besides the classifier's."""
 
 
 class HFCausalLM(nn.Module):
@@ -78,14 +80,28 @@ def load_pretrained(folder: Path, spec: ModelSpec, error: type[Exception]) -> nn
         raise error(f"{folder}: max_position_embeddings {positions} is below data.block_size {spec.max_length}")
     if spec.hf_gguf_file:
         try:
-            return gguf.dequantised(folder, spec.hf_gguf_file, config)
+            return ending_documents(gguf.dequantised(folder, spec.hf_gguf_file, config), spec)
         except gguf.GGUFError as err:
             raise error(str(err)) from None
     try:
-        return AutoModelForCausalLM.from_pretrained(folder, config=config, local_files_only=True,
-                                                    dtype=torch.float32, use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, config=config, local_files_only=True,
+                                                     dtype=torch.float32, use_safetensors=True)
     except (OSError, ValueError, ImportError) as err:
         raise error(f"{folder}: transformers cannot load it as a causal language model: {err}") from None
+    return ending_documents(model, spec)
+
+
+def ending_documents(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    """`model` with the data's end-of-document separator as its end of text (config and generation config), so
+    the served model stops where evaluate's generations stop (a pretrained config may name other or several end
+    tokens: Llama-3's three)."""
+    if spec.eos_token_id is not None:
+        model.config.eos_token_id = spec.eos_token_id
+        if model.generation_config is not None:
+            model.generation_config.eos_token_id = spec.eos_token_id
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = spec.pad_token_id
+    return model
 
 
 def example_input(spec: ModelSpec) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from steps.compression.families.config import ArchSettings
 
-FROM_DATA = ("num_labels", "id2label", "label2id", "vocab_size", "pad_token_id", "eos_token_id", "bos_token_id")
+FROM_DATA = ("num_labels", "id2label", "label2id", "vocab_size", "pad_token_id")
 """Config keys the data decide: the classes and the tokenizer's vocabulary and padding id (the manifest's)."""
 REMOTE_CODE = "auto_map"
 """The config key that points transformers at Python files shipped with a model: never run here."""

@@ -17,7 +17,7 @@ from torch import nn
 
 from steps.compression.families.hf import decoder
 from steps.compression.families.hf.decoder_prune import prune_decoder
-from steps.compression.prune_method import PruneMethod
+from steps.compression.prune_method import PruneMethod, calibration_rows
 from steps.compression.rounding import keep
 from steps.compression.schedules import per_round
 from steps.compression.training import Split
@@ -42,8 +42,13 @@ class DecoderPruning(PruneMethod):
                                           "head count for every layer: set it to false")
         decoder.check_layout(model.hf)
         self.original = decoder.shape_of(model.hf)
-        decoder.target_shape(model.hf, heads=t.heads, mlp=t.mlp, hidden=t.embedding, layers=t.depth,
-                             round_to=cfg.round_to)  # refused now, naming the key, if no config describes it
+        final = decoder.target_shape(model.hf, heads=t.heads, mlp=t.mlp, hidden=t.embedding, layers=t.depth,
+                                     round_to=cfg.round_to)  # refused now, naming the key, if no config describes it
+        if t.heads and final.kv_heads == self.original.kv_heads:
+            raise decoder.UnprunableError(
+                f"{decoder.HEADS_KEY} {t.heads} removes no whole key-value group of {self.original.kv_heads} (heads go "
+                f"by group: each of {self.original.heads // self.original.kv_heads} query heads with its key and "
+                f"value); give at least {1 / self.original.kv_heads:.3g}, or 0")
         steps = [per_round(cfg.schedule, final, cfg.rounds) for final in (t.depth, t.heads, t.mlp, t.embedding)]
         self.rounds = list(zip(*steps, strict=True))
 
@@ -54,7 +59,7 @@ class DecoderPruning(PruneMethod):
         t = self.cfg.transformer
         depth, heads, mlp, embedding = self.rounds[round_no - 1]
         now = decoder.shape_of(model.hf)
-        calibration = train.x["input_ids"][: self.cfg.calibration_samples].to(device)
+        calibration = train.x["input_ids"][calibration_rows(train, self.cfg.calibration_samples)].to(device)
         prune_decoder(
             model.hf, calibration, layers=_of_now(self.original.layers, now.layers, depth),
             heads=_of_now(self.original.kv_heads, now.kv_heads, heads),

@@ -96,6 +96,10 @@ def _checked_folder(folder: Path, spec: ModelSpec) -> Path:
 def config_from(spec: ModelSpec):
     """The transformers config of `spec.hf_config` with the data's class count, vocabulary and padding id."""
     keys = dict(spec.hf_config)
+    ends = sorted(set(keys) & set(causal.FROM_DATA))
+    if spec.task == causal.TASK and ends:
+        raise HFModelError(f"teacher.arch.config keys {ends} come from the data (its end-of-document separator, "
+                           "data.task causal_lm): remove them")
     model_type = keys.pop("model_type", None)
     try:
         config = AutoConfig.for_model(model_type, **keys)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from steps.compression import pruning, sparsity
-from steps.compression.prune_method import PruneMethod
+from steps.compression.prune_method import PruneMethod, calibration_rows
 from steps.compression.training import Split
 
 
@@ -48,7 +48,7 @@ class DecoderSparsity(PruneMethod):
         return [1 - n / m] * self.cfg.rounds
 
     def prune_round(self, model: nn.Module, round_no: int, train: Split, device: torch.device) -> None:
-        calibration = train.x["input_ids"][: self.cfg.calibration_samples].to(device)
+        calibration = train.x["input_ids"][calibration_rows(train, self.cfg.calibration_samples)].to(device)
         fraction = None if self.pattern is not None else self.targets()[round_no - 1]
         kept = sparsity.decoder_masks(model.hf, self.cfg.method, fraction, self.pattern, calibration,
                                       self.cfg.finetune.batch_size)
