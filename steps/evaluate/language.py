@@ -47,7 +47,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin) -> EvaluateRe
         scores = language.score_split(model, blocks)
         documents[role.value] = scores.document_ll.tolist()
         models[role.value] = {**scores.metrics, "accuracy": scores.metrics["next_token_accuracy"],
-                              "parameters": measure.parameters(model), "nonzero_parameters": nonzero(model),
+                              "parameters": measure.parameters(model), "nonzero_parameters": measure.nonzeros(model),
                               "latency": {"pytorch_kv_cache": latency(model, cfg, manifest["block_size"])}}
         generations[role.value] = generation.greedy_generations(model, tokenizer, prompts, cfg.generation_tokens,
                                                                 eos_id=manifest["separator"]["id"])
@@ -87,10 +87,6 @@ def default_prompts(tokenizer: Tokenizer, blocks: dict[str, np.ndarray]) -> list
             prompts.append(text)
     return prompts
 
-
-def nonzero(model: torch.nn.Module) -> int:
-    with torch.no_grad():
-        return sum(int(torch.count_nonzero(p)) for p in model.parameters())
 
 
 def latency(model: torch.nn.Module, cfg, block_size: int) -> dict:

@@ -16,28 +16,22 @@ generated there: the version serves what was evaluated.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from steps import config, tracking
-from steps.compression import language
 from steps.core import datasets, lineage
 from steps.core.files import write_json
 from steps.core.layout import PROMOTION, REPORT, deployable_files, metrics_path, model_dir, model_files
 from steps.core.names import Alias, Artifact, ModelRole, Tag
 from steps.core.results import EvaluateReport, QuantizeResult
-from steps.core.stats import likelihood
 from steps.core.torchkit import load_model
 from steps.promote.champion import champion_costs, cost_metrics
 from steps.promote.decision import BEAT_CHAMPION_GATE, Candidate, Decision, advantage
 from steps.promote.gates import Gate
-from steps.registry import artifacts
+from steps.registry import artifacts, lm_comparison
 from steps.registry.lock import promotion_lock, this_process
 
 EXAMPLE_PROMPTS = 2
-LANGUAGE_TASK = "causal_lm"
 
 
 def run(params: config.Params, root: Path, origin: lineage.Origin) -> Decision:
@@ -90,7 +84,7 @@ def check_same_line(name: str, tokenizer_sha256: str, replace: bool) -> bool:
     if champion is None:
         return True
     version = int(champion.version)
-    if not is_language_model(name, version):
+    if not tracking.serves_language_model(name, version):
         difference = "it is not a language model"
     else:
         theirs = dict(champion.tags).get(Tag.TOKENIZER_SHA256)
@@ -101,10 +95,6 @@ def check_same_line(name: str, tokenizer_sha256: str, replace: bool) -> bool:
                          "Register it under another name (promote.model_name), or start a new line on purpose with "
                          "-S promote.replace_contract=true. Nothing was registered.")
     return difference is None
-
-
-def is_language_model(name: str, version: int) -> bool:
-    return tracking.model_task(name, version) == LANGUAGE_TASK
 
 
 def decide(root: Path, params: config.Params, report: dict, run_id: str, candidate: Candidate, gates: list[Gate],
@@ -131,12 +121,11 @@ def decide(root: Path, params: config.Params, report: dict, run_id: str, candida
 
 def check_served_generations(name: str, version: int, report: dict, tokens: int) -> None:
     """ValueError unless the registered pyfunc continues the report's prompts as the student did in evaluate."""
-    import mlflow
     import torch
 
     threads = torch.get_num_threads()  # loading the served model sets its own (serving's) thread count
     try:
-        served = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        served = tracking.load_predictor(name, version)
         prompts = report["language"]["prompts"]
         answers = served.predict(prompts, params={"max_new_tokens": tokens})["generated"].tolist()
     finally:
@@ -158,7 +147,8 @@ def judge(root: Path, report: dict, candidate: Candidate, gates: list[Gate], cfg
     statistics, basis = {}, "no champion"
     incumbent_version = None if champion is None else int(champion.version)
     if champion is not None:
-        statistics = champion_comparison(root, report, name, incumbent_version, cfg)
+        statistics = lm_comparison.champion_comparison(root, report["language"]["documents"][ModelRole.STUDENT],
+                                                       name, incumbent_version, cfg.bootstrap_resamples)
         gate, basis = champion_gate(candidate, statistics, champion, cfg)
         gates = [*gates, gate]
     failed = [g for g in gates if not g.passed]
@@ -174,27 +164,6 @@ def judge(root: Path, report: dict, candidate: Candidate, gates: list[Gate], cfg
                     accuracy=candidate.accuracy, gates=gates, failed_gates=[g.name for g in failed],
                     basis=basis if promoted else "", incumbent_version=incumbent_version,
                     incumbent_accuracy=statistics.get("champion_next_token_accuracy"), statistics=statistics)
-
-
-def champion_comparison(root: Path, report: dict, name: str, version: int, cfg: config.PromoteConfig) -> dict:
-    """The champion's registered folder scored on today's test documents, paired by document with the candidate's
-    scores from the evaluate report: the perplexity ratio candidate / champion and its interval."""
-    from transformers import AutoModelForCausalLM
-
-    blocks = datasets.load_blocks(root, "test", datasets.read_manifest(root))
-    with tempfile.TemporaryDirectory(prefix="shrinkflow-champion-") as scratch:
-        _, folder = tracking.download_model_files(f"models:/{name}/{version}", Path(scratch))
-        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
-        scores = language.score_split(model, blocks)
-    documents = report["language"]["documents"]
-    difference = likelihood.paired_document_bootstrap(
-        scores.document_ll, np.asarray(documents[ModelRole.STUDENT]), scores.document_tokens,
-        resamples=cfg.bootstrap_resamples, seed=0)
-    ratio = likelihood.perplexity_ratio(difference)
-    return {"champion_version": version, "champion_perplexity": scores.metrics["perplexity"],
-            "champion_next_token_accuracy": scores.metrics["next_token_accuracy"],
-            "perplexity_ratio": ratio.estimate, "perplexity_ratio_low": ratio.low, "perplexity_ratio_high": ratio.high,
-            "nats_per_token": difference.estimate, "documents": int(np.count_nonzero(scores.document_tokens))}
 
 
 def champion_gate(candidate: Candidate, statistics: dict, champion, cfg: config.PromoteConfig) -> tuple[Gate, str]:

@@ -172,9 +172,18 @@ def log_generator(hf_folder: Path, name: str, example: list[str] | None = None) 
 
 def model_task(name: str, version: int) -> str | None:
     """What a registered version does, as its MLflow model's metadata says: "causal_lm" for a served language model
-    (generator_model), None for the classifiers (which carry a contract instead)."""
-    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    (generator_model), None for the classifiers (which carry a contract instead) and for a version whose MLmodel
+    cannot be read (whatever reads it next names the damage)."""
+    try:
+        info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    except (MlflowException, OSError):
+        return None
     return (info.metadata or {}).get(next(iter(GENERATOR_TASK)))
+
+
+def serves_language_model(name: str, version: int) -> bool:
+    """Whether the version is a served language model (generator_model's), not a classifier."""
+    return model_task(name, version) == GENERATOR_TASK["shrinkflow_task"]
 
 
 def generator_model(hf_folder: Path, example: list[str] | None = None) -> dict:

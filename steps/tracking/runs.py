@@ -17,6 +17,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
@@ -182,3 +183,11 @@ def run_artifact_uri(run_id: str, path: str) -> str:
 def download_artifacts(uri: str, dest: Path) -> Path:
     """Download `uri` (models:/..., runs:/...) into `dest`; returns the local path."""
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+
+
+def download_if_logged(uri: str, dest: Path) -> Path | None:
+    """`download_artifacts`, or None when nothing is logged at `uri` (one file looked for among a run's artifacts)."""
+    try:
+        return download_artifacts(uri, dest)
+    except (MlflowException, OSError):
+        return None

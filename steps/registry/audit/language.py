@@ -34,14 +34,7 @@ def is_language_model(name: str, version: int) -> bool:
     """The version serves a generator (its MLflow model's metadata says causal_lm): the audit takes this module's
     checks instead of a classifier's. A version whose MLmodel cannot be read is taken for a classifier, as before
     language models: its artifacts check names the damage."""
-    from mlflow.exceptions import MlflowException
-
-    from steps.promote.language import is_language_model as registered_as_generator
-
-    try:
-        return registered_as_generator(name, version)
-    except (MlflowException, OSError):
-        return False
+    return tracking.serves_language_model(name, version)
 
 
 def tokenizer_check(name: str, version: int, tags: dict[str, str], work: Path) -> list[Check]:
@@ -72,23 +65,17 @@ def tokenizer_check(name: str, version: int, tags: dict[str, str], work: Path) -
 
 def _run_file(run_id: str, path: str, dest: Path) -> Path | None:
     """One file of a run's artifacts (the tokenizer alone, not the weights beside it); None when it is not there."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return tracking.download_artifacts(tracking.run_artifact_uri(run_id, path), dest)
-    except (MlflowException, OSError):
-        return None
+    return tracking.download_if_logged(tracking.run_artifact_uri(run_id, path), dest)
 
 
 def metrics_check(name: str, version: int, tags: dict[str, str], work: Path) -> list[Check]:
     """The student of the version's (verified) model files scored again on the fetched test blocks as evaluate
     scored it, compared with its tags and the evaluate run's metrics; then its served generations."""
     from steps.compression import measure
-    from steps.evaluate.language import nonzero
 
     params = _logged_params(tags)
     model, scores = student_scores(work, params)
-    measured = {**scores.metrics, "parameters": measure.parameters(model), "nonzero_parameters": nonzero(model)}
+    measured = {**scores.metrics, "parameters": measure.parameters(model), "nonzero_parameters": measure.nonzeros(model)}
     logged = tracking.run_record(tags[Tag.EVALUATE_RUN]).data.metrics
     rows = [perplexity_check(tags, logged, measured["perplexity"]),
             accuracy_check(tags, logged, measured["next_token_accuracy"], measured["tokens"])]
@@ -166,13 +153,13 @@ def generations_check(name: str, version: int, tags: dict[str, str], params: con
 
 
 def decision_check(name: str, version: int, tags: dict[str, str], work: Path) -> list[Check]:
-    """Recompute the champion comparison the promotion made (steps/promote/language.py: champion_comparison, its
-    paired document bootstrap with promote.bootstrap_resamples and seed 0): the champion's registered folder
+    """Recompute the champion comparison the promotion made (steps/registry/lm_comparison.py, its paired document
+    bootstrap with promote.bootstrap_resamples and the same seed): the champion's registered folder
     scored on the fetched test blocks, paired with the candidate's per-document scores, re-measured here from its
     model files (evaluate's report, which promote read them from, is not in the registry). Compared at the 6
     significant digits of the version's statistic tags, against decision.json and the tags themselves."""
-    from steps.promote.language import champion_comparison
     from steps.registry.history import statistics_tags
+    from steps.registry.lm_comparison import champion_comparison
 
     decision = logged_json(tags[Tag.PROMOTE_RUN], "decision.json")
     recorded, champion = decision.get("statistics") or {}, decision.get("incumbent_version")
@@ -180,8 +167,8 @@ def decision_check(name: str, version: int, tags: dict[str, str], work: Path) ->
         return [Check("decision statistics", None, "no champion at decision time: nothing was compared")]
     params = _logged_params(tags)
     _, candidate = student_scores(work, params)
-    report = {"language": {"documents": {ModelRole.STUDENT.value: candidate.document_ll.tolist()}}}
-    redone = champion_comparison(work, report, name, int(champion), params.promote)
+    redone = champion_comparison(work, candidate.document_ll.tolist(), name, int(champion),
+                                 params.promote.bootstrap_resamples)
     want, got, key = statistics_tags(recorded), statistics_tags(redone), f"{STATISTIC_TAG}.perplexity_ratio"
     differing = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k) or tags.get(k) != want.get(k))
     return [Check("decision statistics", not differing,
