@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration  # real torchrun launches (~45 s): make tes
 
 LOSS_RTOL = 1e-5
 """Per-epoch train loss, 2 ranks vs 1 process: the same samples per step and the same mean gradient, but a
-rank sums its half of the batch before the all-reduce adds the halves (another float order); measured 1e-8 after one epoch, 3e-7 after three."""
+rank sums its half of the batch before the all-reduce adds the halves (another float order); measured 1e-8 after
+one epoch, 3e-7 after three."""
 
 DYING_MODEL = '''
 import os
