@@ -21,17 +21,18 @@ import tempfile
 from pathlib import Path
 
 from steps import config, tracking
-from steps.compression import measure
+from steps.compression import measure, parallel
 from steps.compression.families import CHECKPOINT_RECORD, checkpoint, family
 from steps.compression.regularization import near_zero_fraction
 from steps.compression.training import accuracy, adam, numpy_rows, train_epochs, validation_scores
-from steps.core import datasets, lineage
+from steps.core import datasets, launch, lineage
 from steps.core.hashing import sha256, weights_sha256
 from steps.core.names import ModelRole
 from steps.core.results import TeacherResult
 from steps.core.torchkit import build_for, check_outputs, project_importable, regularised_loss, setup, spec_from
 from steps.sources import tokens
 from steps.stagekit.finish import save_and_record, write_result
+from steps.stagekit.ranks import stage_run
 
 
 class InitError(ValueError):
@@ -94,6 +95,14 @@ def _same_tokenizer(source: str, folder: Path, root: Path) -> None:
 
 
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> TeacherResult:
+    """Train (or load) the teacher; on resources.processes ranks under torchrun when more than one is asked for."""
+    if launch.needed(params.resources):
+        return launch.torchrun("teacher", params, root, origin, TeacherResult)
+    with parallel.process_group(params.resources.backend):
+        return _train(params, root, origin)
+
+
+def _train(params: config.Params, root: Path, origin: lineage.Origin) -> TeacherResult:
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
     cfg, train = params.teacher, splits["train"]
@@ -105,11 +114,13 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
         with tempfile.TemporaryDirectory(prefix="shrinkflow-teacher-init-") as scratch:
             model, spec, init_uri, init_sha = load_init(cfg, root, train.x, Path(scratch))
     model = model.to(device)
-    with tracking.open_run(root, **lineage.stage_run(root, params, "teacher", origin)) as run_id:
-        name, digest = datasets.identity(root)
-        # the schema: one tensor, or a text's named token ids and mask
-        tracking.log_dataset(name, digest, numpy_rows(train.x, slice(0, 1)), train.y[:1].numpy(), context="training")
-        if init_uri:
+    with stage_run(root, params, "teacher", origin) as run_id:
+        if parallel.is_main():  # one MLflow run: rank 0's
+            name, digest = datasets.identity(root)
+            # the schema: one tensor, or a text's named token ids and mask
+            tracking.log_dataset(name, digest, numpy_rows(train.x, slice(0, 1)), train.y[:1].numpy(),
+                                 context="training")
+        if init_uri and parallel.is_main():
             tracking.set_tags({"teacher.init": init_uri, "teacher.init_sha256": init_sha})
 
         def on_epoch(epoch: int, loss: float) -> dict[str, float]:
@@ -124,6 +135,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
                 model, adam(model.parameters(), cfg.train.lr, cfg.train.weight_decay), len(train),
                 cfg.train.batch_size, cfg.train.epochs, regularised_loss(train, device, cfg.train, params.seed),
                 generator=generator, description="teacher", on_epoch=on_epoch, lr_schedule=cfg.train.lr_schedule,
+                precision=params.resources.precision,
             )
         result = TeacherResult(val_accuracy=accuracy(model, splits["val"]), parameters=measure.parameters(model),
                                mlflow_run_id=run_id, init_uri=init_uri, init_sha256=init_sha, epochs=cfg.train.epochs)
@@ -136,7 +148,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
 def main() -> None:
     from steps.core.stage import run_stage_main
 
-    run_stage_main("teacher", run, sys.argv[1:])
+    run_stage_main("teacher", run, sys.argv[1:], read_spec=launch.read_spec)
 
 
 if __name__ == "__main__":

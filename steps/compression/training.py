@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from steps.compression import choices, progress
+from steps.compression import choices, parallel, progress
 from steps.compression.augment import Augment
+from steps.compression.precision import Precision
 
 StepLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 """(model, batch indices) -> scalar loss; the caller's closure owns the data."""
@@ -178,7 +179,7 @@ def next_token_scores(model: nn.Module, split: Split) -> dict[str, float]:
     return {"accuracy": right / total, "perplexity": float(np.exp(loss / total))}
 
 
-def progress_bar() -> Progress:
+def progress_bar(show: bool = True) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -186,7 +187,7 @@ def progress_bar() -> Progress:
         TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"),
         transient=True,
-        disable=not Console(stderr=True).is_terminal,  # bars in a log file are noise
+        disable=not show or not Console(stderr=True).is_terminal,  # bars in a log file are noise
     )
 
 
@@ -207,32 +208,48 @@ def train_epochs(
     on_epoch: EpochHook | None = None,
     after_step: Callable[[], None] | None = None,
     lr_schedule: str = "constant",
+    precision: str = "fp32",
 ) -> None:
     """Run `epochs` passes; `on_epoch(epoch, mean_loss)` after each, `after_step()` after each update.
-    lr_schedule "cosine" anneals the learning rate to 0 over all steps (Loshchilov & Hutter).
+    lr_schedule "cosine" anneals the learning rate to 0 over all steps (Loshchilov & Hutter); `precision`
+    (fp32, bf16, fp16) is the forward pass's (steps/compression/precision.py).
 
     Each epoch ends with one progress line (`description`: epoch i/n, train loss, what `on_epoch` measured,
-    seconds); on a terminal a bar shows the batches of the epoch under way."""
+    seconds); on a terminal a bar shows the batches of the epoch under way.
+
+    Under torch.distributed (steps/compression/parallel.py) every rank trains its shard of each global batch of
+    `batch_size` with `model` wrapped in DDP; the epoch's mean loss is summed over the ranks (the same mean as one
+    process), and `on_epoch` (validation, logging) and the progress line run on rank 0 alone."""
     model.train()
     batches = -(-n // batch_size)
     scheduler = _scheduler(optimizer, lr_schedule, epochs * batches)
+    amp = Precision(precision, next(model.parameters()).device)
+    replicas = parallel.Replicas(model, optimizer) if parallel.world_size() > 1 else None
+    trained = model if replicas is None else replicas.model
+    main = parallel.is_main()
     for epoch in range(1, epochs + 1):
         began = time.perf_counter()
         total = 0.0
         # One bar per epoch, gone before the epoch's line is written: a line written under a live bar garbles it.
-        with progress_bar() as bar:
+        with progress_bar(show=main) as bar:
             task = bar.add_task(description, total=batches, status=f"epoch {epoch}/{epochs}")
             for idx in batch_indices(n, batch_size, generator):
                 optimizer.zero_grad(set_to_none=True)
-                loss = step_loss(model, idx)
-                loss.backward()
-                optimizer.step()
+                mine, weight, held = parallel.shard(idx)  # one process: the whole batch, weight 1
+                with amp.autocast():
+                    loss = step_loss(trained, mine)
+                amp.backward(loss if weight == 1.0 else loss * weight)
+                if replicas is not None:
+                    replicas.average_others()
+                amp.step(optimizer)
                 scheduler.step()
                 if after_step is not None:
                     after_step()
-                total += loss.item() * len(idx)
+                total += loss.item() * held
                 bar.advance(task)
-        mean = total / n
+        mean = parallel.all_reduce_sum(total) / n
+        if not main:
+            continue
         measured = on_epoch(epoch, mean) if on_epoch is not None else None
         progress.report(description, f"epoch {epoch}/{epochs}", {"train_loss": mean, **(measured or {})},
                         progress.since(began))

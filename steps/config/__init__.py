@@ -23,6 +23,7 @@ from steps.config.schema import (
     PromoteConfig,
     PruneConfig,
     QuantizeConfig,
+    ResourcesConfig,
     RunConfig,
     ScheduleConfig,
     StorageConfig,
@@ -37,7 +38,7 @@ from steps.config.schema import (
 __all__ = [
     "PARAMS_FILE", "PROFILES", "SWEEPABLE_SECTIONS", "ArchConfig", "BudgetConfig", "ConfigError", "DataConfig", "DistillConfig",
     "EvaluateConfig", "ExportConfig", "FeatureLossConfig", "L1Config", "LayerPair", "Params", "PromoteConfig",
-    "PruneConfig", "QuantizeConfig", "RunConfig", "ScheduleConfig", "StorageConfig", "SweepConfig", "SweepMember",
+    "PruneConfig", "QuantizeConfig", "ResourcesConfig", "RunConfig", "ScheduleConfig", "StorageConfig", "SweepConfig", "SweepMember",
     "TeacherConfig", "TrackingConfig", "TrainConfig", "TransformerLossConfig", "TransformerPruneConfig", "apply_overrides", "format_errors", "load", "parse_grid",
     "read_raw", "sweep_members", "validate",
 ]

@@ -30,11 +30,12 @@ from steps.config.operations import (
 )
 from steps.config.promote import PromoteConfig
 from steps.config.prune import PruneConfig, TransformerPruneConfig
+from steps.config.resources import ResourcesConfig, check_device
 from steps.config.training import L1Config, TrainConfig
 
 __all__ = [
     "PROFILES", "SWEEPABLE_SECTIONS", "ArchConfig", "BudgetConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "ExportConfig",
-    "FeatureLossConfig", "L1Config", "LayerPair", "Params", "PromoteConfig", "PruneConfig", "QuantizeConfig", "RunConfig",
+    "FeatureLossConfig", "L1Config", "LayerPair", "Params", "PromoteConfig", "PruneConfig", "QuantizeConfig", "ResourcesConfig", "RunConfig",
     "ScheduleConfig", "StorageConfig", "SweepConfig", "TeacherConfig", "TeacherInit", "TeacherTrainConfig",
     "TrackingConfig", "TrainConfig", "TransformerLossConfig", "TransformerPruneConfig",
 ]
@@ -62,6 +63,8 @@ class Params(_Section):
     storage: StorageConfig
     run: RunConfig
     target: BudgetConfig = Field(description="the budget: when a limit is set, the prune stage searches for the model")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig,
+                                       description="processes and precision of the training stages")
 
     @model_validator(mode="before")
     @classmethod
@@ -77,6 +80,15 @@ class Params(_Section):
                 and isinstance(arch, dict) and arch.get("name") == "hf" and arch.get("path")):
             return {**raw, "data": {**data, "tokenizer": {"path": arch["path"]}}}
         return raw
+
+    @field_validator("resources")
+    @classmethod
+    def _runs_on_the_device(cls, resources: ResourcesConfig, info: ValidationInfo) -> ResourcesConfig:
+        """fp16 and nccl on device: cpu, refused before any work (device auto is checked when it resolves)."""
+        device = info.data.get("device")
+        if device is not None:
+            check_device(resources, device)
+        return resources
 
     @field_validator("teacher")
     @classmethod

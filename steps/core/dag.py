@@ -135,7 +135,7 @@ distill.student is unused, the searched pruned model: the teacher's family)."""
 
 STAGES: tuple[Stage, ...] = (
     Stage("data", inputs=(RAW_DIR,), params=("seed", "data"), outs=(DATA_DIR,), plugins=("data",)),
-    Stage("teacher", inputs=(DATA_DIR,), params=("seed", "device", "threads", "teacher"),
+    Stage("teacher", inputs=(DATA_DIR,), params=("seed", "device", "threads", "resources", "teacher"),
           outs=model_files(ModelRole.TEACHER), metrics=(metrics_path("teacher"),), plugins=("teacher",),
           model=ModelRole.TEACHER),
     # it loads the teacher; with a budget (target), prune searches the widths and precision instead
@@ -145,7 +145,7 @@ STAGES: tuple[Stage, ...] = (
           plugins=("teacher.arch", "prune"), model=ModelRole.PRUNED),
     # distill.teacher chooses which one teaches; with a budget, the teacher distills into the searched model
     Stage("distill", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER), *model_files(ModelRole.PRUNED)),
-          params=("seed", "device", "threads", "distill", "target"), outs=model_files(ModelRole.STUDENT),
+          params=("seed", "device", "threads", "resources", "distill", "target"), outs=model_files(ModelRole.STUDENT),
           metrics=(metrics_path("distill"),),
           plugins=("teacher.arch", "distill"), model=ModelRole.STUDENT),
     Stage("export", inputs=(DATA_DIR, *_ALL_MODELS), params=("threads", "export"),

@@ -10,18 +10,28 @@ from pathlib import Path
 
 from steps import config
 
-USER_ERRORS = (config.ConfigError, ValueError, FileNotFoundError)
+USER_ERRORS = (config.ConfigError, ValueError, FileNotFoundError, ChildProcessError)
+"""Failures reported as one line (exit 2): bad params or data, and a rank of a stage under torchrun that failed
+(steps/core/launch.py's RankFailed)."""
 
 
-def run_stage_main(name: str, run: Callable[[config.Params, Path], object], argv: list[str]) -> None:
+def run_stage_main(name: str, run: Callable[..., object], argv: list[str],
+                   read_spec: Callable[[Path, str], tuple] | None = None) -> None:
+    """`read_spec` (a training stage's, steps/core/launch.py): a rank under torchrun takes `--launch-spec FILE`,
+    the params snapshot and origin of the process that started torchrun, instead of reading params.yaml."""
     parser = argparse.ArgumentParser(prog=f"python -m steps.{name}", description=f"Run the {name} stage.")
     parser.add_argument("--root", type=Path, default=Path("."), help="project root (holds params.yaml)")
+    if read_spec is not None:
+        parser.add_argument("--launch-spec", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     root = args.root.resolve()
     show_logs()
     try:
-        params = config.load(root, stage=name)
-        run(params, root)
+        if getattr(args, "launch_spec", None) is None:
+            run(config.load(root, stage=name), root)
+        else:
+            params, origin = read_spec(args.launch_spec, name)
+            run(params, root, origin)
     except USER_ERRORS as err:
         print(f"{name} stage failed: {err}", file=sys.stderr)
         raise SystemExit(2) from None

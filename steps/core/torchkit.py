@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from steps import config
+from steps.config.resources import check_device
 from steps.compression import augment
 from steps.compression.families import CHECKPOINT_RECORD, build, checkpoint, family
 from steps.compression.families.spec import ModelSpec
@@ -21,9 +22,12 @@ from steps.core.names import ModelRole
 
 
 def setup(params: config.Params) -> tuple[torch.device, torch.Generator]:
-    """Seed, threads and device from params; a generator for batch order."""
+    """Seed, threads and device from params; a generator for batch order. What resources asks of the device
+    (fp16, nccl) is refused on a CPU, naming the key, also when device auto found no GPU."""
     seed_everything(params.seed, params.threads)
-    return resolve_device(params.device), torch.Generator().manual_seed(params.seed)
+    device = resolve_device(params.device)
+    check_device(params.resources, device.type)
+    return device, torch.Generator().manual_seed(params.seed)
 
 
 def regularised_loss(split, device: torch.device, train: config.TrainConfig, seed: int):

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from steps import config, tracking
-from steps.compression import augment, measure
+from steps.compression import augment, measure, parallel
 from steps.compression.distillation.features import FeatureTap
 from steps.compression.distillation.objective import WeightedSum
 from steps.compression.training import (
@@ -46,12 +46,13 @@ from steps.compression.training import (
     train_epochs,
     validation_scores,
 )
-from steps.core import datasets, lineage
+from steps.core import datasets, launch, lineage
 from steps.core.names import ModelRole
 from steps.core.results import DistillResult
 from steps.core.torchkit import build_for, check_augmentable, load_model, setup, spec_from
 from steps.distill.objective import build_objective
 from steps.stagekit.finish import save_and_record, write_result
+from steps.stagekit.ranks import stage_run
 
 
 def logits_only_loss(objective: WeightedSum, teacher, train: Split, device) -> StepLoss:
@@ -75,7 +76,7 @@ def feature_loss(objective: WeightedSum, teacher, train: Split, device, augment=
         with torch.no_grad(), FeatureTap(teacher, objective.teacher_layers) as t_tap:
             t_logits = forward(teacher, x)
             t_feats = dict(t_tap.outputs)  # the tap forgets its outputs on exit
-        with FeatureTap(model, objective.student_layers) as s_tap:
+        with FeatureTap(parallel.unwrap(model), objective.student_layers) as s_tap:  # the layers, under DDP too
             s_logits = forward(model, x)
             s_feats = dict(s_tap.outputs)
         return objective(s_logits, t_logits, y, s_feats, t_feats, token_mask(x))
@@ -84,6 +85,15 @@ def feature_loss(objective: WeightedSum, teacher, train: Split, device, augment=
 
 
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> DistillResult:
+    """Distill the student; on resources.processes ranks under torchrun when more than one is asked for (each
+    rank runs the teacher on its shard of every batch, or scores the training set up front for logits only)."""
+    if launch.needed(params.resources):
+        return launch.torchrun("distill", params, root, origin, DistillResult)
+    with parallel.process_group(params.resources.backend):
+        return _distill(params, root, origin)
+
+
+def _distill(params: config.Params, root: Path, origin: lineage.Origin) -> DistillResult:
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
     train, cfg = splits["train"], params.distill
@@ -112,7 +122,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     else:
         step_loss = logits_only_loss(objective, teacher, train, device)
 
-    with tracking.open_run(root, **lineage.stage_run(root, params, "distill", origin)) as run_id:
+    with stage_run(root, params, "distill", origin) as run_id:
         def on_epoch(epoch: int, loss: float) -> dict[str, float]:
             epoch_metrics = {"train_loss": loss, **validation_scores(student, splits["val"])}
             tracking.log_metrics(epoch_metrics, step=epoch)
@@ -121,7 +131,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
         optimizer = adam(trainable, cfg.train.lr, cfg.train.weight_decay)
         train_epochs(student, optimizer, len(train), cfg.train.batch_size, cfg.train.epochs, step_loss,
                      generator=generator, description="distill", on_epoch=on_epoch,
-                     lr_schedule=cfg.train.lr_schedule)
+                     lr_schedule=cfg.train.lr_schedule, precision=params.resources.precision)
         result = DistillResult(teacher=teacher_role.value, val_accuracy=accuracy(student, splits["val"]),
                                teacher_val_accuracy=accuracy(teacher, splits["val"]),
                                parameters=measure.parameters(student), mlflow_run_id=run_id)
@@ -134,4 +144,4 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
 def main() -> None:
     from steps.core.stage import run_stage_main
 
-    run_stage_main("distill", run, sys.argv[1:])
+    run_stage_main("distill", run, sys.argv[1:], read_spec=launch.read_spec)

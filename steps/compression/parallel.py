@@ -1,0 +1,106 @@
+"""Training on several processes with torch.distributed: which rank this is, its shard of a batch, DDP.
+
+One process (no process group) is the default and changes nothing: world_size() is 1, shard() returns the
+batch itself, and train_epochs runs exactly the ops it always ran. Under torchrun (steps/core/launch.py starts
+it) every rank draws the same seeded permutation and takes its contiguous slice of each global batch, so the
+samples of a global step are those of one process; the rank's loss is weighted by its share of the batch, so
+DDP's mean of the ranks' gradients is the gradient of the global batch's mean loss, at the same learning rate.
+Not a DistributedSampler: it pads the epoch with repeated samples and shuffles per rank, which one process does
+not do. BatchNorm's statistics are the rank's shard's (SyncBatchNorm runs on CUDA only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+from torch import distributed as dist
+from torch import nn
+
+WORLD_SIZE_ENV = "WORLD_SIZE"
+"""Set by torchrun in every rank's environment (with RANK, MASTER_ADDR, MASTER_PORT)."""
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def is_main() -> bool:
+    """Rank 0, the one rank that writes checkpoints, metrics files, the MLflow run and DVC records."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Every rank waits here for the others (none exits while rank 0 still writes)."""
+    if active():
+        dist.barrier()
+
+
+def all_reduce_sum(value: float) -> float:
+    """The sum of `value` over the ranks (float64, so the order of a few additions barely matters)."""
+    if not active():
+        return value
+    total = torch.tensor(value, dtype=torch.float64)
+    dist.all_reduce(total)
+    return total.item()
+
+
+@contextlib.contextmanager
+def process_group(backend: str) -> Iterator[None]:
+    """The process group of torchrun's ranks for the duration (destroyed after, on success or failure); nothing
+    for a process torchrun did not start."""
+    if int(os.environ.get(WORLD_SIZE_ENV, "1")) <= 1 or active():
+        yield
+        return
+    dist.init_process_group(backend)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def shard(idx: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+    """(this rank's rows of the global batch `idx`, the weight of its mean loss, how many rows it holds).
+
+    Weight = rows * world / len(idx): DDP averages the ranks' gradients, so the weighted means add up to the
+    global batch's mean even when a last batch splits unevenly. A rank left without rows (a last batch smaller
+    than the world) runs one row at weight 0, because every rank must join the gradient all-reduce."""
+    world = world_size()
+    if world == 1:
+        return idx, 1.0, len(idx)
+    mine = idx.tensor_split(world)[rank()]
+    if len(mine) == 0:
+        return idx[:1], 0.0, 0
+    return mine, len(mine) * world / len(idx), len(mine)
+
+
+class Replicas:
+    """`model` wrapped in DistributedDataParallel (its gradients averaged during backward), and the optimizer's
+    other parameters (a distillation objective's regressors) averaged by hand after it."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.model = nn.parallel.DistributedDataParallel(model)
+        own = {id(p) for p in model.parameters()}
+        self.others = [p for group in optimizer.param_groups for p in group["params"] if id(p) not in own]
+
+    def average_others(self) -> None:
+        world = world_size()
+        for p in self.others:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(world)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP wrapper (its layers by their own names, as feature taps name them)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
