@@ -97,7 +97,7 @@ def _same_tokenizer(source: str, folder: Path, root: Path) -> None:
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> TeacherResult:
     """Train (or load) the teacher; on resources.processes ranks under torchrun when more than one is asked for."""
     if launch.needed(params.resources):
-        return launch.torchrun("teacher", params, root, origin, TeacherResult)
+        return launch.torchrun("teacher", params, root, origin, TeacherResult, tracking_uri=tracking.user_uri())
     with parallel.process_group(params.resources.backend):
         return _train(params, root, origin)
 

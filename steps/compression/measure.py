@@ -1,4 +1,4 @@
-"""What a compressed model costs: parameters, non-zeros, bytes, MACs, CPU latency."""
+"""What a compressed model costs: parameters, non-zeros, bytes, MACs, CPU latency, CUDA latency."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from steps.compression.training import Inputs, evaluating, forward
+from steps.compression.training import Inputs, evaluating, forward, to_device
 
 
 def parameters(model: nn.Module) -> int:
@@ -115,6 +115,32 @@ def latency_ms(models: dict[str, nn.Module], batch: Inputs, warmup: int, repeats
             return interleaved_ms(runners, warmup, repeats, keep_samples)
     finally:
         torch.set_num_threads(previous)
+
+
+def cuda_latency_ms(model: nn.Module, batch: Inputs, warmup: int, repeats: int) -> dict[str, float]:
+    """{"p50", "p95", "max", "n"} in ms of one forward pass of a model on a CUDA device, timed by CUDA events.
+
+    A kernel launch returns before the GPU has run it, so a wall clock around forward() times the launches; a pair
+    of events recorded on the stream around it times the GPU's work. `warmup` passes first (cuDNN's algorithm
+    choice, the caching allocator's first blocks), then a synchronize so none of their work is timed; each timed
+    pass waits for its end event. `batch` is moved to the model's device."""
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        raise ValueError(f"cuda_latency_ms times a model on a CUDA device; this one is on {device}")
+    x = to_device(batch, device)
+    samples = []
+    with evaluating(model):
+        for _ in range(warmup):
+            forward(model, x)
+        torch.cuda.synchronize(device)
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            forward(model, x)
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end))
+    return _percentiles(samples)
 
 
 def onnx_latency_ms(files: dict[str, Path], batch, warmup: int, repeats: int,

@@ -21,6 +21,8 @@ from torch import nn
 
 WORLD_SIZE_ENV = "WORLD_SIZE"
 """Set by torchrun in every rank's environment (with RANK, MASTER_ADDR, MASTER_PORT)."""
+LOCAL_RANK_ENV = "LOCAL_RANK"
+"""The rank's number on its machine, set by torchrun: which of the machine's GPUs it trains on."""
 
 
 def active() -> bool:
@@ -50,7 +52,8 @@ def all_reduce_sum(value: float) -> float:
     """The sum of `value` over the ranks (float64, so the order of a few additions barely matters)."""
     if not active():
         return value
-    total = torch.tensor(value, dtype=torch.float64)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces CUDA tensors only
+    total = torch.tensor(value, dtype=torch.float64, device=device)
     dist.all_reduce(total)
     return total.item()
 
@@ -62,6 +65,8 @@ def process_group(backend: str) -> Iterator[None]:
     if int(os.environ.get(WORLD_SIZE_ENV, "1")) <= 1 or active():
         yield
         return
+    if backend == "nccl":  # each rank its own GPU (NCCL refuses two ranks on one); device "cuda" is the current one
+        torch.cuda.set_device(int(os.environ.get(LOCAL_RANK_ENV, "0")))
     dist.init_process_group(backend)
     try:
         yield

@@ -62,9 +62,11 @@ def needed(resources: config.ResourcesConfig) -> bool:
     return resources.processes > 1
 
 
-def torchrun(stage: str, params: config.Params, root: Path, origin: lineage.Origin, result_type):
+def torchrun(stage: str, params: config.Params, root: Path, origin: lineage.Origin, result_type, *,
+             tracking_uri: str | None):
     """Run `stage` on resources.processes ranks under torchrun, wait, and return rank 0's result (`result_type`
-    read from metrics/<stage>.json); RankFailed when a rank fails."""
+    read from metrics/<stage>.json); RankFailed when a rank fails. `tracking_uri`: the MLflow store the user chose
+    (tracking.user_uri()), None for the project's own."""
     with tempfile.TemporaryDirectory(prefix=f"shrinkflow-{stage}-ranks-") as scratch:
         spec = Path(scratch) / "launch.json"
         spec.write_text(json.dumps({"params": params.model_dump(mode="json"), "origin": dataclasses.asdict(origin)}))
@@ -72,7 +74,7 @@ def torchrun(stage: str, params: config.Params, root: Path, origin: lineage.Orig
                    "--nproc-per-node", str(params.resources.processes), "--log-dir", str(Path(scratch) / "logs"),
                    "--redirects", "2", "--tee", "2",  # each rank's stderr kept in a file and shown
                    "-m", f"steps.{stage}", "--root", str(root), "--launch-spec", str(spec)]
-        code, tail = _run(command, _env())
+        code, tail = _run(command, _env(tracking_uri))
         if code != 0:
             raise RankFailed(_failure(stage, params.resources.processes, code, tail, Path(scratch) / "logs"))
     return result_type.read(root / metrics_path(stage))
@@ -84,9 +86,17 @@ def read_spec(path: Path, stage: str) -> tuple[config.Params, lineage.Origin]:
     return config.validate(spec["params"], source=f"{path} (params)", stage=stage), lineage.Origin(**spec["origin"])
 
 
-def _env() -> dict[str, str]:
+def _env(tracking_uri: str | None) -> dict[str, str]:
+    """This environment with this checkout first on PYTHONPATH, and MLFLOW_TRACKING_URI the user's choice alone
+    (`tracking_uri`; unset for the project's local store): mlflow.set_tracking_uri writes there the local store
+    of the last project this process recorded into, which would send rank 0's run into another project's store
+    (a test or a benchmark runs several projects in one process)."""
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": str(CODE_ROOT) + (os.pathsep + path if path else "")}
+    env = {**os.environ, "PYTHONPATH": str(CODE_ROOT) + (os.pathsep + path if path else "")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return env
 
 
 def _run(command: list[str], env: dict[str, str]) -> tuple[int, str]:

@@ -88,7 +88,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     """Distill the student; on resources.processes ranks under torchrun when more than one is asked for (each
     rank runs the teacher on its shard of every batch, or scores the training set up front for logits only)."""
     if launch.needed(params.resources):
-        return launch.torchrun("distill", params, root, origin, DistillResult)
+        return launch.torchrun("distill", params, root, origin, DistillResult, tracking_uri=tracking.user_uri())
     with parallel.process_group(params.resources.backend):
         return _distill(params, root, origin)
 

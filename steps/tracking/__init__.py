@@ -30,7 +30,7 @@ _MODULES = {
     "localstore": ("local_uri", "check_store"),
     "scorers": ("BadInput", "Scorer", "load_scorer"),
     "store": ("TrackingUnavailable", "check_server", "experiment_id", "file_store_path", "record_into",
-              "tracking_uri", "use_store"),
+              "tracking_uri", "use_store", "user_uri"),
 }
 _OWNER = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = sorted(_OWNER)

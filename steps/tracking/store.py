@@ -105,6 +105,13 @@ def record_into(uri: str) -> None:
     USER_TRACKING_URI = uri
 
 
+def user_uri() -> str | None:
+    """The store the user chose (MLFLOW_TRACKING_URI when this process started, or `record_into`'s), None for the
+    project's local store. Not os.environ's MLFLOW_TRACKING_URI: mlflow.set_tracking_uri writes our own local
+    store there, and a child process reading it would record into the store of whichever project came last."""
+    return USER_TRACKING_URI
+
+
 def file_store_path() -> Path | None:
     """The SQLite file behind the current tracking URI, or None for a server."""
     uri = mlflow.get_tracking_uri()

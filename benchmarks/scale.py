@@ -1,0 +1,259 @@
+"""Scaling benchmark (issue 28): a language-model student distilled on 1 and on 2 CPU processes (torchrun, gloo).
+
+    .venv/bin/python benchmarks/scale.py                   # the full run (estimated 6-10 minutes on 2 quiet cores)
+    .venv/bin/python benchmarks/scale.py --documents 60    # fewer training documents, a shorter run
+    .venv/bin/python benchmarks/scale.py --quick           # 8 documents and a tiny model: does it run (~2 min)
+
+The estimate: 120 Brown documents are about 320k tokens an epoch; one teacher epoch and two distillation epochs
+on each of the two settings at 5-10k tokens/s (the teacher's shape trained at 4.4k tokens/s on one thread of a
+loaded machine), plus about a minute of process starts and MLflow stores.
+
+Everything runs through the pipeline's own stages (data, teacher, distill) in scratch project folders. The data:
+the Brown corpus (benchmarks/lm_assets.py), split by document as the data stage splits it (test_fraction 0.2,
+--val-documents held out for validation), a seeded sample of --documents training documents
+(data.train_limit), a byte-level BPE of 4,000 tokens trained on them, blocks of 128 tokens. The teacher: a Llama
+(hidden 128, 4 layers, 4 query / 2 key-value heads, MLP 352, untied head) trained for one epoch in one process.
+The student: a new Llama of the teacher's width at half its depth (2 layers), distilled by the distill stage from
+the teacher's logits alone (alpha 1, temperature 1: the forward KL Minitron trains with; the teacher runs on
+every batch, as it does for every language model) for --epochs epochs, once with resources.processes 1 and
+once with 2, each in its own project linked to the same data and teacher; the same seed, global batch and
+learning rate, so the two should reach the same losses (their per-epoch train losses are in the table).
+
+Threads: the cores are shared out, never oversubscribed: --cores threads in all (params' `threads` per
+process: 2 for one process, 1 for each of two on 2 cores). That is the fair comparison on one machine: what
+two processes gain (or lose) against one process with every core, not against one process on one core. Run it on
+quiet cores: beside other work, one process's 2 intra-op threads wait on each other at every op, and the
+quick run on a loaded machine showed 2 processes "superlinear" for that reason alone.
+
+Tokens per second are global (both ranks together): the training tokens of an epoch (training blocks x block
+size) over the steady epoch's seconds, measured between the MLflow timestamps of consecutive epochs' metrics
+(epochs after the first: the first holds DDP's start and the first allocations). An epoch's seconds include its
+validation (rank 0 alone, --val-documents documents, forward only: about 1% of an epoch). The stage's wall time
+(process and torchrun start, imports, loading the teacher, writing the checkpoint) is reported beside. Scaling
+efficiency: 2-process tokens/s / (2 x 1-process tokens/s). Perplexity: the student's on the validation blocks
+after the last epoch (the distill stage's val_perplexity).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+
+import common
+import lm_assets
+from common import merge
+
+from steps import config
+from steps.core.dag import stage
+from steps.core.layout import DATA_DIR
+
+TEACHER_SHAPE = {"model_type": "llama", "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+                 "num_key_value_heads": 2, "intermediate_size": 352, "max_position_embeddings": 128,
+                 "tie_word_embeddings": False}
+STUDENT_SHAPE = {**TEACHER_SHAPE, "num_hidden_layers": 2}
+QUICK_TEACHER = {**TEACHER_SHAPE, "hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64,
+                 "max_position_embeddings": 32}
+QUICK_STUDENT = {**QUICK_TEACHER, "num_hidden_layers": 1}
+PROCESSES = (1, 2)
+DOCUMENTS, QUICK_DOCUMENTS = 120, 8
+EPOCHS = 2
+VAL_DOCUMENTS = 5
+
+
+def recipe(docs: Path, documents: int, val_documents: int, epochs: int) -> dict:
+    """The params every project of the benchmark starts from (the data section replaced whole: params.yaml's is
+    the image classifier's)."""
+    return {
+        "data": {"source": "text", "task": "causal_lm", "path": str(docs), "block_size": 128, "test_fraction": 0.2,
+                 "val_size": val_documents, "train_limit": documents, "test_limit": 1,
+                 "tokenizer": {"train": {"kind": "bpe", "vocab_size": 4000}}},
+        "teacher": {"arch": {"name": "hf", "config": dict(TEACHER_SHAPE)},
+                    "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.01,
+                              "lr_schedule": "warmup_cosine"}},
+        "distill": {"teacher": "teacher", "student": {"name": "hf", "config": dict(STUDENT_SHAPE)},
+                    "temperature": 1.0, "alpha": 1.0,
+                    "train": {"epochs": epochs, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.01,
+                              "lr_schedule": "warmup_cosine"}},
+    }
+
+
+def quick(raw: dict) -> dict:
+    """A few documents, short blocks, a small vocabulary, a tiny teacher and student."""
+    out = merge(raw, {"data": {"block_size": 32, "val_size": 2, "tokenizer": {"train": {"vocab_size": 500}}}})
+    out["teacher"]["arch"]["config"] = dict(QUICK_TEACHER)
+    out["distill"]["student"]["config"] = dict(QUICK_STUDENT)
+    return out
+
+
+def build_raw(args, docs: Path) -> dict:
+    """params.yaml with the recipe, then --recipe, --quick and -S (common.params' order)."""
+    own = recipe(docs, args.documents, args.val_documents, args.epochs)
+    raw = merge(yaml.safe_load((common.REPO / "params.yaml").read_text()), own)
+    raw["data"] = own["data"]
+    if args.recipe:
+        raw = merge(raw, yaml.safe_load(args.recipe.read_text()) or {})
+    if args.quick:
+        raw = quick(raw)
+    for item in args.overrides:
+        common._override(raw, item)
+    raw["tracking"]["experiment"] = "benchmark"
+    return raw
+
+
+def threads_per_process(cores: int, processes: int) -> int:
+    """The threads each of `processes` gets so that all of them together use `cores` threads."""
+    if cores < processes or cores % processes:
+        raise ValueError(f"--cores {cores} cannot be shared evenly by {processes} processes: give a multiple of "
+                         f"{processes}")
+    return cores // processes
+
+
+def with_resources(raw: dict, processes: int, cores: int) -> dict:
+    """`raw` distilling on `processes` ranks with `cores` threads in all."""
+    out = merge(raw, {"threads": threads_per_process(cores, processes), "resources": {"processes": processes}})
+    out["tracking"]["experiment"] = f"scale-{processes}"
+    return out
+
+
+def steady_epoch_seconds(timestamps_ms: list[int]) -> float:
+    """The mean seconds of an epoch after the first, from the timestamps (ms) at which each epoch's metrics were
+    logged, in epoch order; refused with fewer than two epochs (nothing steady to measure)."""
+    if len(timestamps_ms) < 2:
+        raise ValueError(f"{len(timestamps_ms)} epoch(s) logged: the steady epoch needs at least 2 (--epochs)")
+    if any(b <= a for a, b in zip(timestamps_ms, timestamps_ms[1:], strict=False)):
+        raise ValueError(f"epoch timestamps not increasing: {timestamps_ms}")
+    return (timestamps_ms[-1] - timestamps_ms[0]) / 1000 / (len(timestamps_ms) - 1)
+
+
+def efficiency(tokens_per_s: dict[int, float]) -> dict[int, float]:
+    """{processes: tokens/s with that many / (processes x tokens/s with one)}: 1 is perfect scaling."""
+    one = tokens_per_s[1]
+    return {n: tps / (n * one) for n, tps in tokens_per_s.items()}
+
+
+def _history(root: Path, run_id: str, metric: str) -> list:
+    """A run's metric in `root`'s MLflow store, epoch by epoch (MLflow imported here: the pure functions above
+    load without it)."""
+    from mlflow.tracking import MlflowClient
+
+    from steps import tracking
+
+    tracking.use_store(root)
+    return sorted(MlflowClient().get_metric_history(run_id, metric), key=lambda m: m.step)
+
+
+def measured_row(root: Path, run_id: str, epoch_tokens: int, processes: int, threads: int, wall_s: float) -> dict:
+    """One row from the distill run's MLflow metrics (recorded into `root`'s store)."""
+    losses = _history(root, run_id, "train_loss")
+    perplexity = _history(root, run_id, "val_perplexity")
+    epoch_s = steady_epoch_seconds([m.timestamp for m in losses])
+    return {"processes": processes, "threads_per_process": threads, "epoch_tokens": epoch_tokens,
+            "steady_epoch_s": epoch_s, "tokens_per_s": epoch_tokens / epoch_s, "stage_wall_s": wall_s,
+            "train_loss": [m.value for m in losses], "val_perplexity": perplexity[-1].value,
+            "val_perplexity_per_epoch": [m.value for m in perplexity]}
+
+
+def _project(work: Path, name: str, raw: dict, seed_from: Path | None) -> Path:
+    """`work/name` with its params.yaml; the data and the teacher of `seed_from` linked in."""
+    root = work / name
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    if seed_from is not None:
+        for rel in (DATA_DIR, *stage("teacher").outputs(config.validate(raw, stage="teacher"))):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).symlink_to((seed_from / rel).resolve())
+    return root
+
+
+def run_benchmark(work: Path, raw: dict, cores: int) -> dict:
+    """The teacher once (one process, every core), then the student distilled on each of PROCESSES."""
+    from steps import data, distill, teacher
+    from steps.core import datasets
+
+    base = _project(work, "base", merge(raw, {"threads": cores}), None)
+    data.run(config.validate(merge(raw, {"threads": cores}), stage="data"), base)
+    start = time.perf_counter()
+    taught = teacher.run(config.validate(merge(raw, {"threads": cores}), stage="teacher"), base)
+    teacher_s = time.perf_counter() - start
+    manifest = datasets.read_manifest(base)
+    blocks = manifest["files"]["train.npz"]["rows"]
+    epoch_tokens = blocks * raw["data"]["block_size"]
+    rows = {}
+    for processes in PROCESSES:
+        own = with_resources(raw, processes, cores)
+        root = _project(work, f"p{processes}", own, base)
+        start = time.perf_counter()
+        result = distill.run(config.validate(own, stage="distill"), root)
+        wall_s = time.perf_counter() - start
+        rows[processes] = measured_row(root, result.mlflow_run_id, epoch_tokens, processes, own["threads"], wall_s)
+        print(f"{processes} process(es): {rows[processes]['tokens_per_s']:.0f} tokens/s, perplexity "
+              f"{rows[processes]['val_perplexity']:.2f}, {wall_s:.0f} s stage wall", flush=True)
+    scaling = efficiency({n: r["tokens_per_s"] for n, r in rows.items()})
+    return {"rows": {str(n): {**r, "efficiency": scaling[n]} for n, r in rows.items()},
+            "protocol": {"train_blocks": blocks, "block_size": raw["data"]["block_size"],
+                         "vocabulary": manifest["tokenizer"]["vocab_size"], "documents": manifest["documents"],
+                         "teacher_s": teacher_s,
+                         "teacher_val_perplexity": _teacher_perplexity(base, taught.mlflow_run_id),
+                         "cores": cores, "teacher": raw["teacher"]["arch"]["config"],
+                         "student": raw["distill"]["student"]["config"]}}
+
+
+def _teacher_perplexity(root: Path, run_id: str) -> float | None:
+    history = _history(root, run_id, "val_perplexity")
+    return history[-1].value if history else None
+
+
+def table(result: dict) -> str:
+    lines = ["| processes | threads each | tokens/s (global) | scaling efficiency | steady epoch s | stage wall s | "
+             "train loss per epoch | final val perplexity |", "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"].values():
+        losses = ", ".join(f"{x:.4f}" for x in r["train_loss"])
+        lines.append(f"| {r['processes']} | {r['threads_per_process']} | {r['tokens_per_s']:.0f} | "
+                     f"{r['efficiency']:.2f} | {r['steady_epoch_s']:.1f} | {r['stage_wall_s']:.1f} | {losses} | "
+                     f"{r['val_perplexity']:.2f} |")
+    p = result["protocol"]
+    teacher_ppl = p["teacher_val_perplexity"]
+    lines += ["", f"- {p['train_blocks']} training blocks of {p['block_size']} tokens an epoch; teacher trained "
+              f"in {p['teacher_s']:.0f} s (one process, {p['cores']} threads)"
+              + (f", validation perplexity {teacher_ppl:.2f}" if teacher_ppl is not None else "") + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = common.parser(__doc__)
+    parser.add_argument("--documents", type=int, help=f"training documents, a seeded sample (default {DOCUMENTS}; "
+                        f"--quick {QUICK_DOCUMENTS})")
+    parser.add_argument("--val-documents", type=int, default=VAL_DOCUMENTS,
+                        help="documents held out for validation (the perplexity)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="distillation epochs (at least 2: the first "
+                        "is not timed)")
+    parser.add_argument("--cores", type=int, default=2, help="threads in all, shared out among the processes")
+    parser.add_argument("--cache", type=Path, default=lm_assets.CACHE, help="where lm_assets keeps Brown")
+    parser.add_argument("--work", type=Path, help="keep the project folders here (an empty folder)")
+    args = parser.parse_args()
+    args.documents = args.documents or (QUICK_DOCUMENTS if args.quick else DOCUMENTS)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: the first epoch is not timed")
+    for processes in PROCESSES:
+        threads_per_process(args.cores, processes)  # refused before anything runs
+    corpus = Path(args.data_path) if args.data_path else lm_assets.brown(args.cache)[0]
+    raw = build_raw(args, corpus)
+    start = time.perf_counter()
+    if args.work:
+        result = run_benchmark(args.work, raw, args.cores)
+    else:
+        result = common.in_scratch("shrinkflow-scale-", lambda work, raw: run_benchmark(work, raw, args.cores), raw)
+    result["wall_s"] = time.perf_counter() - start
+    common.report(args, "scale", "Scaling benchmark: LM distillation on 1 and 2 CPU processes (torchrun, gloo)",
+                  table(result), result,
+                  note=f"Brown, {args.documents} training documents, {args.epochs} distillation epochs; "
+                       f"{args.cores} threads in all (2 processes x 1 thread vs 1 process x 2 threads); "
+                       f"transformers {common.version('transformers')}, {result['wall_s'] / 60:.1f} min wall.",
+                  threads=args.cores, documents=args.documents, epochs=args.epochs, wall_s=result["wall_s"],
+                  params=raw)
+
+
+if __name__ == "__main__":
+    main()
