@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from steps import config, tracking
-from steps.compression import measure, parallel
+from steps.compression import measure, parallel, transfer
 from steps.compression.families import CHECKPOINT_RECORD, checkpoint, family
 from steps.compression.regularization import near_zero_fraction
 from steps.compression.training import accuracy, adam, numpy_rows, train_epochs, validation_scores
@@ -104,7 +104,9 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
 
 def _train(params: config.Params, root: Path, origin: lineage.Origin) -> TeacherResult:
     device, generator = setup(params)
-    splits = datasets.load_splits(root, ("train", "val"))
+    # on CUDA pinned once, for asynchronous copies (transfer.py); on CPU the splits themselves
+    splits = {name: transfer.pinned(split, device)
+              for name, split in datasets.load_splits(root, ("train", "val")).items()}
     cfg, train = params.teacher, splits["train"]
     init_uri = init_sha = ""
     if cfg.init is None:
@@ -114,7 +116,7 @@ def _train(params: config.Params, root: Path, origin: lineage.Origin) -> Teacher
         with tempfile.TemporaryDirectory(prefix="shrinkflow-teacher-init-") as scratch:
             model, spec, init_uri, init_sha = load_init(cfg, root, train.x, Path(scratch))
     model = model.to(device)
-    with stage_run(root, params, "teacher", origin) as run_id:
+    with stage_run(root, params, "teacher", origin, device) as run_id:
         if parallel.is_main():  # one MLflow run: rank 0's
             name, digest = datasets.identity(root)
             # the schema: one tensor, or a text's named token ids and mask

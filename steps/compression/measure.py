@@ -117,8 +117,10 @@ def latency_ms(models: dict[str, nn.Module], batch: Inputs, warmup: int, repeats
         torch.set_num_threads(previous)
 
 
-def cuda_latency_ms(model: nn.Module, batch: Inputs, warmup: int, repeats: int) -> dict[str, float]:
-    """{"p50", "p95", "max", "n"} in ms of one forward pass of a model on a CUDA device, timed by CUDA events.
+def cuda_latency_ms(model: nn.Module, batch: Inputs, warmup: int, repeats: int,
+                    keep_samples: bool = False) -> dict[str, float]:
+    """{"p50", "p95", "max", "n"} (and the raw "samples" with `keep_samples`) in ms of one forward pass of a model
+    on a CUDA device, timed by CUDA events.
 
     A kernel launch returns before the GPU has run it, so a wall clock around forward() times the launches; a pair
     of events recorded on the stream around it times the GPU's work. `warmup` passes first (cuDNN's algorithm
@@ -140,7 +142,7 @@ def cuda_latency_ms(model: nn.Module, batch: Inputs, warmup: int, repeats: int) 
             end.record()
             end.synchronize()
             samples.append(start.elapsed_time(end))
-    return _percentiles(samples)
+    return _percentiles(samples) | ({"samples": samples} if keep_samples else {})
 
 
 def onnx_latency_ms(files: dict[str, Path], batch, warmup: int, repeats: int,
@@ -151,14 +153,16 @@ def onnx_latency_ms(files: dict[str, Path], batch, warmup: int, repeats: int,
     return interleaved_ms(onnx_runners(files, batch, threads), warmup, repeats, keep_samples, min_seconds, block)
 
 
-def onnx_runners(files: dict[str, Path], batch, threads: int) -> dict[str, Callable[[], object]]:
-    """{name: a zero-argument call running that ONNX file on `batch`} (ONNX Runtime, `threads` intra-op threads):
-    what interleaved_samples times. `batch`: an array (images, features) or named token arrays (onnx_export.feed)."""
+def onnx_runners(files: dict[str, Path], batch, threads: int,
+                 provider: str = "CPUExecutionProvider") -> dict[str, Callable[[], object]]:
+    """{name: a zero-argument call running that ONNX file on `batch`} (ONNX Runtime, `threads` intra-op threads,
+    on `provider`): what interleaved_samples times. `batch`: an array (images, features) or named token arrays
+    (onnx_export.feed), fed from host memory (on CUDA each run copies it in and the logits out)."""
     from steps.compression.onnx_export import feed as feed_of
     from steps.compression.onnx_export import session
 
     feed = feed_of(batch)
-    sessions = {name: session(path, threads) for name, path in files.items()}
+    sessions = {name: session(path, threads, provider) for name, path in files.items()}
     return {name: (lambda s=sess: s.run(None, feed)) for name, sess in sessions.items()}
 
 

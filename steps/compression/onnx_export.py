@@ -198,8 +198,9 @@ def check(path: Path):
     return model
 
 
-def session(path: Path, threads: int):
-    """An ONNX Runtime CPU session at a fixed thread count, all graph optimisations on.
+def session(path: Path, threads: int, provider: str = "CPUExecutionProvider"):
+    """An ONNX Runtime session at a fixed thread count, all graph optimisations on; on the CPU provider unless
+    `provider` names another (accelerator.onnx_provider: CUDA's, with the CPU for the nodes it cannot run).
 
     Spinning is off: idle worker threads that spin would steal the cores from
     whatever is timed next (other models, PyTorch), skewing side-by-side latency.
@@ -213,7 +214,9 @@ def session(path: Path, threads: int):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # warnings about unused initializers etc. are not ours to fix
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from steps.compression.accelerator import session_providers
+
+    return ort.InferenceSession(str(path), options, providers=session_providers(provider))
 
 
 def feed(x) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from steps.compression import choices, parallel, progress
+from steps.compression import choices, parallel, progress, transfer
 from steps.compression.augment import Augment
 from steps.compression.precision import Precision
 
@@ -44,12 +44,17 @@ class Split:
 
     def batch(self, idx: torch.Tensor, device: torch.device,
               augment: Augment | None = None) -> tuple[Inputs, torch.Tensor]:
+        if device.type == "cuda":  # gathered into pinned memory, copied asynchronously (transfer.py)
+            x = rows(self.x, idx, transfer.pinned_rows) if augment is None else augment(self.x[idx])
+            return to_device(x, device), transfer.to_cuda(transfer.pinned_rows(self.y, idx), device)
         x = rows(self.x, idx) if augment is None else augment(self.x[idx])
         return to_device(x, device), self.y[idx].to(device)
 
 
-def rows(x: Inputs, idx: torch.Tensor | slice) -> Inputs:
-    """The rows `idx` of every tensor of `x`."""
+def rows(x: Inputs, idx: torch.Tensor | slice, gather: Callable | None = None) -> Inputs:
+    """The rows `idx` of every tensor of `x` (by `gather(tensor, idx)` when given: into pinned memory on CUDA)."""
+    if gather is not None:
+        return {name: gather(t, idx) for name, t in x.items()} if isinstance(x, dict) else gather(x, idx)
     return {name: t[idx] for name, t in x.items()} if isinstance(x, dict) else x[idx]
 
 
@@ -64,7 +69,10 @@ def count(x: Inputs) -> int:
 
 
 def to_device(x: Inputs, device: torch.device) -> Inputs:
-    return {name: t.to(device) for name, t in x.items()} if isinstance(x, dict) else x.to(device)
+    """`x` on `device`; to a CUDA device from pinned memory without blocking (transfer.to_cuda)."""
+    move = (lambda t: transfer.to_cuda(t, device)) if torch.device(device).type == "cuda" else \
+        (lambda t: t.to(device))
+    return {name: move(t) for name, t in x.items()} if isinstance(x, dict) else move(x)
 
 
 def forward(model: nn.Module, x: Inputs) -> torch.Tensor:

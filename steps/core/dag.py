@@ -157,7 +157,7 @@ STAGES: tuple[Stage, ...] = (
     # metrics/prune.json: how the budget search's verification read the teacher's file (the machine's drift since)
     Stage("evaluate", inputs=(DATA_DIR, *_ALL_MODELS, *(onnx_path(role) for role in ModelRole), INT8_DIR,
                               metrics_path("quantize"), metrics_path("prune")),
-          params=("threads", "evaluate", "target"), metrics=(REPORT,), plots=(f"{PLOTS_DIR}/pareto.png",),
+          params=("device", "threads", "evaluate", "target"), metrics=(REPORT,), plots=(f"{PLOTS_DIR}/pareto.png",),
           plugins=_LOADS_ALL_MODELS),
     # the deployable ONNX files are logged with the registered version; with a budget, the teacher's ONNX file
     # too (the reference its latency was timed beside, for the audit)

@@ -48,6 +48,8 @@ class Timing:
     repeats: int
     seconds: float = 0.0
     windows: int = 1
+    provider: str = "CPUExecutionProvider"
+    """ONNX Runtime's execution provider (accelerator.onnx_provider)."""
 
 
 def time_files(files: dict[str, Path], batch, timing: Timing) -> dict[str, list[list[float]]]:
@@ -56,7 +58,7 @@ def time_files(files: dict[str, Path], batch, timing: Timing) -> dict[str, list[
     interleaved_samples), window after window. Warm-up once: the sessions stay loaded between windows."""
     from steps.compression import measure
 
-    runners = measure.onnx_runners(files, batch, timing.threads)
+    runners = measure.onnx_runners(files, batch, timing.threads, timing.provider)
     out: dict[str, list[list[float]]] = {name: [] for name in files}
     for w in range(timing.windows):
         timed = measure.interleaved_samples(runners, timing.warmup if w == 0 else 0, timing.repeats, timing.seconds)

@@ -7,13 +7,15 @@ number in the report, in a sweep and in an audit means the same thing.
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from steps import config
-from steps.compression import measure, progress
+from steps.compression import accelerator, measure, progress
 from steps.compression.training import count, predict_logits, rows
 from steps.core.layout import model_dir, model_path
 from steps.core.names import ModelRole
@@ -75,23 +77,53 @@ def _intervals(timed: dict[str, dict]) -> dict[str, dict]:
     return {name: with_p95_interval(t) for name, t in timed.items()}
 
 
+def clocks(device: torch.device | None = None) -> dict[str, str]:
+    """What times each backend on `device` (None: the CPU), as the report says it: {"eager": perf_counter or
+    cuda_events, "onnxruntime": the execution provider, with why it is the CPU's when CUDA was asked for}."""
+    import onnxruntime as ort
+
+    device = device or torch.device("cpu")
+    return {EAGER: accelerator.eager_clock(device),
+            ONNXRUNTIME: accelerator.onnx_provider(device, ort.get_available_providers())[1]}
+
+
 def latencies(models: dict, onnx_files: dict[str, Path], batches: dict[str, object], cfg: config.EvaluateConfig,
-              threads: int) -> dict[str, dict]:
+              threads: int, device: torch.device | None = None) -> dict[str, dict]:
     """{backend: {batch key: {name: {p50, p95, p95_low, p95_high, max, n, ...}}}}: eager models and ONNX files,
-    each set timed interleaved; the ONNX files (what is deployed and gated) in `cfg.latency_windows` windows."""
+    each set timed interleaved; the ONNX files (what is deployed and gated) in `cfg.latency_windows` windows.
+    On a CUDA `device` eager models are timed there one after another by CUDA events (measure.cuda_latency_ms),
+    and the ONNX files on ONNX Runtime's CUDA provider when it is installed (clocks)."""
     out: dict[str, dict] = {EAGER: {}, ONNXRUNTIME: {}}
+    on_cuda = device is not None and accelerator.is_cuda(device)
+    provider = accelerator.onnx_provider(device, _providers())[0] if on_cuda else accelerator.CPU_PROVIDER
     for key, batch in batches.items():
         began = time.perf_counter()
-        out[EAGER][key] = _intervals(measure.latency_ms(models, batch, cfg.latency_warmup, cfg.latency_repeats,
-                                                        threads, keep_samples=True))
+        out[EAGER][key] = _intervals(
+            cuda_eager(models, batch, cfg, device) if on_cuda else
+            measure.latency_ms(models, batch, cfg.latency_warmup, cfg.latency_repeats, threads, keep_samples=True))
         if onnx_files:
-            out[ONNXRUNTIME][key] = onnx_windows(onnx_files, batch, cfg, threads)
+            out[ONNXRUNTIME][key] = onnx_windows(onnx_files, batch, cfg, threads, provider)
         progress.report("latency", f"{key} timed", {"eager_models": len(models), "onnx_files": len(onnx_files),
                                                     "repeats": cfg.latency_repeats}, progress.since(began))
     return out
 
 
-def onnx_windows(files: dict[str, Path], batch, cfg: config.EvaluateConfig, threads: int) -> dict[str, dict]:
+def _providers() -> list[str]:
+    import onnxruntime as ort
+
+    return ort.get_available_providers()
+
+
+def cuda_eager(models: dict, batch, cfg: config.EvaluateConfig, device: torch.device) -> dict[str, dict]:
+    """{name: {p50, p95, max, n, samples}}: each model copied to the CUDA `device` and timed there by CUDA events
+    after warm-up and a synchronize (the models themselves stay where they are)."""
+    return {name: measure.cuda_latency_ms(copy.deepcopy(model).to(device), batch, cfg.latency_warmup,
+                                          cfg.latency_repeats, keep_samples=True)
+            for name, model in models.items()}
+
+
+def onnx_windows(files: dict[str, Path], batch, cfg: config.EvaluateConfig, threads: int,
+                 provider: str = accelerator.CPU_PROVIDER) -> dict[str, dict]:
     """{name: {p50, p95, p95_low, p95_high, max, n, windows}} of ONNX files run on `batch` (what the graphs take:
     onnx_export.feed of a tensor, or of token ids by name) timed in turns in `cfg.latency_windows`
     windows of `cfg.latency_repeats` calls each (steps/core/latency.py): p95's interval spans the windows'
@@ -99,7 +131,8 @@ def onnx_windows(files: dict[str, Path], batch, cfg: config.EvaluateConfig, thre
     with its interval: speedup_low, speedup_high."""
     from steps.core import latency
 
-    timing = latency.Timing(count(batch), threads, cfg.latency_warmup, cfg.latency_repeats, 0.0, cfg.latency_windows)
+    timing = latency.Timing(count(batch), threads, cfg.latency_warmup, cfg.latency_repeats, 0.0, cfg.latency_windows,
+                            provider)
     timed = latency.time_files(files, batch, timing)
     first, out = next(iter(files)), {}
     for name in files:
@@ -120,20 +153,22 @@ def measure_models(models: dict[str, tuple[Path, ModelRole]], test, cfg: config.
 
 
 def measure_all(models: dict[str, tuple[Path, ModelRole]], test, cfg: config.EvaluateConfig, threads: int,
-                onnx_files: dict[str, Path] | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
+                onnx_files: dict[str, Path] | None = None,
+                device: torch.device | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
     """({name: metrics}, all timings {backend: {batch key: {name: {p50, p95}}}}).
 
     Latency is PyTorch eager and, for the files in `onnx_files` (which may
     include files with no PyTorch model, e.g. int8 ones), ONNX Runtime, at
     batch 1 and at `latency_batch_size`. The headline `latency_p50_ms`,
     `latency_p95_ms` and `speedup` use `cfg.latency_backend` (eager when no
-    ONNX files are given).
+    ONNX files are given). Everything but latency is measured on the CPU; latency on a CUDA `device` is the
+    GPU's (latencies, clocks), on None or the CPU the same as always.
     """
     big = rows(test.x, slice(0, cfg.latency_batch_size))  # text: (batch, the data's max_length) token ids
     batches = {batch_key(1): rows(test.x, slice(0, 1)), batch_key(count(big)): big}
     loaded = {name: load_model(root, role)[0] for name, (root, role) in models.items()}
     results = {name: static_metrics(*models[name], model, test, big) for name, model in loaded.items()}
-    timed = latencies(loaded, onnx_files or {}, batches, cfg, threads)
+    timed = latencies(loaded, onnx_files or {}, batches, cfg, threads, device)
     backend = cfg.latency_backend if onnx_files else EAGER
     first = next(iter(results))
     for name, metrics in results.items():

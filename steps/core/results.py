@@ -188,6 +188,9 @@ class EvaluateReport(StageResult):
     mlflow_run_id: str
     target: dict | None = None
     """With a budget: the deployable file re-measured on the budget's terms ({budget, measured, violations})."""
+    latency_clocks: dict | None = None
+    """What timed each backend (measurement.clocks): {"eager": perf_counter | cuda_events, "onnxruntime": the
+    execution provider that ran}."""
     language: dict | None = None
     """causal_lm: the student against the teacher by a paired bootstrap over test documents, each model's summed
     log-likelihood per document (promote's paired gate reads them), and greedy generations from fixed prompts."""

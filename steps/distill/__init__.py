@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from steps import config, tracking
-from steps.compression import augment, measure, parallel
+from steps.compression import augment, measure, parallel, transfer
 from steps.compression.distillation.features import FeatureTap
 from steps.compression.distillation.objective import WeightedSum
 from steps.compression.training import (
@@ -95,7 +95,9 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
 
 def _distill(params: config.Params, root: Path, origin: lineage.Origin) -> DistillResult:
     device, generator = setup(params)
-    splits = datasets.load_splits(root, ("train", "val"))
+    # on CUDA pinned once, for asynchronous copies (transfer.py); on CPU the splits themselves
+    splits = {name: transfer.pinned(split, device)
+              for name, split in datasets.load_splits(root, ("train", "val")).items()}
     train, cfg = splits["train"], params.distill
     check_augmentable(train.x, cfg.train.augment)
     # With a budget the search chose the student (the pruned model) and the unpruned teacher distills into it;
@@ -122,7 +124,7 @@ def _distill(params: config.Params, root: Path, origin: lineage.Origin) -> Disti
     else:
         step_loss = logits_only_loss(objective, teacher, train, device)
 
-    with stage_run(root, params, "distill", origin) as run_id:
+    with stage_run(root, params, "distill", origin, device) as run_id:
         def on_epoch(epoch: int, loss: float) -> dict[str, float]:
             epoch_metrics = {"train_loss": loss, **validation_scores(student, splits["val"])}
             tracking.log_metrics(epoch_metrics, step=epoch)

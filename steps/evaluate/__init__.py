@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 from steps import config, tracking
-from steps.compression.training import seed_everything
+from steps.compression.training import resolve_device, seed_everything
 from steps.core import budget, datasets, lineage
 from steps.core.layout import FP32, PLOTS_DIR, REPORT, metrics_path, onnx_path
-from steps.core.measurement import ONNXRUNTIME, measure_all, timings_of
+from steps.core.measurement import ONNXRUNTIME, clocks, measure_all, timings_of
 from steps.core.names import ModelRole
 from steps.evaluate.perclass import class_recall, recall_frame
 from steps.core.reports import close_figure, frame, report_figure
@@ -41,13 +41,15 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     onnx_files = {role.value: root / onnx_path(role) for role in ModelRole}
     onnx_files |= {onnx_name(name): root / v["file"] for name, v in quantized["variants"].items() if name != FP32}
     # The teacher comes first: ratios (speedup, MAC reduction) are relative to it.
-    models, timed = measure_all({role.value: (root, role) for role in ModelRole}, test, cfg, params.threads, onnx_files)
+    device = resolve_device(params.device)  # on CUDA, latency is the GPU's (measurement.clocks says how timed)
+    models, timed = measure_all({role.value: (root, role) for role in ModelRole}, test, cfg, params.threads, onnx_files,
+                                device)
     # recall per class, named by the manifest (issue 16): the per-class table and promote's per-class gate read it
     class_names = list(datasets.read_manifest(root)["classes"])
     for role in ModelRole:
         models[role.value]["class_recall"] = class_recall(load_model(root, role)[0], test, class_names)
     report = {"models": models, "threads": params.threads, "latency_batch_size": min(cfg.latency_batch_size, len(test)),
-              "latency_backend": cfg.latency_backend, "test_images": len(test),
+              "latency_backend": cfg.latency_backend, "latency_clocks": clocks(device), "test_images": len(test),
               "deploy": {"deployable": quantized["deploy"], "file": quantized["deployable"],
                          "variants": deploy_variants(quantized, timed)}}
     report["target"] = budget_check(params, root, test, quantized)
@@ -59,6 +61,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
         # class_recall goes as a table: class names are the dataset's, not always valid metric names
         scalars = {name: {k: v for k, v in m.items() if k != "class_recall"} for name, m in models.items()}
         tracking.log_metrics(numeric_leaves({**scalars, "deploy": report["deploy"]["variants"]}))
+        tracking.set_tags({f"latency.{backend}": clock for backend, clock in report["latency_clocks"].items()})
         tracking.log_table(frame(report).reset_index(), "comparison.json")
         tracking.log_table(recall_frame(models).reset_index(), "per_class_recall.json")
         tracking.log_figure(figure, "pareto.png")
