@@ -26,7 +26,7 @@ from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from .classifier import HF_ARTIFACT
 from .inputs import InputError
-from .texts import check_strings
+from .texts import check_strings, sequence_values
 
 TOKENIZER_FILE = "tokenizer.json"
 THREADS_VARIABLE = "SHRINKFLOW_TORCH_THREADS"
@@ -126,20 +126,15 @@ def prompts_of(data) -> list[str]:
 
 
 def _values(data) -> list:
-    if isinstance(data, str):
-        return [data]
     if isinstance(data, pd.DataFrame):
         if len(data.columns) != 1:
             raise InputError(f"a table of the column(s) {[str(c) for c in data.columns]}: expected one column "
                              "of prompts")
         return data.iloc[:, 0].tolist()
-    if isinstance(data, pd.Series | list | tuple):
-        return list(data)
-    if isinstance(data, np.ndarray):
-        if data.ndim != 1:
-            raise InputError(f"prompts of shape {tuple(data.shape)}: expected a list of strings (one dimension)")
-        return data.tolist()
-    raise InputError(f"expected a list of prompt strings, got {type(data).__name__}")
+    values = sequence_values(data, "prompts")
+    if values is None:
+        raise InputError(f"expected a list of prompt strings, got {type(data).__name__}")
+    return values
 
 
 def settings(params: dict | None) -> tuple[int, float, int]:

@@ -57,18 +57,27 @@ def texts(data, contract: Contract) -> list[str]:
 
 def text_values(data, contract: Contract) -> list:
     """The raw values of the texts column, or of the list/array/Series sent in its place."""
-    if isinstance(data, str):
-        return [data]
     if isinstance(data, pd.DataFrame):
         return table_column(data, contract).tolist()
+    values = sequence_values(data, "texts")
+    if values is None:
+        raise InputError(f"expected a list of strings or a table with the column {contract.text_column!r}, "
+                         f"got {type(data).__name__}")
+    return values
+
+
+def sequence_values(data, noun: str) -> list | None:
+    """One string, a list or tuple, a Series or a 1-D array as a list of its values; None for anything else (a
+    table is read by its column). InputError for an array of more dimensions, naming `noun`."""
+    if isinstance(data, str):
+        return [data]
     if isinstance(data, pd.Series | list | tuple):
         return list(data)
     if isinstance(data, np.ndarray):
         if data.ndim != 1:
-            raise InputError(f"texts of shape {tuple(data.shape)}: expected a list of strings (one dimension)")
+            raise InputError(f"{noun} of shape {tuple(data.shape)}: expected a list of strings (one dimension)")
         return data.tolist()
-    raise InputError(f"expected a list of strings or a table with the column {contract.text_column!r}, "
-                     f"got {type(data).__name__}")
+    return None
 
 
 def table_column(frame: pd.DataFrame, contract: Contract) -> pd.Series:

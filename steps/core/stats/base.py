@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,3 +43,23 @@ def check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
     if not names or not all(isinstance(n, str) for n in names):
         raise ValueError(f"class_names must be a non-empty sequence of strings, got {class_names!r}")
     return names
+
+
+BOOTSTRAP_CHUNK_ELEMENTS = 1 << 22
+"""Index entries drawn per chunk (16 MiB of int32): bounds memory, keeps numpy's loops long."""
+
+
+def bootstrap_draws(n: int, resamples: int, seed: int) -> Iterator[tuple[slice, np.ndarray]]:
+    """`resamples` draws of n items with replacement, as (the resamples' rows, their indices (rows, n)) a chunk at a
+    time; deterministic for a given seed."""
+    rng = np.random.default_rng(seed)
+    rows = max(1, BOOTSTRAP_CHUNK_ELEMENTS // n)
+    for start in range(0, resamples, rows):
+        stop = min(start + rows, resamples)
+        yield slice(start, stop), rng.integers(0, n, size=(stop - start, n), dtype=np.int32 if n < 2**31 else np.int64)
+
+
+def check_resamples(resamples: int) -> None:
+    if not isinstance(resamples, int | np.integer) or resamples < 1:
+        raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
+

@@ -21,14 +21,10 @@ import math
 
 import numpy as np
 
-from steps.core.stats.base import Interval, check_probability
+from steps.core.stats.base import Interval, bootstrap_draws, check_probability, check_resamples
 
 DEFAULT_RESAMPLES = 2000
 """Efron & Tibshirani (1993, ch. 13) ask for 1,000 or more resamples for percentile intervals."""
-
-_CHUNK_ELEMENTS = 1 << 22
-"""Document indices drawn per chunk: bounds memory, keeps numpy's loops long."""
-
 
 def paired_document_bootstrap(reference_sums: np.ndarray, candidate_sums: np.ndarray, tokens: np.ndarray,
                               confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
@@ -39,18 +35,12 @@ def paired_document_bootstrap(reference_sums: np.ndarray, candidate_sums: np.nda
     Deterministic for a given seed."""
     reference, candidate, counts = _paired(reference_sums, candidate_sums, tokens)
     check_probability("confidence", confidence)
-    if not isinstance(resamples, int | np.integer) or resamples < 1:
-        raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
     kept = counts > 0
     delta, counts = (candidate - reference)[kept], counts[kept]
-    n = len(delta)
-    rng = np.random.default_rng(seed)
-    rows = max(1, _CHUNK_ELEMENTS // n)
+    check_resamples(resamples)
     means = np.empty(resamples, dtype=np.float64)
-    for start in range(0, resamples, rows):
-        stop = min(start + rows, resamples)
-        index = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = delta[index].sum(axis=1) / counts[index].sum(axis=1)
+    for rows, index in bootstrap_draws(len(delta), resamples, seed):
+        means[rows] = delta[index].sum(axis=1) / counts[index].sum(axis=1)
     alpha = 1.0 - confidence
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return Interval(float(delta.sum() / counts.sum()), float(low), float(high), confidence)

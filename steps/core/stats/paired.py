@@ -16,14 +16,17 @@ from enum import StrEnum
 import numpy as np
 from scipy import stats as sps
 
-from steps.core.stats.base import Interval, check_class_names, check_labels, check_probability
+from steps.core.stats.base import (
+    Interval,
+    bootstrap_draws,
+    check_class_names,
+    check_labels,
+    check_probability,
+    check_resamples,
+)
 
 DEFAULT_RESAMPLES = 2000
 """Efron & Tibshirani (1993, ch. 13) ask for 1,000 or more resamples for percentile intervals."""
-
-_BOOTSTRAP_CHUNK_ELEMENTS = 1 << 22
-"""Index entries drawn per chunk (16 MiB of int32): bounds memory, keeps numpy's loops long."""
-
 
 @dataclass(frozen=True)
 class McNemar:
@@ -91,17 +94,12 @@ def paired_bootstrap_ci(champion_correct: np.ndarray, challenger_correct: np.nda
     """
     champion, challenger = _paired_correct(champion_correct, challenger_correct)
     check_probability("confidence", confidence)
-    if not isinstance(resamples, int | np.integer) or resamples < 1:
-        raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
     delta = challenger.astype(np.int8) - champion.astype(np.int8)  # +1, 0, -1 per item
     n = len(delta)
-    rng = np.random.default_rng(seed)
-    rows = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
+    check_resamples(resamples)
     sums = np.empty(resamples, dtype=np.int64)
-    for start in range(0, resamples, rows):
-        stop = min(start + rows, resamples)
-        index = rng.integers(0, n, size=(stop - start, n), dtype=np.int32 if n < 2**31 else np.int64)
-        sums[start:stop] = delta[index].sum(axis=1, dtype=np.int64)
+    for rows, index in bootstrap_draws(n, resamples, seed):
+        sums[rows] = delta[index].sum(axis=1, dtype=np.int64)
     alpha = 1.0 - confidence
     low, high = np.quantile(sums / n, [alpha / 2, 1 - alpha / 2])
     return Interval(float(delta.mean(dtype=np.float64)), float(low), float(high), confidence)
