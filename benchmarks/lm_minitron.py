@@ -5,6 +5,7 @@ its logits alone, against the combined shape trained from scratch on as many tok
     .venv/bin/python benchmarks/lm_minitron.py                     # the full run (about an hour on 2 cores)
     .venv/bin/python benchmarks/lm_minitron.py --work /tmp/mini    # keep the folders: a rerun reuses the teacher
     .venv/bin/python benchmarks/lm_minitron.py --quick             # a few documents and a tiny model (~1 min)
+    .venv/bin/python benchmarks/lm_minitron.py --student-documents 150   # students on 150 of the 375 documents
 
 Everything runs through the pipeline's own stage functions (data, teacher, prune, distill) in scratch project
 folders, in this one process. The data: the Brown corpus's 500 documents (benchmarks/lm_assets.py), split by
@@ -14,7 +15,10 @@ head) trained from scratch by the teacher stage. Each plan: prune.method transfo
 importance, block_influence depth), no fine-tuning (prune.finetune.epochs 0), then the distill stage with the
 pruned model as the student and the unpruned teacher's logits as its only target (alpha 1, temperature 1: the
 forward KL Minitron trains with), for the same number of training tokens for every plan. The control: the
-combined plan's final shape trained from scratch by the teacher stage on as many tokens.
+combined plan's final shape trained from scratch by the teacher stage on as many tokens. With --student-documents
+the students and the scratch model train on a seeded sample of the teacher's training documents, tokenized by
+the teacher's tokenizer (the same test and validation documents, checked block by block): a smaller, still
+equal, token budget when the machine is slower than planned.
 
 Every model is scored on the test documents (steps/compression/language.score_split: perplexity, bits per byte,
 next-token accuracy), compared by a paired bootstrap over documents (steps/core/stats/likelihood), and timed at
@@ -26,6 +30,7 @@ tokens from scratch (the paired interval wholly above 0); width against depth (w
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from pathlib import Path
@@ -133,18 +138,43 @@ def validated(raw: dict, name: str) -> config.Params:
     return config.validate(raw, stage=name)
 
 
-def _project(work: Path, name: str, raw: dict, seed_from: Path | None, teacher_too: bool) -> Path:
-    """`work/name` with its params.yaml; the data (and, `teacher_too`, the teacher) of `seed_from` linked in."""
+def _project(work: Path, name: str, raw: dict, data_from: Path | None, teacher_from: Path | None = None) -> Path:
+    """`work/name` with its params.yaml; the data of `data_from` and the teacher of `teacher_from` linked in."""
     root = work / name
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    if seed_from is not None:
-        links = [DATA_DIR, *(stage("teacher").outputs(validated(raw, "teacher")) if teacher_too else ())]
-        for rel in links:
-            if not (root / rel).exists():
-                (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                (root / rel).symlink_to((seed_from / rel).resolve())
+    links = [(DATA_DIR, data_from)] if data_from is not None else []
+    if teacher_from is not None:
+        links += [(rel, teacher_from) for rel in stage("teacher").outputs(validated(raw, "teacher"))]
+    for rel, source in links:
+        if not (root / rel).exists():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).symlink_to((source / rel).resolve())
     return root
+
+
+def student_raw(raw: dict, base: Path, documents: int) -> dict:
+    """The students' data: the first `documents` of the teacher's training documents (a seeded sample), tokenized
+    by the teacher's tokenizer, so the token ids, the validation and the test documents are the teacher's."""
+    out = merge(raw, {"data": {"train_limit": documents}})
+    out["data"]["tokenizer"] = {"path": str((base / DATA_DIR / "tokenizer.json").resolve())}
+    return out
+
+
+def student_data(work: Path, raw: dict, base: Path, documents: int | None) -> tuple[dict, Path]:
+    """(the students' params, the project whose data they train on): the teacher's, or `documents` of its training
+    documents (--student-documents), refused unless the test blocks are the teacher's to the token."""
+    if documents is None:
+        return raw, base
+    own = student_raw(raw, base, documents)
+    root = _project(work, "student-data", own, None)
+    data.run(validated(own, "data"), root)
+    for split in ("test", "val"):
+        ours = datasets.load_blocks(root, split, datasets.read_manifest(root))["input_ids"]
+        theirs = datasets.load_blocks(base, split, datasets.read_manifest(base))["input_ids"]
+        if not np.array_equal(ours, theirs):
+            raise ValueError(f"--student-documents: the students' {split} blocks differ from the teacher's")
+    return own, root
 
 
 def _trained_teacher(base: Path, raw: dict) -> bool:
@@ -162,35 +192,50 @@ def _timed(module, raw: dict, name: str, root: Path) -> float:
     return time.perf_counter() - start
 
 
-def train_models(work: Path, raw: dict) -> tuple[dict[str, tuple[Path, ModelRole]], dict[str, float], dict]:
+TEACHER_SECONDS = "benchmark-teacher-seconds.json"
+"""Beside a --work teacher: how long it trained, so a rerun that reuses it still reports it."""
+
+
+def train_models(work: Path, raw: dict, student_documents: int | None = None
+                 ) -> tuple[dict[str, tuple[Path, ModelRole]], dict[str, float], dict]:
     """({row: (project, role)}, {row: training seconds}, {row: training tokens}). Rows: the teacher, each plan
-    pruned and pruned+KD, and the combined shape from scratch."""
+    pruned and pruned+KD, and the combined shape from scratch; the students and the scratch model train on
+    the same blocks for the same epochs."""
     reused = _trained_teacher(work / "base", raw)
-    base = _project(work, "base", raw, None, False)
+    base = _project(work, "base", raw, None)
     seconds = {}
-    if not reused:
+    if reused:
+        recorded = base / TEACHER_SECONDS
+        seconds["teacher"] = json.loads(recorded.read_text())["seconds"] if recorded.is_file() else None
+    else:
         data.run(validated(raw, "data"), base)
         seconds["teacher"] = _timed(teacher, raw, "teacher", base)
-    blocks = datasets.read_manifest(base)["files"]["train.npz"]["rows"]
-    epoch_tokens = blocks * raw["data"]["block_size"]
-    tokens = {"teacher": epoch_tokens * raw["teacher"]["train"]["epochs"]}
+        (base / TEACHER_SECONDS).write_text(json.dumps({"seconds": seconds["teacher"]}))
+    tokens = {"teacher": _epoch_tokens(base) * raw["teacher"]["train"]["epochs"]}
     models = {"teacher": (base, ModelRole.TEACHER)}
+    students, data_root = student_data(work, raw, base, student_documents)
+    epoch_tokens = _epoch_tokens(data_root)
     for plan, fractions in PLANS.items():
-        plan_params = plan_raw(raw, fractions)
-        root = _project(work, plan, plan_params, base, True)
+        plan_params = plan_raw(students, fractions)
+        root = _project(work, plan, plan_params, data_root, base)
         seconds[f"{plan} pruned"] = _timed(prune, plan_params, "prune", root)
         seconds[f"{plan} pruned+KD"] = seconds[f"{plan} pruned"] + _timed(distill, plan_params, "distill", root)
         models[f"{plan} pruned"] = (root, ModelRole.PRUNED)
         models[f"{plan} pruned+KD"] = (root, ModelRole.STUDENT)
         tokens[f"{plan} pruned"] = 0
-        tokens[f"{plan} pruned+KD"] = epoch_tokens * raw["distill"]["train"]["epochs"]
+        tokens[f"{plan} pruned+KD"] = epoch_tokens * students["distill"]["train"]["epochs"]
     shape = shape_of(load_model(*models[f"{SCRATCH_PLAN} pruned"])[0].hf)
-    own = scratch_raw(raw, shape)
-    root = _project(work, "scratch", own, base, False)
+    own = scratch_raw(students, shape)
+    root = _project(work, "scratch", own, data_root)
     seconds[SCRATCH] = _timed(teacher, own, "teacher", root)
     models[SCRATCH] = (root, ModelRole.TEACHER)
     tokens[SCRATCH] = epoch_tokens * own["teacher"]["train"]["epochs"]
     return models, seconds, tokens
+
+
+def _epoch_tokens(root: Path) -> int:
+    manifest = datasets.read_manifest(root)
+    return manifest["files"]["train.npz"]["rows"] * manifest["block_size"]
 
 
 def shape_of(hf) -> dict:
@@ -323,9 +368,9 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(work: Path, raw: dict, latency_settings: dict) -> dict:
+def run(work: Path, raw: dict, latency_settings: dict, student_documents: int | None = None) -> dict:
     seed_everything(raw["seed"], raw["threads"])
-    models, seconds, tokens = train_models(work, raw)
+    models, seconds, tokens = train_models(work, raw, student_documents)
     base = models["teacher"][0]
     rows, documents, doc_tokens = score(models, base)
     timed = latencies(models, latency_settings)
@@ -336,26 +381,33 @@ def run(work: Path, raw: dict, latency_settings: dict) -> dict:
               "documents": {**documents, "tokens": doc_tokens},
               "data": {"train_blocks": manifest["files"]["train.npz"]["rows"],
                        "test_blocks": manifest["files"]["test.npz"]["rows"], "documents": manifest["documents"],
-                       "block_size": manifest["block_size"]}}
+                       "block_size": manifest["block_size"],
+                       "student_train_blocks": datasets.read_manifest(models[SCRATCH][0])["files"]["train.npz"]["rows"],
+                       "student_documents": student_documents}}
     return {**result, "goals": goals(result)}
 
 
 def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--work", type=Path, help="keep the project folders here (a rerun reuses the teacher)")
+    parser.add_argument("--student-documents", type=int, help="train the students and the scratch model on only this "
+                        "many of the teacher's training documents (its tokenizer, the same test documents): a "
+                        "smaller token budget when time is short")
     parser.add_argument("--cache", type=Path, default=lm_assets.CACHE, help="where the Brown corpus is cached")
     args = parser.parse_args()
     docs = Path(args.data_path) if args.data_path else lm_assets.brown(args.cache)[0]
     raw = build_raw(args, docs)
     settings = QUICK_LATENCY if args.quick else LATENCY
     start = time.perf_counter()
-    result = run(args.work, raw, settings) if args.work else \
-        common.in_scratch("shrinkflow-minitron-", lambda w, r: run(w, r, settings), raw)
+    result = run(args.work, raw, settings, args.student_documents) if args.work else \
+        common.in_scratch("shrinkflow-minitron-", lambda w, r: run(w, r, settings, args.student_documents), raw)
     result["wall_s"] = time.perf_counter() - start
     common.report(args, "lm-minitron", "Minitron at small scale (Llama on Brown)", table(result), result,
                   note=f"transformers {common.version('transformers')}, {result['wall_s'] / 60:.1f} min wall; "
                        f"teacher {raw['teacher']['train']['epochs']} epoch(s), students "
-                       f"{raw['distill']['train']['epochs']} epoch(s) of the training blocks.",
+                       f"{raw['distill']['train']['epochs']} epoch(s) of "
+                       f"{result['data']['student_train_blocks']} training blocks "
+                       f"({args.student_documents or 'all'} training documents).",
                   threads=raw["threads"], wall_s=result["wall_s"], params=raw)
 
 

@@ -62,6 +62,16 @@ def test_the_scratch_control_trains_the_pruned_shape_for_the_students_epochs(min
     config.validate(own, stage="teacher")
 
 
+def test_the_students_data_is_a_prefix_of_the_teachers_documents_in_its_tokens(minitron, tmp_path: Path):
+    raw = minitron.build_raw(args(), tmp_path)
+    own = minitron.student_raw(raw, tmp_path / "base", 150)
+    data = config.validate(own, stage="data").data
+    assert data.train_limit == 150 and data.tokenizer.train is None
+    assert data.tokenizer.path.endswith("base/data/processed/tokenizer.json")
+    assert (data.val_size, data.test_fraction, data.test_limit) == (25, 0.2, None)  # the teacher's test documents
+    assert raw["data"]["tokenizer"] == {"train": {"kind": "bpe", "vocab_size": 8000}}
+
+
 def test_counts_separate_the_vocabulary_tables_from_the_rest(minitron):
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(AutoConfig.for_model(**{**minitron.QUICK_SHAPE, "vocab_size": 50}))
