@@ -16,6 +16,13 @@ N_M_METHODS = ("wanda", "magnitude")
 """The methods that prune a language model n:m (steps/compression/families/hf/sparse_method.py)."""
 
 
+class FinetuneConfig(TrainConfig):
+    """prune.finetune: the training after each round; epochs 0 trains none (Minitron distills the pruned model
+    instead of fine-tuning it: distill.student {name: pruned})."""
+
+    epochs: int = Field(ge=0, description="0: no fine-tuning after a round")
+
+
 class TransformerPruneConfig(_Section):
     """prune.method transformer (a vit or hf teacher): final fractions removed, reached over the rounds by the
     schedule. On an hf teacher heads and embedding are one axis (its config ties hidden_size to heads x head
@@ -43,7 +50,7 @@ class PruneConfig(_Section):
     target_sparsity: float = Field(gt=0, lt=1, description="fraction of weights (magnitude) or channels (structured)")
     rounds: int = Field(ge=1)
     round_to: int = Field(default=1, ge=1, description="structured: channel counts kept as multiples of this")
-    finetune: TrainConfig
+    finetune: FinetuneConfig
     transformer: TransformerPruneConfig = Field(default_factory=TransformerPruneConfig)
     n_m: str | None = Field(default=None, pattern=r"^[0-9]+:[0-9]+$",
                             description="wanda or magnitude on a language model: keep n of every m consecutive "
