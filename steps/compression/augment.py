@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional
 
+from steps.compression import parallel
+
 Augment = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -36,4 +38,6 @@ def shift_and_flip(generator: torch.Generator, max_shift: int = 2) -> Augment:
 
 
 def for_training(enabled: bool, seed: int) -> Augment | None:
-    return shift_and_flip(torch.Generator().manual_seed(seed + 1)) if enabled else None
+    """Shifts and flips drawn from `seed` + 1, and under torch.distributed from a stream of each rank's own (the
+    ranks' rows must not all get rank 0's transforms); one process draws exactly what it always did."""
+    return shift_and_flip(torch.Generator().manual_seed(seed + 1 + parallel.rank())) if enabled else None

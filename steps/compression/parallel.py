@@ -12,6 +12,7 @@ not do. BatchNorm's statistics are the rank's shard's (SyncBatchNorm runs on CUD
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from collections.abc import Iterator
 
@@ -58,6 +59,10 @@ def all_reduce_sum(value: float) -> float:
     return total.item()
 
 
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
+"""How long a rank waits in a collective for the others (rank 0's validation and saving included)."""
+
+
 @contextlib.contextmanager
 def process_group(backend: str) -> Iterator[None]:
     """The process group of torchrun's ranks for the duration (destroyed after, on success or failure); nothing
@@ -67,7 +72,9 @@ def process_group(backend: str) -> Iterator[None]:
         return
     if backend == "nccl":  # each rank its own GPU (NCCL refuses two ranks on one); device "cuda" is the current one
         torch.cuda.set_device(int(os.environ.get(LOCAL_RANK_ENV, "0")))
-    dist.init_process_group(backend)
+    # Ranks wait in a collective while rank 0 alone validates, logs and saves: NCCL's default of 10 minutes
+    # would kill a job whose validation or artifact upload takes longer.
+    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
     try:
         yield
     finally:
@@ -94,6 +101,8 @@ class Replicas:
     other parameters (a distillation objective's regressors) averaged by hand after it."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        if rank() > 0:  # dropout's masks: every rank was seeded alike, and would drop the same units of its rows
+            torch.manual_seed(torch.initial_seed() + rank())
         self.model = nn.parallel.DistributedDataParallel(model)
         own = {id(p) for p in model.parameters()}
         self.others = [p for group in optimizer.param_groups for p in group["params"] if id(p) not in own]

@@ -35,8 +35,10 @@ TORCHRUN_ENV = "TORCHELASTIC_RUN_ID"
 """Set by torchrun (and any torchelastic agent) in each rank's environment: the stage is a rank already."""
 CODE_ROOT = Path(__file__).resolve().parents[2]
 """The folder holding this checkout's `steps` package: the ranks import the code the caller runs."""
-_ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)(?:\s*\(pid:\s*\d+\))?\s*([^\n]*)",
+_ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)(?:\s*\(pid:\s*\d+\))?[ \t]*([^\n]*)",
                          re.DOTALL)
+"""torchrun's summary of the first failure: `rank : 1 ...  exitcode : 3 (pid: 123) SIGKILL`; only the rest of the
+exitcode line is the signal (the next line is the error file's)."""
 
 
 class RankFailed(ChildProcessError):

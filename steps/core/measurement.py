@@ -87,6 +87,12 @@ def clocks(device: torch.device | None = None) -> dict[str, str]:
             ONNXRUNTIME: accelerator.onnx_provider(device, ort.get_available_providers())[1]}
 
 
+def timed_on_cpu(clock: str | None) -> bool:
+    """Whether a latency clock as `clocks` names it (an evaluate run's `latency.<backend>` tag) was the CPU's:
+    perf_counter or ONNX Runtime's CPU provider; an untagged run (before GPUs) was."""
+    return clock is None or clock == accelerator.PERF_COUNTER or clock.startswith(accelerator.CPU_PROVIDER)
+
+
 def latencies(models: dict, onnx_files: dict[str, Path], batches: dict[str, object], cfg: config.EvaluateConfig,
               threads: int, device: torch.device | None = None) -> dict[str, dict]:
     """{backend: {batch key: {name: {p50, p95, p95_low, p95_high, max, n, ...}}}}: eager models and ONNX files,

@@ -47,7 +47,7 @@ from steps.core.layout import (
 from steps.core.names import Artifact, ModelRole, Tag
 from steps.core.results import EvaluateReport, QuantizeResult, TeacherResult
 from steps.core.torchkit import load_model
-from steps.promote.champion import cost_metrics, incumbent_now
+from steps.promote.champion import comparable_costs, cost_metrics, incumbent_now
 from steps.promote.contracts import check_same_task
 from steps.promote.decision import Candidate, Decision, judge
 from steps.promote.gates import Gate, quality_gates
@@ -83,7 +83,8 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
         tracking.log_files([root / f for f in model_files(ModelRole.STUDENT, folder)], Artifact.MODEL_FILES)
         tracking.log_dict(params.model_dump(mode="json"), "params.json")  # the audit compares params.yaml to it
         version = tracking.register(deployable, contract, test.raw[:EXAMPLE_ROWS], name, text_files)
-        candidate = Candidate(model_name=name, version=version, metrics=report["models"][ModelRole.STUDENT])
+        candidate = Candidate(model_name=name, version=version,
+                              metrics=comparable_costs(report["models"][ModelRole.STUDENT], report))
         try:
             decision = decide(root, params, report, run_id, candidate, (files, deployable), test, gates, trigger,
                               comparable)

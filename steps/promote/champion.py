@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from steps import config, tracking
+from steps.core.measurement import timed_on_cpu
 from steps.core.names import Alias, Tag
 from steps.promote.decision import Candidate, Incumbent
 from steps.registry import comparison
@@ -40,6 +41,15 @@ def champion_costs(version) -> dict:
         return {}
     logged = tracking.run_record(run_id).data.metrics
     return {key: logged[f"candidate.{key}"] for key in COST_METRICS if f"candidate.{key}" in logged}
+
+
+def comparable_costs(metrics: dict, report: dict) -> dict:
+    """The student's row of the report, less its latency when evaluate timed it on a GPU (report.json's
+    `latency_clocks`): 'faster' compares latencies of promote runs, which must all be the CPU's."""
+    clock = (report.get("latency_clocks") or {}).get(report.get("latency_backend", ""))
+    if timed_on_cpu(clock):
+        return metrics
+    return {k: v for k, v in metrics.items() if not k.startswith("latency_p95_")}
 
 
 def cost_metrics(candidate: Candidate) -> dict[str, float]:

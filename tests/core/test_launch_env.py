@@ -19,3 +19,24 @@ def test_ranks_do_not_inherit_the_store_mlflow_left_in_the_environment(monkeypat
 def test_ranks_record_into_the_server_the_user_chose(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/project-a/mlflow.db")
     assert launch._env("http://mlflow:5000")["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+SUMMARY = """[2026-12-07 14:00:00] torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-07_14:00:00
+  host      : box
+  rank      : 1 (local_rank: 1)
+  exitcode  : {code} (pid: 4242) {signal}
+  error_file: <N/A>
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+============================================================"""
+
+
+def test_the_failed_rank_and_its_exit_are_read_from_torchruns_summary(tmp_path):
+    exited = launch._failure("teacher", 2, 1, SUMMARY.format(code=3, signal=""), tmp_path)
+    assert exited == "teacher stage failed: rank 1 of 2 exited with code 3"
+    killed = launch._failure("distill", 2, 1, SUMMARY.format(code=-9, signal="SIGKILL"), tmp_path)
+    assert killed == "distill stage failed: rank 1 of 2 exited with code -9 (SIGKILL)"
+
