@@ -16,7 +16,7 @@ _MODULES = {
     "events": ("create_lock_model", "delete_registered_model", "lock_model_tags", "record_event", "record_files",
                "search_events"),
     "models": ("ModelRef", "UnknownModel", "alias_version", "aliases", "delete_alias", "download_deployable",
-               "download_reference", "download_model_files", "contract_of", "generator_model", "load_predictor",
+               "download_reference", "download_model_files", "contract_of", "generator_model", "load_predictor", "load_pyfunc",
                "log_deployable", "log_generator", "model_task", "serves_language_model",
                "log_reference", "mark_failed", "served_artifacts",
                "signature_input_shape", "model_version", "register", "set_alias", "tag_version",

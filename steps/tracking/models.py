@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -248,7 +249,22 @@ def mark_failed(name: str, version: int, reason: str) -> None:
 def load_predictor(name: str, version: int):
     """The registered model as MLflow serves it (pyfunc): `.predict(raw batch) -> DataFrame` (label, class_index,
     probabilities); versions registered before the contract take normalised float32 tensors -> logits."""
-    return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    return load_pyfunc(f"models:/{name}/{version}")
+
+
+SERVED_CODE = ("serving", "generation")
+"""The top-level modules of a registered model's code/ folder: steps/serving as `serving`, and a language model's
+generation loop."""
+
+
+def load_pyfunc(uri: str):
+    """`mlflow.pyfunc.load_model(uri)`, importing the served code from this version's own code/ folder. Each
+    version carries its copy; a process that loads several (promote: candidate and champion; the audit; tests)
+    would otherwise reuse the first one imported (MLflow leaves it in sys.modules), which may sit in a temporary
+    folder since removed."""
+    for module in [m for m in sys.modules if m.split(".")[0] in SERVED_CODE]:
+        del sys.modules[module]
+    return mlflow.pyfunc.load_model(uri)
 
 
 def log_deployable(name: str, version: int, files: list[Path], deployable: Path) -> dict[str, str]:

@@ -9,6 +9,8 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from steps.tracking.models import load_pyfunc
+
 _BAD_INPUT = "INVALID_PARAMETER_VALUE"  # the code MLflow's schema checks and the serving wrapper answer bad input with
 
 
@@ -35,5 +37,5 @@ class Scorer:
 
 def load_scorer(name: str, version: int) -> Scorer:
     """Registered model `name` version `version` as MLflow serves it (pyfunc), with its MLmodel `metadata`."""
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    model = load_pyfunc(f"models:/{name}/{version}")
     return Scorer(name, version, dict(model.metadata.metadata or {}), model)

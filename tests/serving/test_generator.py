@@ -46,7 +46,7 @@ def saved(folder) -> Path:
 
 @pytest.fixture(scope="module")
 def served(saved):
-    return mlflow.pyfunc.load_model(str(saved))
+    return tracking.load_pyfunc(str(saved))
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_log_generator_registers_a_version_that_answers_alike(folder, served, tm
     tracking.use_store(tmp_path)
     with mlflow.start_run(experiment_id=tracking.experiment_id("served-lm")):
         version = tracking.log_generator(folder, "lm", example=["the river"])
-    registered = mlflow.pyfunc.load_model(f"models:/lm/{version}")
+    registered = tracking.load_pyfunc(f"models:/lm/{version}")
     assert version == 1
     assert registered.metadata.metadata == {"shrinkflow_task": "causal_lm"}
     pd.testing.assert_frame_equal(registered.predict(PROMPTS, params={"max_new_tokens": 5}),
