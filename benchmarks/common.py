@@ -62,15 +62,19 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def params(args: argparse.Namespace, quick: Callable[[dict], dict], recipe: dict | None = None) -> dict:
+def params(args: argparse.Namespace, quick: Callable[[dict], dict], recipe: dict | None = None,
+           data: dict | None = None) -> dict:
     """The project's params.yaml with the script's `recipe` and then --recipe's, shrunk by `quick` under
-    --quick, with the -S overrides, logging to the `benchmark` experiment."""
+    --quick, with the -S overrides, logging to the `benchmark` experiment. `data`: a whole data section in place
+    of params.yaml's (another source's keys, which a merge would mix with the default's)."""
     raw = merge(yaml.safe_load((REPO / "params.yaml").read_text()), recipe or {})
+    if data is not None:
+        raw["data"] = data
     if args.recipe:
         raw = merge(raw, yaml.safe_load(args.recipe.read_text()) or {})
     if args.quick:
         raw = quick(raw)
-    if args.data_path:
+    if getattr(args, "data_path", None):
         raw["data"]["path"] = args.data_path
     for item in args.overrides:
         _override(raw, item)

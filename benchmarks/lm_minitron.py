@@ -110,16 +110,7 @@ def quick(raw: dict) -> dict:
 
 def build_raw(args, docs: Path) -> dict:
     """params.yaml with the recipe and its data section, then --recipe, --quick and -S (common.params' order)."""
-    raw = merge(yaml.safe_load((common.REPO / "params.yaml").read_text()), recipe())
-    raw["data"] = data_section(docs)
-    if args.recipe:
-        raw = merge(raw, yaml.safe_load(args.recipe.read_text()) or {})
-    if args.quick:
-        raw = quick(raw)
-    for item in args.overrides:
-        common._override(raw, item)
-    raw["tracking"]["experiment"] = "benchmark"
-    return raw
+    return common.params(args, quick, recipe(), data=data_section(docs))
 
 
 def plan_raw(raw: dict, fractions: dict) -> dict:

@@ -90,16 +90,7 @@ def quick(raw: dict) -> dict:
 def build_raw(args, docs: Path) -> dict:
     """params.yaml with the recipe, then --recipe, --quick and -S (common.params' order)."""
     own = recipe(docs, args.documents, args.val_documents, args.epochs)
-    raw = merge(yaml.safe_load((common.REPO / "params.yaml").read_text()), own)
-    raw["data"] = own["data"]
-    if args.recipe:
-        raw = merge(raw, yaml.safe_load(args.recipe.read_text()) or {})
-    if args.quick:
-        raw = quick(raw)
-    for item in args.overrides:
-        common._override(raw, item)
-    raw["tracking"]["experiment"] = "benchmark"
-    return raw
+    return common.params(args, quick, own, data=own["data"])
 
 
 def threads_per_process(cores: int, processes: int) -> int:
