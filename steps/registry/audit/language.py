@@ -158,26 +158,21 @@ def decision_check(name: str, version: int, tags: dict[str, str], work: Path) ->
     scored on the fetched test blocks, paired with the candidate's per-document scores, re-measured here from its
     model files (evaluate's report, which promote read them from, is not in the registry). Compared at the 6
     significant digits of the version's statistic tags, against decision.json and the tags themselves."""
-    from steps.registry.history import statistics_tags
+    from steps.registry.audit.remeasure import faced_champion, nothing_compared, statistics_check
     from steps.registry.lm_comparison import champion_comparison
 
-    decision = logged_json(tags[Tag.PROMOTE_RUN], "decision.json")
-    recorded, champion = decision.get("statistics") or {}, decision.get("incumbent_version")
+    recorded, champion = faced_champion(tags)
     if champion is None or not recorded:
-        return [Check("decision statistics", None, "no champion at decision time: nothing was compared")]
+        return [nothing_compared()]
     params = _logged_params(tags)
     _, candidate = student_scores(work, params)
     redone = champion_comparison(work, candidate.document_ll.tolist(), name, int(champion),
                                  params.promote.bootstrap_resamples)
-    want, got, key = statistics_tags(recorded), statistics_tags(redone), f"{STATISTIC_TAG}.perplexity_ratio"
-    differing = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k) or tags.get(k) != want.get(k))
-    return [Check("decision statistics", not differing,
-                  f"paired document bootstrap vs champion v{champion} recomputed: " + (
-                      "differs in " + ", ".join(f"{k.rsplit('.', 1)[-1]} (recorded {want.get(k)}, tagged "
-                                                f"{tags.get(k)}, now {got.get(k)})" for k in differing)
-                      if differing else f"{len(want)} statistics equal, perplexity ratio {got.get(key)} "
-                                        f"[{got.get(key + '_low')}, {got.get(key + '_high')}]"),
-                  recorded=f"ratio={want.get(key)}", observed=f"ratio={got.get(key)}")]
+    key = f"{STATISTIC_TAG}.perplexity_ratio"
+    return [statistics_check(recorded, redone, tags, f"paired document bootstrap vs champion v{champion}",
+                             "perplexity_ratio", "ratio",
+                             lambda want, got: f"{len(want)} statistics equal, perplexity ratio {got.get(key)} "
+                                               f"[{got.get(key + '_low')}, {got.get(key + '_high')}]")]
 
 
 def _logged_params(tags: dict[str, str]) -> config.Params:

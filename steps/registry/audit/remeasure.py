@@ -3,6 +3,7 @@ against the champion it faced, each compared with what was recorded."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from steps import config, tracking
@@ -165,24 +166,42 @@ def decision_check(name: str, version: int, tags: dict[str, str], work: Path) ->
     the decision recorded must come out the same."""
     from steps.core.stats.classes import worst_of
     from steps.registry import comparison
-    from steps.registry.history import statistics_tags
 
-    decision = logged_json(tags[Tag.PROMOTE_RUN], "decision.json")
-    recorded, champion = decision.get("statistics") or {}, decision.get("incumbent_version")
+    recorded, champion = faced_champion(tags)
     if champion is None or not recorded:
-        return [Check("decision statistics", None, "no champion at decision time: nothing was compared")]
+        return [nothing_compared()]
     cfg = config.validate(logged_json(tags[Tag.PROMOTE_RUN], "params.json")).promote
     split = comparison.test_split(work)
     y, classes = split.y, split.classes
     before, now = comparison.served_labels(name, champion, split), comparison.served_labels(name, version, split)
     drops = comparison.class_drops(y, before, now, classes, cfg)
     redone = comparison.statistics(comparison.compare(y, before, now, classes, cfg), worst_of(drops))
-    # compared as the version's tags print them (6 significant digits) and against the tags themselves
-    want, got, p_key = statistics_tags(recorded), statistics_tags(redone), f"{STATISTIC_TAG}.p_value"
+    return [statistics_check(recorded, redone, tags, f"paired test vs champion v{champion}", "p_value", "p",
+                             lambda want, got: f"{len(want)} statistics equal, verdict {redone['verdict']}")]
+
+
+def nothing_compared() -> Check:
+    return Check("decision statistics", None, "no champion at decision time: nothing was compared")
+
+
+def faced_champion(tags: dict[str, str]) -> tuple[dict, int | None]:
+    """(the statistics the promotion's decision recorded, the champion version it faced: None if none)."""
+    decision = logged_json(tags[Tag.PROMOTE_RUN], "decision.json")
+    return decision.get("statistics") or {}, decision.get("incumbent_version")
+
+
+def statistics_check(recorded: dict, redone: dict, tags: dict[str, str], compared: str, key: str, label: str,
+                     agreed: Callable[[dict, dict], str]) -> Check:
+    """The recomputed `redone` statistics against the `recorded` ones, compared as the version's tags print them
+    (6 significant digits) and against the tags themselves; `key` (its `label`) shown as the row's values,
+    `agreed(want, got)` the detail when every statistic is equal."""
+    from steps.registry.history import statistics_tags
+
+    want, got, shown = statistics_tags(recorded), statistics_tags(redone), f"{STATISTIC_TAG}.{key}"
     differing = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k) or tags.get(k) != want.get(k))
-    return [Check("decision statistics", not differing,
-                  f"paired test vs champion v{champion} recomputed: " + (
-                      "differs in " + ", ".join(f"{k.rsplit('.', 1)[-1]} (recorded {want.get(k)}, tagged "
-                                                f"{tags.get(k)}, now {got.get(k)})" for k in differing)
-                      if differing else f"{len(want)} statistics equal, verdict {redone['verdict']}"),
-                  recorded=f"p={want.get(p_key)}", observed=f"p={got.get(p_key)}")]
+    return Check("decision statistics", not differing,
+                 f"{compared} recomputed: " + (
+                     "differs in " + ", ".join(f"{k.rsplit('.', 1)[-1]} (recorded {want.get(k)}, tagged "
+                                               f"{tags.get(k)}, now {got.get(k)})" for k in differing)
+                     if differing else agreed(want, got)),
+                 recorded=f"{label}={want.get(shown)}", observed=f"{label}={got.get(shown)}")
