@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from steps import config, tracking
-from steps.compression import measure, parallel, transfer
+from steps.compression import measure, parallel
 from steps.compression.families import CHECKPOINT_RECORD, checkpoint, family
 from steps.compression.regularization import near_zero_fraction
 from steps.compression.training import accuracy, adam, numpy_rows, train_epochs, validation_scores
@@ -104,9 +104,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
 
 def _train(params: config.Params, root: Path, origin: lineage.Origin) -> TeacherResult:
     device, generator = setup(params)
-    # on CUDA pinned once, for asynchronous copies (transfer.py); on CPU the splits themselves
-    splits = {name: transfer.pinned(split, device)
-              for name, split in datasets.load_splits(root, ("train", "val")).items()}
+    splits = datasets.load_splits(root, ("train", "val"))
     cfg, train = params.teacher, splits["train"]
     init_uri = init_sha = ""
     if cfg.init is None:

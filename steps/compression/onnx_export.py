@@ -216,7 +216,23 @@ def session(path: Path, threads: int, provider: str = "CPUExecutionProvider"):
     options.log_severity_level = 3  # warnings about unused initializers etc. are not ours to fix
     from steps.compression.accelerator import session_providers
 
-    return ort.InferenceSession(str(path), options, providers=session_providers(provider))
+    with warnings.catch_warnings():  # an absent provider is refused below, by name, not warned about
+        warnings.filterwarnings("ignore", message="Specified provider", category=UserWarning)
+        sess = ort.InferenceSession(str(path), options, providers=session_providers(provider))
+    _check_provider(sess.get_providers(), provider, path)
+    return sess
+
+
+class ProviderUnavailable(RuntimeError):
+    """ONNX Runtime did not start the execution provider a session asked for."""
+
+
+def _check_provider(running: list[str], provider: str, path: Path) -> None:
+    """ONNX Runtime falls back to the CPU, with a warning only, when it cannot start a provider (CUDA's without
+    its CUDA or cuDNN libraries): a latency timed there would be reported as the GPU's. Refused instead."""
+    if not running or running[0] != provider:
+        raise ProviderUnavailable(f"{path}: ONNX Runtime did not start {provider} (it runs {', '.join(running)}): "
+                                  "install the CUDA and cuDNN libraries onnxruntime-gpu needs, or set device: cpu")
 
 
 def feed(x) -> dict[str, np.ndarray]:

@@ -2,33 +2,20 @@
 
 A copy from pageable memory to a GPU is synchronous (the driver stages it through a pinned buffer of its own);
 from pinned memory it is one DMA that `non_blocking=True` queues on the stream, so the CPU goes on to launch the
-step's kernels. On CUDA a split is pinned once (`pinned`), and each batch is gathered straight into pinned memory
-(`pinned_rows`: gathering rows of a pinned tensor by an index makes a new, pageable tensor, so pinning the split
-alone would not make its shuffled batches pinned; torch's caching host allocator reuses the buffers and keeps one
-from reuse until its copy has run). On any other device nothing here runs: the batch path is the one it always was.
+step's kernels. On CUDA each batch is gathered straight into pinned memory (`pinned_rows`); the split itself stays
+where it is: gathering rows of a pinned tensor by an index makes a new, pageable tensor anyway, so pinning a whole
+split would only double its host memory. torch's caching host allocator reuses the batch buffers and keeps one
+from reuse until its copy has run. On any other device nothing here runs: the batch path is the one it always was.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
-
-from steps.compression.accelerator import is_cuda
 
 
 def pin(t: torch.Tensor) -> torch.Tensor:
     """`t` in pinned memory (itself when it already is)."""
     return t if t.is_pinned() else t.pin_memory()
-
-
-def pinned(split, device: torch.device):
-    """`split` (training.Split) with its tensors pinned once, for a CUDA `device`; on any other device the split
-    itself, untouched (no copy, nothing pinned)."""
-    if not is_cuda(device):
-        return split
-    x = {name: pin(t) for name, t in split.x.items()} if isinstance(split.x, dict) else pin(split.x)
-    return dataclasses.replace(split, x=x, y=pin(split.y))
 
 
 def pinned_rows(t: torch.Tensor, idx: torch.Tensor | slice) -> torch.Tensor:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from steps import config, tracking
-from steps.compression import augment, measure, parallel, transfer
+from steps.compression import augment, measure, parallel
 from steps.compression.distillation.features import FeatureTap
 from steps.compression.distillation.objective import WeightedSum
 from steps.compression.training import (
@@ -95,9 +95,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
 
 def _distill(params: config.Params, root: Path, origin: lineage.Origin) -> DistillResult:
     device, generator = setup(params)
-    # on CUDA pinned once, for asynchronous copies (transfer.py); on CPU the splits themselves
-    splits = {name: transfer.pinned(split, device)
-              for name, split in datasets.load_splits(root, ("train", "val")).items()}
+    splits = datasets.load_splits(root, ("train", "val"))
     train, cfg = splits["train"], params.distill
     check_augmentable(train.x, cfg.train.augment)
     # With a budget the search chose the student (the pruned model) and the unpruned teacher distills into it;

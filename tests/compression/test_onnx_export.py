@@ -110,3 +110,18 @@ def test_an_op_onnx_lacks_fails_naming_the_layer(tmp_path):
     with pytest.raises(onnx_export.ExportError, match=r"layer '2\.1' fails: .*aten::fft_rfft.*not supported"):
         onnx_export.export(model, X, path)
     assert not path.exists() and not list(tmp_path.iterdir())  # no partial file left behind
+
+
+def test_a_provider_onnx_runtime_cannot_start_is_refused_not_silently_the_cpu(tmp_path, one_thread):
+    """ONNX Runtime answers a provider it lacks with a warning and runs on the CPU; a latency timed there must not
+    be reported as the GPU's. This machine's onnxruntime has no CUDA provider, so asking for it must fail."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider (onnxruntime-gpu)")
+    path = tmp_path / "mlp.onnx"
+    onnx_export.export(tiny("mlp"), X, path)
+    with pytest.raises(onnx_export.ProviderUnavailable, match=r"did not start CUDAExecutionProvider \(it runs "
+                                                              r"CPUExecutionProvider\)"):
+        onnx_export.session(path, threads=1, provider="CUDAExecutionProvider")
+    assert onnx_export.session(path, threads=1).get_providers() == ["CPUExecutionProvider"]
