@@ -32,7 +32,7 @@ from steps.core.results import TeacherResult
 from steps.core.torchkit import build_for, check_outputs, project_importable, regularised_loss, setup, spec_from
 from steps.sources import tokens
 from steps.stagekit.finish import save_and_record, write_result
-from steps.stagekit.ranks import stage_run
+from steps.stagekit.ranks import on_ranks, stage_run
 
 
 class InitError(ValueError):
@@ -96,10 +96,7 @@ def _same_tokenizer(source: str, folder: Path, root: Path) -> None:
 
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> TeacherResult:
     """Train (or load) the teacher; on resources.processes ranks under torchrun when more than one is asked for."""
-    if launch.needed(params.resources):
-        return launch.torchrun("teacher", params, root, origin, TeacherResult, tracking_uri=tracking.user_uri())
-    with parallel.process_group(params.resources.backend):
-        return _train(params, root, origin)
+    return on_ranks("teacher", params, root, origin, TeacherResult, _train)
 
 
 def _train(params: config.Params, root: Path, origin: lineage.Origin) -> TeacherResult:

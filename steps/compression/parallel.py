@@ -6,24 +6,22 @@ it) every rank draws the same seeded permutation and takes its contiguous slice 
 samples of a global step are those of one process; the rank's loss is weighted by its share of the batch, so
 DDP's mean of the ranks' gradients is the gradient of the global batch's mean loss, at the same learning rate.
 Not a DistributedSampler: it pads the epoch with repeated samples and shuffles per rank, which one process does
-not do. BatchNorm's statistics are the rank's shard's (SyncBatchNorm runs on CUDA only).
+not do. On CUDA, BatchNorm layers are SyncBatchNorm while DDP trains (their statistics those of the global batch,
+as in one process) and are BatchNorm again afterwards; on CPU torch's SyncBatchNorm refuses to run (it syncs
+GPU tensors only), so there BatchNorm's statistics are the rank's shard's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import os
 from collections.abc import Iterator
 
 import torch
 from torch import distributed as dist
 from torch import nn
 
-WORLD_SIZE_ENV = "WORLD_SIZE"
-"""Set by torchrun in every rank's environment (with RANK, MASTER_ADDR, MASTER_PORT)."""
-LOCAL_RANK_ENV = "LOCAL_RANK"
-"""The rank's number on its machine, set by torchrun: which of the machine's GPUs it trains on."""
+from steps.compression import torchrun_env
 
 
 def active() -> bool:
@@ -64,14 +62,15 @@ COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
 
 
 @contextlib.contextmanager
-def process_group(backend: str) -> Iterator[None]:
+def process_group(backend: str, device: torch.device) -> Iterator[None]:
     """The process group of torchrun's ranks for the duration (destroyed after, on success or failure); nothing
-    for a process torchrun did not start."""
-    if int(os.environ.get(WORLD_SIZE_ENV, "1")) <= 1 or active():
+    for a process torchrun did not start (torchrun_env.inside_torchrun, the launcher's test too). On a CUDA
+    `device` (the stage's, `auto` resolved) each rank is bound to its own GPU first, whatever the backend."""
+    if not torchrun_env.inside_torchrun() or active():
         yield
         return
-    if backend == "nccl":  # each rank its own GPU (NCCL refuses two ranks on one); device "cuda" is the current one
-        torch.cuda.set_device(int(os.environ.get(LOCAL_RANK_ENV, "0")))
+    if device.type == "cuda":  # device "cuda" is then the rank's GPU (NCCL refuses two ranks on one; gloo would
+        torch.cuda.set_device(torchrun_env.local_rank())  # put every rank on GPU 0)
     # Ranks wait in a collective while rank 0 alone validates, logs and saves: NCCL's default of 10 minutes
     # would kill a job whose validation or artifact upload takes longer.
     dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
@@ -98,11 +97,14 @@ def shard(idx: torch.Tensor) -> tuple[torch.Tensor, float, int]:
 
 class Replicas:
     """`model` wrapped in DistributedDataParallel (its gradients averaged during backward), and the optimizer's
-    other parameters (a distillation objective's regressors) averaged by hand after it."""
+    other parameters (a distillation objective's regressors) averaged by hand after it. On CUDA its BatchNorm
+    layers are SyncBatchNorm until `close()` puts the BatchNorm layers back."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         if rank() > 0:  # dropout's masks: every rank was seeded alike, and would drop the same units of its rows
             torch.manual_seed(torch.initial_seed() + rank())
+        on_cuda = next(model.parameters()).device.type == "cuda"
+        self.swapped = sync_batchnorm(model) if on_cuda else []
         self.model = nn.parallel.DistributedDataParallel(model)
         own = {id(p) for p in model.parameters()}
         self.others = [p for group in optimizer.param_groups for p in group["params"] if id(p) not in own]
@@ -113,6 +115,55 @@ class Replicas:
             if p.grad is not None:
                 dist.all_reduce(p.grad)
                 p.grad.div_(world)
+
+    def close(self) -> None:
+        """The model's own BatchNorm layers back, with what training left in them (saved, pruned, exported)."""
+        local_batchnorm(self.swapped)
+        self.swapped = []
+
+
+@contextlib.contextmanager
+def replicated(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[Replicas | None]:
+    """Replicas of `model` across the ranks for the duration (its BatchNorm layers back after, on success or
+    failure); None with one process, which trains `model` itself."""
+    if world_size() == 1:
+        yield None
+        return
+    replicas = Replicas(model, optimizer)
+    try:
+        yield replicas
+    finally:
+        replicas.close()
+
+
+Swapped = list[tuple[nn.Module, str, nn.Module]]
+"""(parent, attribute name, the BatchNorm layer that was there) for each layer sync_batchnorm replaced."""
+
+
+def sync_batchnorm(model: nn.Module) -> Swapped:
+    """Every BatchNorm layer inside `model` replaced, in place, by a SyncBatchNorm holding the same Parameter and
+    buffer objects (nn.SyncBatchNorm.convert_sync_batchnorm assigns them, so the optimizer still updates the
+    weights the model holds); what local_batchnorm needs to put them back. Not a bare BatchNorm `model` itself
+    (it has no parent to hold its replacement): that stays as it is."""
+    found = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+             if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, nn.SyncBatchNorm)]
+    synced: dict[int, nn.Module] = {}  # a layer used at two places stays one layer
+    for parent, name, child in found:
+        if id(child) not in synced:
+            synced[id(child)] = nn.SyncBatchNorm.convert_sync_batchnorm(child)
+        setattr(parent, name, synced[id(child)])
+    return found
+
+
+def local_batchnorm(swapped: Swapped) -> None:
+    """The BatchNorm layers sync_batchnorm replaced, back in their places with the SyncBatchNorm's state (the
+    same tensors unless something reassigned one) and training mode: the spec, checkpoint and pruning code see
+    the model's own layer types."""
+    for parent, name, original in swapped:
+        synced = getattr(parent, name)
+        original.load_state_dict(synced.state_dict())
+        original.train(synced.training)
+        setattr(parent, name, original)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -232,35 +232,35 @@ def train_epochs(
     batches = -(-n // batch_size)
     scheduler = _scheduler(optimizer, lr_schedule, epochs * batches)
     amp = Precision(precision, next(model.parameters()).device)
-    replicas = parallel.Replicas(model, optimizer) if parallel.world_size() > 1 else None
-    trained = model if replicas is None else replicas.model
     main = parallel.is_main()
-    for epoch in range(1, epochs + 1):
-        began = time.perf_counter()
-        total = 0.0
-        # One bar per epoch, gone before the epoch's line is written: a line written under a live bar garbles it.
-        with progress_bar(show=main) as bar:
-            task = bar.add_task(description, total=batches, status=f"epoch {epoch}/{epochs}")
-            for idx in batch_indices(n, batch_size, generator):
-                optimizer.zero_grad(set_to_none=True)
-                mine, weight, held = parallel.shard(idx)  # one process: the whole batch, weight 1
-                with amp.autocast():
-                    loss = step_loss(trained, mine)
-                amp.backward(loss if weight == 1.0 else loss * weight)
-                if replicas is not None:
-                    replicas.average_others()
-                amp.step(optimizer)
-                scheduler.step()
-                if after_step is not None:
-                    after_step()
-                total += loss.item() * held
-                bar.advance(task)
-        mean = parallel.all_reduce_sum(total) / n
-        if not main:
-            continue
-        measured = on_epoch(epoch, mean) if on_epoch is not None else None
-        progress.report(description, f"epoch {epoch}/{epochs}", {"train_loss": mean, **(measured or {})},
-                        progress.since(began))
+    with parallel.replicated(model, optimizer) as replicas:  # None with one process
+        trained = model if replicas is None else replicas.model
+        for epoch in range(1, epochs + 1):
+            began = time.perf_counter()
+            total = 0.0
+            # One bar per epoch, gone before the epoch's line is written: a line written under a live bar garbles it.
+            with progress_bar(show=main) as bar:
+                task = bar.add_task(description, total=batches, status=f"epoch {epoch}/{epochs}")
+                for idx in batch_indices(n, batch_size, generator):
+                    optimizer.zero_grad(set_to_none=True)
+                    mine, weight, held = parallel.shard(idx)  # one process: the whole batch, weight 1
+                    with amp.autocast():
+                        loss = step_loss(trained, mine)
+                    amp.backward(loss if weight == 1.0 else loss * weight)
+                    if replicas is not None:
+                        replicas.average_others()
+                    amp.step(optimizer)
+                    scheduler.step()
+                    if after_step is not None:
+                        after_step()
+                    total += loss.item() * held
+                    bar.advance(task)
+            mean = parallel.all_reduce_sum(total) / n
+            if not main:
+                continue
+            measured = on_epoch(epoch, mean) if on_epoch is not None else None
+            progress.report(description, f"epoch {epoch}/{epochs}", {"train_loss": mean, **(measured or {})},
+                            progress.since(began))
 
 
 def cosine_lr(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:

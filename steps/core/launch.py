@@ -10,9 +10,10 @@ with this interpreter (the venv's) and this checkout's code first on PYTHONPATH.
 and the origin the caller passed, so every rank runs what the caller would have run (-S overrides included).
 The ranks train (steps/compression/parallel.py); rank 0 alone writes the checkpoint, metrics/<stage>.json and
 the MLflow run, and this process reads that result back. A rank that fails makes torchrun stop the others;
-this raises RankFailed naming the rank, its exit code and the last line it wrote on stderr. On several machines
-a cluster scheduler starts torchrun --nnodes on each itself; the stage then runs as the rank it was made.
-Torch-free: torchrun is a child process.
+this raises RankFailed naming the rank, its exit code and the last line it wrote on stderr, and the MLflow run
+rank 0 had opened (torchrun stops the surviving ranks by signal, so rank 0 cannot end that run itself: the caller,
+stagekit.ranks.launched, marks it failed). On several machines a cluster scheduler starts torchrun --nnodes on
+each itself; the stage then runs as the rank it was made. Torch-free: torchrun is a child process.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ import tempfile
 from pathlib import Path
 
 from steps import config
-from steps.core import lineage
+from steps.compression import torchrun_env
+from steps.core import files, lineage
 from steps.core.layout import metrics_path
 
-TORCHRUN_ENV = "TORCHELASTIC_RUN_ID"
-"""Set by torchrun (and any torchelastic agent) in each rank's environment: the stage is a rank already."""
+RUN_ID_FILE_ENV = "SHRINKFLOW_RUN_ID_FILE"
+"""Set in the ranks' environment by torchrun() below: where rank 0 writes the id of the MLflow run it opened."""
 CODE_ROOT = Path(__file__).resolve().parents[2]
 """The folder holding this checkout's `steps` package: the ranks import the code the caller runs."""
 _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)(?:\s*\(pid:\s*\d+\))?[ \t]*([^\n]*)",
@@ -42,18 +44,19 @@ exitcode line is the signal (the next line is the error file's)."""
 
 
 class RankFailed(ChildProcessError):
-    """A rank of a stage run under torchrun failed; names the rank and its exit code."""
+    """A rank of a stage run under torchrun failed; names the rank and its exit code. `run_id`: the MLflow run
+    rank 0 had opened ("" when it opened none), left running by the ranks' ends."""
 
-
-def inside_torchrun() -> bool:
-    return TORCHRUN_ENV in os.environ
+    def __init__(self, message: str, run_id: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 def needed(resources: config.ResourcesConfig) -> bool:
     """True when the stage must start torchrun itself: more than one process asked for, and not a rank already.
     Across machines (nodes > 1) the scheduler starts torchrun on each: refused here, naming the key."""
-    if inside_torchrun():
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+    if torchrun_env.inside_torchrun():  # the one test of "a rank already" (parallel.process_group's too)
+        world = torchrun_env.world_size()
         if world != resources.world_size:
             raise ValueError(f"torchrun started {world} ranks but resources.processes x resources.nodes is "
                              f"{resources.processes} x {resources.nodes}: set resources to what is launched")
@@ -70,16 +73,26 @@ def torchrun(stage: str, params: config.Params, root: Path, origin: lineage.Orig
     read from metrics/<stage>.json); RankFailed when a rank fails. `tracking_uri`: the MLflow store the user chose
     (tracking.user_uri()), None for the project's own."""
     with tempfile.TemporaryDirectory(prefix=f"shrinkflow-{stage}-ranks-") as scratch:
-        spec = Path(scratch) / "launch.json"
+        spec, run_id_file = Path(scratch) / "launch.json", Path(scratch) / "run_id"
         spec.write_text(json.dumps({"params": params.model_dump(mode="json"), "origin": dataclasses.asdict(origin)}))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
                    "--nproc-per-node", str(params.resources.processes), "--log-dir", str(Path(scratch) / "logs"),
                    "--redirects", "2", "--tee", "2",  # each rank's stderr kept in a file and shown
                    "-m", f"steps.{stage}", "--root", str(root), "--launch-spec", str(spec)]
-        code, tail = _run(command, _env(tracking_uri))
+        code, tail = _run(command, {**_env(tracking_uri), RUN_ID_FILE_ENV: str(run_id_file)})
         if code != 0:
-            raise RankFailed(_failure(stage, params.resources.processes, code, tail, Path(scratch) / "logs"))
+            raise RankFailed(_failure(stage, params.resources.processes, code, tail, Path(scratch) / "logs"),
+                             run_id=run_id_file.read_text() if run_id_file.is_file() else "")
     return result_type.read(root / metrics_path(stage))
+
+
+def record_run_id(run_id: str) -> None:
+    """On rank 0, as soon as its MLflow run opens: the id where the launching process finds it if the ranks fail
+    (atomically: a rank killed while writing leaves no half id). Nothing outside a launch of torchrun() (one
+    process, or ranks a scheduler started)."""
+    path = os.environ.get(RUN_ID_FILE_ENV)
+    if path:
+        files.atomic_write(Path(path), lambda tmp: tmp.write_text(run_id))
 
 
 def read_spec(path: Path, stage: str) -> tuple[config.Params, lineage.Origin]:

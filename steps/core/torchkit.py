@@ -12,7 +12,7 @@ import torch
 
 from steps import config
 from steps.config.resources import check_device
-from steps.compression import accelerator, augment
+from steps.compression import accelerator, augment, precision
 from steps.compression.families import CHECKPOINT_RECORD, build, checkpoint, family
 from steps.compression.families.spec import ModelSpec
 from steps.compression.training import Inputs, count, forward, resolve_device, rows, seed_everything
@@ -23,11 +23,13 @@ from steps.core.names import ModelRole
 
 def setup(params: config.Params) -> tuple[torch.device, torch.Generator]:
     """Seed, threads and device from params; a generator for batch order. What resources asks of the device
-    (fp16, nccl) is refused on a CPU, naming the key, also when device auto found no GPU. On CUDA, cuDNN and
-    cuBLAS are set deterministic (accelerator.configure)."""
+    (fp16, nccl) is refused on a CPU, naming the key, also when device auto found no GPU, and bf16 on a GPU
+    without it (before the stage's run opens). On CUDA, cuDNN and cuBLAS are set deterministic
+    (accelerator.configure)."""
     seed_everything(params.seed, params.threads)
     device = resolve_device(params.device)
     check_device(params.resources, device.type)
+    precision.check(params.resources.precision, device)
     accelerator.configure(device)  # on CUDA only: cuDNN deterministic, no autotuner
     return device, torch.Generator().manual_seed(params.seed)
 

@@ -52,7 +52,7 @@ from steps.core.results import DistillResult
 from steps.core.torchkit import build_for, check_augmentable, load_model, setup, spec_from
 from steps.distill.objective import build_objective
 from steps.stagekit.finish import save_and_record, write_result
-from steps.stagekit.ranks import stage_run
+from steps.stagekit.ranks import on_ranks, stage_run
 
 
 def logits_only_loss(objective: WeightedSum, teacher, train: Split, device) -> StepLoss:
@@ -87,10 +87,7 @@ def feature_loss(objective: WeightedSum, teacher, train: Split, device, augment=
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> DistillResult:
     """Distill the student; on resources.processes ranks under torchrun when more than one is asked for (each
     rank runs the teacher on its shard of every batch, or scores the training set up front for logits only)."""
-    if launch.needed(params.resources):
-        return launch.torchrun("distill", params, root, origin, DistillResult, tracking_uri=tracking.user_uri())
-    with parallel.process_group(params.resources.backend):
-        return _distill(params, root, origin)
+    return on_ranks("distill", params, root, origin, DistillResult, _distill)
 
 
 def _distill(params: config.Params, root: Path, origin: lineage.Origin) -> DistillResult:

@@ -22,7 +22,7 @@ _MODULES = {
                "signature_input_shape", "model_version", "register", "set_alias", "tag_version",
                "version_exists"),
     "runs": ("PARENT_RUN_TAG", "adopt_runs", "client_run", "copy_artifacts", "download_artifacts",
-             "download_if_logged", "log_dataset",
+             "download_if_logged", "fail_if_running", "log_dataset",
              "log_dict", "log_figure", "log_files", "log_metrics", "log_run_dataset", "log_run_dict", "log_run_figure",
              "log_run_files",
              "log_run_metrics", "log_run_params", "log_run_table", "log_table", "open_run", "run_artifact_uri",

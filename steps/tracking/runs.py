@@ -171,6 +171,16 @@ def adopt_runs(parent_run_id: str, run_ids: list[str]) -> None:
         set_tags_of(run_id, PARENT_RUN_TAG, parent_run_id)
 
 
+def fail_if_running(run_id: str) -> bool:
+    """End run `run_id` FAILED if it is still RUNNING: the process that opened it was stopped by a signal before it
+    could end it. True when it did; a run already ended keeps its status."""
+    client = MlflowClient()
+    if client.get_run(run_id).info.status != "RUNNING":
+        return False
+    client.set_terminated(run_id, "FAILED")
+    return True
+
+
 def run_record(run_id: str):
     """The MLflow Run (params, metrics, tags)."""
     return MlflowClient().get_run(run_id)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from steps import config
+from steps.compression import precision
 from steps.compression.precision import Precision
 from steps.compression.training import train_epochs
 from tests.helpers import tiny_params
@@ -44,3 +45,19 @@ def test_fp16_is_refused_on_cpu_naming_the_key(tmp_path):
     raw["resources"] = {"backend": "nccl", "processes": 2}
     with pytest.raises(config.ConfigError, match="resources.backend nccl needs CUDA"):
         config.validate(raw)
+
+
+def test_bf16_is_refused_on_a_gpu_that_only_emulates_it(monkeypatch):
+    """A V100 or T4 (compute capability 7.x): torch.cuda.is_bf16_supported() says True by counting emulation,
+    False when asked for native support."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    with pytest.raises(ValueError, match=r"resources.precision bf16 needs a GPU with bfloat16 support .*use fp16 "
+                                         r"or fp32"):
+        Precision("bf16", torch.device("cuda"))
+    precision.check("fp16", torch.device("cuda"))  # what it suggests is accepted
+    assert Precision("bf16", torch.device("cpu")).name == "bf16"  # on CPU bf16 autocasts as before
+
+
+def test_bf16_is_accepted_on_a_gpu_with_native_bfloat16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert Precision("bf16", torch.device("cuda")).name == "bf16"

@@ -23,11 +23,14 @@ one epoch, 3e-7 after three."""
 
 DYING_MODEL = '''
 import os
+import signal
 from torch import nn
 
 
 class Dies(nn.Module):
-    """An MLP whose rank 1 exits with code 3 on its second training forward pass (after one update)."""
+    """An MLP whose rank 1 exits with code 3 on its second training forward pass (after one update), while rank 0
+    waits there until torchrun stops it by a signal (as a rank blocked in a collective would be): it cannot end its
+    MLflow run itself."""
 
     def __init__(self):
         super().__init__()
@@ -38,6 +41,8 @@ class Dies(nn.Module):
         self.calls += self.training
         if self.training and self.calls == 2 and os.environ.get("RANK") == "1":
             os._exit(3)
+        if self.training and self.calls == 2 and os.environ.get("RANK") == "0":
+            signal.pause()
         return self.net(x)
 
 
@@ -97,8 +102,13 @@ def test_a_failing_rank_fails_the_stage_naming_it_and_the_rerun_succeeds(_snapsh
     root = _snapshots.restore("data")
     (root / "dying.py").write_text(DYING_MODEL)
     dying = _params(stage_params, "dying", 2, arch={"name": "custom", "factory": "dying:make"})
-    with pytest.raises(RankFailed, match=r"teacher stage failed: rank 1 of 2 exited with code 3"):
+    with pytest.raises(RankFailed, match=r"teacher stage failed: rank 1 of 2 exited with code 3") as failed:
         teacher.run(dying, root)
+    # rank 0 was stopped by torchrun's signal inside its run: the launching process ended that run FAILED
+    tracking.use_store(root)
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("dying").experiment_id])
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(failed.value.run_id, "FAILED")]
     assert not (root / metrics_path("teacher")).exists()
     assert not (root / "models").exists() or not any((root / "models").iterdir())
     rerun = teacher.run(_params(stage_params, "dying", 2), root)
