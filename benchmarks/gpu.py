@@ -136,10 +136,19 @@ def train_losses(root: Path, stage: str) -> list[float]:
 # --- the checks ----------------------------------------------------------------------------------------------
 
 
+def low_precision() -> str:
+    """bf16 where the GPU has it natively (compute capability 8 and above), else fp16: resources.precision bf16 is
+    refused on a GPU that would only emulate it (steps/compression/precision.py)."""
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+
+
 def check_pipeline(work: Path) -> dict:
     docs = documents(work / "docs")
     rows = {}
-    for name, device, precision in (("cuda bf16", "cuda", "bf16"), ("cpu fp32", "cpu", "fp32")):
+    low = low_precision()
+    for name, device, precision in ((f"cuda {low}", "cuda", low), ("cpu fp32", "cpu", "fp32")):
         root = work / name.replace(" ", "-")
         seconds = run_stages(root, recipe(docs, device, precision))
         rows[name] = {"stage_s": seconds, "wall_s": sum(seconds.values()), "student_perplexity": student_perplexity(root),
@@ -182,7 +191,8 @@ def check_training() -> dict:
     ids = torch.randint(0, SCALE_LLAMA["vocab_size"], (TRAIN_BLOCKS, BLOCK), generator=torch.Generator().manual_seed(0))
     split = Split(x={"input_ids": ids}, y=ids)
     out = {}
-    for precision in ("fp32", "bf16"):
+    low = low_precision()
+    for precision in ("fp32", low):
         model = scale_llama(device)
         optimizer = adam(model.parameters(), 1e-3, 0.0)
         step_loss = cross_entropy_loss(split, device)
@@ -195,7 +205,8 @@ def check_training() -> dict:
             if timed:
                 seconds = time.perf_counter() - start
                 out[precision] = {"tokens_per_s": TRAIN_BLOCKS * BLOCK / seconds, "seconds": seconds}
-    out["bf16_speedup"] = out["bf16"]["tokens_per_s"] / out["fp32"]["tokens_per_s"]
+    out["low"] = low
+    out["low_speedup"] = out[low]["tokens_per_s"] / out["fp32"]["tokens_per_s"]
     return out
 
 
@@ -207,15 +218,16 @@ def check_latency() -> dict:
     cores = len(os.sched_getaffinity(0))
     cpu_model = scale_llama("cpu")
     gpu_fp32 = scale_llama("cuda")
-    gpu_bf16 = scale_llama("cuda").to(torch.bfloat16)
+    low = low_precision()
+    gpu_low = scale_llama("cuda").to(torch.bfloat16 if low == "bf16" else torch.float16)
     out = {}
     for size in LATENCY_BATCHES:
         batch = {"input_ids": torch.randint(0, SCALE_LLAMA["vocab_size"], (size, BLOCK))}
         cpu = measure.latency_ms({"cpu": cpu_model}, batch, WARMUP, REPEATS, cores)["cpu"]
         fp32 = measure.cuda_latency_ms(gpu_fp32, batch, WARMUP, REPEATS)
-        bf16 = measure.cuda_latency_ms(gpu_bf16, batch, WARMUP, REPEATS)
-        out[f"batch {size}"] = {"cpu": cpu, "cuda fp32": fp32, "cuda bf16": bf16, "cpu_threads": cores,
-                                "speedup_fp32": cpu["p50"] / fp32["p50"], "speedup_bf16": cpu["p50"] / bf16["p50"]}
+        half = measure.cuda_latency_ms(gpu_low, batch, WARMUP, REPEATS)
+        out[f"batch {size}"] = {"cpu": cpu, "cuda fp32": fp32, f"cuda {low}": half, "cpu_threads": cores, "low": low,
+                                "speedup_fp32": cpu["p50"] / fp32["p50"], "speedup_low": cpu["p50"] / half["p50"]}
     return out
 
 
@@ -232,7 +244,7 @@ def check_onnxruntime(work: Path) -> dict:
     if "CUDAExecutionProvider" not in providers:
         return {"skipped": f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (providers: "
                            f"{', '.join(providers)}): install onnxruntime-gpu for this check"}
-    root = work / "cuda-bf16"
+    root = work / f"cuda-{low_precision()}"
     path = root / onnx_path(ModelRole.STUDENT)
     if not path.is_file():
         return {"skipped": f"{path} missing: the pipeline check did not export the student"}
@@ -271,7 +283,7 @@ def environment() -> dict:
             "memory_gib": props.total_memory / 2**30, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version(), "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "cudnn_deterministic": torch.backends.cudnn.deterministic,
-            "bf16_supported": torch.cuda.is_bf16_supported(), "onnxruntime": common.version("onnxruntime"),
+            "bf16_native": torch.cuda.is_bf16_supported(including_emulation=False), "onnxruntime": common.version("onnxruntime"),
             "onnxruntime_gpu": common.version("onnxruntime-gpu")}
 
 
@@ -280,8 +292,9 @@ def summary(name: str, r: dict) -> str:
     if r["status"] != "ok":
         return r.get("skipped") or r.get("error", "")
     if name == "pipeline":
-        g, c = r["cuda bf16"], r["cpu fp32"]
-        return (f"wall {g['wall_s']:.1f} s on cuda bf16 vs {c['wall_s']:.1f} s on cpu fp32 (teacher "
+        gpu = next(k for k in r if k.startswith("cuda "))
+        g, c = r[gpu], r["cpu fp32"]
+        return (f"wall {g['wall_s']:.1f} s on {gpu} vs {c['wall_s']:.1f} s on cpu fp32 (teacher "
                 f"{g['stage_s']['teacher']:.1f} vs {c['stage_s']['teacher']:.1f} s, distill "
                 f"{g['stage_s']['distill']:.1f} vs {c['stage_s']['distill']:.1f} s); student perplexity "
                 f"{g['student_perplexity']:.3f} vs {c['student_perplexity']:.3f}")
@@ -291,12 +304,12 @@ def summary(name: str, r: dict) -> str:
                 f"{', '.join(f'{x:.4f}' for x in one['distill_loss'])}; distill {two['stage_s']['distill']:.1f} "
                 f"vs {one['stage_s']['distill']:.1f} s")
     if name == "training":
-        return (f"{r['fp32']['tokens_per_s']:.0f} tokens/s fp32, {r['bf16']['tokens_per_s']:.0f} bf16 "
-                f"({r['bf16_speedup']:.2f}x)")
+        return (f"{r['fp32']['tokens_per_s']:.0f} tokens/s fp32, {r[r['low']]['tokens_per_s']:.0f} {r['low']} "
+                f"({r['low_speedup']:.2f}x)")
     if name == "latency":
         return "; ".join(f"{b}: cpu {v['cpu']['p50']:.2f} ms ({v['cpu_threads']} threads), cuda fp32 "
-                         f"{v['cuda fp32']['p50']:.2f} ms ({v['speedup_fp32']:.1f}x), bf16 {v['cuda bf16']['p50']:.2f}"
-                         f" ms ({v['speedup_bf16']:.1f}x)" for b, v in r.items() if b.startswith("batch"))
+                         f"{v['cuda fp32']['p50']:.2f} ms ({v['speedup_fp32']:.1f}x), {v['low']} "
+                         f"{v['cuda ' + v['low']]['p50']:.2f} ms ({v['speedup_low']:.1f}x)" for b, v in r.items() if b.startswith("batch"))
     if name == "onnxruntime":
         return (f"student at batch 1: CUDA provider {r['cuda']['p50']:.2f} ms, CPU {r['cpu']['p50']:.2f} ms "
                 f"({r['speedup']:.1f}x)")
