@@ -194,3 +194,10 @@ def tampered(path: Path, change) -> Iterator[None]:
         yield
     finally:
         path.write_bytes(original)
+
+
+def metric_history(run_id: str, metric: str) -> list[float]:
+    """A metric's values of an MLflow run in the tracking store in use, by step (the rank tests compare curves)."""
+    from mlflow.tracking import MlflowClient
+
+    return [m.value for m in sorted(MlflowClient().get_metric_history(run_id, metric), key=lambda m: m.step)]

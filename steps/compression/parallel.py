@@ -169,3 +169,14 @@ def local_batchnorm(swapped: Swapped) -> None:
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DDP wrapper (its layers by their own names, as feature taps name them)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def copy_from_main(model: nn.Module) -> None:
+    """Every rank's parameters and buffers made rank 0's. DDP keeps the parameters equal, but a BatchNorm's running
+    statistics are each rank's last shard's: a stage that goes on with the model after training (the prune stage's
+    next round scores units in eval mode, and validates) needs one model on every rank. Nothing on one process."""
+    if world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            dist.broadcast(tensor.detach(), src=0)

@@ -1,9 +1,10 @@
 """params.yaml's `resources:` section: how many processes train a stage, and in which float precision.
 
 The defaults are today's run (one process, fp32), bit for bit. More than one process applies to the stages that
-train (teacher, distill): the stage starts itself under torchrun (steps/core/launch.py) and trains with
-DistributedDataParallel on the same global batch (steps/compression/parallel.py). The other stages run as one
-process whatever this says.
+train (teacher, distill, and prune's fine-tuning after each round): the stage starts itself under torchrun
+(steps/core/launch.py) and trains with DistributedDataParallel on the same global batch
+(steps/compression/parallel.py). Prune's budget search (`target:`) and the other stages run as one process whatever
+this says.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class ResourcesConfig(_Section):
-    processes: int = Field(default=1, ge=1, description="processes per machine that train a stage (torchrun's "
-                           "--nproc-per-node); the global batch stays train.batch_size")
+    processes: int = Field(default=1, ge=1, description="processes per machine that train teacher, distill or "
+                           "prune's fine-tuning (torchrun's --nproc-per-node); the global batch stays the stage's "
+                           "batch_size")
     nodes: int = Field(default=1, ge=1, description="machines; above 1 a cluster scheduler starts torchrun "
                        "--nnodes on each, the stage does not")
     backend: Literal["gloo", "nccl"] = Field(default="gloo", description="torch.distributed's backend: gloo on "

@@ -138,9 +138,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("teacher", inputs=(DATA_DIR,), params=("seed", "device", "threads", "resources", "teacher"),
           outs=model_files(ModelRole.TEACHER), metrics=(metrics_path("teacher"),), plugins=("teacher",),
           model=ModelRole.TEACHER),
-    # it loads the teacher; with a budget (target), prune searches the widths and precision instead
+    # it loads the teacher; with a budget (target), prune searches the widths and precision instead (one process);
+    # resources: the rounds' fine-tuning runs on its processes and in its precision
     Stage("prune", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER)),
-          params=("seed", "device", "threads", "prune", "target", "export"),
+          params=("seed", "device", "threads", "resources", "prune", "target", "export"),
           outs=model_files(ModelRole.PRUNED), metrics=(metrics_path("prune"),),
           plugins=("teacher.arch", "prune"), model=ModelRole.PRUNED),
     # distill.teacher chooses which one teaches; with a budget, the teacher distills into the searched model

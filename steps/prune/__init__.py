@@ -19,31 +19,41 @@ The schedule gives the sparsity (fraction of weights, or of channels) after
 each round; for transformer, each fraction of `prune.transformer` follows the
 schedule to its final value.
 
+With resources.processes above 1 the stage starts itself under torchrun (steps/core/launch.py), as teacher and
+distill do: every rank prunes the teacher alike and fine-tunes its shard of each batch with DDP (a masked weight's
+`weight_orig` is the parameter DDP averages, its `weight_mask` a buffer it broadcasts); rank 0 alone logs, saves
+and writes the result.
+
 With a budget in params.yaml (`target:`), none of that runs: the stage searches
 per-layer widths and the deployable precision for the most accurate model
 inside the budget (steps/prune/budget_search.py), logs the sensitivity heat-map and the
-frontier, and saves the chosen candidate as the pruned model. A family whose layers
-cannot differ names its own search (Family.budget_search, in SEARCHES): an hf
-teacher's tries the uniform shapes its config can describe (steps/prune/hf_search.py).
+frontier, and saves the chosen candidate as the pruned model, in one process whatever
+resources says. A family whose layers cannot differ names its own search
+(Family.budget_search, in SEARCHES): an hf teacher's tries the uniform shapes its
+config can describe (steps/prune/hf_search.py).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
 
 from steps import config, tracking
-from steps.compression import measure, progress, pruning
+from steps.compression import measure, parallel, progress, pruning
 from steps.compression.families import family_of
 from steps.compression.prune_method import PruneMethod
 from steps.compression.training import accuracy, adam, train_epochs, validation_scores
-from steps.core import datasets, lineage
+from steps.core import datasets, launch, lineage
 from steps.core.names import ModelRole
 from steps.core.results import PruneResult
 from steps.core.torchkit import load_model, regularised_loss, setup
 from steps.prune import budget_plots, budget_search, hf_search
 from steps.stagekit.finish import save_and_record, write_result
+from steps.stagekit.ranks import stage_run
+
+logger = logging.getLogger(__name__)
 
 
 SEARCHES = {"channels": budget_search.search, "uniform_encoder": hf_search.search}
@@ -94,21 +104,49 @@ def run_search(params: config.Params, root: Path, origin: lineage.Origin = linea
 
 
 def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STANDALONE) -> PruneResult:
+    """Prune and fine-tune, the fine-tuning on resources.processes ranks under torchrun when more than one is asked
+    for; with a budget (`target:`), the search instead, in one process."""
     if params.target.active:
-        if datasets.task(datasets.read_manifest(root)) == "causal_lm":
-            raise ValueError("target: a budget search is not built for language models (data.task causal_lm); "
-                             "remove target and give prune.transformer fractions")
-        return run_search(params, root, origin)
+        return _search(params, root, origin)
+    if launch.needed(params.resources):
+        return launch.torchrun("prune", params, root, origin, PruneResult, tracking_uri=tracking.user_uri())
+    with parallel.process_group(params.resources.backend):
+        return _prune(params, root, origin)
+
+
+def _search(params: config.Params, root: Path, origin: lineage.Origin) -> PruneResult:
+    """run_search, in this process whatever resources says: it times each candidate's latency between fine-tunings,
+    and a latency timed while other ranks wait or work beside it would not be the model's. One line on stderr says
+    so; refused as a rank of a scheduler's torchrun, whose other ranks would each search."""
+    if datasets.task(datasets.read_manifest(root)) == "causal_lm":
+        raise ValueError("target: a budget search is not built for language models (data.task causal_lm); "
+                         "remove target and give prune.transformer fractions")
+    if launch.inside_torchrun():
+        raise ValueError("target: the budget search runs in one process, not as a rank of torchrun: start "
+                         "`python -m steps.prune` without torchrun, or remove target to prune on the ranks")
+    if params.resources.world_size > 1:
+        logger.warning("prune: target: the budget search runs in one process (resources.processes %d x nodes %d "
+                       "are for the prune rounds' fine-tuning, which a budget replaces)",
+                       params.resources.processes, params.resources.nodes)
+    return run_search(params, root, origin)
+
+
+def _prune(params: config.Params, root: Path, origin: lineage.Origin) -> PruneResult:
+    """The rounds. On several ranks every rank loads the teacher and prunes it alike (the methods draw no random
+    numbers; calibration rows are fixed), fine-tunes its shard of each batch under DDP, and validates the same
+    model; rank 0 alone logs, saves and writes metrics/prune.json."""
     device, generator = setup(params)
     splits = datasets.load_splits(root, ("train", "val"))
     train, cfg = splits["train"], params.prune
     model, spec = load_model(root, ModelRole.TEACHER, device)
     original = measure.parameters(model)
     method = method_for(model, cfg)
+    main = parallel.is_main()
     curve = []
-    with tracking.open_run(root, **lineage.stage_run(root, params, "prune", origin)) as run_id:
-        tracking.log_metrics({"sparsity": 0.0, **validation_scores(model, splits["val"]), "parameters": original},
-                             step=0)
+    with stage_run(root, params, "prune", origin, device) as run_id:
+        if main:  # one MLflow run: rank 0's
+            tracking.log_metrics({"sparsity": 0.0, **validation_scores(model, splits["val"]), "parameters": original},
+                                 step=0)
         for round_no, target in enumerate(method.targets(), start=1):
             began = time.perf_counter()
             method.prune_round(model, round_no, train, device)
@@ -118,14 +156,18 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
                 model, optimizer, len(train), cfg.finetune.batch_size, cfg.finetune.epochs,
                 regularised_loss(train, device, cfg.finetune, params.seed + round_no),
                 generator=generator, description=f"prune round {round_no}/{cfg.rounds} @ {target:.1%}",
-                lr_schedule=cfg.finetune.lr_schedule,
+                lr_schedule=cfg.finetune.lr_schedule, precision=params.resources.precision,
             )
+            # BatchNorm's running statistics are each rank's last shard's: rank 0's everywhere, so the next round
+            # scores (Taylor, activations in eval mode) and validates one model on every rank
+            parallel.copy_from_main(model)
             point = {"round": round_no, "target": target, "sparsity": method.sparsity(model),
                      "parameters": measure.parameters(model), **validation_scores(model, splits["val"])}
             curve.append(point)
-            progress.report("prune", f"round {round_no}/{cfg.rounds}",
-                            {k: v for k, v in point.items() if k != "round"}, progress.since(began))
-            tracking.log_metrics({k: v for k, v in point.items() if k != "round"}, step=round_no)
+            if main:
+                progress.report("prune", f"round {round_no}/{cfg.rounds}",
+                                {k: v for k, v in point.items() if k != "round"}, progress.since(began))
+                tracking.log_metrics({k: v for k, v in point.items() if k != "round"}, step=round_no)
         method.finish(model)
         result = PruneResult(method=cfg.method, sparsity=method.sparsity(model), parameters=measure.parameters(model),
                              val_accuracy=accuracy(model, splits["val"]), layer_sparsity=pruning.layer_sparsity(model),
@@ -138,5 +180,5 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
 def main() -> None:
     from steps.core.stage import run_stage_main
 
-    run_stage_main("prune", run, sys.argv[1:])
+    run_stage_main("prune", run, sys.argv[1:], read_spec=launch.read_spec)
 

@@ -14,6 +14,7 @@ from steps import config, data, distill, teacher, tracking
 from steps.core.layout import metrics_path, model_dir
 from steps.core.names import ModelRole, Tag
 from steps.core.results import DistillResult
+from tests.helpers import metric_history as _history
 from tests.steps.test_lm_stages import documents, lm_params
 
 pytestmark = pytest.mark.integration  # a real torchrun launch (~15 s of the module's ~30 s): make test, not make check
@@ -36,10 +37,6 @@ def _raw(docs, experiment: str, processes: int) -> dict:
     raw["distill"].update(student={"name": "hf", "config": STUDENT}, teacher="teacher", alpha=0.5, temperature=2.0)
     raw["distill"]["train"].update(epochs=3, batch_size=6, lr=0.003)
     return raw
-
-
-def _history(run_id: str, metric: str) -> list[float]:
-    return [m.value for m in sorted(MlflowClient().get_metric_history(run_id, metric), key=lambda m: m.step)]
 
 
 @pytest.fixture(scope="module")
