@@ -1,6 +1,6 @@
 """A training stage on several processes: it starts itself under torchrun and waits (`resources.processes` > 1).
 
-`run()` of teacher or distill, called alone (`python -m steps.<stage>`, as DVC runs it) or by the flow, finds
+`run()` of teacher, prune or distill, called alone (`python -m steps.<stage>`, as DVC runs it) or by the flow, finds
 more than one process asked for and no torchrun around it, and re-executes the stage as
 
     python -m torch.distributed.run --standalone --nnodes 1 --nproc-per-node N -m steps.<stage> --root R

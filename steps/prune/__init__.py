@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from steps import config, tracking
-from steps.compression import measure, parallel, progress, pruning
+from steps.compression import measure, parallel, progress, pruning, torchrun_env
 from steps.compression.families import family_of
 from steps.compression.prune_method import PruneMethod
 from steps.compression.training import accuracy, adam, train_epochs, validation_scores
@@ -51,7 +51,7 @@ from steps.core.results import PruneResult
 from steps.core.torchkit import load_model, regularised_loss, setup
 from steps.prune import budget_plots, budget_search, hf_search
 from steps.stagekit.finish import save_and_record, write_result
-from steps.stagekit.ranks import stage_run
+from steps.stagekit.ranks import on_ranks, stage_run
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +108,7 @@ def run(params: config.Params, root: Path, origin: lineage.Origin = lineage.STAN
     for; with a budget (`target:`), the search instead, in one process."""
     if params.target.active:
         return _search(params, root, origin)
-    if launch.needed(params.resources):
-        return launch.torchrun("prune", params, root, origin, PruneResult, tracking_uri=tracking.user_uri())
-    with parallel.process_group(params.resources.backend):
-        return _prune(params, root, origin)
+    return on_ranks("prune", params, root, origin, PruneResult, _prune)
 
 
 def _search(params: config.Params, root: Path, origin: lineage.Origin) -> PruneResult:
@@ -121,7 +118,7 @@ def _search(params: config.Params, root: Path, origin: lineage.Origin) -> PruneR
     if datasets.task(datasets.read_manifest(root)) == "causal_lm":
         raise ValueError("target: a budget search is not built for language models (data.task causal_lm); "
                          "remove target and give prune.transformer fractions")
-    if launch.inside_torchrun():
+    if torchrun_env.inside_torchrun():
         raise ValueError("target: the budget search runs in one process, not as a rank of torchrun: start "
                          "`python -m steps.prune` without torchrun, or remove target to prune on the ranks")
     if params.resources.world_size > 1:

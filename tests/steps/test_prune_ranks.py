@@ -13,6 +13,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from steps import config, prune, teacher, tracking
+from steps.compression import torchrun_env
 from steps.core import launch
 from steps.core.layout import metrics_path
 from steps.core.names import ModelRole, Tag
@@ -124,7 +125,7 @@ def test_a_budget_search_runs_in_this_process_and_says_so(project_after, stage_p
 def test_a_budget_search_as_a_rank_of_torchrun_is_refused_naming_target(project_after, stage_params, monkeypatch):
     root = project_after("data")
     monkeypatch.setattr(prune, "run_search", lambda params, root, origin: pytest.fail("searched on a rank"))
-    monkeypatch.setenv(launch.TORCHRUN_ENV, "a-scheduler's-job")
+    monkeypatch.setenv(torchrun_env.TORCHRUN_ENV, "a-scheduler's-job")
     with pytest.raises(ValueError, match=r"^target: the budget search runs in one process, not as a rank of "
                                          r"torchrun"):
         prune.run(_budget(stage_params, 2), root)
