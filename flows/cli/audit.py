@@ -17,7 +17,9 @@ def audit(
     model_uri: Annotated[str, typer.Argument(help="models:/NAME/VERSION or models:/NAME@ALIAS")],
     retrain: Annotated[bool, typer.Option("--retrain", help="also rerun training at the recorded commit")] = False,
     latency_tolerance: Annotated[float, typer.Option(min=0, help="relative latency tolerance")] = 1.0,
-    retrain_tolerance: Annotated[float, typer.Option(min=0, help="absolute accuracy tolerance for --retrain")] = 0.01,
+    retrain_tolerance: Annotated[float, typer.Option(
+        min=0, help="absolute accuracy tolerance for --retrain (a language model's next-token accuracy; its perplexity "
+                    "is held to a fixed relative 0.001, its parameter counts exactly)")] = 0.01,
     root: RootOption = Path("."),
 ) -> None:
     """Re-prove a registered version: lineage, data by hash, params, artifact sha256, metrics (exit 1 on mismatch)."""

@@ -24,7 +24,9 @@ Checks, in order (each one a row of the verdict table):
    class) is recomputed from both registered versions on the fetched test split and must equal what the
    decision recorded and tagged;
 6. retrain (optional): the pipeline's training stages rerun at the recorded commit in a temporary git worktree,
-   on the verified data and the logged params; the new student must match within a stated tolerance.
+   on the verified data and the logged params; the new student must match within a stated tolerance (a
+   classifier: accuracy within --retrain-tolerance, parameters, MACs and file bytes exact; a language model:
+   language.retrain_rows).
 A language model (its MLflow model's task is causal_lm) takes the checks of steps/registry/audit/language.py for
 4b, 5 and 5c: the tokenizer in its served folder, its model files and the fetched data; perplexity re-measured
 exactly against its tag, next-token accuracy, and the served generations of the evaluate run's prompts; the
@@ -111,7 +113,8 @@ def run(root: Path, model_uri: str, retrain: bool = False, latency_tolerance: fl
             report.checks.append(Check("metrics", None, "needs verified data and artifacts"))
         if retrain:
             if data_ok and params_doc is not None:
-                _guard(report, "retrain", lambda: retrain_check(root, tags, params_doc, work, retrain_tolerance))
+                _guard(report, "retrain",
+                       lambda: retrain_check(root, tags, params_doc, work, retrain_tolerance, language=lm))
             else:
                 report.checks.append(Check("retrain", None, "needs verified data and the logged params"))
     return report

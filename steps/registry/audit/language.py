@@ -6,7 +6,9 @@ run's model files and the fetched data. Its metrics are re-measured from the ver
 test blocks, by the code and settings evaluate used, so they come out bit for bit: perplexity against its tag's
 repr, exactly; the next-token accuracy against its tag; and the served model must continue the evaluate run's
 prompts with the logged generations. The promotion's paired document bootstrap against the champion it faced is
-recomputed with promote's own function. Language models have no latency budget.
+recomputed with promote's own function. Language models have no latency budget. Retrained at its commit (audit
+--retrain), the student is compared with the evaluate run's metrics by retrain_rows: perplexity within a relative
+tolerance, next-token accuracy within --retrain-tolerance, its sizes exactly.
 """
 
 from __future__ import annotations
@@ -28,6 +30,18 @@ BUDGET_SKIPPED = Check("budget", None, "a language model has no latency budget: 
                                        "target.* limit is judged for it")
 LATENCY_SKIPPED = Check("metric latency", None, "the generation latency (prefill and decode with the KV cache) is "
                                                 "not re-timed: no gate or budget reads it for a language model")
+RETRAIN_PERPLEXITY_TOLERANCE = 1e-3
+"""Relative perplexity difference allowed for a student retrained at its commit (audit --retrain). On the same CPU
+the rerun gives the same bits (the tiny Llama of tests/registry/test_lm_retrain.py: weights with the same sha256,
+perplexity with the same repr; also with 2 threads instead of 1), and the row says so; the tolerance only absorbs
+another CPU's floating-point kernels, whose last-bit differences training carries forward. 0.1% is a twentieth of
+promote.perplexity_margin's default (0.02: the perplexity ratio a promotion still takes for non-inferior) and far
+below what another model gives (seed 1 instead of 0 moved that Llama's perplexity by 6.3% and its next-token
+accuracy by 0.06), so a student trained otherwise fails.
+--retrain-tolerance stays an absolute accuracy tolerance: a language model's next-token accuracy."""
+RETRAIN_EXACT = ("parameters", "nonzero_parameters")
+"""The student's sizes the evaluate run logged (a language model's report has no MACs or file bytes), compared
+exactly with the retrained student's."""
 
 
 def is_language_model(name: str, version: int) -> bool:
@@ -173,6 +187,47 @@ def decision_check(name: str, version: int, tags: dict[str, str], work: Path) ->
                              "perplexity_ratio", "ratio",
                              lambda want, got: f"{len(want)} statistics equal, perplexity ratio {got.get(key)} "
                                                f"[{got.get(key + '_low')}, {got.get(key + '_high')}]")]
+
+
+def retrain_rows(student: dict, weights_sha256: str, logged: dict[str, float], tags: dict[str, str],
+                 tolerance: float) -> list[Check]:
+    """The student retrained at its commit (its evaluate report's metrics and the sha256 of its weights) against the
+    evaluate run's student.* metrics: perplexity within RETRAIN_PERPLEXITY_TOLERANCE (relative), next-token accuracy
+    within `tolerance` (absolute, --retrain-tolerance), parameters and non-zero parameters exact."""
+    identical = weights_sha256 == tags.get(Tag.MODEL_SHA256)
+    weights = ("its weights have the version's sha256" if identical else
+               f"its weights differ from the version's (sha256 {weights_sha256[:12]}, tagged "
+               f"{tags.get(Tag.MODEL_SHA256, 'missing')[:12]})")
+    rows = [_retrained_perplexity(float(student["perplexity"]), logged.get("student.perplexity"), weights)]
+    recorded, now = logged.get("student.next_token_accuracy"), float(student["next_token_accuracy"])
+    rows.append(Check("retrain next_token_accuracy", recorded is not None and abs(now - recorded) <= tolerance,
+                      f"within {tolerance} (absolute, --retrain-tolerance)" if recorded is not None else
+                      "the evaluate run logged no student.next_token_accuracy",
+                      recorded=_shown(recorded, ".6g"), observed=f"{now:.6g}"))
+    for key in RETRAIN_EXACT:
+        recorded, now = logged.get(f"student.{key}"), float(student[key])
+        rows.append(Check(f"retrain {key}", now == recorded,
+                          "exact" if recorded is not None else f"the evaluate run logged no student.{key}",
+                          recorded=_shown(recorded, ".10g"), observed=f"{now:.10g}"))
+    return rows
+
+
+def _retrained_perplexity(now: float, recorded: float | None, weights: str) -> Check:
+    """Within RETRAIN_PERPLEXITY_TOLERANCE of the evaluate run's, relative; the detail says whether it is the same
+    float, and whether the weights are the same bits."""
+    if recorded is None:
+        return Check("retrain perplexity", False, f"the evaluate run logged no student.perplexity; {weights}",
+                     recorded="missing", observed=repr(now))
+    relative = abs(now - recorded) / abs(recorded) if recorded else math.inf
+    within = relative <= RETRAIN_PERPLEXITY_TOLERANCE  # NaN on either side fails
+    detail = ("the same float as the evaluate run's" if now == recorded else
+              f"relative difference {relative:.3g}, {'within' if within else 'beyond'} "
+              f"{RETRAIN_PERPLEXITY_TOLERANCE:g}")
+    return Check("retrain perplexity", within, f"{detail}; {weights}", recorded=repr(recorded), observed=repr(now))
+
+
+def _shown(value: float | None, spec: str) -> str:
+    return "missing" if value is None else format(value, spec)
 
 
 def _logged_params(tags: dict[str, str]) -> config.Params:
