@@ -6,7 +6,12 @@ it) every rank draws the same seeded permutation and takes its contiguous slice 
 samples of a global step are those of one process; the rank's loss is weighted by its share of the batch, so
 DDP's mean of the ranks' gradients is the gradient of the global batch's mean loss, at the same learning rate.
 Not a DistributedSampler: it pads the epoch with repeated samples and shuffles per rank, which one process does
-not do. BatchNorm's statistics are the rank's shard's (SyncBatchNorm runs on CUDA only).
+not do. BatchNorm's statistics are the rank's shard's (SyncBatchNorm runs on CUDA only). The terms of a loss that
+average over a padded text's real tokens, not its rows, are weighted by the rank's share of the batch's tokens
+(token_weight; training.TokenMean), so padding that falls unevenly on the ranks changes nothing. Validation is
+split too: every rank takes rank 0's buffers (broadcast_buffers), scores its contiguous part of the split (my_rows),
+and the counts and loss sums are added up (all_reduce_sums): one process's counts, and its loss sum but for the
+order of additions.
 """
 
 from __future__ import annotations
@@ -118,3 +123,52 @@ class Replicas:
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DDP wrapper (its layers by their own names, as feature taps name them)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def my_rows(n: int) -> slice:
+    """This rank's contiguous part of `n` rows (the first n % world ranks hold one more), as shard() splits a batch:
+    the rows a rank scores of a validation split, whose sums all_reduce_sums then adds up. All of them on one
+    process; none on a rank beyond the n-th."""
+    world, me = world_size(), rank()
+    per, extra = divmod(n, world)
+    start = me * per + min(me, extra)
+    return slice(start, start + per + (me < extra))
+
+
+def all_reduce_sums(*values: float) -> tuple[float, ...]:
+    """The sums over the ranks of a few numbers at once, in one float64 all-reduce (counts stay exact below 2**53, a
+    loss sum adds in another order only across ranks); the numbers themselves, untouched, with no process group."""
+    if not active():
+        return values
+    sums = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(sums)
+    return tuple(sums.tolist())
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm's running statistics) on every rank. DDP broadcasts them at the start of each
+    training forward, after which each rank updates them from its own shard: without this, ranks that score their
+    parts of a validation split would each use slightly different statistics, none of them the saved model's.
+    A strided view (a constant expanded over a batch dimension) cannot be broadcast in place and is left as it is:
+    statistics are whole tensors."""
+    if active():
+        for buffer in model.buffers():
+            if buffer.is_contiguous():
+                dist.broadcast(buffer, 0)
+
+
+def token_weight(tokens: float, held: int) -> float:
+    """The weight of this rank's mean over its own `tokens` (a text batch's real tokens, padding left out): its
+    share of the global batch's tokens times the world size, as shard()'s weight is its share of the rows, so that
+    DDP's mean of the ranks' gradients is the gradient of the mean over all the batch's tokens. A rank without
+    rows (`held` 0, running shard()'s one row at weight 0) counts no token and weighs 0. One all-reduce."""
+    world = world_size()
+    if world == 1:
+        return 1.0
+    mine = float(tokens) if held else 0.0
+    (total,) = all_reduce_sums(mine)
+    return mine * world / total if total else 0.0
+
+
+def _collective_device() -> str:
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces CUDA tensors only
