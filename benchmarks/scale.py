@@ -28,10 +28,11 @@ quick run on a loaded machine showed 2 processes "superlinear" for that reason a
 Tokens per second are global (both ranks together): the training tokens of an epoch (training blocks x block
 size) over the steady epoch's seconds, measured between the MLflow timestamps of consecutive epochs' metrics
 (epochs after the first: the first holds DDP's start and the first allocations). An epoch's seconds include its
-validation (rank 0 alone, --val-documents documents, forward only: about 1% of an epoch). The stage's wall time
-(process and torchrun start, imports, loading the teacher, writing the checkpoint) is reported beside. Scaling
-efficiency: 2-process tokens/s / (2 x 1-process tokens/s). Perplexity: the student's on the validation blocks
-after the last epoch (the distill stage's val_perplexity).
+validation (--val-documents documents, forward only: about 1% of an epoch; the ranks split it, where the README's
+measurement had rank 0 score it alone). The stage's wall time (process and torchrun start, imports, loading the
+teacher, writing the checkpoint) is reported beside. Scaling efficiency: 2-process tokens/s / (2 x 1-process
+tokens/s). Perplexity: the student's on the validation blocks after the last epoch (the distill stage's
+val_perplexity).
 """
 
 from __future__ import annotations

@@ -121,10 +121,12 @@ def _train(params: config.Params, root: Path, origin: lineage.Origin) -> Teacher
             tracking.set_tags({"teacher.init": init_uri, "teacher.init_sha256": init_sha})
 
         def on_epoch(epoch: int, loss: float) -> dict[str, float]:
+            # every rank: each scores its part of the split (the plain model, not DDP's wrapper); rank 0 logs
             epoch_metrics = {"train_loss": loss, **validation_scores(model, splits["val"])}
             if cfg.train.l1.coefficient > 0:  # show sparsity emerging under L1
                 epoch_metrics["near_zero_fraction"] = near_zero_fraction(model, cfg.train.l1.target)
-            tracking.log_metrics(epoch_metrics, step=epoch)
+            if parallel.is_main():
+                tracking.log_metrics(epoch_metrics, step=epoch)
             return epoch_metrics
 
         if cfg.train.epochs > 0:

@@ -8,7 +8,12 @@ DDP's mean of the ranks' gradients is the gradient of the global batch's mean lo
 Not a DistributedSampler: it pads the epoch with repeated samples and shuffles per rank, which one process does
 not do. On CUDA, BatchNorm layers are SyncBatchNorm while DDP trains (their statistics those of the global batch,
 as in one process) and are BatchNorm again afterwards; on CPU torch's SyncBatchNorm refuses to run (it syncs
-GPU tensors only), so there BatchNorm's statistics are the rank's shard's.
+GPU tensors only), so there BatchNorm's statistics are the rank's shard's. The terms of a loss that
+average over a padded text's real tokens, not its rows, are weighted by the rank's share of the batch's tokens
+(token_weight; training.TokenMean), so padding that falls unevenly on the ranks changes nothing. Validation is
+split too: every rank takes rank 0's buffers (broadcast_buffers), scores its contiguous part of the split (my_rows),
+and the counts and loss sums are added up (all_reduce_sums): one process's counts, and its loss sum but for the
+order of additions.
 """
 
 from __future__ import annotations
@@ -49,16 +54,11 @@ def barrier() -> None:
 
 def all_reduce_sum(value: float) -> float:
     """The sum of `value` over the ranks (float64, so the order of a few additions barely matters)."""
-    if not active():
-        return value
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces CUDA tensors only
-    total = torch.tensor(value, dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return total.item()
+    return all_reduce_sums(value)[0]
 
 
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
-"""How long a rank waits in a collective for the others (rank 0's validation and saving included)."""
+"""How long a rank waits in a collective for the others (rank 0's logging, saving and artifact uploads included)."""
 
 
 @contextlib.contextmanager
@@ -71,8 +71,8 @@ def process_group(backend: str, device: torch.device) -> Iterator[None]:
         return
     if device.type == "cuda":  # device "cuda" is then the rank's GPU (NCCL refuses two ranks on one; gloo would
         torch.cuda.set_device(torchrun_env.local_rank())  # put every rank on GPU 0)
-    # Ranks wait in a collective while rank 0 alone validates, logs and saves: NCCL's default of 10 minutes
-    # would kill a job whose validation or artifact upload takes longer.
+    # Ranks wait in a collective while rank 0 alone logs and saves: NCCL's default of 10 minutes would kill a job
+    # whose checkpoint or artifact upload takes longer.
     dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
     try:
         yield
@@ -180,3 +180,52 @@ def copy_from_main(model: nn.Module) -> None:
     with torch.no_grad():
         for tensor in (*model.parameters(), *model.buffers()):
             dist.broadcast(tensor.detach(), src=0)
+
+
+def my_rows(n: int) -> slice:
+    """This rank's contiguous part of `n` rows (the first n % world ranks hold one more), as shard() splits a batch:
+    the rows a rank scores of a validation split, whose sums all_reduce_sums then adds up. All of them on one
+    process; none on a rank beyond the n-th."""
+    world, me = world_size(), rank()
+    per, extra = divmod(n, world)
+    start = me * per + min(me, extra)
+    return slice(start, start + per + (me < extra))
+
+
+def all_reduce_sums(*values: float) -> tuple[float, ...]:
+    """The sums over the ranks of a few numbers at once, in one float64 all-reduce (counts stay exact below 2**53, a
+    loss sum adds in another order only across ranks); the numbers themselves, untouched, with no process group."""
+    if not active():
+        return values
+    sums = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(sums)
+    return tuple(sums.tolist())
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm's running statistics) on every rank. DDP broadcasts them at the start of each
+    training forward, after which each rank updates them from its own shard: without this, ranks that score their
+    parts of a validation split would each use slightly different statistics, none of them the saved model's.
+    A strided view (a constant expanded over a batch dimension) cannot be broadcast in place and is left as it is:
+    statistics are whole tensors."""
+    if active():
+        for buffer in model.buffers():
+            if buffer.is_contiguous():
+                dist.broadcast(buffer, 0)
+
+
+def token_weight(tokens: float, held: int) -> float:
+    """The weight of this rank's mean over its own `tokens` (a text batch's real tokens, padding left out): its
+    share of the global batch's tokens times the world size, as shard()'s weight is its share of the rows, so that
+    DDP's mean of the ranks' gradients is the gradient of the mean over all the batch's tokens. A rank without
+    rows (`held` 0, running shard()'s one row at weight 0) counts no token and weighs 0. One all-reduce."""
+    world = world_size()
+    if world == 1:
+        return 1.0
+    mine = float(tokens) if held else 0.0
+    (total,) = all_reduce_sums(mine)
+    return mine * world / total if total else 0.0
+
+
+def _collective_device() -> str:
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces CUDA tensors only

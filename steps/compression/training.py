@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,8 +23,22 @@ from steps.compression import choices, parallel, progress, transfer
 from steps.compression.augment import Augment
 from steps.compression.precision import Precision
 
-StepLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
-"""(model, batch indices) -> scalar loss; the caller's closure owns the data."""
+
+class TokenMean(NamedTuple):
+    """A step's loss some of whose terms are means over a text batch's real tokens (padding left out), not over its
+    rows: `loss` the whole loss, `per_token` the part of it that averages over the batch's `tokens` tokens (a 0-d
+    tensor, the attention mask's sum). One process trains on `loss` alone; several ranks weigh `per_token` by their
+    share of the global batch's tokens and the rest by their share of its rows (train_epochs), so the ranks' losses
+    add up to the global batch's however its padding falls across them."""
+
+    loss: torch.Tensor
+    per_token: torch.Tensor
+    tokens: torch.Tensor
+
+
+StepLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor | TokenMean]
+"""(model, batch indices) -> scalar loss (a mean over the batch's rows), or a TokenMean when part of it is a mean
+over tokens; the caller's closure owns the data."""
 Inputs = torch.Tensor | dict[str, torch.Tensor]
 """A model's input rows: one tensor (images, feature vectors), or named tensors of as many rows, passed as
 keyword arguments (a text model's input_ids and attention_mask)."""
@@ -143,10 +158,28 @@ def is_language_model(split: Split) -> bool:
 
 
 def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:
-    """The fraction of rows classified right; for a language model's blocks, of next tokens predicted right."""
+    """The fraction of rows classified right; for a language model's blocks, of next tokens predicted right.
+
+    Under several ranks each scores its part of the split (parallel.my_rows) and the counts are summed, so every
+    rank must call it (a collective) with the plain model, never its DDP wrapper; one process scores every row."""
     if is_language_model(split):
         return next_token_accuracy(model, split)
-    return (predict_logits(model, split.x, batch_size).argmax(1) == split.y).float().mean().item()
+    mine = parallel.my_rows(len(split))
+    right, total = parallel.all_reduce_sums(_right(model, split, mine, batch_size), mine.stop - mine.start)
+    return fraction(right, total)
+
+
+def _right(model: nn.Module, split: Split, mine: slice, batch_size: int) -> int:
+    """How many of the rows `mine` of `split` `model` classifies right."""
+    if mine.stop == mine.start:  # a rank beyond the split's last row
+        return 0
+    return (predict_logits(model, rows(split.x, mine), batch_size).argmax(1) == split.y[mine]).sum().item()
+
+
+def fraction(right: float, total: float) -> float:
+    """right / total in float32, widened: the value the mean of float32 booleans gave (a float32 sum of 0s and 1s
+    is exact below 2**24 rows, then one division by the row count), so accuracies stay the bits they were."""
+    return (torch.tensor(right, dtype=torch.float32) / total).item()
 
 
 LOGITS_PER_BATCH = 1 << 25
@@ -172,18 +205,23 @@ def next_token_accuracy(model: nn.Module, split: Split) -> float:
 
 def next_token_scores(model: nn.Module, split: Split) -> dict[str, float]:
     """A language model on `split`'s blocks: the fraction of next tokens it predicts right ("accuracy") and its
-    perplexity (exp of the mean next-token loss), batch by batch (the whole split's logits would not fit)."""
+    perplexity (exp of the mean next-token loss), batch by batch (the whole split's logits would not fit).
+
+    Under several ranks each scores its part of the blocks (parallel.my_rows) and the sums of right tokens, loss
+    and tokens are added up: every rank must call it (a collective) with the plain model, never its DDP wrapper."""
     device = next(model.parameters()).device
     right = total = 0
     loss = 0.0
+    mine = parallel.my_rows(len(split))
     with evaluating(model):
         vocabulary = forward(model, split.batch(torch.arange(1), device)[0]).size(-1)
-        for idx in batch_indices(len(split), lm_batch_size(split, vocabulary), None):
+        for idx in torch.arange(mine.start, mine.stop).split(lm_batch_size(split, vocabulary)):
             x, y = split.batch(idx, device)
             logits, targets = next_token(forward(model, x), y)
             right += (logits.argmax(-1) == targets).sum().item()
             loss += nn.functional.cross_entropy(logits.double(), targets, reduction="sum").item()
             total += targets.numel()
+    right, loss, total = parallel.all_reduce_sums(right, loss, total)
     return {"accuracy": right / total, "perplexity": float(np.exp(loss / total))}
 
 
@@ -200,7 +238,9 @@ def progress_bar(show: bool = True) -> Progress:
 
 
 EpochHook = Callable[[int, float], Mapping[str, float] | None]
-"""(epoch, mean train loss) -> the metrics it measured (e.g. validation accuracy), shown in the epoch's line."""
+"""(epoch, mean train loss) -> the metrics it measured (e.g. validation accuracy), shown in the epoch's line.
+Called on every rank (validation is a collective: accuracy, validation_scores) with the plain model, never its DDP
+wrapper; a hook logs on rank 0 alone (parallel.is_main())."""
 
 
 def train_epochs(
@@ -226,8 +266,10 @@ def train_epochs(
     seconds); on a terminal a bar shows the batches of the epoch under way.
 
     Under torch.distributed (steps/compression/parallel.py) every rank trains its shard of each global batch of
-    `batch_size` with `model` wrapped in DDP; the epoch's mean loss is summed over the ranks (the same mean as one
-    process), and `on_epoch` (validation, logging) and the progress line run on rank 0 alone."""
+    `batch_size` with `model` wrapped in DDP, its loss weighted by its share of the batch's rows (and a TokenMean's
+    per-token part by its share of the tokens); the epoch's mean loss is summed over the ranks (the same mean as one
+    process). After each epoch every rank takes rank 0's buffers and calls `on_epoch` (validation is split across
+    the ranks); the progress line is rank 0's."""
     model.train()
     batches = -(-n // batch_size)
     scheduler = _scheduler(optimizer, lr_schedule, epochs * batches)
@@ -245,22 +287,41 @@ def train_epochs(
                     optimizer.zero_grad(set_to_none=True)
                     mine, weight, held = parallel.shard(idx)  # one process: the whole batch, weight 1
                     with amp.autocast():
-                        loss = step_loss(trained, mine)
-                    amp.backward(loss if weight == 1.0 else loss * weight)
+                        out = step_loss(trained, mine)
+                    loss, weighted, summed = _weighted(out, weight, held, len(idx))
+                    amp.backward(weighted)
                     if replicas is not None:
                         replicas.average_others()
                     amp.step(optimizer)
                     scheduler.step()
                     if after_step is not None:
                         after_step()
-                    total += loss.item() * held
+                    total += loss.item() * held if summed is None else summed.item()
                     bar.advance(task)
             mean = parallel.all_reduce_sum(total) / n
+            parallel.broadcast_buffers(model)  # rank 0's BatchNorm statistics: the model that is scored and saved
+            measured = on_epoch(epoch, mean) if on_epoch is not None else None  # every rank: validation is shared
             if not main:
                 continue
-            measured = on_epoch(epoch, mean) if on_epoch is not None else None
             progress.report(description, f"epoch {epoch}/{epochs}", {"train_loss": mean, **(measured or {})},
                             progress.since(began))
+
+
+def _weighted(out: torch.Tensor | TokenMean, weight: float, held: int,
+              batch_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(the step's loss, what this rank backpropagates, and, unless it is loss * held, this rank's part of the
+    global batch's loss times its rows, which the epoch's sum adds up).
+
+    A plain loss, a mean over the shard's rows, is weighted by shard()'s `weight`. A TokenMean's per-token part is
+    weighted by the rank's share of the batch's tokens instead (parallel.token_weight), its other terms by rows.
+    One process trains on the loss itself."""
+    if isinstance(out, torch.Tensor):
+        return out, out if weight == 1.0 else out * weight, None
+    if parallel.world_size() == 1:
+        return out.loss, out.loss, None
+    tokens = parallel.token_weight(out.tokens.item(), held)
+    weighted = out.loss * weight + out.per_token * (tokens - weight)
+    return out.loss, weighted, weighted.detach() * (batch_rows / parallel.world_size())
 
 
 def cosine_lr(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:

@@ -79,7 +79,8 @@ def feature_loss(objective: WeightedSum, teacher, train: Split, device, augment=
         with FeatureTap(parallel.unwrap(model), objective.student_layers) as s_tap:  # the layers, under DDP too
             s_logits = forward(model, x)
             s_feats = dict(s_tap.outputs)
-        return objective(s_logits, t_logits, y, s_feats, t_feats, token_mask(x))
+        # the terms over real tokens apart: ranks weigh them by their share of the batch's tokens (TokenMean)
+        return objective.token_mean(s_logits, t_logits, y, s_feats, t_feats, token_mask(x))
 
     return step
 
@@ -121,8 +122,10 @@ def _distill(params: config.Params, root: Path, origin: lineage.Origin) -> Disti
 
     with stage_run(root, params, "distill", origin, device) as run_id:
         def on_epoch(epoch: int, loss: float) -> dict[str, float]:
+            # every rank: each scores its part of the split (the plain student, not DDP's wrapper); rank 0 logs
             epoch_metrics = {"train_loss": loss, **validation_scores(student, splits["val"])}
-            tracking.log_metrics(epoch_metrics, step=epoch)
+            if parallel.is_main():
+                tracking.log_metrics(epoch_metrics, step=epoch)
             return epoch_metrics
 
         optimizer = adam(trainable, cfg.train.lr, cfg.train.weight_decay)

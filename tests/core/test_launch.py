@@ -9,10 +9,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from steps import config, teacher, tracking
+from steps.compression.training import accuracy
+from steps.core import datasets
 from steps.core.launch import RankFailed
 from steps.core.layout import metrics_path
-from steps.core.names import Tag
+from steps.core.names import ModelRole, Tag
 from steps.core.results import TeacherResult
+from steps.core.torchkit import load_model
 
 pytestmark = pytest.mark.integration  # real torchrun launches (~45 s): make test, not make check
 
@@ -96,6 +99,16 @@ def test_two_ranks_record_once(trained):
     assert runs[0].data.params["resources.processes"] == "2"
     assert TeacherResult.read(root / metrics_path("teacher")) == two
     assert sorted(p.name for p in (root / "models").iterdir()) == ["teacher.json", "teacher.safetensors"]
+
+
+def test_two_ranks_score_validation_as_one_process_does(trained):
+    """Each rank classifies its half of the validation split and the counts are summed: the saved model's
+    accuracy, bit for bit, as one process computes it and as the last epoch logged it."""
+    root, _, two = trained  # before the failing-rank test, which restores the project into the same folder
+    model, _ = load_model(root, ModelRole.TEACHER)
+    alone = accuracy(model, datasets.load_splits(root, ("val",))["val"])
+    tracking.use_store(root)
+    assert _history(two.mlflow_run_id, "val_accuracy")[-1] == alone == two.val_accuracy
 
 
 def test_a_failing_rank_fails_the_stage_naming_it_and_the_rerun_succeeds(_snapshots, stage_params):

@@ -7,7 +7,9 @@ reading those, the named module pairs otherwise (one term instance per pair: Fit
 TinyBERT projections are learned per pair). The terms' parameters are this module's: optimise
 `[*student.parameters(), *objective.parameters()]`. On text, the token mask (the inputs' attention mask)
 goes to the terms that count tokens (`Term.masks_tokens`: hidden states, attention maps), so padding is
-left out of them.
+left out of them. Those terms are means over the batch's real tokens, the others over its rows: `token_mean` says
+which part is which, so that ranks training on shards of a batch weigh each part by its share of the batch's
+tokens or rows (training.TokenMean).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import nn
 
 from steps.compression import choices
 from steps.compression.distillation.features import FeatureTap
-from steps.compression.training import Inputs, evaluating, forward
+from steps.compression.training import Inputs, TokenMean, evaluating, forward
 
 LayerPair = tuple[str, str]
 """(student module name, teacher module name), as in `dict(model.named_modules())`."""
@@ -121,6 +123,26 @@ class WeightedSum(nn.Module):
     ) -> torch.Tensor:
         summands = self.summands(student_logits, teacher_logits, labels, student_feats, teacher_feats, mask)
         return functools.reduce(operator.add, summands.values())
+
+    def token_mean(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor,
+        student_feats: Mapping[str, torch.Tensor] | None = None,
+        teacher_feats: Mapping[str, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor | TokenMean:
+        """forward's loss, summed alike; with a token mask that some term counts, a TokenMean: that loss, the sum of
+        the terms that average over the mask's tokens, and how many tokens those are (what a rank's share of a
+        batch's tokens is counted from). Without a mask every term averages over rows, or over a language model's
+        positions, as many in every row: the loss alone."""
+        summands = self.summands(student_logits, teacher_logits, labels, student_feats, teacher_feats, mask)
+        loss = functools.reduce(operator.add, summands.values())
+        per_token = [value for name, value in summands.items() if self.terms[name][0].masks_tokens]
+        if mask is None or not per_token:
+            return loss
+        return TokenMean(loss, functools.reduce(operator.add, per_token), mask.sum())
 
 
 def build(
