@@ -171,17 +171,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def copy_from_main(model: nn.Module) -> None:
-    """Every rank's parameters and buffers made rank 0's. DDP keeps the parameters equal, but a BatchNorm's running
-    statistics are each rank's last shard's: a stage that goes on with the model after training (the prune stage's
-    next round scores units in eval mode, and validates) needs one model on every rank. Nothing on one process."""
-    if world_size() == 1:
-        return
-    with torch.no_grad():
-        for tensor in (*model.parameters(), *model.buffers()):
-            dist.broadcast(tensor.detach(), src=0)
-
-
 def my_rows(n: int) -> slice:
     """This rank's contiguous part of `n` rows (the first n % world ranks hold one more), as shard() splits a batch:
     the rows a rank scores of a validation split, whose sums all_reduce_sums then adds up. All of them on one

@@ -141,9 +141,9 @@ def _prune(params: config.Params, root: Path, origin: lineage.Origin) -> PruneRe
     main = parallel.is_main()
     curve = []
     with stage_run(root, params, "prune", origin, device) as run_id:
+        before = validation_scores(model, splits["val"])  # every rank: its part of the split, the sums shared
         if main:  # one MLflow run: rank 0's
-            tracking.log_metrics({"sparsity": 0.0, **validation_scores(model, splits["val"]), "parameters": original},
-                                 step=0)
+            tracking.log_metrics({"sparsity": 0.0, **before, "parameters": original}, step=0)
         for round_no, target in enumerate(method.targets(), start=1):
             began = time.perf_counter()
             method.prune_round(model, round_no, train, device)
@@ -155,9 +155,6 @@ def _prune(params: config.Params, root: Path, origin: lineage.Origin) -> PruneRe
                 generator=generator, description=f"prune round {round_no}/{cfg.rounds} @ {target:.1%}",
                 lr_schedule=cfg.finetune.lr_schedule, precision=params.resources.precision,
             )
-            # BatchNorm's running statistics are each rank's last shard's: rank 0's everywhere, so the next round
-            # scores (Taylor, activations in eval mode) and validates one model on every rank
-            parallel.copy_from_main(model)
             point = {"round": round_no, "target": target, "sparsity": method.sparsity(model),
                      "parameters": measure.parameters(model), **validation_scores(model, splits["val"])}
             curve.append(point)
