@@ -217,22 +217,26 @@ def train_epochs(
     after_step: Callable[[], None] | None = None,
     lr_schedule: str = "constant",
     precision: str = "fp32",
+    strategy: str = "ddp",
 ) -> None:
     """Run `epochs` passes; `on_epoch(epoch, mean_loss)` after each, `after_step()` after each update.
     lr_schedule "cosine" anneals the learning rate to 0 over all steps (Loshchilov & Hutter); `precision`
-    (fp32, bf16, fp16) is the forward pass's (steps/compression/precision.py).
+    (fp32, bf16, fp16) is the forward pass's (steps/compression/precision.py); `strategy` (resources.strategy)
+    how several ranks train: ddp, or fsdp (steps/compression/sharded.py: a sharded copy trains, its weights
+    gathered into `model` after every epoch, before `on_epoch`).
 
     Each epoch ends with one progress line (`description`: epoch i/n, train loss, what `on_epoch` measured,
     seconds); on a terminal a bar shows the batches of the epoch under way.
 
     Under torch.distributed (steps/compression/parallel.py) every rank trains its shard of each global batch of
-    `batch_size` with `model` wrapped in DDP; the epoch's mean loss is summed over the ranks (the same mean as one
-    process), and `on_epoch` (validation, logging) and the progress line run on rank 0 alone."""
+    `batch_size` with `model` wrapped in DDP (or sharded: `strategy`); the epoch's mean loss is summed over the
+    ranks (the same mean as one process), and `on_epoch` (validation, logging) and the progress line run on rank 0
+    alone."""
     model.train()
     batches = -(-n // batch_size)
+    replicas = _replicas(model, optimizer, strategy, after_step)  # before the scheduler: fsdp regroups the optimizer
     scheduler = _scheduler(optimizer, lr_schedule, epochs * batches)
     amp = Precision(precision, next(model.parameters()).device)
-    replicas = parallel.Replicas(model, optimizer) if parallel.world_size() > 1 else None
     trained = model if replicas is None else replicas.model
     main = parallel.is_main()
     for epoch in range(1, epochs + 1):
@@ -256,11 +260,40 @@ def train_epochs(
                 total += loss.item() * held
                 bar.advance(task)
         mean = parallel.all_reduce_sum(total) / n
+        _into_model(replicas)  # fsdp: the epoch's weights into `model`, which on_epoch validates (every rank)
         if not main:
             continue
         measured = on_epoch(epoch, mean) if on_epoch is not None else None
         progress.report(description, f"epoch {epoch}/{epochs}", {"train_loss": mean, **(measured or {})},
                         progress.since(began))
+    _closed(replicas)
+
+
+def _replicas(model: nn.Module, optimizer: torch.optim.Optimizer, strategy: str,
+              after_step: Callable[[], None] | None):
+    """What the ranks train, by `strategy` (choices.STRATEGIES): `model` in DDP (parallel.Replicas) or a sharded
+    copy (sharded.Sharded), each with `.model` and `average_others()`; None with one process, which trains `model`."""
+    if parallel.world_size() == 1:
+        return None
+    if after_step is not None and strategy != "ddp":
+        raise ValueError(f"resources.strategy {strategy} trains a copy of the model, and after_step (re-masking "
+                         "pruned weights) acts on the model itself: use resources.strategy ddp")
+    return choices.STRATEGIES.resolve(strategy)(model, optimizer)
+
+
+def _into_model(replicas) -> None:
+    """A strategy that trains a copy (fsdp) gathers its weights into the model: a collective, every rank calls it.
+    DDP trains the model itself: nothing to do."""
+    gather = getattr(replicas, "gather", None)
+    if gather is not None:
+        gather()
+
+
+def _closed(replicas) -> None:
+    """The strategy's hold on the caller's objects released (fsdp: the optimizer's own groups back)."""
+    close = getattr(replicas, "close", None)
+    if close is not None:
+        close()
 
 
 def cosine_lr(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
