@@ -134,7 +134,7 @@ def _train(params: config.Params, root: Path, origin: lineage.Origin) -> Teacher
                 model, adam(model.parameters(), cfg.train.lr, cfg.train.weight_decay), len(train),
                 cfg.train.batch_size, cfg.train.epochs, regularised_loss(train, device, cfg.train, params.seed),
                 generator=generator, description="teacher", on_epoch=on_epoch, lr_schedule=cfg.train.lr_schedule,
-                precision=params.resources.precision,
+                precision=params.resources.precision, strategy=params.resources.strategy,
             )
         result = TeacherResult(val_accuracy=accuracy(model, splits["val"]), parameters=measure.parameters(model),
                                mlflow_run_id=run_id, init_uri=init_uri, init_sha256=init_sha, epochs=cfg.train.epochs)

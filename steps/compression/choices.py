@@ -114,3 +114,8 @@ DISTILL_TERMS = Registry("distillation term", {
     "attention_maps": "steps.compression.distillation.attention_maps:AttentionMaps",
     "hidden_states": "steps.compression.distillation.hidden_states:HiddenStates",
 })
+STRATEGIES = Registry("resources.strategy", {
+    # how several ranks train one model (steps/compression/training.py): (model, optimizer) -> what they train
+    "ddp": "steps.compression.parallel:Replicas",  # every rank a whole replica, gradients all-reduced
+    "fsdp": "steps.compression.sharded:Sharded",  # every rank 1/N of weights, gradients and optimizer state
+})

@@ -26,7 +26,7 @@ import torch
 from torch import distributed as dist
 from torch import nn
 
-from steps.compression import torchrun_env
+from steps.compression import choices, torchrun_env
 
 
 def active() -> bool:
@@ -116,6 +116,9 @@ class Replicas:
                 dist.all_reduce(p.grad)
                 p.grad.div_(world)
 
+    def gather(self) -> None:
+        """Nothing: DDP trains the model itself (sharded.Sharded gathers its copy's weights into the model here)."""
+
     def close(self) -> None:
         """The model's own BatchNorm layers back, with what training left in them (saved, pruned, exported)."""
         local_batchnorm(self.swapped)
@@ -123,13 +126,16 @@ class Replicas:
 
 
 @contextlib.contextmanager
-def replicated(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[Replicas | None]:
-    """Replicas of `model` across the ranks for the duration (its BatchNorm layers back after, on success or
-    failure); None with one process, which trains `model` itself."""
+def replicated(model: nn.Module, optimizer: torch.optim.Optimizer,
+               strategy: str = "ddp") -> Iterator[Replicas | None]:
+    """What the ranks train for the duration, by `strategy` (resources.strategy, choices.STRATEGIES): `model` in DDP
+    (Replicas) or a sharded copy (sharded.Sharded), each with `.model`, `average_others()`, `gather()`, and
+    `close()` on success or failure (BatchNorm layers back; fsdp: the optimizer's own groups back). None with one
+    process, which trains `model` itself."""
     if world_size() == 1:
         yield None
         return
-    replicas = Replicas(model, optimizer)
+    replicas = choices.STRATEGIES.resolve(strategy)(model, optimizer)
     try:
         yield replicas
     finally:

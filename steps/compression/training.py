@@ -257,25 +257,32 @@ def train_epochs(
     after_step: Callable[[], None] | None = None,
     lr_schedule: str = "constant",
     precision: str = "fp32",
+    strategy: str = "ddp",
 ) -> None:
     """Run `epochs` passes; `on_epoch(epoch, mean_loss)` after each, `after_step()` after each update.
     lr_schedule "cosine" anneals the learning rate to 0 over all steps (Loshchilov & Hutter); `precision`
-    (fp32, bf16, fp16) is the forward pass's (steps/compression/precision.py).
+    (fp32, bf16, fp16) is the forward pass's (steps/compression/precision.py); `strategy` (resources.strategy)
+    how several ranks train: ddp, or fsdp (steps/compression/sharded.py: a sharded copy trains, its weights
+    gathered into `model` after every epoch, before `on_epoch`).
 
     Each epoch ends with one progress line (`description`: epoch i/n, train loss, what `on_epoch` measured,
     seconds); on a terminal a bar shows the batches of the epoch under way.
 
     Under torch.distributed (steps/compression/parallel.py) every rank trains its shard of each global batch of
-    `batch_size` with `model` wrapped in DDP, its loss weighted by its share of the batch's rows (and a TokenMean's
-    per-token part by its share of the tokens); the epoch's mean loss is summed over the ranks (the same mean as one
-    process). After each epoch every rank takes rank 0's buffers and calls `on_epoch` (validation is split across
-    the ranks); the progress line is rank 0's."""
+    `batch_size` with `model` wrapped in DDP (or sharded: `strategy`), its loss weighted by its share of the batch's
+    rows (and a TokenMean's per-token part by its share of the tokens); the epoch's mean loss is summed over the
+    ranks (the same mean as one process). After each epoch every rank takes rank 0's buffers (and fsdp's gathered
+    weights) and calls `on_epoch` (validation is split across the ranks); the progress line is rank 0's."""
     model.train()
     batches = -(-n // batch_size)
-    scheduler = _scheduler(optimizer, lr_schedule, epochs * batches)
+    if after_step is not None and strategy != "ddp" and parallel.world_size() > 1:
+        raise ValueError(f"resources.strategy {strategy} trains a copy of the model, and after_step (re-masking "
+                         "pruned weights) acts on the model itself: use resources.strategy ddp")
     amp = Precision(precision, next(model.parameters()).device)
     main = parallel.is_main()
-    with parallel.replicated(model, optimizer) as replicas:  # None with one process
+    with parallel.replicated(model, optimizer, strategy) as replicas:  # None with one process
+        # after the strategy: fsdp regroups the optimizer's parameters, which the scheduler then holds
+        scheduler = _scheduler(optimizer, lr_schedule, epochs * batches)
         trained = model if replicas is None else replicas.model
         for epoch in range(1, epochs + 1):
             began = time.perf_counter()
@@ -299,6 +306,8 @@ def train_epochs(
                     total += loss.item() * held if summed is None else summed.item()
                     bar.advance(task)
             mean = parallel.all_reduce_sum(total) / n
+            if replicas is not None:
+                replicas.gather()  # fsdp: the epoch's weights into `model` (a collective); ddp trains `model` itself
             parallel.broadcast_buffers(model)  # rank 0's BatchNorm statistics: the model that is scored and saved
             measured = on_epoch(epoch, mean) if on_epoch is not None else None  # every rank: validation is shared
             if not main:

@@ -30,7 +30,7 @@ from steps.config.operations import (
 )
 from steps.config.promote import PromoteConfig
 from steps.config.prune import PruneConfig, TransformerPruneConfig
-from steps.config.resources import ResourcesConfig, check_device
+from steps.config.resources import ResourcesConfig, check_device, check_strategy
 from steps.config.training import L1Config, TrainConfig
 
 __all__ = [
@@ -84,10 +84,13 @@ class Params(_Section):
     @field_validator("resources")
     @classmethod
     def _runs_on_the_device(cls, resources: ResourcesConfig, info: ValidationInfo) -> ResourcesConfig:
-        """fp16 and nccl on device: cpu, refused before any work (device auto is checked when it resolves)."""
-        device = info.data.get("device")
+        """fp16 and nccl on device: cpu, refused before any work (device auto is checked when it resolves); what
+        fsdp cannot train (the teacher's L1 penalty: a run that trains the teacher)."""
+        device, teacher = info.data.get("device"), info.data.get("teacher")
         if device is not None:
             check_device(resources, device)
+        if teacher is not None and (info.context or {}).get("stage") in (None, "teacher"):
+            check_strategy(resources, teacher.train.l1.coefficient)
         return resources
 
     @field_validator("teacher")

@@ -136,7 +136,7 @@ distill.student is unused, the searched pruned model: the teacher's family)."""
 STAGES: tuple[Stage, ...] = (
     Stage("data", inputs=(RAW_DIR,), params=("seed", "data"), outs=(DATA_DIR,), plugins=("data",)),
     Stage("teacher", inputs=(DATA_DIR,), params=("seed", "device", "threads", "resources", "teacher"),
-          outs=model_files(ModelRole.TEACHER), metrics=(metrics_path("teacher"),), plugins=("teacher",),
+          outs=model_files(ModelRole.TEACHER), metrics=(metrics_path("teacher"),), plugins=("teacher", "resources"),
           model=ModelRole.TEACHER),
     # it loads the teacher; with a budget (target), prune searches the widths and precision instead (one process);
     # resources: the rounds' fine-tuning runs on its processes and in its precision
@@ -148,7 +148,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("distill", inputs=(DATA_DIR, *model_files(ModelRole.TEACHER), *model_files(ModelRole.PRUNED)),
           params=("seed", "device", "threads", "resources", "distill", "target"), outs=model_files(ModelRole.STUDENT),
           metrics=(metrics_path("distill"),),
-          plugins=("teacher.arch", "distill"), model=ModelRole.STUDENT),
+          plugins=("teacher.arch", "distill", "resources"), model=ModelRole.STUDENT),
     Stage("export", inputs=(DATA_DIR, *_ALL_MODELS), params=("threads", "export"),
           outs=tuple(onnx_path(role) for role in ModelRole), metrics=(metrics_path("export"),),
           plugins=_LOADS_ALL_MODELS),

@@ -131,7 +131,8 @@ def _distill(params: config.Params, root: Path, origin: lineage.Origin) -> Disti
         optimizer = adam(trainable, cfg.train.lr, cfg.train.weight_decay)
         train_epochs(student, optimizer, len(train), cfg.train.batch_size, cfg.train.epochs, step_loss,
                      generator=generator, description="distill", on_epoch=on_epoch,
-                     lr_schedule=cfg.train.lr_schedule, precision=params.resources.precision)
+                     lr_schedule=cfg.train.lr_schedule, precision=params.resources.precision,
+                     strategy=params.resources.strategy)
         result = DistillResult(teacher=teacher_role.value, val_accuracy=accuracy(student, splits["val"]),
                                teacher_val_accuracy=accuracy(teacher, splits["val"]),
                                parameters=measure.parameters(student), mlflow_run_id=run_id)

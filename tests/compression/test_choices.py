@@ -21,6 +21,7 @@ SCHEMA_FIELDS = {  # registry -> (schema model, field)
     "BLOCK_METRICS": (config.TransformerPruneConfig, "depth_metric"),
     "LAYER_MAPS": (config.TransformerLossConfig, "layer_map"),
     "DISTILL_TERMS": (DistillTerm, "name"),
+    "STRATEGIES": (config.ResourcesConfig, "strategy"),
 }
 CRITERIA_VIEWS = ("IMPORTANCES", "TRANSFORMER_IMPORTANCES", "BLOCK_METRICS")
 """The params keys' subsets of the one criteria registry (CRITERIA), which no key reads whole."""
