@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import fcntl
 import importlib
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +174,43 @@ class Snapshots:
         finally:
             src.close()
             dst.close()
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `name` that `build` fills, built once per test run and read-only after (copy it to change it).
+
+    A session fixture is built once per pytest-xdist worker (`make test` runs two), so two modules on two workers
+    would each build it; the folder lives instead in the run's temporary folder above the workers' own, and a file
+    lock there makes the second worker wait for the first one's build rather than repeat it. A failed build leaves
+    nothing behind: the next asker builds again (and fails with its own error)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # pytest-<n>: this run's, above popen-gw0, popen-gw1
+    folder, done = shared / name, shared / f"{name}.built"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+def moved_project(source: Path, dest: Path) -> Path:
+    """A copy at `dest` of the project at `source` that records into and reads from its own folder.
+
+    MLflow keeps absolute artifact locations (each experiment's, each run's) in mlflow.db: they are pointed at
+    `dest`, or the copy's runs would write into `source` and read its files. Every text value under `source`'s path
+    is rewritten, whichever table holds it; the rest of a project is relative to its root (git, DVC's remote)."""
+    shutil.copytree(source, dest, symlinks=True)
+    old, new = f"{source.resolve()}/", f"{dest.resolve()}/"
+    with contextlib.closing(sqlite3.connect(dest / Snapshots.DB)) as db, db:
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for column in [f'"{row[1]}"' for row in db.execute(f'PRAGMA table_info("{table}")').fetchall()]:
+                db.execute(f"""UPDATE "{table}" SET {column} = replace({column}, ?, ?)
+                               WHERE typeof({column}) = 'text' AND instr({column}, ?) > 0""", (old, new, old))
+    return dest
 
 
 def variant(params, **sections):

@@ -1,4 +1,4 @@
-"""`shrinkflow audit` of a registered language model: a tiny Llama project (tests/steps/test_lm_stages.py) run through
+"""`shrinkflow audit` of a registered language model: a tiny Llama project (tests/lm_project.py) run through
 every stage in a git checkout, its data recorded and pushed by DVC as the flow does, promoted twice (the second
 student, distilled again at another learning rate, faces the first as champion). The audit of the second version
 re-proves its tokenizer, its perplexity bit for bit, its next-token accuracy, its served generations and the paired
@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.checkout import copy_project
 from steps import config, distill, evaluate, promote, storage, tracking
 from steps.core.names import STATISTIC_TAG, Tag
 from steps.registry import audit
 from steps.registry.audit.report import AuditReport
+from tests import lm_project
 from tests.helpers import tampered, write_params
-from tests.steps.test_lm_stages import documents, lm_params, run_stages
+from tests.lm_project import run_stages
 
 NAME = "fashion-student"  # promote.model_name's default for data without a registered name of its own
 CANDIDATE = f"models:/{NAME}/2"
@@ -27,13 +27,7 @@ CANDIDATE = f"models:/{NAME}/2"
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     torch.set_num_threads(1)
-    base = tmp_path_factory.mktemp("lm-audit")
-    raw = lm_params(documents(base / "docs", count=30))
-    raw.update(threads=1)
-    raw["teacher"]["train"]["epochs"] = 1
-    raw["evaluate"].update(latency_repeats=2, latency_warmup=0)
-    root = copy_project(base / "project", raw)
-    run_stages(raw, root)
+    root, raw = lm_project.fresh_copy(tmp_path_factory, "lm-audit")  # every stage run, on one thread
     storage.commit_stage(root, "data")  # what the flow records after the data stage: dvc.lock holds the data hash
     storage.push(root)  # to the project's local DVC remote, which the audit fetches the data from
     assert promote.run(config.validate(raw, stage="promote"), root).promoted

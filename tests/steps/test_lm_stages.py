@@ -1,69 +1,45 @@
 """A causal language model through the stages (data.task causal_lm): a tiny Llama trained on documents the test
 writes, pruned (Minitron's width and depth, or Wanda 2:4), distilled by its logits, exported, quantized and
-evaluated; each stage's output checked against what stock transformers and a hand computation give."""
+evaluated; each stage's output checked against what stock transformers and a hand computation give. The project is
+tests/lm_project.py's, built once per test run; this module works in a copy of it."""
 
 from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
-from steps import config, data, distill, evaluate, export, prune, quantize, teacher
+from steps import config, prune, quantize
 from steps.compression.generation import greedy_generations
 from steps.core import datasets
-from steps.core.layout import REPORT, model_dir
+from steps.core.layout import REPORT, metrics_path, model_dir
 from steps.core.names import ModelRole
-from tests.helpers import tiny_params
+from steps.core.results import ExportResult, PruneResult, QuantizeResult, TeacherResult
+from tests import lm_project
+from tests.lm_project import documents, lm_params, run_stages  # noqa: F401 (other modules import them from here)
 
-WORDS = "the river stone lantern north garden quiet ember harbour wolf ink runs over under a bright cold night".split()
-LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64}
-
-
-def documents(folder: Path, count: int = 40) -> Path:
-    rng = random.Random(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        (folder / f"d{i:02d}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(60)) + ".\n")
-    return folder
-
-
-def lm_params(docs: Path, **prune_keys) -> dict:
-    raw = tiny_params(docs)
-    raw["data"] = {"source": "text", "task": "causal_lm", "path": str(docs), "val_size": 4, "block_size": 32,
-                   "tokenizer": {"train": {"kind": "bpe", "vocab_size": 200}}, "test_fraction": 0.2}
-    raw["teacher"]["arch"] = {"name": "hf", "config": LLAMA}
-    raw["teacher"]["train"].update(epochs=2, batch_size=8)
-    raw["prune"].update(method="transformer", rounds=1, transformer={"heads": 0.5, "mlp": 0.5, "depth": 0.5,
-                                                               "depth_metric": "block_influence"},
-                        **prune_keys)
-    raw["prune"]["finetune"].update(epochs=1, batch_size=8)
-    raw["distill"].update(student={"name": "pruned"}, teacher="teacher")
-    raw["distill"]["train"].update(epochs=1, batch_size=8, lr=0.001)
-    raw["quantize"].update(methods=["dynamic"], deploy="dynamic", max_accuracy_drop=0.5)
-    return raw
-
-
-STAGES = (("data", data), ("teacher", teacher), ("prune", prune), ("distill", distill), ("export", export),
-          ("quantize", quantize), ("evaluate", evaluate))
-
-
-def run_stages(raw: dict, root: Path, stages=STAGES) -> dict:
-    return {name: module.run(config.validate(raw, stage=name), root) for name, module in stages}
+RESULTS = {"teacher": TeacherResult, "prune": PruneResult, "export": ExportResult, "quantize": QuantizeResult}
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("lm")
-    raw = lm_params(documents(root / "docs"))
-    return root, run_stages(raw, root)
+    """A copy of the project tests/lm_project.py builds once per run, with the results its stages wrote."""
+    root, _ = lm_project.fresh_copy(tmp_path_factory, "lm")
+    return root, {name: result.read(root / metrics_path(name)) for name, result in RESULTS.items()}
+
+
+def built_params(root: Path, **prune_keys) -> dict:
+    """The params the project was built with (its params.yaml), with `prune_keys` set."""
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["prune"].update(prune_keys)
+    return raw
 
 
 def stock(root: Path, role: ModelRole):
@@ -114,8 +90,7 @@ def test_the_report_holds_each_models_greedy_continuations_of_the_prompts(projec
 
 def test_wanda_two_four_leaves_two_of_every_four_weights_in_each_decoder_linear(project, tmp_path: Path):
     root, _ = project
-    raw = lm_params(root / "docs", n_m="2:4")
-    raw["prune"].update(method="wanda", transformer={})
+    raw = built_params(root, n_m="2:4", method="wanda", transformer={})
     results = run_stages(raw, root, (("prune", prune),))
     assert results["prune"].sparsity == pytest.approx(0.5)
     pruned = stock(root, ModelRole.PRUNED)
@@ -123,14 +98,14 @@ def test_wanda_two_four_leaves_two_of_every_four_weights_in_each_decoder_linear(
         if isinstance(module, torch.nn.Linear):
             groups = (module.weight.detach().numpy().reshape(module.out_features, -1, 4) != 0).sum(-1)
             assert np.all(groups <= 2), name
-    run_stages(lm_params(root / "docs"), root, (("prune", prune),))  # the module's pruned model back
+    run_stages(built_params(root), root, (("prune", prune),))  # the module's pruned model back
 
 
 def test_quantize_scores_every_test_block_and_refuses_a_subset(project):
     root, results = project
     assert results["quantize"].eval_images == len(datasets.load_blocks(root, "test", datasets.read_manifest(root))
                                                   ["input_ids"])
-    raw = lm_params(root / "docs")
+    raw = built_params(root)
     raw["quantize"]["eval_images"] = 5
     with pytest.raises(ValueError, match=r"quantize.eval_images 5: a language model's files are scored on every test "
                                          r"block"):
