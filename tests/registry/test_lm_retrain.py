@@ -1,6 +1,6 @@
-"""`shrinkflow audit --retrain` of a registered language model: a tiny Llama project (tests/steps/test_lm_stages.py)
-run through every stage in a git checkout, its data pushed by DVC, promoted once. The audit reruns the training
-stages at the recorded commit and compares the retrained student with what the evaluate run logged: on this CPU
+"""`shrinkflow audit --retrain` of a registered language model: a tiny Llama project (tests/lm_project.py, shared
+with the stage and audit tests) run through every stage in a git checkout, its data pushed by DVC, promoted once.
+The audit reruns the training stages at the recorded commit and compares the retrained student with what the evaluate run logged: on this CPU
 the same weights and the same perplexity float; a logged metric changed beyond its tolerance fails its row."""
 
 from __future__ import annotations
@@ -9,16 +9,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 
-from benchmarks.checkout import copy_project
 from steps import config, promote, storage, tracking
 from steps.core.names import Tag
 from steps.registry import audit
 from steps.registry.audit.language import RETRAIN_PERPLEXITY_TOLERANCE, retrain_rows
 from steps.registry.audit.report import AuditReport
 from steps.registry.audit.retrain import RETRAIN_TOLERANCE
-from tests.steps.test_lm_stages import documents, lm_params, run_stages
+from tests import lm_project
 
 NAME = "fashion-student"  # promote.model_name's default for data without a registered name of its own
 CANDIDATE = f"models:/{NAME}/1"
@@ -28,14 +26,7 @@ RETRAIN_ROWS = ("retrain perplexity", "retrain next_token_accuracy", "retrain pa
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
-    base = tmp_path_factory.mktemp("lm-retrain")
-    raw = lm_params(documents(base / "docs", count=16))  # the stages run twice: here and in the retrain
-    raw.update(threads=1)
-    raw["teacher"]["train"]["epochs"] = 1
-    raw["evaluate"].update(latency_repeats=2, latency_warmup=0)
-    root = copy_project(base / "project", raw)
-    run_stages(raw, root)
+    root, raw = lm_project.fresh_copy(tmp_path_factory, "lm-retrain")  # every stage run, on one thread
     storage.commit_stage(root, "data")  # what the flow records after the data stage: dvc.lock holds the data hash
     storage.push(root)  # to the project's local DVC remote, which the audit fetches the data from
     assert promote.run(config.validate(raw, stage="promote"), root).promoted
