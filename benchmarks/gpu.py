@@ -347,7 +347,7 @@ def main() -> None:
     common.report(args, "gpu", f"GPU checks on {env['gpu']}", table(checks), result,
                   note=f"{env['gpus']} GPU(s), compute capability {env['capability']}, CUDA {env['cuda']}, cuDNN "
                        f"{env['cudnn']} (benchmark {env['cudnn_benchmark']}, deterministic "
-                       f"{env['cudnn_deterministic']}), bf16 supported: {env['bf16_supported']}; onnxruntime "
+                       f"{env['cudnn_deterministic']}), bf16 native: {env['bf16_native']}; onnxruntime "
                        f"{env['onnxruntime']}, onnxruntime-gpu {env['onnxruntime_gpu']}; "
                        f"{result['wall_s'] / 60:.1f} min wall.",
                   wall_s=result["wall_s"])

@@ -215,7 +215,10 @@ def next_token_scores(model: nn.Module, split: Split) -> dict[str, float]:
     mine = parallel.my_rows(len(split))
     with evaluating(model):
         vocabulary = forward(model, split.batch(torch.arange(1), device)[0]).size(-1)
-        for idx in torch.arange(mine.start, mine.stop).split(lm_batch_size(split, vocabulary)):
+        # a rank beyond the split's last block scores none (torch.arange(s, s).split gives one empty batch)
+        batches = torch.arange(mine.start, mine.stop).split(lm_batch_size(split, vocabulary)) if mine.stop > mine.start \
+            else ()
+        for idx in batches:
             x, y = split.batch(idx, device)
             logits, targets = next_token(forward(model, x), y)
             right += (logits.argmax(-1) == targets).sum().item()

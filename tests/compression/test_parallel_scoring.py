@@ -114,6 +114,22 @@ def test_a_rank_beyond_the_last_row_scores_nothing(monkeypatch):
     assert sums == (0, 0)
 
 
+def test_a_rank_beyond_the_last_block_scores_no_block_of_a_language_model(monkeypatch):
+    """Fewer validation blocks than ranks: the rank without one adds zeros (a Llama fed an empty batch raised,
+    and the other ranks then waited in the all-reduce)."""
+    from steps.compression.families.hf.causal import HFCausalLM
+    from tests.compression.lm import VOCAB
+
+    model = HFCausalLM(tiny_llama())
+    blocks = torch.randint(0, VOCAB, (2, 8), generator=torch.Generator().manual_seed(0))
+    small = Split({"input_ids": blocks}, blocks)
+    sums = []
+    for rank in range(3):  # the all-reduce answers with the whole split's sums, as the real one would
+        as_rank(monkeypatch, rank, 3, sums, reduced=lambda values: (1, 1.0, 14))
+        training.next_token_scores(model, small)
+    assert sums[2] == (0, 0.0, 0) and all(total == 7 for _, _, total in sums[:2])
+
+
 def test_a_one_rank_group_all_reduces_in_float64_and_scores_the_same_bits(tmp_path):
     model, split = classifier()
     lm, blocks = language_model()
