@@ -70,7 +70,7 @@ def process_group(backend: str, device: torch.device) -> Iterator[None]:
         yield
         return
     if device.type == "cuda":  # device "cuda" is then the rank's GPU (NCCL refuses two ranks on one; gloo would
-        torch.cuda.set_device(torchrun_env.local_rank())  # put every rank on GPU 0)
+        _bind_gpu(torchrun_env.local_rank())  # put every rank on GPU 0)
     # Ranks wait in a collective while rank 0 alone logs and saves: NCCL's default of 10 minutes would kill a job
     # whose checkpoint or artifact upload takes longer.
     dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
@@ -78,6 +78,16 @@ def process_group(backend: str, device: torch.device) -> Iterator[None]:
         yield
     finally:
         dist.destroy_process_group()
+
+
+def _bind_gpu(local_rank: int) -> None:
+    """This rank on GPU `local_rank` of its machine; refused, naming the key, on a machine with fewer GPUs than
+    processes (CUDA's own "invalid device ordinal" names none)."""
+    gpus = torch.cuda.device_count()
+    if local_rank >= gpus:
+        raise ValueError(f"resources.processes: local rank {local_rank} needs GPU {local_rank}, and this machine has "
+                         f"{gpus} visible: one process per GPU on CUDA (set resources.processes to {gpus} or fewer)")
+    torch.cuda.set_device(local_rank)
 
 
 def shard(idx: torch.Tensor) -> tuple[torch.Tensor, float, int]:

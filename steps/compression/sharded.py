@@ -75,8 +75,8 @@ class Sharded:
             plain.copy_(sharded.full_tensor() if isinstance(sharded, DTensor) else sharded)
         for copied, plain in _buffer_pairs(self.model, self.plain):
             plain.copy_(copied)
-            if parallel.world_size() > 1:
-                dist.broadcast(plain, src=0)
+            if parallel.world_size() > 1 and plain.is_contiguous():  # as parallel.broadcast_buffers: an expanded
+                dist.broadcast(plain, src=0)  # constant cannot be broadcast in place, and is the same everywhere
 
     def close(self) -> None:
         """The optimizer's own groups back (holding the plain model's parameters), without the sharded parameters'

@@ -133,6 +133,9 @@ def _prune(params: config.Params, root: Path, origin: lineage.Origin) -> PruneRe
     numbers; calibration rows are fixed), fine-tunes its shard of each batch under DDP, and validates the same
     model; rank 0 alone logs, saves and writes metrics/prune.json."""
     device, generator = setup(params)
+    if params.resources.strategy != "ddp" and parallel.world_size() > 1 and parallel.is_main():
+        logger.warning("prune: resources.strategy %s covers teacher and distill; prune's fine-tuning trains with ddp "
+                       "(its pruning masks act on the model itself)", params.resources.strategy)
     splits = datasets.load_splits(root, ("train", "val"))
     train, cfg = splits["train"], params.prune
     model, spec = load_model(root, ModelRole.TEACHER, device)

@@ -7,6 +7,7 @@ With one process (the default) rank 0 is the process, and this is `tracking.open
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -18,6 +19,7 @@ from steps.compression import accelerator, parallel
 from steps.compression.training import resolve_device
 from steps.core import launch, lineage
 
+logger = logging.getLogger(__name__)
 Result = TypeVar("Result")
 
 
@@ -41,9 +43,18 @@ def launched(stage: str, params: config.Params, root: Path, origin: lineage.Orig
         return launch.torchrun(stage, params, root, origin, result_type, tracking_uri=tracking.user_uri())
     except launch.RankFailed as failed:
         if failed.run_id:
-            tracking.use_store(root)
-            tracking.fail_if_running(failed.run_id)
+            _end_failed(root, failed)
         raise
+
+
+def _end_failed(root: Path, failed: Exception) -> None:
+    """Rank 0's run ended FAILED; a store that cannot be reached (perhaps why the rank died) is warned about, and
+    the rank's failure, not this one, is what the stage raises."""
+    try:
+        tracking.use_store(root)
+        tracking.fail_if_running(failed.run_id)
+    except Exception as err:  # noqa: BLE001 - any store fault: the rank's failure is the one to report
+        logger.warning("could not mark MLflow run %s FAILED after %s: %s", failed.run_id, failed, err)
 
 
 @contextlib.contextmanager
@@ -55,8 +66,8 @@ def stage_run(root: Path, params: config.Params, stage: str, origin: lineage.Ori
     if not parallel.is_main():
         yield ""
         return
-    with tracking.open_run(root, **lineage.stage_run(root, params, stage, origin)) as run_id:
-        launch.record_run_id(run_id)
+    with tracking.open_run(root, **lineage.stage_run(root, params, stage, origin),
+                           on_open=launch.record_run_id) as run_id:
         if device is not None and accelerator.is_cuda(device):
             tracking.set_tags(accelerator.record(device, params.resources.precision))
         yield run_id

@@ -12,7 +12,7 @@ import json
 import posixpath
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mlflow
@@ -31,11 +31,15 @@ LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"
 
 
 @contextlib.contextmanager
-def open_run(root: Path, experiment: str, name: str, params: dict, tags: dict[str, str]) -> Iterator[str]:
+def open_run(root: Path, experiment: str, name: str, params: dict, tags: dict[str, str],
+             on_open: Callable[[str], None] | None = None) -> Iterator[str]:
     """The active run `name` in `experiment` of the project's store, with `params` (nested: logged as dotted
-    keys) and `tags`; yields the run id. Failed when the block raises, finished otherwise."""
+    keys) and `tags`; yields the run id. Failed when the block raises, finished otherwise. `on_open(run_id)` runs
+    as soon as the run exists, before its params are logged (which can take a while against a remote server)."""
     use_store(root)
     with mlflow.start_run(experiment_id=experiment_id(experiment), run_name=name, tags=tags) as run:
+        if on_open is not None:
+            on_open(run.info.run_id)
         mlflow.log_params(flatten(params))
         yield run.info.run_id
 

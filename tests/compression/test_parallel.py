@@ -53,6 +53,7 @@ def test_a_torchrun_rank_of_a_world_of_one_joins_its_group(torchrun_rank):
 def test_gloo_on_cuda_binds_each_rank_to_its_own_gpu(torchrun_rank, monkeypatch):
     bound: list[int] = []
     monkeypatch.setattr(torch.cuda, "set_device", bound.append)  # no GPU here: what would be bound is recorded
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with parallel.process_group("gloo", CPU):
         pass
     assert bound == []  # a CPU run touches no GPU
@@ -97,3 +98,13 @@ def test_replicas_on_cpu_keep_batchnorm_because_torch_syncs_gpus_only(torchrun_r
         synced = nn.SyncBatchNorm(4).train()
         with pytest.raises(ValueError, match="SyncBatchNorm expected input tensor to be on GPU"):
             synced(torch.randn(2, 4, 3, 3))  # were a CPU ever allowed, this would be worth doing there too
+
+
+def test_more_processes_than_gpus_is_refused_naming_the_key(torchrun_rank, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: pytest.fail("bound a GPU that is not there"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # local rank 1 of a machine with one GPU
+    with pytest.raises(ValueError, match=r"^resources.processes: local rank 1 needs GPU 1, and this machine has 1 "
+                                         r"visible"):
+        with parallel.process_group("gloo", torch.device("cuda")):
+            pass
+    assert not parallel.active()

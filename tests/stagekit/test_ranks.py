@@ -61,3 +61,30 @@ def test_rank_0_leaves_its_run_id_where_the_launcher_reads_it(tmp_path, monkeypa
     launch.record_run_id("abc123")
     assert (tmp_path / "run_id").read_text() == "abc123"
     assert [p.name for p in tmp_path.iterdir()] == ["run_id"]  # no temporary file left beside it
+
+
+def test_a_store_that_cannot_end_the_run_does_not_hide_the_ranks_failure(store, monkeypatch, caplog):
+    """The store may be why the rank died: its fault is warned about, the rank's failure is what the stage raises."""
+    def unreachable(run_id):
+        raise ConnectionError("tracking server unreachable")
+
+    monkeypatch.setattr(tracking, "fail_if_running", unreachable)
+    monkeypatch.setattr(launch, "torchrun", _fails("some-run"))
+    with pytest.raises(RankFailed, match="rank 1 of 2 exited with code 3"):
+        ranks.launched("teacher", None, store, None, None)
+    assert "could not mark MLflow run some-run FAILED" in caplog.text and "unreachable" in caplog.text
+
+
+def test_rank_0_names_its_run_before_logging_its_params(store, tmp_path, monkeypatch):
+    """A rank that dies while its params are logged (slow against a remote server) must still be found."""
+    monkeypatch.setenv(launch.RUN_ID_FILE_ENV, str(tmp_path / "run_id"))
+    seen = {}
+
+    def on_open(run_id: str) -> None:
+        launch.record_run_id(run_id)
+        seen["params"] = dict(MlflowClient().get_run(run_id).data.params)
+
+    with tracking.open_run(store, "named-early", "teacher", {"a": {"b": 1}}, {}, on_open=on_open) as run_id:
+        pass
+    assert (tmp_path / "run_id").read_text() == run_id
+    assert seen["params"] == {} and MlflowClient().get_run(run_id).data.params == {"a.b": "1"}
