@@ -240,3 +240,20 @@ def metric_history(run_id: str, metric: str) -> list[float]:
     from mlflow.tracking import MlflowClient
 
     return [m.value for m in sorted(MlflowClient().get_metric_history(run_id, metric), key=lambda m: m.step)]
+
+
+def the_one_ranks_run(root: Path, experiment: str, stage: str, run_id: str):
+    """The one MLflow run of `experiment` in `root`'s store, checked to be `run_id`, the `stage`'s, finished, and
+    logged with resources.processes 2 (what rank 0 alone records when two ranks train)."""
+    from mlflow.tracking import MlflowClient
+
+    from steps import tracking
+    from steps.core.names import Tag
+
+    tracking.use_store(root)
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id]
+    assert runs[0].data.tags[Tag.STAGE] == stage and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["resources.processes"] == "2"
+    return runs[0]

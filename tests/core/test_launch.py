@@ -13,9 +13,10 @@ from steps.compression.training import accuracy
 from steps.core import datasets
 from steps.core.launch import RankFailed
 from steps.core.layout import metrics_path
-from steps.core.names import ModelRole, Tag
+from steps.core.names import ModelRole
 from steps.core.results import TeacherResult
 from steps.core.torchkit import load_model
+from tests.helpers import the_one_ranks_run
 
 pytestmark = pytest.mark.integration  # real torchrun launches (~45 s): make test, not make check
 
@@ -91,12 +92,7 @@ def test_two_ranks_follow_one_process(trained):
 
 def test_two_ranks_record_once(trained):
     root, _, two = trained
-    tracking.use_store(root)
-    client = MlflowClient()
-    runs = client.search_runs([client.get_experiment_by_name("two-ranks").experiment_id])
-    assert [r.info.run_id for r in runs] == [two.mlflow_run_id]
-    assert runs[0].data.tags[Tag.STAGE] == "teacher" and runs[0].info.status == "FINISHED"
-    assert runs[0].data.params["resources.processes"] == "2"
+    the_one_ranks_run(root, "two-ranks", "teacher", two.mlflow_run_id)
     assert TeacherResult.read(root / metrics_path("teacher")) == two
     assert sorted(p.name for p in (root / "models").iterdir()) == ["teacher.json", "teacher.safetensors"]
 

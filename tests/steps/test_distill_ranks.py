@@ -9,16 +9,16 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from steps import config, data, distill, teacher, tracking
 from steps.compression.training import validation_scores
 from steps.core import datasets
 from steps.core.layout import metrics_path, model_dir
-from steps.core.names import ModelRole, Tag
+from steps.core.names import ModelRole
 from steps.core.results import DistillResult
 from steps.core.torchkit import load_model
 from tests.helpers import metric_history as _history
+from tests.helpers import the_one_ranks_run
 from tests.steps.test_lm_stages import documents, lm_params
 
 pytestmark = pytest.mark.integration  # a real torchrun launch (~15 s of the module's ~30 s): make test, not make check
@@ -76,12 +76,7 @@ def test_two_ranks_distill_along_one_process_loss_curve(distilled):
 
 def test_two_ranks_record_one_run_and_one_checkpoint(distilled):
     root, two = distilled[2]
-    tracking.use_store(root)
-    client = MlflowClient()
-    runs = client.search_runs([client.get_experiment_by_name("distill-2").experiment_id])
-    assert [r.info.run_id for r in runs] == [two.mlflow_run_id]
-    assert runs[0].data.tags[Tag.STAGE] == "distill" and runs[0].info.status == "FINISHED"
-    assert runs[0].data.params["resources.processes"] == "2"
+    the_one_ranks_run(root, "distill-2", "distill", two.mlflow_run_id)
     assert DistillResult.read(root / metrics_path("distill")) == two
     student = root / model_dir(ModelRole.STUDENT)
     assert sorted(p.name for p in student.parent.iterdir()) == sorted(["teacher", student.name])

@@ -10,16 +10,15 @@ import logging
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
-from steps import config, prune, teacher, tracking
+from steps import config, prune, teacher
 from steps.compression import torchrun_env
 from steps.core import launch
 from steps.core.layout import metrics_path
-from steps.core.names import ModelRole, Tag
+from steps.core.names import ModelRole
 from steps.core.results import PruneResult
 from steps.core.torchkit import load_model
-from tests.helpers import metric_history, variant
+from tests.helpers import metric_history, the_one_ranks_run, variant
 
 WEIGHT_ATOL = 1e-5
 """The pruned weights, 2 ranks vs 1 process: the same samples per step and the same mean gradient, summed in another
@@ -84,12 +83,7 @@ def test_two_ranks_prune_the_model_one_process_prunes(pruned):
 def test_two_ranks_record_one_run_and_one_result(pruned):
     root, runs, _ = pruned
     one, two = runs[1][0], runs[2][0]
-    tracking.use_store(root)
-    client = MlflowClient()
-    found = client.search_runs([client.get_experiment_by_name("prune-2").experiment_id])
-    assert [r.info.run_id for r in found] == [two.mlflow_run_id]
-    assert found[0].data.tags[Tag.STAGE] == "prune" and found[0].info.status == "FINISHED"
-    assert found[0].data.params["resources.processes"] == "2"
+    the_one_ranks_run(root, "prune-2", "prune", two.mlflow_run_id)
     # step 0 (the teacher) and one point per round, logged once
     assert metric_history(two.mlflow_run_id, "val_accuracy") == metric_history(one.mlflow_run_id, "val_accuracy")
     assert len(metric_history(two.mlflow_run_id, "sparsity")) == 3
