@@ -20,6 +20,10 @@ from tests import lm_project
 from tests.helpers import tampered, write_params
 from tests.lm_project import run_stages
 
+# every stage of a tiny language model (built once per test run, tests/lm_project.py): make test, not make check,
+# and scheduled with the slow tier (in the unit tier a module this long ran among the last)
+pytestmark = pytest.mark.integration
+
 NAME = "fashion-student"  # promote.model_name's default for data without a registered name of its own
 CANDIDATE = f"models:/{NAME}/2"
 

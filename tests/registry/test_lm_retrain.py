@@ -1,7 +1,8 @@
 """`shrinkflow audit --retrain` of a registered language model: a tiny Llama project (tests/lm_project.py, shared
 with the stage and audit tests) run through every stage in a git checkout, its data pushed by DVC, promoted once.
-The audit reruns the training stages at the recorded commit and compares the retrained student with what the evaluate run logged: on this CPU
-the same weights and the same perplexity float; a logged metric changed beyond its tolerance fails its row."""
+The audit reruns the training stages at the recorded commit and compares the retrained student with what the
+evaluate run logged: on this CPU the same weights and the same perplexity float; a logged metric changed beyond
+its tolerance fails its row."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from steps.registry.audit.language import RETRAIN_PERPLEXITY_TOLERANCE, retrain_
 from steps.registry.audit.report import AuditReport
 from steps.registry.audit.retrain import RETRAIN_TOLERANCE
 from tests import lm_project
+
+# every stage of a tiny language model (built once per test run, tests/lm_project.py): make test, not make check,
+# and scheduled with the slow tier (in the unit tier a module this long ran among the last)
+pytestmark = pytest.mark.integration
 
 NAME = "fashion-student"  # promote.model_name's default for data without a registered name of its own
 CANDIDATE = f"models:/{NAME}/1"

@@ -25,6 +25,10 @@ from steps.core.results import ExportResult, PruneResult, QuantizeResult, Teache
 from tests import lm_project
 from tests.lm_project import documents, lm_params, run_stages  # noqa: F401 (other modules import them from here)
 
+# every stage of a tiny language model (built once per test run, tests/lm_project.py): make test, not make check,
+# and scheduled with the slow tier (in the unit tier a module this long ran among the last)
+pytestmark = pytest.mark.integration
+
 RESULTS = {"teacher": TeacherResult, "prune": PruneResult, "export": ExportResult, "quantize": QuantizeResult}
 
 
