@@ -105,26 +105,35 @@ def shard(idx: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     return mine, len(mine) * world / len(idx), len(mine)
 
 
-class Replicas:
-    """`model` wrapped in DistributedDataParallel (its gradients averaged during backward), and the optimizer's
-    other parameters (a distillation objective's regressors) averaged by hand after it. On CUDA its BatchNorm
-    layers are SyncBatchNorm until `close()` puts the BatchNorm layers back."""
+class RankTraining:
+    """What DDP (Replicas) and FSDP (sharded.Sharded) share: dropout drawn per rank, and the optimizer's parameters
+    outside the model (a distillation objective's regressors), which neither wraps, averaged by hand."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         if rank() > 0:  # dropout's masks: every rank was seeded alike, and would drop the same units of its rows
             torch.manual_seed(torch.initial_seed() + rank())
-        on_cuda = next(model.parameters()).device.type == "cuda"
-        self.swapped = sync_batchnorm(model) if on_cuda else []
-        self.model = nn.parallel.DistributedDataParallel(model)
         own = {id(p) for p in model.parameters()}
         self.others = [p for group in optimizer.param_groups for p in group["params"] if id(p) not in own]
 
     def average_others(self) -> None:
+        """The others' gradients averaged over the ranks (DDP and FSDP average the model's themselves)."""
         world = world_size()
         for p in self.others:
             if p.grad is not None:
                 dist.all_reduce(p.grad)
                 p.grad.div_(world)
+
+
+class Replicas(RankTraining):
+    """`model` wrapped in DistributedDataParallel (its gradients averaged during backward), and the optimizer's
+    other parameters averaged by hand after it (RankTraining). On CUDA its BatchNorm layers are SyncBatchNorm until
+    `close()` puts the BatchNorm layers back."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        super().__init__(model, optimizer)
+        on_cuda = next(model.parameters()).device.type == "cuda"
+        self.swapped = sync_batchnorm(model) if on_cuda else []
+        self.model = nn.parallel.DistributedDataParallel(model)
 
     def gather(self) -> None:
         """Nothing: DDP trains the model itself (sharded.Sharded gathers its copy's weights into the model here)."""

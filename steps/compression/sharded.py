@@ -25,7 +25,6 @@ import copy
 from collections.abc import Iterator
 
 import torch
-from torch import distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
@@ -37,46 +36,32 @@ CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 """Modules that only hold layers: their layers are the units (a ModuleList has no forward of its own to shard)."""
 
 
-class Sharded:
+class Sharded(parallel.RankTraining):
     """A sharded copy of `model` (`.model`, the module to train) and `optimizer` retargeted to it in place: its
     groups hold the copy's sharded parameters instead of `model`'s, split from the optimizer's other parameters (a
-    distillation objective's regressors, kept whole and averaged by hand, as Replicas does) because the fused AdamW
+    distillation objective's regressors, kept whole and averaged by hand: RankTraining) because the fused AdamW
     kernel takes sharded and whole tensors in separate calls only. Build it before a learning-rate scheduler (which
     counts the groups), from an optimizer that has not stepped; `close()` gives the optimizer its own groups back."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         if optimizer.state:
             raise ValueError("fsdp (resources.strategy) shards a fresh optimizer: this one has already stepped")
-        if parallel.rank() > 0:  # dropout's masks: ranks seeded alike would drop the same units of their rows
-            torch.manual_seed(torch.initial_seed() + parallel.rank())
+        super().__init__(model, optimizer)
         self.plain, self.optimizer = model, optimizer
         self.model = shard_copy(model)
         self.pairs = _pairs(self.model, model)
         self.groups = optimizer.param_groups
         optimizer.param_groups = retargeted(optimizer.param_groups, {id(p): s for s, p in self.pairs})
-        own = {id(p) for p in model.parameters()}
-        self.others = [p for group in self.groups for p in group["params"] if id(p) not in own]
-
-    def average_others(self) -> None:
-        """The gradients of the optimizer's parameters outside the model, averaged over the ranks (FSDP averages
-        the model's)."""
-        world = parallel.world_size()
-        for p in self.others:
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-                p.grad.div_(world)
 
     @torch.no_grad()
     def gather(self) -> None:
-        """The copy's weights written into the plain model, one parameter gathered at a time; its buffers (BatchNorm's
-        running statistics, each rank's own shards') made rank 0's on every rank, as DDP makes them. A collective:
-        every rank calls it, at the same point."""
+        """The copy's weights written into the plain model, one parameter gathered at a time, and its buffers
+        (BatchNorm's running statistics, each rank's own shards'), which train_epochs then makes rank 0's on every
+        rank (parallel.broadcast_buffers), as after DDP. A collective: every rank calls it, at the same point."""
         for sharded, plain in self.pairs:
             plain.copy_(sharded.full_tensor() if isinstance(sharded, DTensor) else sharded)
         for copied, plain in _buffer_pairs(self.model, self.plain):
             plain.copy_(copied)
-            if parallel.world_size() > 1 and plain.is_contiguous():  # as parallel.broadcast_buffers: an expanded
-                dist.broadcast(plain, src=0)  # constant cannot be broadcast in place, and is the same everywhere
 
     def close(self) -> None:
         """The optimizer's own groups back (holding the plain model's parameters), without the sharded parameters'
